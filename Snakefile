@@ -1,0 +1,23 @@
+# cohortflow: cohort → features → model → report, for one study file.
+#
+#   snakemake --workflow-profile profiles/laptop                      # the demo study
+#   snakemake --workflow-profile profiles/slurm --config study=my.yaml
+#
+# `cohortflow run [STUDY] [--profile NAME]` is the same thing with a validated study first.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/source.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        RESULTS / "report.html",

@@ -1,0 +1,435 @@
+"""OMOP CDM sources and the OMOP → event-store ingest.
+
+Sources are small backends behind one interface (:class:`OmopSource`): a DuckDB file, a
+directory of Parquet tables (``person.parquet`` or ``person/*.parquet``) or of CSV files.
+Each streams a table as record batches with lower-cased column names, because real OMOP
+exports often use upper case.  :func:`ingest` makes one pass over the source and writes the
+event store described in :mod:`cohortflow.events`, with memory bounded by one batch while
+reading and by one shard while sorting.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+
+from cohortflow import __version__, events
+from cohortflow.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 1_000_000
+_PLACEHOLDER = re.compile(r"column\d+")
+
+
+@dataclass(frozen=True)
+class EventTable:
+    """How one OMOP clinical table becomes events: ``<DOMAIN>//<concept_id>`` at its start."""
+
+    name: str
+    domain: str
+    concept: str
+    date: str
+    datetime: str | None = None
+    value: str | None = None
+    unit: str | None = None
+
+    def required(self) -> list[str]:
+        return ["person_id", self.concept, self.date]
+
+
+CLINICAL_TABLES = (
+    EventTable("visit_occurrence", "VISIT", "visit_concept_id", "visit_start_date",
+               "visit_start_datetime"),
+    EventTable("condition_occurrence", "CONDITION", "condition_concept_id",
+               "condition_start_date", "condition_start_datetime"),
+    EventTable("drug_exposure", "DRUG", "drug_concept_id", "drug_exposure_start_date",
+               "drug_exposure_start_datetime"),
+    EventTable("procedure_occurrence", "PROCEDURE", "procedure_concept_id", "procedure_date",
+               "procedure_datetime"),
+    EventTable("measurement", "MEASUREMENT", "measurement_concept_id", "measurement_date",
+               "measurement_datetime", "value_as_number", "unit_concept_id"),
+    EventTable("observation", "OBSERVATION", "observation_concept_id", "observation_date",
+               "observation_datetime", "value_as_number", "unit_concept_id"),
+)
+PERSON_REQUIRED = ["person_id", "gender_concept_id", "year_of_birth"]
+PERIOD_REQUIRED = ["person_id", "observation_period_start_date", "observation_period_end_date"]
+DEATH_REQUIRED = ["person_id", "death_date"]
+
+
+class OmopSource:
+    """One OMOP CDM source.  Subclasses override :meth:`_tables` and :meth:`_batches`."""
+
+    kind = "abstract"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._index = {name.lower(): name for name in self._tables()}
+
+    def _tables(self) -> list[str]:
+        raise NotImplementedError
+
+    def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def where(self, table: str) -> str:
+        """Human-readable location of a table, for error messages."""
+        return f"{self.path} (table {table})"
+
+    def has(self, table: str) -> bool:
+        return table in self._index
+
+    def batches(self, table: str, required: list[str]) -> Iterator[pl.DataFrame]:
+        """Stream ``table`` as Polars frames with lower-case columns.
+
+        Yields nothing (after a warning) for a missing, empty or placeholder table; raises
+        :class:`SourceError` naming the table and column when a required column is absent.
+        """
+        if table not in self._index:
+            log.warning("%s: table %s not found; skipped", self.path, table)
+            return
+        seen_rows = 0
+        for batch in self._batches(self._index[table]):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            frame = frame.rename({c: c.lower() for c in frame.columns})
+            if seen_rows == 0:
+                if all(_PLACEHOLDER.fullmatch(c) for c in frame.columns):
+                    log.warning("%s: placeholder table (columns %s...); skipped",
+                                self.where(table), frame.columns[0])
+                    return
+                missing = [c for c in required if c not in frame.columns]
+                if missing:
+                    raise SourceError(
+                        f"{self.where(table)}: required column(s) {', '.join(missing)} missing "
+                        f"(found: {', '.join(frame.columns)}); fix: export the table with the "
+                        "OMOP CDM v5.4 column names"
+                    )
+            seen_rows += frame.height
+            if frame.height:
+                yield frame
+        if seen_rows == 0:
+            log.warning("%s: empty table; skipped", self.where(table))
+
+
+class ParquetSource(OmopSource):
+    """A directory with ``<table>.parquet`` files or ``<table>/`` directories of parts."""
+
+    kind = "parquet"
+
+    def _tables(self) -> list[str]:
+        names = []
+        for p in self.path.iterdir():
+            if p.suffix.lower() == ".parquet" or (p.is_dir() and any(p.glob("*.parquet"))):
+                names.append(p.name[: -len(p.suffix)] if p.suffix else p.name)
+        return names
+
+    def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
+        file = self.path / f"{table}.parquet"
+        target = file if file.exists() else self.path / table
+        if not file.exists():
+            matches = [p for p in self.path.iterdir() if p.stem == table]
+            target = matches[0]
+        dataset = pads.dataset(target, format="parquet")
+        yield from dataset.to_batches(batch_size=BATCH_ROWS)
+
+
+class CsvSource(OmopSource):
+    """A directory of ``<table>.csv`` files (any case, comma separated, header row)."""
+
+    kind = "csv"
+
+    def _tables(self) -> list[str]:
+        return [p.stem for p in self.path.glob("*.csv")] + [
+            p.stem for p in self.path.glob("*.CSV")
+        ]
+
+    def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
+        path = next(p for p in self.path.iterdir() if p.stem == table)
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=64 << 20),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+        )
+        yield from reader
+
+
+class DuckDBSource(OmopSource):
+    """Tables of a DuckDB database file, optionally in one schema."""
+
+    kind = "duckdb"
+
+    def __init__(self, path: Path, schema: str | None = None) -> None:
+        if not Path(path).is_file():
+            raise SourceError(f"{path}: DuckDB file not found; fix: give the .duckdb file path")
+        self.schema = schema
+        self.con = duckdb.connect(str(path), read_only=True)
+        super().__init__(path)
+
+    def _tables(self) -> list[str]:
+        query = "SELECT table_schema, table_name FROM information_schema.tables"
+        rows = self.con.execute(query).fetchall()
+        if self.schema is not None:
+            rows = [r for r in rows if r[0].lower() == self.schema.lower()]
+        self._schema_of = {name: schema for schema, name in rows}
+        return [name for _, name in rows]
+
+    def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
+        schema = self._schema_of[table]
+        result = self.con.execute(f'SELECT * FROM "{schema}"."{table}"')
+        reader = result.fetch_record_batch(BATCH_ROWS)
+        yield from reader
+
+
+def open_source(path: Path, fmt: str | None = None, schema: str | None = None) -> OmopSource:
+    """Open an OMOP CDM source, inferring its format from the path when ``fmt`` is None."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: OMOP source not found; fix: give a .duckdb file or a "
+                          "directory of Parquet or CSV tables")
+    if fmt is None:
+        if path.is_file():
+            fmt = "duckdb"
+        elif any(path.glob("*.csv")) or any(path.glob("*.CSV")):
+            fmt = "csv"
+        else:
+            fmt = "parquet"
+    if fmt == "duckdb":
+        return DuckDBSource(path, schema)
+    if fmt == "csv":
+        return CsvSource(path)
+    if fmt == "parquet":
+        return ParquetSource(path)
+    raise SourceError(f"{path}: unknown source format {fmt!r}; fix: one of duckdb, parquet, csv")
+
+
+def _as_datetime(frame: pl.DataFrame, date: str, datetime: str | None, where: str) -> pl.Expr:
+    """Event time: the datetime column where present, else the date at midnight."""
+    dtype = frame.schema[date]
+    if dtype == pl.String:
+        day = pl.col(date).str.to_date(strict=False)
+    elif dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        day = pl.col(date).cast(pl.Date)
+    else:
+        raise SourceError(f"{where}: column {date} has type {dtype}, expected a date; "
+                          "fix: export dates as DATE or ISO 'YYYY-MM-DD' text")
+    expr = day.cast(pl.Datetime("us"))
+    if datetime is not None and datetime in frame.columns:
+        dt_type = frame.schema[datetime]
+        if isinstance(dt_type, pl.Datetime):
+            expr = pl.coalesce(pl.col(datetime).dt.replace_time_zone(None).cast(
+                pl.Datetime("us")), expr)
+        elif dt_type == pl.String:
+            expr = pl.coalesce(pl.col(datetime).str.to_datetime(strict=False, time_unit="us"),
+                               expr)
+    return expr
+
+
+def _events(frame: pl.DataFrame, subject: pl.Expr, time: pl.Expr, code: pl.Expr,
+            value: pl.Expr | None = None, unit: pl.Expr | None = None) -> pl.DataFrame:
+    return frame.select(
+        subject.cast(pl.Int64).alias("subject_id"),
+        time.cast(pl.Datetime("us")).alias("time"),
+        code.cast(pl.String).alias("code"),
+        (value if value is not None else pl.lit(None)).cast(pl.Float32).alias("numeric_value"),
+        (unit if unit is not None else pl.lit(None)).cast(pl.String).alias("unit"),
+    )
+
+
+def _person_events(frame: pl.DataFrame) -> pl.DataFrame:
+    month = pl.col("month_of_birth") if "month_of_birth" in frame.columns else pl.lit(1)
+    day = pl.col("day_of_birth") if "day_of_birth" in frame.columns else pl.lit(1)
+    birth = pl.date(pl.col("year_of_birth"), month.fill_null(1), day.fill_null(1)).cast(
+        pl.Datetime("us"))
+    if "birth_datetime" in frame.columns and isinstance(frame.schema["birth_datetime"],
+                                                        pl.Datetime):
+        birth = pl.coalesce(pl.col("birth_datetime").dt.replace_time_zone(None).cast(
+            pl.Datetime("us")), birth)
+    parts = [_events(frame, pl.col("person_id"), birth, pl.lit(events.BIRTH))]
+    for column, prefix in (("gender_concept_id", "GENDER"), ("race_concept_id", "RACE"),
+                           ("ethnicity_concept_id", "ETHNICITY")):
+        if column in frame.columns:
+            parts.append(_events(frame, pl.col("person_id"), pl.lit(None),
+                                 pl.format(f"{prefix}//{{}}", pl.col(column))))
+    return pl.concat(parts)
+
+
+def _clinical_events(frame: pl.DataFrame, table: EventTable, units: dict[int, str],
+                     where: str) -> pl.DataFrame:
+    time = _as_datetime(frame, table.date, table.datetime, where)
+    value = pl.col(table.value) if table.value and table.value in frame.columns else None
+    unit = None
+    if table.unit and table.unit in frame.columns:
+        unit = pl.col(table.unit).replace_strict(units, default=None, return_dtype=pl.String)
+    code = pl.format(f"{table.domain}//{{}}", pl.col(table.concept))
+    out = _events(frame, pl.col("person_id"), time, code, value, unit)
+    bad = out.filter(pl.col("time").is_null())
+    if bad.height:
+        raise SourceError(
+            f"{where}: {bad.height} row(s) with a null or unparseable {table.date}; "
+            "fix: every event needs a start date (ISO 'YYYY-MM-DD')"
+        )
+    return out
+
+
+class _ShardWriter:
+    """Buffers event frames per shard as part files, then sorts each shard once."""
+
+    def __init__(self, root: Path, shards: int) -> None:
+        self.root = root
+        self.shards = shards
+        self.parts = 0
+        self.codes: set[str] = set()
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        shard = events.shard_of(frame["subject_id"].to_numpy(), self.shards)
+        frame = frame.with_columns(pl.Series("_shard", shard))
+        self.codes.update(frame["code"].unique().to_list())
+        for (index,), part in frame.partition_by("_shard", as_dict=True).items():
+            path = self.root / "parts" / str(index) / f"{self.parts:08d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part.drop("_shard").write_parquet(path)
+        self.parts += 1
+
+    def finish(self, store: Path) -> int:
+        total = 0
+        for shard in events.shard_names(self.shards):
+            parts = self.root / "parts" / shard
+            frame = (
+                pl.read_parquet(parts / "*.parquet", schema=events.POLARS_EVENT_SCHEMA)
+                if parts.exists() else pl.DataFrame(schema=events.POLARS_EVENT_SCHEMA)
+            )
+            frame = frame.sort(["subject_id", "time", "code", "numeric_value", "unit"],
+                               nulls_last=False, maintain_order=True)
+            events.write_parquet(frame.to_arrow().cast(events.EVENT_SCHEMA),
+                                 events.shard_path(store, shard))
+            total += frame.height
+            shutil.rmtree(parts, ignore_errors=True)
+        return total
+
+
+def _ancestry(source: OmopSource, descendants: set[int], direct_only: bool) -> pl.DataFrame:
+    """Rows of concept_ancestor whose descendant is in ``descendants``."""
+    required = ["ancestor_concept_id", "descendant_concept_id", "min_levels_of_separation"]
+    wanted = pl.Series(sorted(descendants), dtype=pl.Int64)
+    frames = [pl.DataFrame(schema=dict.fromkeys(required, pl.Int64))]
+    for frame in source.batches("concept_ancestor", required):
+        hit = frame.select(pl.col(required).cast(pl.Int64)).filter(
+            pl.col("descendant_concept_id").is_in(wanted))
+        if direct_only:
+            hit = hit.filter(pl.col("min_levels_of_separation") == 1)
+        frames.append(hit)
+    return pl.concat(frames)
+
+
+def _vocabulary(source: OmopSource, seen: set[str]) -> pl.DataFrame:
+    """codes.parquet: every seen code and its ancestors, with descriptions and direct parents.
+
+    Ancestors take the domain prefix of the code below them: OMOP hierarchies stay inside
+    a domain, so ``CONDITION//317009`` is the parent of ``CONDITION//2000000001``.
+    """
+    domain_of: dict[int, str] = {}
+    for code in seen:
+        domain, _, cid = code.partition(events.CODE_SEPARATOR)
+        if cid.lstrip("-").isdigit():
+            domain_of[int(cid)] = domain
+    seen_ids = set(domain_of)
+    for anc, desc, _ in _ancestry(source, seen_ids, direct_only=False).iter_rows():
+        domain_of.setdefault(anc, domain_of[desc])
+    parents: dict[int, list[int]] = {}
+    for anc, desc, _ in _ancestry(source, set(domain_of), direct_only=True).iter_rows():
+        if anc != desc and anc in domain_of:
+            parents.setdefault(desc, []).append(anc)
+    names: dict[int, str] = {}
+    wanted = pl.Series(sorted(domain_of), dtype=pl.Int64)
+    for frame in source.batches("concept", ["concept_id", "concept_name"]):
+        hit = frame.filter(pl.col("concept_id").cast(pl.Int64).is_in(wanted))
+        names.update(zip(hit["concept_id"].to_list(), hit["concept_name"].to_list(), strict=True))
+    rows = {code: (code, code, []) for code in seen}
+    for cid, domain in domain_of.items():
+        code = f"{domain}//{cid}"
+        parent_codes = [f"{domain_of[p]}//{p}" for p in sorted(set(parents.get(cid, [])))]
+        rows[code] = (code, names.get(cid, code), parent_codes)
+    return pl.DataFrame(
+        [rows[code] for code in sorted(rows)],
+        schema={"code": pl.String, "description": pl.String,
+                "parent_codes": pl.List(pl.String)},
+        orient="row",
+    )
+
+
+def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop") -> dict:
+    """Write the event store for ``source`` into ``out`` (replaced atomically at the end)."""
+    out = Path(out)
+    work = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    writer = _ShardWriter(work, shards)
+    counts: dict[str, int] = {}
+
+    units: dict[int, str] = {}
+    for frame in source.batches("concept", ["concept_id", "concept_name", "domain_id"]):
+        hit = frame.filter(pl.col("domain_id") == "Unit")
+        units.update(zip(hit["concept_id"].to_list(), hit["concept_name"].to_list(), strict=True))
+
+    subjects: list[np.ndarray] = []
+    for frame in source.batches("person", PERSON_REQUIRED):
+        subjects.append(frame["person_id"].cast(pl.Int64).to_numpy())
+        writer.add(_person_events(frame))
+        counts["person"] = counts.get("person", 0) + frame.height
+    if not subjects:
+        raise SourceError(f"{source.where('person')}: no persons; fix: an OMOP CDM needs a "
+                          "non-empty person table")
+    for frame in source.batches("observation_period", PERIOD_REQUIRED):
+        where = source.where("observation_period")
+        for column, code in (("observation_period_start_date", events.OBSERVATION_START),
+                             ("observation_period_end_date", events.OBSERVATION_END)):
+            writer.add(_events(frame, pl.col("person_id"),
+                               _as_datetime(frame, column, None, where), pl.lit(code)))
+        counts["observation_period"] = counts.get("observation_period", 0) + frame.height
+    for frame in source.batches("death", DEATH_REQUIRED):
+        where = source.where("death")
+        writer.add(_events(frame, pl.col("person_id"),
+                           _as_datetime(frame, "death_date", "death_datetime", where),
+                           pl.lit(events.DEATH)))
+        counts["death"] = counts.get("death", 0) + frame.height
+    for table in CLINICAL_TABLES:
+        for frame in source.batches(table.name, table.required()):
+            writer.add(_clinical_events(frame, table, units, source.where(table.name)))
+            counts[table.name] = counts.get(table.name, 0) + frame.height
+
+    total = writer.finish(work)
+    codes = _vocabulary(source, writer.codes)
+    events.write_parquet(codes.to_arrow(), events.codes_path(work))
+    ids = np.unique(np.concatenate(subjects))
+    splits = pl.DataFrame({"subject_id": ids, "split": events.split_of(ids).astype(str)})
+    events.write_parquet(splits.to_arrow(), events.splits_path(work))
+    summary = {
+        "dataset_name": dataset_name,
+        "dataset_version": "1",
+        "etl_name": "cohortflow.omop",
+        "etl_version": __version__,
+        "meds_version": events.MEDS_VERSION,
+        "shards": shards,
+        "subjects": int(ids.size),
+        "events": total,
+        "source_rows": counts,
+    }
+    events.write_json(summary, events.dataset_json_path(work))
+    shutil.rmtree(work / "parts", ignore_errors=True)
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    return summary

@@ -1,0 +1,83 @@
+"""The HTML study report: one self-contained file (inline CSS and PNG), no network needed."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from cohortflow.privacy import suppress  # noqa: E402
+from cohortflow.spec import Study  # noqa: E402
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ddd; }
+th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.note { color: #666; font-size: .9rem; }
+"""
+
+
+def roc_png(predictions: pl.DataFrame) -> str:
+    """A ROC curve of the test split as a base64 PNG."""
+    test = predictions.filter(pl.col("split") == "test")
+    fpr, tpr, _ = roc_curve(test["label"].to_numpy(), test["prediction"].to_numpy())
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.plot(fpr, tpr, lw=2, label="model (test split)")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="lower right")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any],
+           predictions: pl.DataFrame, oracle: dict[str, Any] | None = None) -> str:
+    """The report's HTML.  Counts below the study's min_cell_count are shown suppressed."""
+    k = study.min_cell_count
+    esc = html.escape
+    attrition_rows = "".join(
+        f"<tr><td>{esc(step['step'])}</td><td class=n>{suppress(step['subjects'], k)}</td></tr>"
+        for step in attrition
+    )
+    test = metrics["test"]
+    metric_rows = "".join(
+        f"<tr><td>{name}</td><td class=n>{value:.3f}</td></tr>"
+        for name, value in (("AUROC", test["auroc"]), ("AUPRC", test["auprc"]),
+                            ("Brier score", test["brier"]))
+    )
+    if oracle is not None:
+        metric_rows += (f"<tr><td>Oracle AUROC (true planted risk)</td>"
+                        f"<td class=n>{oracle['oracle_auroc']:.3f}</td></tr>")
+    n_test = suppress(metrics["n_test"], k)
+    n_train = suppress(metrics["n_train"], k)
+    outcomes = int(predictions.filter(pl.col("split") == "test")["label"].sum())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
+<body>
+<h1>Study report: {esc(study.name)}</h1>
+<p class=note>Study digest {study.digest()}. Counts below {k} are shown as &lt;{k}.</p>
+<h2>Cohort attrition</h2>
+<table><tr><th>Step</th><th>Persons</th></tr>{attrition_rows}</table>
+<h2>Model</h2>
+<p>{esc(metrics['model'])} (C = {metrics['C']}), {metrics['n_features']} features;
+trained on {n_train} persons, tested on {n_test} held-out persons
+with {suppress(outcomes, k)} outcomes.</p>
+<table><tr><th>Metric (test split)</th><th>Value</th></tr>{metric_rows}</table>
+<h2>ROC curve</h2>
+<img alt="ROC curve of the test split" src="data:image/png;base64,{roc_png(predictions)}">
+</body></html>
+"""
+
+

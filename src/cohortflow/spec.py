@@ -1,0 +1,297 @@
+"""The typed study model: the one place where a study YAML file is read.
+
+A study file declares where the data comes from, the cohort, the features, the model and the
+privacy threshold.  Everything downstream receives a :class:`Study`, never a dict.
+
+>>> study = Study.model_validate({
+...     "name": "tiny",
+...     "source": {"synth": {"persons": 100}},
+...     "concept_sets": {"asthma": {"include": [{"concept_id": 317009}]}},
+...     "cohort": {"entry": {"concept_set": "asthma"},
+...                "outcome": {"concept_set": "asthma"}},
+... })
+>>> study.features.windows_days
+[30, 365]
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cohortflow.errors import StudySpecError
+
+DEMO_STUDY = "demo.yaml"
+"""File name of the embedded default study in ``seeds/studies``."""
+
+OMOP_DOMAINS = ("CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "OBSERVATION", "VISIT", "DEATH")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConceptRef(_Model):
+    """One concept of a concept set; descendants come from the vocabulary hierarchy."""
+
+    concept_id: int = Field(description="OMOP concept_id, e.g. 317009 (Asthma).")
+    descendants: bool = Field(True, description="Also match every descendant concept.")
+
+
+class ConceptSet(_Model):
+    """A named set of concepts, optionally restricted to one OMOP domain."""
+
+    include: list[ConceptRef] = Field(min_length=1, description="Concepts in the set.")
+    domain: Literal["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "OBSERVATION", "VISIT"] = (
+        Field("CONDITION", description="OMOP domain the concepts are looked up in.")
+    )
+
+
+class SynthSource(_Model):
+    """Generate a synthetic OMOP CDM with ``cohortflow synth`` as the study's first step."""
+
+    persons: int = Field(ge=1, description="Number of synthetic persons.")
+    seed: int = Field(0, description="Generator seed; same seed, same data.")
+
+
+class OmopSource(_Model):
+    """An existing OMOP CDM: a DuckDB file, or a directory of Parquet or CSV tables."""
+
+    path: Path = Field(description="DuckDB file or directory of tables.")
+    format: Literal["duckdb", "parquet", "csv"] | None = Field(
+        None, description="Source format; inferred from the path when omitted."
+    )
+    schema_name: str | None = Field(
+        None, alias="schema", description="Database schema holding the CDM tables (DuckDB)."
+    )
+
+
+class Source(_Model):
+    """Exactly one of ``synth`` or ``omop``."""
+
+    synth: SynthSource | None = None
+    omop: OmopSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.synth is None) == (self.omop is None):
+            raise ValueError(
+                "give exactly one of 'synth' or 'omop', e.g. source: {synth: {persons: 5000}}"
+            )
+        return self
+
+
+class Entry(_Model):
+    """Cohort entry: an occurrence of a concept set."""
+
+    concept_set: str = Field(description="Name of a concept set in concept_sets.")
+    first_only: bool = Field(True, description="Keep only each person's first entry event.")
+
+
+class TimeAtRisk(_Model):
+    """Days relative to the index date, both ends inclusive."""
+
+    start_days: int = Field(1, description="First day at risk (1 = day after index).")
+    end_days: int = Field(365, description="Last day at risk.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeAtRisk:
+        if self.end_days < self.start_days:
+            raise ValueError(
+                f"end_days ({self.end_days}) is before start_days ({self.start_days}); "
+                "fix: time_at_risk: {start_days: 1, end_days: 365}"
+            )
+        return self
+
+
+class Outcome(_Model):
+    """The prediction outcome: an occurrence of a concept set inside the time at risk."""
+
+    concept_set: str = Field(description="Name of a concept set in concept_sets.")
+    time_at_risk: TimeAtRisk = Field(default_factory=TimeAtRisk)
+
+
+class Cohort(_Model):
+    """Target cohort and outcome."""
+
+    entry: Entry
+    prior_observation_days: int = Field(
+        365, ge=0, description="Days of observation required before the index date."
+    )
+    outcome: Outcome
+
+
+class Features(_Model):
+    """Per-code aggregates in lookback windows, plus demographics."""
+
+    windows_days: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [30, 365],
+        min_length=1,
+        description="Lookback windows in days; a window of d days covers [index - d, index].",
+    )
+    domains: list[Literal["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "VISIT"]] = Field(
+        default_factory=lambda: ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"],
+        min_length=1,
+        description="Domains whose codes become features.",
+    )
+    demographics: list[Literal["age", "sex"]] = Field(
+        default_factory=lambda: ["age", "sex"], description="Demographic features."
+    )
+
+
+class Model(_Model):
+    """The prediction model."""
+
+    family: Literal["logistic_l2"] = Field("logistic_l2", description="Model family.")
+    C: float = Field(1.0, gt=0, description="Inverse regularisation strength.")
+
+
+class Study(_Model):
+    """A whole study: data source, cohort, features, model, privacy."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Study name; names the results.")
+    seed: int = Field(42, description="Study seed for splits and models.")
+    shards: int = Field(4, ge=1, le=4096, description="Event-store shards (by subject).")
+    min_cell_count: int = Field(
+        11, ge=1, description="Counts below this are suppressed in every shared output."
+    )
+    source: Source
+    concept_sets: dict[str, ConceptSet] = Field(min_length=1)
+    cohort: Cohort
+    features: Features = Field(default_factory=Features)
+    model: Model = Field(default_factory=Model)
+
+    @model_validator(mode="after")
+    def _concept_sets_exist(self) -> Study:
+        for where, name in (
+            ("cohort.entry.concept_set", self.cohort.entry.concept_set),
+            ("cohort.outcome.concept_set", self.cohort.outcome.concept_set),
+        ):
+            if name not in self.concept_sets:
+                known = ", ".join(sorted(self.concept_sets))
+                raise ValueError(f"{where}: unknown concept set '{name}'; defined: {known}")
+        return self
+
+    def digest(self) -> str:
+        """A stable hash of the study's content, independent of key order and comments."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def demo_study_path() -> Path:
+    """Path of the embedded demo study (``seeds/studies/demo.yaml``)."""
+    here = Path(str(resources.files("cohortflow")))
+    for root in (here, *here.parents):
+        candidate = root / "seeds" / "studies" / DEMO_STUDY
+        if candidate.is_file():
+            return candidate
+    raise StudySpecError(
+        f"the embedded demo study seeds/studies/{DEMO_STUDY} was not found above {here}; "
+        "fix: install cohortflow from its repository with `pip install -e .`"
+    )
+
+
+def load_study(path: str | Path | None = None) -> Study:
+    """Read and validate a study file; ``None`` loads the embedded demo study.
+
+    Every problem is reported at once, each naming its field and a fix.
+    """
+    path = Path(path) if path is not None else demo_study_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise StudySpecError(f"{path}: study file not found") from None
+    except yaml.YAMLError as exc:
+        raise StudySpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise StudySpecError(f"{path}: a study file is a YAML mapping with keys such as 'name'")
+    return parse_study(raw, origin=str(path))
+
+
+def parse_study(raw: dict[str, Any], origin: str = "<study>") -> Study:
+    """Validate a study given as a mapping, turning pydantic errors into one clear message.
+
+    >>> parse_study({"name": "x", "sed": 1}, origin="s.yaml")
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.StudySpecError: s.yaml: ...
+    """
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise StudySpecError(
+            f"{origin}: {len(lines)} problem(s) in the study file:\n" + "\n".join(lines)
+        ) from None
+
+
+def _describe(err: Any) -> str:
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join(loc) or "<root>"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        guess = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys: {', '.join(known)}"
+        return f"  - {field}: unknown key; {hint}"
+    if kind == "missing":
+        return f"  - {field}: required field is missing"
+    received = err.get("input")
+    shown = repr(received) if not isinstance(received, dict) else "a mapping"
+    return f"  - {field}: {err['msg']} (got {shown}){_example(loc)}"
+
+
+def _example(loc: list[str]) -> str:
+    """A corrected example for a field that has a default, e.g. '; fix: e.g. shards: 4'."""
+    model: Any = Study
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is not None:
+            model = _model_of(field.annotation)
+        if model is None:
+            return ""
+    field = model.model_fields.get(loc[-1]) if loc else None
+    if field is None or field.is_required():
+        return ""
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):
+        return ""
+    return f"; fix: e.g. {loc[-1]}: {json.dumps(default, default=str)}"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    """Field names accepted at a location of the study, for 'did you mean' hints."""
+    model: Any = Study
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:  # a concept-set name or a list index: same model below it
+            continue
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return sorted((f.alias or name) for name, f in model.model_fields.items())
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the study file, generated from the typed model."""
+    schema = Study.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cohortflow study"
+    return schema

@@ -1,0 +1,81 @@
+"""One function per workflow step: read inputs, call the logic, write outputs atomically.
+
+Snakemake rules call exactly one of these, so the ``.smk`` files hold no logic and every
+step can also be run (and tested) without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from cohortflow import cohorts, compute, events, features, models, omop, report, synth
+from cohortflow.spec import Study
+
+log = logging.getLogger(__name__)
+
+
+def synthesize(study: Study, out: Path) -> None:
+    """Generate the study's synthetic OMOP CDM (``source.synth``)."""
+    assert study.source.synth is not None
+    synth.generate(study.source.synth.persons, study.source.synth.seed, Path(out),
+                   progress=False)
+
+
+def ingest(study: Study, source_path: Path, out: Path) -> None:
+    """Build the sharded event store from the study's OMOP CDM."""
+    fmt = schema = None
+    if study.source.omop is not None:
+        fmt, schema = study.source.omop.format, study.source.omop.schema_name
+    summary = omop.ingest(omop.open_source(Path(source_path), fmt, schema), Path(out),
+                          study.shards, dataset_name=study.name)
+    log.info("ingested %d events into %d shards", summary["events"], study.shards)
+
+
+def cohort_shard(study: Study, store: Path, shard: str, table: Path, attrition: Path) -> None:
+    """The cohort table and attrition counts of one shard."""
+    frame, steps = cohorts.build_shard(study, Path(store), shard)
+    events.write_parquet(frame.to_arrow(), Path(table))
+    events.write_json(steps, Path(attrition))
+
+
+def merge_attrition(parts: list[Path], out: Path) -> None:
+    """Sum per-shard attrition into the cohort's attrition.json."""
+    per_shard = [json.loads(Path(p).read_text()) for p in parts]
+    events.write_json(cohorts.merge_attrition(per_shard), Path(out))
+
+
+def build_features(study: Study, store: Path, cohort_dir: Path, out: Path,
+                   workers: int | None = None) -> None:
+    """The feature tensor of the cohort, computed by Dask workers over the shards."""
+    with compute.dask_client(max_workers=workers):
+        features.build_store(study, Path(store), Path(cohort_dir), Path(out))
+
+
+def train_model(study: Study, store: Path, cohort_dir: Path, features_path: Path,
+                metrics_out: Path, predictions_out: Path) -> None:
+    """Fit and evaluate the study's model."""
+    metrics, predictions = models.train(study, Path(store), Path(cohort_dir), Path(features_path))
+    events.write_parquet(predictions.to_arrow(), Path(predictions_out))
+    events.write_json(metrics, Path(metrics_out))
+
+
+def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path,
+                 out: Path, oracle: Path | None = None) -> None:
+    """Render the self-contained HTML report."""
+    oracle_info = json.loads(Path(oracle).read_text()) if oracle and Path(oracle).is_file() \
+        else None
+    page = report.render(
+        study,
+        json.loads(Path(attrition).read_text()),
+        json.loads(Path(metrics).read_text()),
+        pl.read_parquet(predictions),
+        oracle_info,
+    )
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(out)

@@ -1,0 +1,27 @@
+rule cohort_shard:
+    input:
+        STORE,
+    output:
+        table=COHORT / "shards" / "{shard}.parquet",
+        attrition=COHORT / "shards" / "{shard}.attrition.json",
+    params:
+        digest=STUDY.digest(),
+    log:
+        RESULTS / "logs" / "cohort_{shard}.log",
+    run:
+        from cohortflow import steps
+
+        steps.cohort_shard(STUDY, input[0], wildcards.shard, output.table, output.attrition)
+
+
+rule attrition:
+    input:
+        expand(COHORT / "shards" / "{shard}.attrition.json", shard=SHARDS),
+    output:
+        COHORT / "attrition.json",
+    log:
+        RESULTS / "logs" / "attrition.log",
+    run:
+        from cohortflow import steps
+
+        steps.merge_attrition(input, output[0])

@@ -1,0 +1,15 @@
+rule features:
+    input:
+        store=STORE,
+        cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
+    output:
+        directory(RESULTS / "features" / "features.zarr"),
+    params:
+        digest=STUDY.digest(),
+    threads: 2
+    log:
+        RESULTS / "logs" / "features.log",
+    run:
+        from cohortflow import steps
+
+        steps.build_features(STUDY, input.store, COHORT, output[0], workers=threads)

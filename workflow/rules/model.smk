@@ -1,0 +1,17 @@
+rule model:
+    input:
+        store=STORE,
+        cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
+        features=RESULTS / "features" / "features.zarr",
+    output:
+        metrics=RESULTS / "model" / "metrics.json",
+        predictions=RESULTS / "model" / "predictions.parquet",
+    params:
+        digest=STUDY.digest(),
+    log:
+        RESULTS / "logs" / "model.log",
+    run:
+        from cohortflow import steps
+
+        steps.train_model(STUDY, input.store, COHORT, input.features, output.metrics,
+                          output.predictions)
