@@ -18,6 +18,10 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     input:
         RESULTS / "report.html",

@@ -187,9 +187,10 @@ class DuckDBSource(OmopSource):
 
     def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
         schema = self._schema_of[table]
-        result = self.con.execute(f'SELECT * FROM "{schema}"."{table}"')
-        reader = result.fetch_record_batch(BATCH_ROWS)
-        yield from reader
+        relation = self.con.sql(f'SELECT * FROM "{schema}"."{table}"')
+        # DuckDB 2 streams a relation with to_arrow_reader; 1.x called it record_batch.
+        stream = getattr(relation, "to_arrow_reader", None) or relation.record_batch
+        yield from stream(BATCH_ROWS)
 
 
 def open_source(path: Path, fmt: str | None = None, schema: str | None = None) -> OmopSource:
@@ -328,7 +329,7 @@ def _ancestry(source: OmopSource, descendants: set[int], direct_only: bool) -> p
     frames = [pl.DataFrame(schema=dict.fromkeys(required, pl.Int64))]
     for frame in source.batches("concept_ancestor", required):
         hit = frame.select(pl.col(required).cast(pl.Int64)).filter(
-            pl.col("descendant_concept_id").is_in(wanted))
+            pl.col("descendant_concept_id").is_in(wanted.implode()))
         if direct_only:
             hit = hit.filter(pl.col("min_levels_of_separation") == 1)
         frames.append(hit)
@@ -356,7 +357,7 @@ def _vocabulary(source: OmopSource, seen: set[str]) -> pl.DataFrame:
     names: dict[int, str] = {}
     wanted = pl.Series(sorted(domain_of), dtype=pl.Int64)
     for frame in source.batches("concept", ["concept_id", "concept_name"]):
-        hit = frame.filter(pl.col("concept_id").cast(pl.Int64).is_in(wanted))
+        hit = frame.filter(pl.col("concept_id").cast(pl.Int64).is_in(wanted.implode()))
         names.update(zip(hit["concept_id"].to_list(), hit["concept_name"].to_list(), strict=True))
     rows = {code: (code, code, []) for code in seen}
     for cid, domain in domain_of.items():

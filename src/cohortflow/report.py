@@ -56,7 +56,7 @@ def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any
         for name, value in (("AUROC", test["auroc"]), ("AUPRC", test["auprc"]),
                             ("Brier score", test["brier"]))
     )
-    if oracle is not None:
+    if oracle is not None and oracle.get("oracle_auroc") is not None:
         metric_rows += (f"<tr><td>Oracle AUROC (true planted risk)</td>"
                         f"<td class=n>{oracle['oracle_auroc']:.3f}</td></tr>")
     n_test = suppress(metrics["n_test"], k)

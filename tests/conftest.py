@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny synthetic data, an event store, and the real SLURM test cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cohortflow import omop, synth
+from cohortflow.spec import demo_study_path
+from tests.harness.slurm import slurm_cluster  # noqa: F401  (session fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def synth_omop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic OMOP CDM (Parquet directory)."""
+    out = tmp_path_factory.mktemp("omop") / "cdm"
+    synth.generate(2500, seed=3, out=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def event_store(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The event store ingested from ``synth_omop`` in 3 shards."""
+    out = tmp_path_factory.mktemp("store") / "events"
+    omop.ingest(omop.open_source(synth_omop), out, shards=3)
+    return out
+
+
+def write_study(path: Path, **changes: object) -> Path:
+    """The demo study with top-level or dotted-key changes, written to ``path``."""
+    raw = yaml.safe_load(demo_study_path().read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
