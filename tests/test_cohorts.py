@@ -33,9 +33,9 @@ def period(subject: int, start: str, end: str) -> list[tuple[int, str | None, st
 
 
 def rules(**changes: object) -> cohorts.CohortRules:
-    base: dict = dict(entry_codes=[ASTHMA, CHILD_ASTHMA], first_only=True,
-                      prior_observation_days=365, outcome_codes=[EXACERBATION],
-                      tar_start_days=1, tar_end_days=365)
+    base: dict = {"entry_codes": [ASTHMA, CHILD_ASTHMA], "first_only": True,
+                  "prior_observation_days": 365, "outcome_codes": [EXACERBATION],
+                  "tar_start_days": 1, "tar_end_days": 365}
     return cohorts.CohortRules(**(base | changes))
 
 

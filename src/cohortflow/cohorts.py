@@ -18,13 +18,13 @@ from cohortflow.errors import StudySpecError
 from cohortflow.spec import ConceptSet, Study
 
 COHORT_SCHEMA = pl.Schema(
-    {
-        "subject_id": pl.Int64,
-        "index_time": pl.Datetime("us"),
-        "label": pl.Boolean,
-        "event_time": pl.Datetime("us"),
-        "censor_time": pl.Datetime("us"),
-    }
+    [
+        ("subject_id", pl.Int64()),
+        ("index_time", pl.Datetime("us")),
+        ("label", pl.Boolean()),
+        ("event_time", pl.Datetime("us")),
+        ("censor_time", pl.Datetime("us")),
+    ]
 )
 
 
@@ -137,7 +137,7 @@ def make_cohort(rules: CohortRules) -> Callable[[pl.LazyFrame], list[tuple[str, 
                 censor_time=pl.min_horizontal(tar_end, pl.col("obs_end").cast(pl.Datetime("us"))),
             )
             .select(list(COHORT_SCHEMA))
-            .cast(dict(COHORT_SCHEMA))
+            .cast(COHORT_SCHEMA)
             .sort("subject_id", "index_time")
         )
         return [

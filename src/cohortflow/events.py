@@ -41,13 +41,13 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 POLARS_EVENT_SCHEMA = pl.Schema(
-    {
-        "subject_id": pl.Int64,
-        "time": pl.Datetime("us"),
-        "code": pl.String,
-        "numeric_value": pl.Float32,
-        "unit": pl.String,
-    }
+    [
+        ("subject_id", pl.Int64()),
+        ("time", pl.Datetime("us")),
+        ("code", pl.String()),
+        ("numeric_value", pl.Float32()),
+        ("unit", pl.String()),
+    ]
 )
 SPLITS = ("train", "tuning", "held_out")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)

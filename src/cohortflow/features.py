@@ -43,7 +43,8 @@ class FeatureIndex:
     aggregation: tuple[str, ...]
 
     def position(self) -> dict[tuple[str, str, str], int]:
-        return {key: i for i, key in enumerate(zip(self.code, self.window, self.aggregation))}
+        keys = zip(self.code, self.window, self.aggregation, strict=True)
+        return {key: i for i, key in enumerate(keys)}
 
     def __len__(self) -> int:
         return len(self.code)
@@ -139,9 +140,9 @@ def shard_block(spec: Features, index: FeatureIndex, ev: pl.LazyFrame,
         birth = joined.filter(pl.col("code") == events.BIRTH).group_by("row").agg(
             age=(pl.col("index_time").first() - pl.col("time").min()).dt.total_days() / 365.25
         ).collect()
-        col = position[(events.BIRTH, STATIC_WINDOW, "age_years")]
-        block[:, col] = np.nan
-        block[birth["row"].to_numpy(), col] = birth["age"].to_numpy()
+        age_col = position[(events.BIRTH, STATIC_WINDOW, "age_years")]
+        block[:, age_col] = np.nan
+        block[birth["row"].to_numpy(), age_col] = birth["age"].to_numpy()
     static = joined.filter(pl.col("time").is_null()).select("row", "code").collect()
     for row, code in static.iter_rows():
         col = position.get((code, STATIC_WINDOW, "present"))

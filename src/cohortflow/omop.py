@@ -188,9 +188,7 @@ class DuckDBSource(OmopSource):
     def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
         schema = self._schema_of[table]
         relation = self.con.sql(f'SELECT * FROM "{schema}"."{table}"')
-        # DuckDB 2 streams a relation with to_arrow_reader; 1.x called it record_batch.
-        stream = getattr(relation, "to_arrow_reader", None) or relation.record_batch
-        yield from stream(BATCH_ROWS)
+        yield from relation.to_arrow_reader(BATCH_ROWS)
 
 
 def open_source(path: Path, fmt: str | None = None, schema: str | None = None) -> OmopSource:
@@ -359,11 +357,11 @@ def _vocabulary(source: OmopSource, seen: set[str]) -> pl.DataFrame:
     for frame in source.batches("concept", ["concept_id", "concept_name"]):
         hit = frame.filter(pl.col("concept_id").cast(pl.Int64).is_in(wanted.implode()))
         names.update(zip(hit["concept_id"].to_list(), hit["concept_name"].to_list(), strict=True))
-    rows = {code: (code, code, []) for code in seen}
-    for cid, domain in domain_of.items():
-        code = f"{domain}//{cid}"
-        parent_codes = [f"{domain_of[p]}//{p}" for p in sorted(set(parents.get(cid, [])))]
-        rows[code] = (code, names.get(cid, code), parent_codes)
+    rows: dict[str, tuple[str, str, list[str]]] = {code: (code, code, []) for code in seen}
+    for concept_id, domain in domain_of.items():
+        code = f"{domain}//{concept_id}"
+        parent_codes = [f"{domain_of[p]}//{p}" for p in sorted(set(parents.get(concept_id, [])))]
+        rows[code] = (code, names.get(concept_id, code), parent_codes)
     return pl.DataFrame(
         [rows[code] for code in sorted(rows)],
         schema={"code": pl.String, "description": pl.String,

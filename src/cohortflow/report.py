@@ -10,12 +10,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import polars as pl
+from sklearn.metrics import roc_curve
 
-from cohortflow.privacy import suppress  # noqa: E402
-from cohortflow.spec import Study  # noqa: E402
+from cohortflow.privacy import suppress
+from cohortflow.spec import Study
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }

@@ -115,7 +115,7 @@ class Outcome(_Model):
     """The prediction outcome: an occurrence of a concept set inside the time at risk."""
 
     concept_set: str = Field(description="Name of a concept set in concept_sets.")
-    time_at_risk: TimeAtRisk = Field(default_factory=TimeAtRisk)
+    time_at_risk: TimeAtRisk = TimeAtRisk()
 
 
 class Cohort(_Model):
@@ -128,6 +128,12 @@ class Cohort(_Model):
     outcome: Outcome
 
 
+FeatureDomain = Literal["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "VISIT"]
+Demographic = Literal["age", "sex"]
+_DEFAULT_DOMAINS: list[FeatureDomain] = ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"]
+_DEFAULT_DEMOGRAPHICS: list[Demographic] = ["age", "sex"]
+
+
 class Features(_Model):
     """Per-code aggregates in lookback windows, plus demographics."""
 
@@ -136,13 +142,13 @@ class Features(_Model):
         min_length=1,
         description="Lookback windows in days; a window of d days covers [index - d, index].",
     )
-    domains: list[Literal["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "VISIT"]] = Field(
-        default_factory=lambda: ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"],
+    domains: list[FeatureDomain] = Field(
+        default_factory=lambda: list(_DEFAULT_DOMAINS),
         min_length=1,
         description="Domains whose codes become features.",
     )
-    demographics: list[Literal["age", "sex"]] = Field(
-        default_factory=lambda: ["age", "sex"], description="Demographic features."
+    demographics: list[Demographic] = Field(
+        default_factory=lambda: list(_DEFAULT_DEMOGRAPHICS), description="Demographic features."
     )
 
 
@@ -165,8 +171,8 @@ class Study(_Model):
     source: Source
     concept_sets: dict[str, ConceptSet] = Field(min_length=1)
     cohort: Cohort
-    features: Features = Field(default_factory=Features)
-    model: Model = Field(default_factory=Model)
+    features: Features = Features()
+    model: Model = Model()
 
     @model_validator(mode="after")
     def _concept_sets_exist(self) -> Study:
