@@ -1,28 +1,17 @@
-# The README's two commands:  `make demo`  and  `make test`.
-PYTHON ?= python3
-VENV ?= .venv
-BIN := $(VENV)/bin
+# Shortcuts for the scripts the README documents (no make needed to use cohortflow).
+.PHONY: setup demo test schema clean
 
-.PHONY: setup demo test lint schema clean
+setup:  ## create .venv with cohortflow and its test tools
+	bash scripts/setup.sh
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $@
+demo:  ## set up, run the demo study -> results/demo/report.html
+	bash scripts/demo.sh
 
-setup: $(VENV)/.installed  ## create .venv with cohortflow and its test tools
-
-demo: setup  ## run the demo study on the laptop profile -> results/demo/report.html
-	$(BIN)/cohortflow run
-
-test: setup  ## lint, type-check and run the whole test suite
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/mypy
-	$(BIN)/python -m pytest
+test:  ## set up (incl. SLURM), lint, type-check and run the whole test suite
+	bash scripts/test.sh
 
 schema: setup  ## regenerate workflow/schemas/study.schema.json from the typed model
-	$(BIN)/cohortflow schema --out workflow/schemas/study.schema.json
+	.venv/bin/cohortflow schema --out workflow/schemas/study.schema.json
 
 clean:
 	rm -rf results .snakemake
