@@ -36,7 +36,8 @@ def snakemake_command(study: Path | None, profile: str, results: Path,
         sys.executable, "-m", "snakemake",
         "--snakefile", str(root / "Snakefile"),
         "--workflow-profile", str(profile_dir),
-        "--config", f"study={study_path}", f"results={results.resolve()}",
+        # --config replaces the profile's config list, so the profile name is repeated here.
+        "--config", f"study={study_path}", f"results={results.resolve()}", f"profile={profile}",
         *extra,
     ]
 
