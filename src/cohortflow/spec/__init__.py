@@ -21,145 +21,51 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from cohortflow.errors import StudySpecError
+from cohortflow.spec._base import SpecModel
+from cohortflow.spec._cohort import (
+    Cohort,
+    ConceptRef,
+    ConceptSet,
+    Entry,
+    Outcome,
+    TimeAtRisk,
+)
+from cohortflow.spec._features import Features
+from cohortflow.spec._model import Model
+from cohortflow.spec._source import OmopSource, Source, SynthSource
 
 DEMO_STUDY = "demo.yaml"
 """File name of the embedded default study in ``seeds/studies``."""
 
-OMOP_DOMAINS = ("CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "OBSERVATION", "VISIT", "DEATH")
+__all__ = [
+    "DEMO_STUDY",
+    "Cohort",
+    "ConceptRef",
+    "ConceptSet",
+    "Entry",
+    "Features",
+    "Model",
+    "OmopSource",
+    "Outcome",
+    "Source",
+    "SpecModel",
+    "Study",
+    "SynthSource",
+    "TimeAtRisk",
+    "demo_study_path",
+    "json_schema",
+    "load_study",
+    "parse_study",
+]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ConceptRef(_Model):
-    """One concept of a concept set; descendants come from the vocabulary hierarchy."""
-
-    concept_id: int = Field(description="OMOP concept_id, e.g. 317009 (Asthma).")
-    descendants: bool = Field(True, description="Also match every descendant concept.")
-
-
-class ConceptSet(_Model):
-    """A named set of concepts, optionally restricted to one OMOP domain."""
-
-    include: list[ConceptRef] = Field(min_length=1, description="Concepts in the set.")
-    domain: Literal["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "OBSERVATION", "VISIT"] = (
-        Field("CONDITION", description="OMOP domain the concepts are looked up in.")
-    )
-
-
-class SynthSource(_Model):
-    """Generate a synthetic OMOP CDM with ``cohortflow synth`` as the study's first step."""
-
-    persons: int = Field(ge=1, description="Number of synthetic persons.")
-    seed: int = Field(0, description="Generator seed; same seed, same data.")
-
-
-class OmopSource(_Model):
-    """An existing OMOP CDM: a DuckDB file, or a directory of Parquet or CSV tables."""
-
-    path: Path = Field(description="DuckDB file or directory of tables.")
-    format: Literal["duckdb", "parquet", "csv"] | None = Field(
-        None, description="Source format; inferred from the path when omitted."
-    )
-    schema_name: str | None = Field(
-        None, alias="schema", description="Database schema holding the CDM tables (DuckDB)."
-    )
-
-
-class Source(_Model):
-    """Exactly one of ``synth`` or ``omop``."""
-
-    synth: SynthSource | None = None
-    omop: OmopSource | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Source:
-        if (self.synth is None) == (self.omop is None):
-            raise ValueError(
-                "give exactly one of 'synth' or 'omop', e.g. source: {synth: {persons: 5000}}"
-            )
-        return self
-
-
-class Entry(_Model):
-    """Cohort entry: an occurrence of a concept set."""
-
-    concept_set: str = Field(description="Name of a concept set in concept_sets.")
-    first_only: bool = Field(True, description="Keep only each person's first entry event.")
-
-
-class TimeAtRisk(_Model):
-    """Days relative to the index date, both ends inclusive."""
-
-    start_days: int = Field(1, description="First day at risk (1 = day after index).")
-    end_days: int = Field(365, description="Last day at risk.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> TimeAtRisk:
-        if self.end_days < self.start_days:
-            raise ValueError(
-                f"end_days ({self.end_days}) is before start_days ({self.start_days}); "
-                "fix: time_at_risk: {start_days: 1, end_days: 365}"
-            )
-        return self
-
-
-class Outcome(_Model):
-    """The prediction outcome: an occurrence of a concept set inside the time at risk."""
-
-    concept_set: str = Field(description="Name of a concept set in concept_sets.")
-    time_at_risk: TimeAtRisk = TimeAtRisk()
-
-
-class Cohort(_Model):
-    """Target cohort and outcome."""
-
-    entry: Entry
-    prior_observation_days: int = Field(
-        365, ge=0, description="Days of observation required before the index date."
-    )
-    outcome: Outcome
-
-
-FeatureDomain = Literal["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "VISIT"]
-Demographic = Literal["age", "sex"]
-_DEFAULT_DOMAINS: list[FeatureDomain] = ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"]
-_DEFAULT_DEMOGRAPHICS: list[Demographic] = ["age", "sex"]
-
-
-class Features(_Model):
-    """Per-code aggregates in lookback windows, plus demographics."""
-
-    windows_days: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [30, 365],
-        min_length=1,
-        description="Lookback windows in days; a window of d days covers [index - d, index].",
-    )
-    domains: list[FeatureDomain] = Field(
-        default_factory=lambda: list(_DEFAULT_DOMAINS),
-        min_length=1,
-        description="Domains whose codes become features.",
-    )
-    demographics: list[Demographic] = Field(
-        default_factory=lambda: list(_DEFAULT_DEMOGRAPHICS), description="Demographic features."
-    )
-
-
-class Model(_Model):
-    """The prediction model."""
-
-    family: Literal["logistic_l2"] = Field("logistic_l2", description="Model family.")
-    C: float = Field(1.0, gt=0, description="Inverse regularisation strength.")
-
-
-class Study(_Model):
+class Study(SpecModel):
     """A whole study: data source, cohort, features, model, privacy."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Study name; names the results.")

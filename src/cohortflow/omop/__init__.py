@@ -1,0 +1,29 @@
+"""OMOP CDM sources and the OMOP → event-store ingest.
+
+Sources are small backends behind one interface (:class:`OmopSource`): a DuckDB file, a
+directory of Parquet tables (``person.parquet`` or ``person/*.parquet``) or of CSV files.
+Each streams a table as record batches with lower-cased column names, because real OMOP
+exports often use upper case.  :func:`ingest` makes one pass over the source and writes the
+event store described in :mod:`cohortflow.events`, with memory bounded by one batch while
+reading and by one shard while sorting.
+"""
+
+from cohortflow.omop._ingest import CLINICAL_TABLES, EventTable, ingest
+from cohortflow.omop._sources import (
+    CsvSource,
+    DuckDBSource,
+    OmopSource,
+    ParquetSource,
+    open_source,
+)
+
+__all__ = [
+    "CLINICAL_TABLES",
+    "CsvSource",
+    "DuckDBSource",
+    "EventTable",
+    "OmopSource",
+    "ParquetSource",
+    "ingest",
+    "open_source",
+]
