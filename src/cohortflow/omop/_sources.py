@@ -2,7 +2,10 @@
 
 Each streams a table as record batches with lower-cased column names, because real OMOP
 exports often use upper case.  Missing, empty and placeholder tables (columns named
-``column0, column1, ...``, as in Eunomia) yield nothing, with a warning.
+``column0, column1, ...``, as in Eunomia) yield nothing, with a warning.  A backend
+overrides :meth:`OmopSource._tables` and :meth:`OmopSource._batches` (and ``location``
+when it is not a file path): Parquet, CSV, DuckDB here, PostgreSQL in
+:mod:`cohortflow.omop._postgres`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import duckdb
 import polars as pl
@@ -35,6 +39,24 @@ class OmopSource:
         self.path = Path(path)
         self._index = {name.lower(): name for name in self._tables()}
 
+    @property
+    def location(self) -> str:
+        """Where the source is, safe to show (never holds a credential)."""
+        return str(self.path)
+
+    def tables(self) -> list[str]:
+        """Lower-case names of the tables the source holds."""
+        return sorted(self._index)
+
+    def close(self) -> None:
+        """Release connections; reading after this is an error."""
+
+    def __enter__(self) -> OmopSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _tables(self) -> list[str]:
         raise NotImplementedError
 
@@ -43,7 +65,7 @@ class OmopSource:
 
     def where(self, table: str) -> str:
         """Human-readable location of a table, for error messages."""
-        return f"{self.path} (table {table})"
+        return f"{self.location} (table {table})"
 
     def has(self, table: str) -> bool:
         return table in self._index
@@ -55,7 +77,7 @@ class OmopSource:
         :class:`SourceError` naming the table and column when a required column is absent.
         """
         if table not in self._index:
-            log.warning("%s: table %s not found; skipped", self.path, table)
+            log.warning("%s: table %s not found; skipped", self.location, table)
             return
         seen_rows = 0
         for batch in self._batches(self._index[table]):
@@ -149,12 +171,136 @@ class DuckDBSource(OmopSource):
         yield from relation.to_arrow_reader(BATCH_ROWS)
 
 
-def open_source(path: Path, fmt: str | None = None, schema: str | None = None) -> OmopSource:
-    """Open an OMOP CDM source, inferring its format from the path when ``fmt`` is None."""
+class PostgresSource(OmopSource):
+    """Tables of a PostgreSQL database, optionally in one schema (default: the search path).
+
+    Reads go through ADBC, which streams binary ``COPY`` output as Arrow batches, so no
+    table is ever held whole.  ``NUMERIC`` columns are read as ``double precision``, the
+    type the Parquet export of the same CDM holds.  The URL must not carry a password:
+    libpq takes it from ``PGPASSWORD`` or the pgpass file (``~/.pgpass``, ``PGPASSFILE``).
+    """
+
+    kind = "postgresql"
+    #: Arrow batch size the driver aims for; bounds reader memory per table.
+    batch_bytes = 16 << 20
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.url = check_postgres_url(url)
+        self.schema = schema
+        try:
+            import adbc_driver_postgresql.dbapi as adbc
+        except ImportError:
+            raise SourceError(
+                f"{self.url}: reading PostgreSQL needs the adbc-driver-postgresql package; "
+                "fix: pip install adbc-driver-postgresql"
+            ) from None
+        try:
+            self.con = adbc.connect(self.url, autocommit=True)
+        except adbc.Error as exc:
+            raise SourceError(
+                f"{self.url}: cannot connect to PostgreSQL ({_first_line(exc)}); fix: check "
+                "host, port, database and user, and give the password in PGPASSWORD or "
+                "~/.pgpass, never in the URL or the study file"
+            ) from None
+        self._index = {name.lower(): name for name in self._tables()}
+        if not self._index:
+            where = f"schema {self.schema!r}" if self.schema else "the default schema"
+            raise SourceError(
+                f"{self.location}: {where} holds no tables; fix: give the schema of the CDM "
+                "tables, e.g. source: {omop: {url: ..., schema: cdm}} or --schema cdm"
+            )
+
+    @property
+    def location(self) -> str:
+        return self.url + (f" schema {self.schema}" if self.schema else "")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _query(self, sql: str, *params: object) -> list[tuple]:
+        with self.con.cursor() as cur:
+            cur.execute(sql, params or None)
+            return list(cur.fetchall())
+
+    def _tables(self) -> list[str]:
+        rows = self._query(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema = coalesce($1, current_schema())", self.schema)
+        self._schema_of = {name: schema for schema, name in rows}
+        return [name for _, name in rows]
+
+    def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
+        schema = self._schema_of[table]
+        columns = self._query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            schema, table)
+        select = ", ".join(
+            f'"{name}"::double precision AS "{name}"' if kind == "numeric" else f'"{name}"'
+            for name, kind in columns)
+        with self.con.cursor() as cur:
+            cur.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_bytes)})
+            cur.execute(f'SELECT {select} FROM "{schema}"."{table}"')
+            for batch in cur.fetch_record_batch():
+                yield _plain(batch)
+
+
+def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Drop the driver's field metadata, so batches compare equal to other sources'."""
+    return pa.RecordBatch.from_arrays(batch.columns,
+                                      schema=pa.schema([f.remove_metadata() for f in batch.schema]))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def check_postgres_url(url: str) -> str:
+    """Return a PostgreSQL URL unchanged, or refuse one that holds a password.
+
+    >>> check_postgres_url("postgresql://reader@db.example.org:5432/cdm")
+    'postgresql://reader@db.example.org:5432/cdm'
+    >>> check_postgres_url("postgresql://reader:s3cret@db/cdm")
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.SourceError: postgresql://reader:***@db/cdm: the URL holds a password; ...
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise SourceError(f"{url}: not a PostgreSQL URL; fix: postgresql://user@host:5432/dbname")
+    if parts.password is not None or "password=" in parts.query.lower():
+        host = parts.netloc.rpartition("@")[2]
+        shown = f"{parts.scheme}://{parts.username}:***@{host}{parts.path}"
+        raise SourceError(
+            f"{shown}: the URL holds a password; fix: remove it and set PGPASSWORD or add a "
+            "line host:port:dbname:user:password to ~/.pgpass (mode 0600)"
+        )
+    return url
+
+
+def is_postgres_url(path: str | Path) -> bool:
+    """Whether a source location is a PostgreSQL URL rather than a file path.
+
+    >>> is_postgres_url("postgresql://me@localhost/cdm"), is_postgres_url("omop/")
+    (True, False)
+    """
+    return isinstance(path, str) and path.split("://", 1)[0] in ("postgresql", "postgres")
+
+
+def open_source(path: str | Path, fmt: str | None = None,
+                schema: str | None = None) -> OmopSource:
+    """Open an OMOP CDM source, inferring its format from the location when ``fmt`` is None.
+
+    A ``postgresql://`` URL opens a :class:`PostgresSource`; a file, a DuckDB database; a
+    directory, its Parquet or CSV tables.
+    """
+    if is_postgres_url(path) or fmt == "postgresql":
+        return PostgresSource(str(path), schema)
     path = Path(path)
     if not path.exists():
-        raise SourceError(f"{path}: OMOP source not found; fix: give a .duckdb file or a "
-                          "directory of Parquet or CSV tables")
+        raise SourceError(f"{path}: OMOP source not found; fix: give a .duckdb file, a "
+                          "directory of Parquet or CSV tables, or a postgresql:// URL")
     if fmt is None:
         if path.is_file():
             fmt = "duckdb"
@@ -168,4 +314,5 @@ def open_source(path: Path, fmt: str | None = None, schema: str | None = None) -
         return CsvSource(path)
     if fmt == "parquet":
         return ParquetSource(path)
-    raise SourceError(f"{path}: unknown source format {fmt!r}; fix: one of duckdb, parquet, csv")
+    raise SourceError(f"{path}: unknown source format {fmt!r}; fix: one of duckdb, parquet, "
+                      "csv, postgresql")
