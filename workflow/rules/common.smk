@@ -22,6 +22,12 @@ def get_omop_source(wildcards):
     return STUDY.source.omop.path
 
 
+def get_dask_config(resources):
+    """The dask-jobqueue config named by a job's `dask_config` resource; None: LocalCluster."""
+    value = getattr(resources, "dask_config", "")
+    return Path(workflow.basedir) / value if value else None
+
+
 def get_oracle(wildcards):
     """The generator's oracle AUROC, shown in the report of a synthetic study."""
     return [RESULTS / "omop"] if STUDY.source.synth is not None else []
