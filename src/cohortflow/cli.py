@@ -62,17 +62,21 @@ def synth(
 @app.command()
 @_friendly
 def ingest(
-    source: Annotated[Path, typer.Argument(help="DuckDB file, or directory of Parquet/CSV.")],
+    source: Annotated[str, typer.Argument(
+        help="DuckDB file, directory of Parquet/CSV, or postgresql://user@host/db URL "
+             "(password from PGPASSWORD or ~/.pgpass).")],
     out: Annotated[Path, typer.Option(help="Event-store directory (MEDS layout).")] = Path(
         "events"),
     shards: Annotated[int, typer.Option(min=1, help="Number of subject shards.")] = 4,
-    fmt: Annotated[str | None, typer.Option("--format", help="duckdb, parquet or csv.")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="duckdb, parquet, csv or postgresql.")] = None,
     schema: Annotated[str | None, typer.Option(help="Database schema of the CDM.")] = None,
 ) -> None:
     """Ingest an OMOP CDM into a sharded MEDS event store."""
     from cohortflow import omop
 
-    summary = omop.ingest(omop.open_source(source, fmt, schema), out, shards)
+    location = source if omop.is_postgres_url(source) else Path(source)
+    summary = omop.ingest(omop.open_source(location, fmt, schema), out, shards)
     err.print(f"wrote {summary['events']:,} events of {summary['subjects']:,} subjects "
               f"into {shards} shards at {out}")
 

@@ -1,7 +1,8 @@
 """OMOP CDM sources and the OMOP → event-store ingest.
 
 Sources are small backends behind one interface (:class:`OmopSource`): a DuckDB file, a
-directory of Parquet tables (``person.parquet`` or ``person/*.parquet``) or of CSV files.
+directory of Parquet tables (``person.parquet`` or ``person/*.parquet``) or of CSV files, a
+PostgreSQL database (``postgresql://`` URL; the password from ``PGPASSWORD`` or ``~/.pgpass``).
 Each streams a table as record batches with lower-cased column names, because real OMOP
 exports often use upper case.  :func:`ingest` makes one pass over the source and writes the
 event store described in :mod:`cohortflow.events`, with memory bounded by one batch while
@@ -14,6 +15,8 @@ from cohortflow.omop._sources import (
     DuckDBSource,
     OmopSource,
     ParquetSource,
+    PostgresSource,
+    is_postgres_url,
     open_source,
 )
 
@@ -24,6 +27,8 @@ __all__ = [
     "EventTable",
     "OmopSource",
     "ParquetSource",
+    "PostgresSource",
     "ingest",
+    "is_postgres_url",
     "open_source",
 ]

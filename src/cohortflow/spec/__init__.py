@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ from cohortflow.spec._cohort import (
     Cohort,
     ConceptRef,
     ConceptSet,
+    Criterion,
     Entry,
+    Exit,
+    InclusionRule,
     Outcome,
     TimeAtRisk,
 )
@@ -48,8 +52,11 @@ __all__ = [
     "Cohort",
     "ConceptRef",
     "ConceptSet",
+    "Criterion",
     "Entry",
+    "Exit",
     "Features",
+    "InclusionRule",
     "Model",
     "OmopSource",
     "Outcome",
@@ -82,10 +89,7 @@ class Study(SpecModel):
 
     @model_validator(mode="after")
     def _concept_sets_exist(self) -> Study:
-        for where, name in (
-            ("cohort.entry.concept_set", self.cohort.entry.concept_set),
-            ("cohort.outcome.concept_set", self.cohort.outcome.concept_set),
-        ):
+        for where, name in self.cohort.concept_set_refs():
             if name not in self.concept_sets:
                 known = ", ".join(sorted(self.concept_sets))
                 raise ValueError(f"{where}: unknown concept set '{name}'; defined: {known}")
@@ -157,6 +161,8 @@ def _describe(err: Any) -> str:
         return f"  - {field}: required field is missing"
     received = err.get("input")
     shown = repr(received) if not isinstance(received, dict) else "a mapping"
+    shown = re.sub(r"(://[^/:@\s]*:)[^@\s]*@", r"\1***@", shown)  # never echo a password
+    shown = re.sub(r"(?i)(password=)[^&\s']*", r"\1***", shown)
     return f"  - {field}: {err['msg']} (got {shown}){_example(loc)}"
 
 
