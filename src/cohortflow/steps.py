@@ -25,12 +25,20 @@ def synthesize(study: Study, out: Path) -> None:
                    progress=False)
 
 
-def ingest(study: Study, source_path: Path, out: Path) -> None:
-    """Build the sharded event store from the study's OMOP CDM."""
+def ingest(study: Study, source_path: Path | None, out: Path) -> None:
+    """Build the sharded event store from the study's OMOP CDM.
+
+    ``source_path`` is None for a database source (``source.omop.url``), which has no file
+    for Snakemake to track; its password comes from PGPASSWORD or ~/.pgpass.
+    """
     fmt = schema = None
+    location: str | Path | None = source_path
     if study.source.omop is not None:
         fmt, schema = study.source.omop.format, study.source.omop.schema_name
-    summary = omop.ingest(omop.open_source(Path(source_path), fmt, schema), Path(out),
+        if study.source.omop.url is not None:
+            location = study.source.omop.url
+    assert location is not None, "a file source needs its path"
+    summary = omop.ingest(omop.open_source(location, fmt, schema), Path(out),
                           study.shards, dataset_name=study.name)
     log.info("ingested %d events into %d shards", summary["events"], study.shards)
 
