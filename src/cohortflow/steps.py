@@ -57,9 +57,10 @@ def merge_attrition(parts: list[Path], out: Path) -> None:
 
 
 def build_features(study: Study, store: Path, cohort_dir: Path, out: Path,
-                   workers: int | None = None) -> None:
+                   workers: int | None = None, dask_config: Path | None = None) -> None:
     """The feature tensor of the cohort, computed by Dask workers over the shards."""
-    with compute.dask_client(max_workers=workers):
+    with compute.dask_client(max_workers=workers, dask_config=dask_config,
+                             scheduler_dir=Path(out).parent / ".dask"):
         features.build_store(study, Path(store), Path(cohort_dir), Path(out))
 
 

@@ -12,4 +12,5 @@ rule features:
     run:
         from cohortflow import steps
 
-        steps.build_features(STUDY, input.store, COHORT, output[0], workers=threads)
+        steps.build_features(STUDY, input.store, COHORT, output[0], workers=threads,
+                             dask_config=get_dask_config(resources))
