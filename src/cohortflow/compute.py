@@ -63,6 +63,10 @@ class Allocation:
         return cls(workers=cpus, threads_per_worker=1, memory_limit_bytes=memory)
 
 
+# dask-jobqueue config keys whose argument has another name.
+_ARGUMENT_OF = {"name": "job_name"}
+
+
 def _import_slurm_cluster() -> Any:
     """dask_jobqueue's SLURMCluster, imported without its import-time side effect.
 
@@ -124,22 +128,23 @@ class JobqueueBackend(DaskBackend):
         SLURMCluster = _import_slurm_cluster()  # noqa: N806
 
         # The profile's file, then DASK_* environment variables on top (tests and sites
-        # override single keys that way, e.g. DASK_JOBQUEUE__SLURM__CORES=1).
+        # override single keys that way, e.g. DASK_JOBQUEUE__SLURM__CORES=1).  They are
+        # passed as arguments: dask-jobqueue reads its config again for every new job.
         file_settings = yaml.safe_load(self.config_file.read_text()) or {}
-        settings = dask.config.merge(dask.config.config, file_settings, dask.config.collect_env())
+        settings = dask.config.merge(file_settings, dask.config.collect_env())
+        job = {_ARGUMENT_OF.get(key, key.replace("-", "_")): value
+               for key, value in settings.get("jobqueue", {}).get("slurm", {}).items()
+               if value is not None}
         self.scheduler_dir.mkdir(parents=True, exist_ok=True)
         scheduler_file = self.scheduler_dir / f"scheduler-{os.getpid()}.json"
         scheduler_file.unlink(missing_ok=True)
-        with dask.config.set(settings):
-            options = dict(dask.config.get("jobqueue.slurm.scheduler-options") or {})
-            extra = list(dask.config.get("jobqueue.slurm.worker-extra-args") or [])
-            cluster = SLURMCluster(
-                scheduler_options={**options, "scheduler_file": str(scheduler_file)},
-                worker_extra_args=[*extra, "--scheduler-file", str(scheduler_file)],
-                python=sys.executable,
-            )
-            minimum = int(dask.config.get("cohortflow.adapt.minimum", 0))
-            maximum = int(dask.config.get("cohortflow.adapt.maximum", 4))
+        job["scheduler_options"] = {**job.get("scheduler_options", {}),
+                                    "scheduler_file": str(scheduler_file)}
+        job["worker_extra_args"] = [*job.get("worker_extra_args", []),
+                                    "--scheduler-file", str(scheduler_file)]
+        cluster = SLURMCluster(python=sys.executable, **job)
+        adapt = settings.get("cohortflow", {}).get("adapt", {})
+        minimum, maximum = int(adapt.get("minimum", 0)), int(adapt.get("maximum", 4))
         del max_workers  # the driver's threads say nothing about how many jobs to hold
         cluster.adapt(minimum=minimum, maximum=max(maximum, 1))
         return cluster
