@@ -105,6 +105,11 @@ def dataset_json_path(store: Path) -> Path:
     return Path(store) / "metadata" / "dataset.json"
 
 
+def source_fingerprint_path(store: Path) -> Path:
+    """Row count and content hash of each source table the store was ingested from."""
+    return Path(store) / "metadata" / "source_fingerprint.json"
+
+
 def list_shards(store: Path) -> list[str]:
     """Shard names of an existing store, in numeric order; a clear error when there are none."""
     data = Path(store) / "data"

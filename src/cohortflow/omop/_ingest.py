@@ -267,6 +267,8 @@ def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop
         "source_rows": counts,
     }
     events.write_json(summary, events.dataset_json_path(work))
+    events.write_json({table: source.fingerprint(table) for table in source.tables()},
+                      events.source_fingerprint_path(work))
     shutil.rmtree(work / "parts", ignore_errors=True)
     if out.exists():
         shutil.rmtree(out)

@@ -10,6 +10,7 @@ when it is not a file path): Parquet, CSV, DuckDB here, PostgreSQL in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from cohortflow.errors import SourceError
 
@@ -102,6 +104,21 @@ class OmopSource:
         if seen_rows == 0:
             log.warning("%s: empty table; skipped", self.where(table))
 
+    def fingerprint(self, table: str) -> dict[str, int | str]:
+        """Row count and SHA-256 of a table's content, as this source serves it.
+
+        The base reads the table once as Arrow IPC (any backend); file backends override it
+        with a hash of the files' bytes.  Run manifests record it per table.
+        """
+        rows, digest = 0, hashlib.sha256()
+        for batch in self._batches(self._index[table]):
+            rows += batch.num_rows
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+            digest.update(sink.getvalue().to_pybytes())
+        return {"rows": rows, "sha256": digest.hexdigest()}
+
 
 class ParquetSource(OmopSource):
     """A directory with ``<table>.parquet`` files or ``<table>/`` directories of parts."""
@@ -123,6 +140,20 @@ class ParquetSource(OmopSource):
             target = matches[0]
         dataset = pads.dataset(target, format="parquet")
         yield from dataset.to_batches(batch_size=BATCH_ROWS)
+
+    def fingerprint(self, table: str) -> dict[str, int | str]:
+        """Rows from the Parquet footers and a hash of the files' bytes: no data is decoded."""
+        name = self._index[table]
+        files = sorted((self.path / name).glob("*.parquet")) or [
+            p for p in self.path.iterdir() if p.is_file() and p.stem == name]
+        digest = hashlib.sha256()
+        rows = 0
+        for file in files:
+            rows += pq.ParquetFile(file).metadata.num_rows
+            with file.open("rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    digest.update(block)
+        return {"rows": rows, "sha256": digest.hexdigest()}
 
 
 class CsvSource(OmopSource):
