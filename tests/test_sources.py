@@ -7,6 +7,7 @@ by ``tests/harness/postgres.py`` (tests marked ``postgres``).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -71,6 +72,18 @@ def make_source(request: pytest.FixtureRequest, tmp_path: Path,
     return make
 
 
+def _event_digests(store: Path) -> dict[str, str]:
+    """Digests of the event store's files, less the record of the source it came from."""
+    digests = manifest.tree_digests(store)
+    assert "metadata/source_fingerprint.json" in digests
+    return {k: v for k, v in digests.items() if k != "metadata/source_fingerprint.json"}
+
+
+def _fingerprint_rows(store: Path) -> dict[str, int]:
+    record = json.loads((store / "metadata" / "source_fingerprint.json").read_text())
+    return {table: entry["rows"] for table, entry in record.items()}
+
+
 def _normal(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """Backends differ in integer and float widths; compare values, not widths."""
     frame = pl.concat(frames)
@@ -123,8 +136,8 @@ def test_ingest_gives_the_parquet_store_byte_for_byte(make_source: MakeSource,
                             tmp_path / "ref_events", shards=2)
     summary = omop.ingest(make_source(TABLES), tmp_path / "events", shards=2)
     assert summary == reference
-    assert manifest.tree_digests(tmp_path / "events") == manifest.tree_digests(
-        tmp_path / "ref_events")
+    assert _event_digests(tmp_path / "events") == _event_digests(tmp_path / "ref_events")
+    assert _fingerprint_rows(tmp_path / "events") == {n: t.height for n, t in TABLES.items()}
 
 
 # --- PostgreSQL only ------------------------------------------------------------------------
@@ -139,9 +152,10 @@ def test_postgres_ingest_of_synthetic_omop_is_byte_identical_to_parquet(
     monkeypatch.setenv("PGPASSWORD", postgres_server.password)
     with omop.open_source(postgres_server.url, schema="synth") as source:
         omop.ingest(source, tmp_path / "events", shards=3)
-    ours = manifest.tree_digests(tmp_path / "events")
+    ours = _event_digests(tmp_path / "events")
     assert len(ours) == 3 + 3  # three shards, codes, splits, dataset.json
-    assert ours == manifest.tree_digests(event_store)
+    assert ours == _event_digests(event_store)
+    assert _fingerprint_rows(tmp_path / "events") == _fingerprint_rows(event_store) == counts
 
 
 @pytest.mark.postgres
@@ -179,3 +193,18 @@ def test_postgres_refuses_a_password_in_the_url_and_needs_one_from_the_environme
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
     with pytest.raises(SourceError, match="the default schema holds no tables"):
         omop.open_source(postgres_server.url)  # connected through pgpass; public is empty
+
+
+@pytest.mark.postgres
+def test_postgres_fingerprint_is_computed_by_the_server_and_follows_the_content(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    postgres_server.load_omop(_write_parquet(TABLES, tmp_path / "cdm"), schema="fp")
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    with omop.open_source(postgres_server.url, schema="fp") as source:
+        before = source.fingerprint("person")
+        assert before == source.fingerprint("person")  # deterministic
+        postgres_server.psql("UPDATE fp.person SET year_of_birth = 2011 WHERE person_id = 2")
+        after = source.fingerprint("person")
+    assert before["rows"] == after["rows"] == 3
+    assert before["sha256"] != after["sha256"]
