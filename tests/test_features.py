@@ -55,10 +55,9 @@ TINY = ev(
 SPEC = Features(windows_days=[30, 365], domains=["CONDITION", "MEASUREMENT"])
 
 
-def tiny_tensor() -> dict[tuple[str, str, str], np.ndarray]:
-    vocab = features.shard_vocabulary(SPEC, TINY, cohort(1, 2)).collect()
-    index = features.feature_index(SPEC, vocab)
-    block = features.shard_block(SPEC, index, TINY, cohort(1, 2))
+def tiny_tensor(spec: Features = SPEC, frame: pl.LazyFrame = TINY
+                ) -> dict[tuple[str, str, str], np.ndarray]:
+    index, block = features.shard_block(spec, frame, cohort(1, 2))
     return {key: block[:, i] for key, i in index.position().items()}
 
 
@@ -85,8 +84,8 @@ def test_demographics() -> None:
 
 def test_codes_only_seen_after_index_are_not_features() -> None:
     late = ev((1, "2016-01-01", "CONDITION//5", None), (1, "2014-06-01", "CONDITION//6", None))
-    vocab = features.shard_vocabulary(SPEC, late, cohort(1)).collect()
-    assert vocab["code"].to_list() == ["CONDITION//6"]
+    index, _ = features.shard_block(SPEC, late, cohort(1))
+    assert set(index.code) == {"CONDITION//6", events.BIRTH}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,71 @@
+"""Windowed feature tensors: per-shard aggregation → xarray → Zarr v3.
+
+A feature is a (code, window, aggregation) triple.
+
+Windows are whole calendar days relative to the index date (day 0 = the index day, at any
+hour).  ``windows_days: [d]`` gives the window ``d`` days, ``[index - d, index]``, index day
+included; ``windows: [{start_days: s, end_days: e}]`` gives ``[index + s, index + e]``
+(``e <= 0``), both ends included; ``start_days`` left out is all history (``all``).  Events
+after the index day never count.
+
+Aggregations over the events of a code in a window: ``count`` (0 when none), ``present``
+(1/0), ``days_since_last`` (whole days from the last event to the index date), and over the
+non-null numeric values, ``first``, ``last`` (earliest / latest event; events at the same
+timestamp keep the event store's order), ``min``, ``max``, ``mean``, ``sum``.  Everything
+but count and present is NaN when there is nothing to aggregate; a null numeric value
+counts as an event but never as a value.  Only codes with a numeric value somewhere get the
+value aggregations.
+
+Feature codes are the event codes of the study's domains, each concept set of
+``concept_sets`` as ``CONCEPT_SET//<name>``, and with ``rollup: ancestors`` every ancestor
+of a code (``codes.parquet`` parent_codes).  A code stays only if at least
+``min_code_subjects`` subjects of the train split have it (demographics always stay).
+Demographics: ``age_years`` at index (code MEDS_BIRTH) and ``present`` for each sex, race
+and ethnicity code.  The optional sequence tensor bins the same codes into ``bins`` bins of
+``bin_days`` days, oldest first, the last bin ending on the index day.
+
+Store: ``values`` (subject × feature) and, with a sequence, ``sequence`` (subject ×
+time_bin × sequence_feature), in one Zarr v3 store; rows in cohort-table order (shard after
+shard); see :mod:`cohortflow.features._store` for the region writes and the marker.
+"""
+
+from cohortflow.features._aggregate import (
+    STATIC_WINDOW,
+    code_map,
+    feature_events,
+    in_window,
+    sequence_cells,
+    static_cells,
+    window_cells,
+)
+from cohortflow.features._build import WINDOW_SEMANTICS, aggregate_shard, build_store, shard_block
+from cohortflow.features._index import (
+    FeatureIndex,
+    dense_block,
+    dense_sequence,
+    feature_index,
+    sequence_index,
+)
+from cohortflow.features._store import COMPLETE_ATTR, Layout, open_features
+
+__all__ = [
+    "COMPLETE_ATTR",
+    "STATIC_WINDOW",
+    "WINDOW_SEMANTICS",
+    "FeatureIndex",
+    "Layout",
+    "aggregate_shard",
+    "build_store",
+    "code_map",
+    "dense_block",
+    "dense_sequence",
+    "feature_events",
+    "feature_index",
+    "in_window",
+    "open_features",
+    "sequence_cells",
+    "sequence_index",
+    "shard_block",
+    "static_cells",
+    "window_cells",
+]

@@ -1,0 +1,209 @@
+"""The features step: one event scan per shard, then per-shard region writes, marker last."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import polars as pl
+import xarray as xr
+
+from cohortflow import cohorts, events
+from cohortflow.errors import StoreError, StudySpecError
+from cohortflow.features import _aggregate as agg
+from cohortflow.features._index import (
+    FeatureIndex,
+    dense_block,
+    dense_sequence,
+    feature_index,
+    sequence_index,
+)
+from cohortflow.features._store import (
+    Layout,
+    clear,
+    encoding,
+    finish,
+    open_features,
+    work_paths,
+    write_boundaries,
+    write_region,
+)
+from cohortflow.spec import Features, Study
+
+WINDOW_SEMANTICS = (
+    "whole calendar days relative to the index date (0 = index day, any hour); a window "
+    "[start, end] holds events whose day lies in it, both ends included; 'Nd' = [-N, 0]; "
+    "'all' = all history up to the index day; nothing after the index day ever counts"
+)
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What phase 1 returns to the driver for one shard (the cells stay on disk)."""
+
+    rows: int
+    vocabulary: pl.DataFrame
+    static_codes: list[str]
+
+
+def aggregate_shard(spec: Features, mapping: pl.DataFrame | None, ev: pl.LazyFrame,
+                    cohort: pl.LazyFrame, train: pl.LazyFrame | None
+                    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """All tidy cells of one shard: (window cells, sequence cells, demographics, vocabulary)."""
+    rows = agg.cohort_rows(cohort, train).collect()
+    joined = agg.feature_events(spec, mapping, ev, rows.lazy()).collect()
+    window, sequence, vocabulary, static = pl.collect_all([
+        agg.window_cells(spec, joined.lazy()),
+        agg.sequence_cells(spec, joined.lazy()),
+        agg.code_vocabulary(joined.lazy()),
+        agg.static_cells(spec, ev, rows.lazy()),
+    ])
+    return window, sequence, static, vocabulary
+
+
+def resolve_concept_sets(study: Study, codes: pl.DataFrame) -> dict[str, list[str]]:
+    """Event-store codes of each concept set named in ``features.concept_sets``."""
+    out = {}
+    for name in study.features.concept_sets:
+        if name not in study.concept_sets:
+            known = ", ".join(sorted(study.concept_sets))
+            raise StudySpecError(
+                f"features.concept_sets: unknown concept set '{name}'; defined: {known}; "
+                f"fix: add it under concept_sets or remove it from features.concept_sets"
+            )
+        concept_set = study.concept_sets[name]
+        found: set[str] = set()
+        for ref in concept_set.include:
+            root = f"{concept_set.domain}{events.CODE_SEPARATOR}{ref.concept_id}"
+            found |= events.descendants(codes, [root]) if ref.descendants else {root}
+        out[name] = sorted(found)
+    return out
+
+
+def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: FeatureIndex,
+              layout: Layout, shards: list[str]) -> xr.Dataset:
+    n = cohort.height
+    data: dict[str, tuple[tuple[str, ...], da.Array]] = {"values": (("subject", "feature"),
+                       da.zeros((n, len(index)), dtype=np.float32, chunks=-1))}
+    coords: dict[str, tuple[str, np.ndarray]] = {
+        "subject": ("subject", cohort["subject_id"].to_numpy()),
+        "index_time": ("subject", cohort["index_time"].to_numpy()),
+        "code": ("feature", np.array(index.code, dtype=object)),
+        "window": ("feature", np.array(index.window, dtype=object)),
+        "aggregation": ("feature", np.array(index.aggregation, dtype=object)),
+    }
+    spec = study.features
+    if spec.sequence is not None:
+        bins, width = spec.sequence.bins, spec.sequence.bin_days
+        data["sequence"] = (("subject", "time_bin", "sequence_feature"),
+                            da.zeros((n, bins, len(seq)), dtype=np.float32, chunks=-1))
+        b = np.arange(bins)
+        coords |= {
+            "time_bin": ("time_bin", b),
+            "time_bin_start_days": ("time_bin", -(bins - b) * width + 1),
+            "time_bin_end_days": ("time_bin", -(bins - 1 - b) * width),
+            "sequence_code": ("sequence_feature", np.array(seq.code, dtype=object)),
+            "sequence_aggregation": ("sequence_feature", np.array(seq.aggregation, dtype=object)),
+        }
+    attrs = {
+        "study": study.name,
+        "study_digest": study.digest(),
+        "feature_spec": spec.model_dump_json(),
+        "window_semantics": WINDOW_SEMANTICS,
+        "shards": shards,
+        "shard_offsets": list(layout.offsets),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Dataset:
+    """Compute the study's feature tensors over all shards (Dask tasks) and write them to Zarr.
+
+    Phase 1 scans each shard's events once and spills its tidy cells; the driver merges
+    the vocabularies into the feature axis; phase 2 turns each shard's cells into dense
+    blocks and writes its own region.  Everything goes to ``.<out>.partial``; the completion
+    marker is written last and the store renamed into place, so a killed step never leaves
+    a store that looks finished, and a rerun starts clean.  Uses the active Dask scheduler.
+    """
+    spec = study.features
+    store, out = Path(store), Path(out)
+    shards = events.list_shards(store)
+    codes = events.read_codes(store)
+    mapping = agg.code_map(spec, codes, resolve_concept_sets(study, codes))
+    train_path = events.splits_path(store) if spec.min_code_subjects > 0 else None
+    if train_path is not None:
+        events.read_splits(store)  # a clear error when the splits are missing
+    partial, work, _ = work_paths(out)
+    clear(partial, work)
+    work.mkdir(parents=True)
+
+    @dask.delayed(pure=True)
+    def phase1(shard: str) -> ShardSummary:
+        train = None if train_path is None else pl.scan_parquet(train_path).filter(
+            pl.col("split") == "train")
+        cohort = pl.scan_parquet(cohorts.cohort_shard_path(cohort_dir, shard))
+        window, sequence, static, vocab = aggregate_shard(
+            spec, mapping, events.scan_shard(store, shard), cohort, train)
+        for name, frame in (("window", window), ("sequence", sequence), ("static", static)):
+            frame.write_parquet(work / f"{shard}.{name}.parquet")
+        rows = cohort.select(pl.len()).collect().item()
+        return ShardSummary(rows, vocab, static["feature_code"].unique().to_list())
+
+    summaries = dask.compute(*[phase1(s) for s in shards])
+    vocabulary = pl.concat([s.vocabulary for s in summaries])
+    index = feature_index(spec, vocabulary, [c for s in summaries for c in s.static_codes])
+    seq = sequence_index(spec, vocabulary)
+    cohort = cohorts.read_cohort(cohort_dir, shards)
+    layout = Layout.plan([s.rows for s in summaries])
+    if layout.rows != cohort.height:
+        raise StoreError(f"{cohort_dir}: cohort tables changed while features were built; "
+                         "fix: rerun the features step")
+    ds = _skeleton(study, cohort, index, seq, layout, shards)
+    shapes = {str(name): ds[name].shape for name in ds.data_vars}
+    ds.to_zarr(partial, mode="w", encoding=encoding(layout, shapes), compute=False,
+               zarr_format=3, consolidated=False)
+    spills = [work / f"{s}.edges.npz" for s in shards]
+    bins = spec.sequence.bins if spec.sequence is not None else 0
+
+    @dask.delayed(pure=True)
+    def phase2(i: int, shard: str) -> None:
+        n = layout.offsets[i + 1] - layout.offsets[i]
+        cells = pl.concat([pl.read_parquet(work / f"{shard}.{k}.parquet")
+                           for k in ("window", "static")])
+        blocks = {"values": dense_block(index, cells, n)}
+        if "sequence" in shapes:
+            blocks["sequence"] = dense_sequence(
+                seq, pl.read_parquet(work / f"{shard}.sequence.parquet"), n, bins)
+        write_region(partial, layout, i, blocks, spills[i])
+
+    dask.compute(*[phase2(i, s) for i, s in enumerate(shards)])
+    fills = {"values": index.fill()}
+    if "sequence" in shapes:
+        fills["sequence"] = np.broadcast_to(seq.fill(), (bins, len(seq))).copy()
+    write_boundaries(partial, layout, spills, fills)
+    finish(partial, out)
+    clear(work)
+    return open_features(out)
+
+
+def shard_block(spec: Features, ev: pl.LazyFrame, cohort: pl.LazyFrame,
+                mapping: pl.DataFrame | None = None, train: pl.LazyFrame | None = None
+                ) -> tuple[FeatureIndex, np.ndarray]:
+    """One shard's feature axis and dense (rows × features) block, computed alone in memory.
+
+    >>> import datetime as dt
+    >>> ev = pl.LazyFrame({"subject_id": [1], "time": [dt.datetime(2020, 1, 1)],
+    ...                    "code": ["DRUG//1"], "numeric_value": [None]},
+    ...                   schema_overrides={"numeric_value": pl.Float32})
+    >>> cohort = pl.LazyFrame({"subject_id": [1, 2], "index_time": [dt.datetime(2020, 1, 5)] * 2})
+    >>> index, block = shard_block(Features(windows_days=[3, 7], demographics=[]), ev, cohort)
+    >>> index.window, block.tolist()
+    (('3d', '7d'), [[0.0, 1.0], [0.0, 0.0]])
+    """
+    window, _, static, vocabulary = aggregate_shard(spec, mapping, ev, cohort, train)
+    index = feature_index(spec, vocabulary, static["feature_code"].to_list())
+    rows = cohort.select(pl.len()).collect().item()
+    return index, dense_block(index, pl.concat([window, static]), rows)

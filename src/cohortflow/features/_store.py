@@ -1,0 +1,202 @@
+"""Writing the feature store: a regular Zarr grid, per-shard region writes, marker last.
+
+Cohort shards have different row counts, but Zarr 3 (zarr-python 3.1) has only the regular
+chunk grid, so shard boundaries cannot be chunk boundaries.  Writers must never share a
+write unit (a Zarr shard of the sharding codec: writing part of one rewrites all of it), so:
+
+* each cohort shard's Dask task writes every write unit lying wholly inside its rows — most
+  of its region — straight into the arrays;
+* the rows it has in units that straddle a shard boundary (at most one unit at each end)
+  go to a small spill file;
+* after all tasks, the driver assembles those boundary units one at a time and writes them.
+
+Every unit is written by exactly one writer, whole, so region writes are idempotent (a
+retried task writes the same bytes) and the result does not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.codecs
+import zarr.errors
+
+from cohortflow.errors import StoreError
+
+COMPLETE_ATTR = "cohortflow_complete"
+CHUNK_ROWS = 512
+"""Rows per inner chunk (all features of those rows); chosen by benchmarks/bench_features.py."""
+UNIT_ROWS = 8192
+"""Rows per write unit (one Zarr shard file of the sharding codec)."""
+ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each cohort shard's rows go along the subject axis, and the Zarr grid."""
+
+    offsets: tuple[int, ...]
+    unit_rows: int
+    chunk_rows: int
+
+    @classmethod
+    def plan(cls, shard_rows: list[int], unit_rows: int = UNIT_ROWS,
+             chunk_rows: int = CHUNK_ROWS) -> Layout:
+        """A grid whose write units are at most a quarter of a mean shard, so most of each
+        shard's region is its own.
+
+        >>> Layout.plan([1000, 900, 1100], unit_rows=8192, chunk_rows=64)
+        Layout(offsets=(0, 1000, 1900, 3000), unit_rows=192, chunk_rows=64)
+        """
+        offsets = tuple(int(x) for x in np.concatenate([[0], np.cumsum(shard_rows)]))
+        mean = offsets[-1] // max(1, len(shard_rows))
+        unit = max(1, min(unit_rows, mean // 4))
+        chunk = min(chunk_rows, unit)
+        return cls(offsets, unit // chunk * chunk, chunk)
+
+    @property
+    def rows(self) -> int:
+        return self.offsets[-1]
+
+    def own_units(self, shard: int) -> tuple[int, int]:
+        """Row range [lo, hi) of the write units wholly inside ``shard`` (lo == hi: none).
+
+        >>> layout = Layout((0, 5, 12, 13), unit_rows=4, chunk_rows=2)
+        >>> [layout.own_units(i) for i in range(3)]
+        [(0, 4), (8, 12), (12, 13)]
+        """
+        a, b = self.offsets[shard], self.offsets[shard + 1]
+        lo = -(-a // self.unit_rows) * self.unit_rows
+        hi = b if b == self.rows else b // self.unit_rows * self.unit_rows
+        return (lo, hi) if lo < hi else (a, a)
+
+    def boundary_units(self) -> list[tuple[int, int]]:
+        """Row ranges of the write units no single shard owns.
+
+        >>> Layout((0, 5, 12, 13), unit_rows=4, chunk_rows=2).boundary_units()
+        [(4, 8)]
+        """
+        owned = [self.own_units(i) for i in range(len(self.offsets) - 1)]
+        return [(r, min(r + self.unit_rows, self.rows))
+                for r in range(0, self.rows, self.unit_rows)
+                if not any(lo <= r < hi for lo, hi in owned)]
+
+
+def encoding(layout: Layout, arrays: dict[str, tuple[int, ...]]) -> dict[str, dict]:
+    """Zarr encodings: subject-chunked, every other axis whole, zstd, sharding codec."""
+    out = {}
+    for name, shape in arrays.items():
+        rest = tuple(max(1, n) for n in shape[1:])
+        out[name] = {
+            "chunks": (max(1, layout.chunk_rows), *rest),
+            "shards": (max(1, layout.unit_rows), *rest),
+            "compressors": (zarr.codecs.ZstdCodec(level=ZSTD_LEVEL),),
+        }
+    return out
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    array = group[name]
+    assert isinstance(array, zarr.Array)
+    return array
+
+
+def write_region(partial: Path, layout: Layout, shard: int, blocks: dict[str, np.ndarray],
+                 spill: Path) -> None:
+    """Write the units ``shard`` owns; spill its rows in boundary units to ``spill``."""
+    a = layout.offsets[shard]
+    lo, hi = layout.own_units(shard)
+    group = zarr.open_group(partial, mode="r+")
+    if lo < hi:
+        for name, block in blocks.items():
+            _array(group, name)[lo:hi] = block[lo - a:hi - a]
+    edges = {f"head_{n}": b[:lo - a] for n, b in blocks.items()}
+    edges |= {f"tail_{n}": b[hi - a:] for n, b in blocks.items()}
+    tmp = spill.with_name(f".{spill.name}.tmp.npz")
+    np.savez(tmp, **edges)  # type: ignore[arg-type]
+    tmp.replace(spill)
+
+
+def write_boundaries(partial: Path, layout: Layout, spills: list[Path],
+                     fills: dict[str, np.ndarray]) -> None:
+    """Assemble each boundary unit from the spilled rows of its shards and write it."""
+    group = zarr.open_group(partial, mode="r+")
+    cache: dict[int, dict[str, np.ndarray]] = {}
+    for r0, r1 in layout.boundary_units():
+        first = bisect_right(layout.offsets, r0) - 1
+        for name, fill in fills.items():
+            unit = np.broadcast_to(fill, (r1 - r0, *fill.shape)).copy()
+            shard = first
+            while shard < len(spills) and layout.offsets[shard] < r1:
+                a, b = layout.offsets[shard], layout.offsets[shard + 1]
+                s0, s1 = max(a, r0), min(b, r1)
+                if s0 < s1:
+                    if shard not in cache:  # a shard's spill serves at most two units
+                        cache = {k: v for k, v in cache.items() if k >= first}
+                        cache[shard] = dict(np.load(spills[shard]))
+                    lo, hi = layout.own_units(shard)
+                    head = lo < hi and s1 <= lo
+                    piece = (cache[shard][f"head_{name}"][s0 - a:s1 - a] if head
+                             else cache[shard][f"tail_{name}"][s0 - hi:s1 - hi])
+                    unit[s0 - r0:s1 - r0] = piece
+                shard += 1
+            _array(group, name)[r0:r1] = unit
+
+
+def work_paths(out: Path) -> tuple[Path, Path, Path]:
+    """The half-written store, the spill directory and the trash beside ``out``."""
+    return (out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.work"),
+            out.with_name(f".{out.name}.old"))
+
+
+def clear(*paths: Path) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def finish(partial: Path, out: Path) -> None:
+    """Write the completion marker last, then swap the store into place.
+
+    An old ``out`` is renamed away first, so a kill while it is deleted never leaves a
+    half-deleted store that still carries a marker under the name ``out``.
+    """
+    zarr.open_group(partial, mode="r+").attrs[COMPLETE_ATTR] = True
+    _, _, trash = work_paths(out)
+    clear(trash)
+    if out.exists():
+        out.rename(trash)
+    partial.rename(out)
+    clear(trash)
+
+
+def open_features(path: Path) -> xr.Dataset:
+    """Open a finished feature store lazily; refuse one without its completion marker.
+
+    >>> open_features(Path("nowhere.zarr"))
+    Traceback (most recent call last):
+    cohortflow.errors.StoreError: nowhere.zarr: not a finished feature store (no Zarr group \
+with the attribute cohortflow_complete), so it may be half-written; fix: delete it and rerun \
+the features step
+    """
+    path = Path(path)
+    try:
+        complete = zarr.open_group(path, mode="r").attrs.get(COMPLETE_ATTR) is True
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.BaseZarrError):
+        complete = False
+    if not complete:
+        raise StoreError(
+            f"{path}: not a finished feature store (no Zarr group with the attribute "
+            f"{COMPLETE_ATTR}), so it may be half-written; fix: delete it and rerun the "
+            "features step"
+        )
+    with warnings.catch_warnings():
+        # Snakemake leaves a .snakemake_timestamp file in directory outputs.
+        warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp")
+        return xr.open_zarr(path, consolidated=False)
