@@ -16,12 +16,15 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/manifest.smk"
 
 
 localrules:
     all,
+    manifest,
 
 
 rule all:
     input:
         RESULTS / "report.html",
+        RESULTS / "manifest.json",

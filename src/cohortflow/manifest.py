@@ -1,12 +1,33 @@
-"""Checksums of outputs, the raw material of run manifests and byte-identity checks."""
+"""Run manifests: what a run read, ran with and wrote, so it can be verified years later.
+
+A manifest records the study file (path, hash, digest), an input fingerprint per source
+table (row count and content hash, taken at ingest), the cohortflow version and git commit,
+resolved package versions, the profile, the seeds, a checksum of every output and the step
+timings.  :func:`compare` tells, output by output, whether a rerun is identical, and why not.
+"""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
+import math
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from cohortflow import __version__
 
 # Files a tool adds beside the data that say nothing about the content.
 IGNORED_NAMES = frozenset({".snakemake_timestamp"})
+PACKAGES = ("cohortflow", "snakemake", "snakemake-executor-plugin-slurm", "dask", "distributed",
+            "dask-jobqueue", "zarr", "numcodecs", "xarray", "polars", "pyarrow", "duckdb",
+            "numpy", "pandas", "scikit-learn", "pydantic", "matplotlib")
+METRIC_TOLERANCE = 1e-9
 
 
 def file_digest(path: Path) -> str:
@@ -35,3 +56,140 @@ def tree_digests(root: Path) -> dict[str, str]:
         for path in sorted(root.rglob("*"))
         if path.is_file() and path.name not in IGNORED_NAMES
     }
+
+
+def tree_digest(root: Path) -> dict[str, Any]:
+    """One checksum for a file or a whole directory: the hash of its sorted file digests."""
+    files = tree_digests(root)
+    listing = "".join(f"{name}\t{digest}\n" for name, digest in files.items())
+    return {"sha256": hashlib.sha256(listing.encode()).hexdigest(), "files": len(files)}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that can change a result."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """The commit of the cohortflow checkout and whether it has uncommitted changes."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(dirty) if commit else None}
+
+
+def step_timings(benchmarks: list[Path]) -> dict[str, dict[str, float]]:
+    """Wall seconds and peak RSS (MiB) of each step, from Snakemake benchmark files."""
+    timings: dict[str, dict[str, float]] = {}
+    for path in sorted(benchmarks):
+        with Path(path).open() as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        if rows:
+            rss = rows[-1].get("max_rss", "NA")
+            timings[Path(path).stem] = {
+                "wall_s": round(float(rows[-1]["s"]), 3),
+                "max_rss_mib": round(float(rss), 1) if rss not in ("NA", "-", "") else math.nan,
+            }
+    return timings
+
+
+def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile: str,
+          workflow_root: Path, results: Path, outputs: list[Path], inputs: dict[str, Any],
+          metrics: dict[str, Any], benchmarks: list[Path]) -> dict[str, Any]:
+    """The manifest of one finished run (outputs are checksummed here)."""
+    return {
+        "manifest_version": 1,
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "study": {"path": str(Path(study_path).resolve()), "sha256": file_digest(study_path),
+                  "digest": study_digest},
+        "profile": profile,
+        "seeds": seeds,
+        "cohortflow": {"version": __version__, **git_state(workflow_root)},
+        "packages": package_versions(),
+        "inputs": inputs,
+        "outputs": {Path(p).relative_to(results).as_posix(): tree_digest(p) for p in outputs},
+        "metrics": metrics,
+        "steps": step_timings(benchmarks),
+    }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The verdict on one output of a rerun."""
+
+    output: str
+    verdict: str  # "identical", "different" or "missing"
+
+
+def compare(recorded: dict[str, Any], rerun: dict[str, Any]) -> tuple[list[Finding], list[str]]:
+    """Output-by-output verdicts, and the recorded causes that can explain a difference.
+
+    >>> a = {"outputs": {"x": {"sha256": "1"}}, "metrics": {"auroc": 0.7}, "inputs": {},
+    ...      "cohortflow": {}, "packages": {}, "study": {"sha256": "s"}}
+    >>> b = {**a, "outputs": {"x": {"sha256": "2"}}, "inputs": {"person": {"rows": 3}}}
+    >>> findings, causes = compare(a, b)
+    >>> findings[0].verdict, findings[-1].verdict, causes
+    ('different', 'identical', ['input changed: person (table added)'])
+    """
+    findings = []
+    for name, digest in recorded["outputs"].items():
+        other = rerun["outputs"].get(name)
+        if other is None:
+            findings.append(Finding(name, "missing"))
+        else:
+            same = other["sha256"] == digest["sha256"]
+            findings.append(Finding(name, "identical" if same else "different"))
+    same_metrics = _close(recorded.get("metrics"), rerun.get("metrics"))
+    findings.append(Finding("metrics (to 1e-9)", "identical" if same_metrics else "different"))
+    return findings, causes(recorded, rerun)
+
+
+def causes(recorded: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
+    """What changed between two runs' recorded inputs, study, code and packages."""
+    found = []
+    if recorded["study"]["sha256"] != rerun["study"]["sha256"]:
+        found.append("study file changed")
+    for table in sorted(set(recorded["inputs"]) | set(rerun["inputs"])):
+        before, after = recorded["inputs"].get(table), rerun["inputs"].get(table)
+        if before is None:
+            found.append(f"input changed: {table} (table added)")
+        elif after is None:
+            found.append(f"input changed: {table} (table removed)")
+        elif before != after:
+            found.append(f"input changed: {table} (content hash differs)")
+    code_keys = ("version", "commit", "dirty")
+    for key in code_keys:
+        if recorded["cohortflow"].get(key) != rerun["cohortflow"].get(key):
+            found.append(f"code changed: cohortflow {key} {recorded['cohortflow'].get(key)} "
+                         f"-> {rerun['cohortflow'].get(key)}")
+    for name in sorted(set(recorded["packages"]) | set(rerun["packages"])):
+        before, after = recorded["packages"].get(name), rerun["packages"].get(name)
+        if before != after:
+            found.append(f"package changed: {name} {before} -> {after}")
+    return found
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return math.isclose(a, b, rel_tol=0, abs_tol=METRIC_TOLERANCE)
+    return bool(a == b)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Load a manifest written by a run."""
+    return dict(json.loads(Path(path).read_text()))

@@ -6,16 +6,54 @@ step can also be run (and tested) without Snakemake.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 
-from cohortflow import cohorts, compute, events, features, models, omop, report, synth
+from cohortflow import (
+    cohorts,
+    compute,
+    events,
+    features,
+    manifest,
+    models,
+    omop,
+    report,
+    synth,
+    workflow,
+)
 from cohortflow.spec import Study
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def logging_to(path: str | Path) -> Iterator[None]:
+    """Send cohortflow's log records (and warnings) to a step's log file while it runs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Snakemake runs local jobs in threads: keep each job's records in its own log.
+    job_thread = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == job_thread)
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(previous_level, logging.INFO) if previous_level else logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
 
 
 def synthesize(study: Study, out: Path) -> None:
@@ -73,10 +111,10 @@ def train_model(study: Study, store: Path, cohort_dir: Path, features_path: Path
 
 
 def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path,
-                 out: Path, oracle: Path | None = None) -> None:
-    """Render the self-contained HTML report."""
-    oracle_info = json.loads(Path(oracle).read_text()) if oracle and Path(oracle).is_file() \
-        else None
+                 out: Path, oracle_dirs: list[Path] | None = None) -> None:
+    """Render the self-contained HTML report (with the oracle AUROC of a synthetic study)."""
+    oracle_files = [Path(d) / "oracle.json" for d in oracle_dirs or ()]
+    oracle_info = next((json.loads(f.read_text()) for f in oracle_files if f.is_file()), None)
     page = report.render(
         study,
         json.loads(Path(attrition).read_text()),
@@ -88,3 +126,25 @@ def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page)
     tmp.replace(out)
+
+
+def write_manifest(study: Study, study_path: Path, profile: str, results: Path, store: Path,
+                   outputs: list[Path], metrics: Path, benchmarks: list[Path],
+                   out: Path) -> None:
+    """The run manifest: inputs, code, packages, seeds, output checksums, step timings."""
+    seeds = {"study": study.seed}
+    if study.source.synth is not None:
+        seeds["synth"] = study.source.synth.seed
+    record = manifest.build(
+        study_path=Path(study_path),
+        study_digest=study.digest(),
+        seeds=seeds,
+        profile=profile,
+        workflow_root=workflow.workflow_root(),
+        results=Path(results),
+        outputs=[Path(p) for p in outputs],
+        inputs=json.loads(events.source_fingerprint_path(Path(store)).read_text()),
+        metrics=json.loads(Path(metrics).read_text())["test"],
+        benchmarks=[Path(p) for p in benchmarks],
+    )
+    events.write_json(record, Path(out))

@@ -8,10 +8,11 @@ rule cohort_shard:
         digest=STUDY.digest(),
     log:
         RESULTS / "logs" / "cohort_{shard}.log",
+    benchmark:
+        BENCHMARKS / "cohort_shard_{shard}.tsv"
     run:
-        from cohortflow import steps
-
-        steps.cohort_shard(STUDY, input[0], wildcards.shard, output.table, output.attrition)
+        with steps.logging_to(log[0]):
+            steps.cohort_shard(STUDY, input[0], wildcards.shard, output.table, output.attrition)
 
 
 rule attrition:
@@ -21,7 +22,8 @@ rule attrition:
         COHORT / "attrition.json",
     log:
         RESULTS / "logs" / "attrition.log",
+    benchmark:
+        BENCHMARKS / "attrition.tsv"
     run:
-        from cohortflow import steps
-
-        steps.merge_attrition(input, output[0])
+        with steps.logging_to(log[0]):
+            steps.merge_attrition(input, output[0])

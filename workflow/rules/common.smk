@@ -1,12 +1,15 @@
 # Loads and validates the study once; defines paths and input functions.  No logic here.
 from pathlib import Path
 
-from cohortflow import events
-from cohortflow.spec import load_study
+from cohortflow import events, steps
+from cohortflow.spec import demo_study_path, load_study
 
 
-STUDY = load_study(config.get("study"))
+STUDY_FILE = Path(config.get("study") or demo_study_path())
+STUDY = load_study(STUDY_FILE)
+PROFILE = config.get("profile", "unrecorded (run with --config profile=NAME)")
 RESULTS = Path(config.get("results", "results")) / STUDY.name
+BENCHMARKS = RESULTS / "benchmarks"
 SHARDS = events.shard_names(STUDY.shards)
 STORE = RESULTS / "events"
 COHORT = RESULTS / "cohort"
@@ -31,3 +34,12 @@ def get_dask_config(resources):
 def get_oracle(wildcards):
     """The generator's oracle AUROC, shown in the report of a synthetic study."""
     return [RESULTS / "omop"] if STUDY.source.synth is not None else []
+
+
+def get_benchmarks(wildcards):
+    """Timing files of every step before the manifest, for its step timings."""
+    steps = ["ingest", "attrition", "features", "model", "report"]
+    steps += [f"cohort_shard_{shard}" for shard in SHARDS]
+    if STUDY.source.synth is not None:
+        steps.append("synth")
+    return [BENCHMARKS / f"{step}.tsv" for step in sorted(steps)]

@@ -9,8 +9,9 @@ rule features:
     threads: 2
     log:
         RESULTS / "logs" / "features.log",
+    benchmark:
+        BENCHMARKS / "features.tsv"
     run:
-        from cohortflow import steps
-
-        steps.build_features(STUDY, input.store, COHORT, output[0], workers=threads,
-                             dask_config=get_dask_config(resources))
+        with steps.logging_to(log[0]):
+            steps.build_features(STUDY, input.store, COHORT, output[0], workers=threads,
+                                 dask_config=get_dask_config(resources))

@@ -10,8 +10,9 @@ rule model:
         digest=STUDY.digest(),
     log:
         RESULTS / "logs" / "model.log",
+    benchmark:
+        BENCHMARKS / "model.tsv"
     run:
-        from cohortflow import steps
-
-        steps.train_model(STUDY, input.store, COHORT, input.features, output.metrics,
-                          output.predictions)
+        with steps.logging_to(log[0]):
+            steps.train_model(STUDY, input.store, COHORT, input.features, output.metrics,
+                              output.predictions)

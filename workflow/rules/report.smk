@@ -8,9 +8,9 @@ rule report:
         report(RESULTS / "report.html", caption="../report/study.rst", category="Study"),
     log:
         RESULTS / "logs" / "report.log",
+    benchmark:
+        BENCHMARKS / "report.tsv"
     run:
-        from cohortflow import steps
-
-        oracle = Path(input.oracle[0]) / "oracle.json" if input.oracle else None
-        steps.write_report(STUDY, input.attrition, input.metrics, input.predictions,
-                           output[0], oracle)
+        with steps.logging_to(log[0]):
+            steps.write_report(STUDY, input.attrition, input.metrics, input.predictions,
+                               output[0], oracle_dirs=input.oracle)

@@ -5,10 +5,11 @@ rule synth:
         digest=STUDY.digest(),
     log:
         RESULTS / "logs" / "synth.log",
+    benchmark:
+        BENCHMARKS / "synth.tsv"
     run:
-        from cohortflow import steps
-
-        steps.synthesize(STUDY, output[0])
+        with steps.logging_to(log[0]):
+            steps.synthesize(STUDY, output[0])
 
 
 rule ingest:
@@ -22,7 +23,8 @@ rule ingest:
         mem_mb=4000,
     log:
         RESULTS / "logs" / "ingest.log",
+    benchmark:
+        BENCHMARKS / "ingest.tsv"
     run:
-        from cohortflow import steps
-
-        steps.ingest(STUDY, input[0], output[0])
+        with steps.logging_to(log[0]):
+            steps.ingest(STUDY, input[0], output[0])

@@ -1,0 +1,21 @@
+rule manifest:
+    input:
+        store=STORE,
+        cohort=COHORT / "attrition.json",
+        features=RESULTS / "features" / "features.zarr",
+        metrics=RESULTS / "model" / "metrics.json",
+        predictions=RESULTS / "model" / "predictions.parquet",
+        report=RESULTS / "report.html",
+        benchmarks=get_benchmarks,
+    output:
+        RESULTS / "manifest.json",
+    log:
+        RESULTS / "logs" / "manifest.log",
+    benchmark:
+        BENCHMARKS / "manifest.tsv"
+    run:
+        with steps.logging_to(log[0]):
+            steps.write_manifest(STUDY, STUDY_FILE, PROFILE, RESULTS, input.store,
+                                 [input.store, COHORT, input.features, input.metrics,
+                                  input.predictions, input.report],
+                                 input.metrics, input.benchmarks, output[0])
