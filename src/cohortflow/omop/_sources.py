@@ -10,6 +10,7 @@ when it is not a file path): Parquet, CSV, DuckDB here, PostgreSQL in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -98,6 +99,7 @@ class OmopSource:
                         f"(found: {', '.join(frame.columns)}); fix: export the table with the "
                         "OMOP CDM v5.4 column names"
                     )
+            frame = _integer_ids(frame, required, self.where(table), seen_rows)
             seen_rows += frame.height
             if frame.height:
                 yield frame
@@ -120,6 +122,50 @@ class OmopSource:
         return {"rows": rows, "sha256": digest.hexdigest()}
 
 
+def _integer_ids(frame: pl.DataFrame, required: list[str], where: str,
+                 offset: int) -> pl.DataFrame:
+    """Required id and year columns as integers: integral floats and digit strings are
+    converted; anything else is refused, naming the column and the first bad row (never the
+    value, which may identify a person).
+
+    >>> _integer_ids(pl.DataFrame({"person_id": ["1", "2"]}), ["person_id"], "p", 0).dtypes
+    [Int64]
+    >>> _integer_ids(pl.DataFrame({"person_id": ["1", "P2"]}), ["person_id"], "p.csv", 0)
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.SourceError: p.csv: column person_id: 1 value(s) are not integers ...
+    """
+    for column in required:
+        if not (column.endswith("concept_id") or column == "person_id"
+                or column.startswith(("year_", "min_levels"))):
+            continue
+        dtype = frame.schema[column]
+        if dtype.is_integer():
+            continue
+        if dtype == pl.String or dtype.is_float():
+            values = pl.col(column)
+            if dtype == pl.String:
+                values = values.str.strip_chars()
+            converted = values.cast(pl.Float64, strict=False)
+            whole = converted.is_finite() & (converted == converted.floor())
+            ok = pl.when(whole).then(converted.cast(pl.Int64))
+            checked = frame.select(ok.alias("v"), pl.col(column).is_null().alias("null"))
+            bad = checked.with_row_index().filter(pl.col("v").is_null() & ~pl.col("null"))
+            if bad.height == 0:
+                frame = frame.with_columns(checked["v"].alias(column))
+                continue
+            raise SourceError(
+                f"{where}: column {column}: {bad.height} value(s) are not integers (first at "
+                f"data row {offset + int(bad['index'][0]) + 1}); fix: export {column} as an "
+                "integer column (OMOP CDM ids and years are integers)"
+            )
+        raise SourceError(
+            f"{where}: column {column} has type {dtype}, expected an integer; fix: export "
+            f"{column} as an integer column (OMOP CDM ids and years are integers)"
+        )
+    return frame
+
+
 class ParquetSource(OmopSource):
     """A directory with ``<table>.parquet`` files or ``<table>/`` directories of parts."""
 
@@ -131,6 +177,13 @@ class ParquetSource(OmopSource):
             if p.suffix.lower() == ".parquet" or (p.is_dir() and any(p.glob("*.parquet"))):
                 names.append(p.name[: -len(p.suffix)] if p.suffix else p.name)
         return names
+
+    def where(self, table: str) -> str:
+        name = self._index.get(table)
+        if name is None:
+            return super().where(table)
+        file = self.path / f"{name}.parquet"
+        return f"{file if file.exists() else self.path / name} (table {table})"
 
     def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
         file = self.path / f"{table}.parquet"
@@ -151,7 +204,7 @@ class ParquetSource(OmopSource):
         for file in files:
             rows += pq.ParquetFile(file).metadata.num_rows
             with file.open("rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                for block in iter(functools.partial(fh.read, 1 << 20), b""):
                     digest.update(block)
         return {"rows": rows, "sha256": digest.hexdigest()}
 
@@ -166,14 +219,42 @@ class CsvSource(OmopSource):
             p.stem for p in self.path.glob("*.CSV")
         ]
 
+    def _file(self, table: str) -> Path:
+        return next(p for p in self.path.iterdir()
+                    if p.stem == table and p.suffix.lower() == ".csv")
+
+    def where(self, table: str) -> str:
+        name = self._index.get(table)
+        return f"{self._file(name)} (table {table})" if name else super().where(table)
+
     def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
-        path = next(p for p in self.path.iterdir() if p.stem == table)
-        reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=64 << 20),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+        path = self._file(table)
+        where = self.where(table.lower())
+        try:
+            reader = pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=64 << 20),
+                convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+            )
+            for batch in reader:
+                _check_utf8(batch, where)
+                yield batch
+        except pa.ArrowInvalid as exc:
+            raise SourceError(
+                f"{where}: unreadable CSV ({_first_line(exc)}); fix: one header row, comma "
+                "separated, UTF-8, one type per column (ISO dates, plain integers for ids)"
+            ) from None
+
+
+def _check_utf8(batch: pa.RecordBatch, where: str) -> None:
+    """The CSV reader turns a column holding invalid UTF-8 into bytes: refuse it."""
+    binary = [f.name for f in batch.schema if pa.types.is_binary(f.type)
+              or pa.types.is_large_binary(f.type)]
+    if binary:
+        raise SourceError(
+            f"{where}: column {binary[0].lower()} is not valid UTF-8 text; fix: re-encode the "
+            f"file as UTF-8, e.g. iconv -f latin1 -t utf-8 in.csv > out.csv"
         )
-        yield from reader
 
 
 class DuckDBSource(OmopSource):
