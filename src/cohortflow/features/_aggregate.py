@@ -153,9 +153,10 @@ def _tidy(wide: pl.LazyFrame, index: list[str], keys: list[str]) -> pl.LazyFrame
     return (
         wide.unpivot(on=keys, index=index, variable_name="key", value_name="value")
         .with_columns(pl.col("value").cast(pl.Float32))
-        .filter(pl.col("value").is_not_null() & (pl.col("value") != 0))
+        .filter(pl.col("value").is_not_null())
         .with_columns(pl.col("key").str.split_exact("\t", 1).struct.rename_fields(["k", "a"]))
         .unnest("key")
+        .filter((pl.col("value") != 0) | ~pl.col("a").is_in(list(ZERO_FILLED)))
     )
 
 
@@ -189,7 +190,8 @@ def sequence_cells(spec: Features, joined: pl.LazyFrame) -> pl.LazyFrame:
     binned = joined.filter(seq.bins * seq.bin_days > _DAYS_BEFORE).with_columns(
         bin=(seq.bins - 1 - _DAYS_BEFORE // seq.bin_days).cast(pl.Int32))
     aggs = [a for a in AGGREGATION_ORDER if a in seq.aggregations]
-    exprs = [_aggregate(a, pl.lit(True)).alias(f"seq\t{a}") for a in aggs]
+    every = _DAYS_BEFORE.is_not_null()  # a column, so that sums count rows
+    exprs = [_aggregate(a, every).alias(f"seq\t{a}") for a in aggs]
     wide = binned.group_by("row", "feature_code", "bin").agg(exprs)
     return _tidy(wide, ["row", "feature_code", "bin"],
                  [e.meta.output_name() for e in exprs]).select(

@@ -1,0 +1,162 @@
+"""Every aggregation, window edge case, roll-up, concept set, minimum frequency and the
+time-binned tensor, on tiny hand-built frames with values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cohortflow import events, features
+from cohortflow.spec import Features
+from cohortflow.spec._features import AGGREGATION_ORDER, Sequence, Window
+
+INDEX = datetime(2015, 1, 10, 9, 30)
+M = "MEASUREMENT//7"
+
+
+def ev(*rows: tuple[int, str | None, str, float | None]) -> pl.LazyFrame:
+    return pl.LazyFrame(
+        {"subject_id": [r[0] for r in rows],
+         "time": [datetime.fromisoformat(r[1]) if r[1] else None for r in rows],
+         "code": [r[2] for r in rows], "numeric_value": [r[3] for r in rows],
+         "unit": [None] * len(rows)},
+        schema=events.POLARS_EVENT_SCHEMA,
+    )
+
+
+def cohort(*subjects: int) -> pl.LazyFrame:
+    return pl.LazyFrame({"subject_id": list(subjects), "index_time": [INDEX] * len(subjects)},
+                        schema={"subject_id": pl.Int64, "index_time": pl.Datetime("us")})
+
+
+EVENTS = ev(
+    (1, "2014-01-09", M, 7.0),          # 366 days before: only in 'all'
+    (1, "2014-01-10", M, 1.0),          # 365 days: first day of [-365, -31]
+    (1, "2014-12-10", M, 9.0),          # 31 days: last day of [-365, -31], not in 30d
+    (1, "2014-12-11", M, 5.0),          # 30 days: first day of 30d
+    (1, "2015-01-05 08:00", M, 2.0),
+    (1, "2015-01-05 08:00", M, 6.0),    # same timestamp: both count, store order kept
+    (1, "2015-01-06", M, None),         # null value: an event, never a value
+    (1, "2015-01-10 23:00", M, 4.0),    # index day, after the index hour: included
+    (1, "2015-01-11", M, 100.0),        # after the index day: never counted
+    (2, "2015-01-01", M, None),         # only a null value in 30d
+    (4, "2015-01-01", M, 3.0),
+    (4, "2015-01-01", M, 8.0),          # tie at the same timestamp: first 3, last 8
+    (1, None, "RACE//8527", None),
+    (1, None, "ETHNICITY//38003564", None),
+    (1, None, "GENDER//8532", None),
+    (1, "2005-01-10", events.BIRTH, None),
+)
+SPEC = Features(
+    windows_days=[30], windows=[Window(start_days=-365, end_days=-31), Window()],
+    aggregations=list(AGGREGATION_ORDER), domains=["MEASUREMENT"],
+    demographics=["age", "sex", "race", "ethnicity"],
+)
+NAN = math.nan
+# subject:                         1          2     3    4
+EXPECTED = {
+    ("30d", "count"):           [5,         1,    0,   2],
+    ("30d", "present"):         [1,         1,    0,   1],
+    ("30d", "days_since_last"): [0,         9,    NAN, 9],
+    ("30d", "first"):           [5,         NAN,  NAN, 3],
+    ("30d", "last"):            [4,         NAN,  NAN, 8],
+    ("30d", "min"):             [2,         NAN,  NAN, 3],
+    ("30d", "max"):             [6,         NAN,  NAN, 8],
+    ("30d", "mean"):            [17 / 4,    NAN,  NAN, 5.5],
+    ("30d", "sum"):             [17,        NAN,  NAN, 11],
+    ("-365d..-31d", "count"):   [2,         0,    0,   0],
+    ("-365d..-31d", "first"):   [1,         NAN,  NAN, NAN],
+    ("-365d..-31d", "last"):    [9,         NAN,  NAN, NAN],
+    ("-365d..-31d", "days_since_last"): [31, NAN, NAN, NAN],
+    ("all", "count"):           [8,         1,    0,   2],
+    ("all", "first"):           [7,         NAN,  NAN, 3],
+    ("all", "sum"):             [34,        NAN,  NAN, 11],
+    ("all", "mean"):            [34 / 7,    NAN,  NAN, 5.5],
+}
+
+
+@pytest.fixture(scope="module")
+def tensor() -> dict[tuple[str, str, str], np.ndarray]:
+    index, block = features.shard_block(SPEC, EVENTS, cohort(1, 2, 3, 4))
+    return {key: block[:, i] for key, i in index.position().items()}
+
+
+@pytest.mark.parametrize(("window", "aggregation"), list(EXPECTED))
+def test_each_aggregation_and_window_edge(tensor: dict, window: str, aggregation: str) -> None:
+    got = tensor[(M, window, aggregation)]
+    np.testing.assert_allclose(got, EXPECTED[(window, aggregation)], rtol=1e-6)
+
+
+def test_demographics_race_ethnicity_sex_and_age(tensor: dict) -> None:
+    assert tensor[("RACE//8527", "all", "present")].tolist() == [1, 0, 0, 0]
+    assert tensor[("ETHNICITY//38003564", "all", "present")].tolist() == [1, 0, 0, 0]
+    assert tensor[("GENDER//8532", "all", "present")].tolist() == [1, 0, 0, 0]
+    age = tensor[(events.BIRTH, "all", "age_years")]
+    assert age[0] == pytest.approx(10.0, abs=0.01)
+    assert np.isnan(age[1:]).all()  # no birth row: missing, not 0
+
+
+def test_codes_without_values_get_no_value_aggregations() -> None:
+    frame = ev((1, "2015-01-01", "CONDITION//1", None))
+    index, _ = features.shard_block(Features(windows_days=[30], domains=["CONDITION"],
+                                             aggregations=["count", "mean", "sum"],
+                                             demographics=[]), frame, cohort(1))
+    assert index.aggregation == ("count",)
+
+
+CODES = pl.DataFrame({"code": ["CONDITION//1", "CONDITION//2", "CONDITION//3"],
+                      "parent_codes": [[], ["CONDITION//1"], ["CONDITION//2"]]})
+FAMILY = ev((1, "2015-01-01", "CONDITION//3", None), (1, "2015-01-02", "CONDITION//2", None),
+            (2, "2015-01-03", "CONDITION//1", None))
+
+
+def test_rollup_counts_each_event_for_every_ancestor() -> None:
+    spec = Features(windows_days=[30], domains=["CONDITION"], aggregations=["count"],
+                    rollup="ancestors", demographics=[])
+    mapping = features.code_map(spec, CODES, {})
+    index, block = features.shard_block(spec, FAMILY, cohort(1, 2), mapping)
+    t = {key[0]: block[:, i].tolist() for key, i in index.position().items()}
+    assert t == {"CONDITION//1": [2, 1], "CONDITION//2": [2, 0], "CONDITION//3": [1, 0]}
+
+
+def test_concept_set_is_one_feature_code() -> None:
+    spec = Features(windows_days=[30], domains=[], aggregations=["count", "days_since_last"],
+                    concept_sets=["fam"], demographics=[])
+    mapping = features.code_map(spec, CODES, {"fam": ["CONDITION//2", "CONDITION//3"]})
+    index, block = features.shard_block(spec, FAMILY, cohort(1, 2), mapping)
+    assert index.code == ("CONCEPT_SET//fam",) * 2
+    assert block[:, 0].tolist() == [2, 0]
+    assert block[0, 1] == 8 and np.isnan(block[1, 1])  # last event 2015-01-02: 8 days
+
+
+def test_minimum_code_frequency_counts_the_train_split_only() -> None:
+    frame = ev((1, "2015-01-01", "CONDITION//1", None), (2, "2015-01-01", "CONDITION//2", None),
+               (3, "2015-01-01", "CONDITION//2", None))
+    spec = Features(windows_days=[30], domains=["CONDITION"], aggregations=["count"],
+                    min_code_subjects=1, demographics=[])
+    train = pl.LazyFrame({"subject_id": [1]})
+    index, block = features.shard_block(spec, frame, cohort(1, 2, 3), train=train)
+    assert index.code == ("CONDITION//1",)  # CONDITION//2 is only in held-out subjects
+    assert block[:, 0].tolist() == [1, 0, 0]
+
+
+def test_sequence_bins_end_on_the_index_day() -> None:
+    frame = ev((1, "2015-01-10", M, 1.0), (1, "2015-01-01", M, 3.0),  # 0 and 9 days: bin 2
+               (1, "2014-12-31", M, 5.0),                              # 10 days: bin 1
+               (1, "2014-12-12", M, 7.0),                              # 29 days: bin 0
+               (1, "2014-12-11", M, 9.0))                              # 30 days: no bin
+    spec = Features(windows_days=[1], domains=["MEASUREMENT"], demographics=[],
+                    sequence=Sequence(bins=3, bin_days=10, aggregations=["count", "mean"]))
+    rows = cohort(1).with_row_index("row").with_columns(train=pl.lit(True))
+    cells = features.sequence_cells(spec, features.feature_events(spec, None, frame, rows))
+    cells = cells.collect()
+    vocabulary = pl.DataFrame({"feature_code": [M], "has_value": [True], "n_train": [1]})
+    seq = features.sequence_index(spec, vocabulary)
+    block = features.dense_sequence(seq, cells, 1, 3)
+    assert seq.aggregation == ("count", "mean")
+    assert block[0, :, 0].tolist() == [1, 1, 2]
+    assert block[0, :, 1].tolist() == [7, 5, 2]
