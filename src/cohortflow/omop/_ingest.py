@@ -29,6 +29,8 @@ class EventTable:
     datetime: str | None = None
     value: str | None = None
     unit: str | None = None
+    end: str | None = None
+    supply: str | None = None
 
     def required(self) -> list[str]:
         return ["person_id", self.concept, self.date]
@@ -36,11 +38,14 @@ class EventTable:
 
 CLINICAL_TABLES = (
     EventTable("visit_occurrence", "VISIT", "visit_concept_id", "visit_start_date",
-               "visit_start_datetime"),
+               "visit_start_datetime", end="visit_end_date"),
     EventTable("condition_occurrence", "CONDITION", "condition_concept_id",
-               "condition_start_date", "condition_start_datetime"),
+               "condition_start_date", "condition_start_datetime", end="condition_end_date"),
     EventTable("drug_exposure", "DRUG", "drug_concept_id", "drug_exposure_start_date",
-               "drug_exposure_start_datetime"),
+               "drug_exposure_start_datetime", end="drug_exposure_end_date",
+               supply="days_supply"),
+    EventTable("drug_era", "DRUG_ERA", "drug_concept_id", "drug_era_start_date",
+               end="drug_era_end_date"),
     EventTable("procedure_occurrence", "PROCEDURE", "procedure_concept_id", "procedure_date",
                "procedure_datetime"),
     EventTable("measurement", "MEASUREMENT", "measurement_concept_id", "measurement_date",
@@ -119,7 +124,25 @@ def _clinical_events(frame: pl.DataFrame, table: EventTable, units: dict[int, st
             f"{where}: {bad.height} row(s) with a null or unparseable {table.date}; "
             "fix: every event needs a start date (ISO 'YYYY-MM-DD')"
         )
-    return out
+    return pl.concat([out, _end_events(frame, table, where)])
+
+
+def _end_events(frame: pl.DataFrame, table: EventTable, where: str) -> pl.DataFrame:
+    """``END//<code>`` at the end date, valued with the duration in days, so the cohort
+    engine pairs each end with its start (the end falls back to start + days_supply)."""
+    if table.end is None and table.supply is None:
+        return _events(frame.clear(), pl.col("person_id"), pl.lit(None), pl.lit(None))
+    start = _as_datetime(frame, table.date, None, where)
+    end = (_as_datetime(frame, table.end, None, where)
+           if table.end is not None and table.end in frame.columns
+           and frame.schema[table.end] != pl.Null  # an all-null batch of end dates
+           else pl.lit(None, pl.Datetime("us")))
+    if table.supply and table.supply in frame.columns:
+        end = pl.coalesce(end, start + pl.duration(days=pl.col(table.supply)))
+    code = pl.format(f"END//{table.domain}//{{}}", pl.col(table.concept))
+    days = (end - start).dt.total_days()
+    return _events(frame, pl.col("person_id"), end, code, days).filter(
+        pl.col("time").is_not_null())
 
 
 class _ShardWriter:

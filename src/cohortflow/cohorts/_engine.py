@@ -1,0 +1,218 @@
+"""The cohort engine: entry events → observation window → inclusion rules → exit and
+censoring → era collapse → outcome labels, each step a named LazyFrame (the attrition).
+
+Everything is a pure function of one shard's events, so memory is bounded by the shard.
+Dates follow OHDSI Circe: whole days between calendar dates, windows inclusive unless asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from cohortflow.cohorts._concepts import CohortPlan
+from cohortflow.cohorts._events import merge_intervals, observation_periods, occurrences
+from cohortflow.cohorts._rules import group_flag, matching
+
+COHORT_SCHEMA = pl.Schema(
+    [
+        ("subject_id", pl.Int64()),
+        ("index_time", pl.Datetime("us")),
+        ("label", pl.Boolean()),
+        ("event_time", pl.Datetime("us")),
+        ("censor_time", pl.Datetime("us")),
+    ]
+)
+EPISODE_COLUMNS = ["subject_id", "index_time", "start", "end", "obs_start", "obs_end"]
+"""Episode rows between steps: dates ``start`` (index), ``end`` (entry event's end, later the
+exit) and the observation period around the index."""
+
+Steps = list[tuple[str, pl.LazyFrame]]
+
+
+def _days(n: int | pl.Expr) -> pl.Expr:
+    return pl.duration(days=n)
+
+
+def _limit(frame: pl.LazyFrame, limit: str) -> pl.LazyFrame:
+    if limit == "all":
+        return frame
+    ordered = frame.sort("subject_id", "start", "index_time", "end")
+    group = ordered.group_by("subject_id", maintain_order=True)
+    return group.first() if limit == "first" else group.last()
+
+
+def entry_steps(plan: CohortPlan, ev: pl.LazyFrame) -> Steps:
+    """Entry events, the observation window and the entry limit (``EPISODE_COLUMNS``)."""
+    cohort = plan.cohort
+    criteria = cohort.entry.all_criteria()
+    entry = pl.concat(
+        [matching(plan, c, ev).select("subject_id", index_time="time", start="start", end="end")
+         for c in criteria]
+    ).unique().sort("subject_id", "index_time", "end")
+    first = len(criteria) == 1 and criteria[0].first_occurrence
+    steps: Steps = [("Entry event (first occurrence)" if first else "Entry event", entry)]
+
+    periods = observation_periods(ev)
+    if cohort.require_observation:
+        observed = entry.join(periods, on="subject_id").filter(
+            pl.col("start").is_between("obs_start", "obs_end")
+            & ((pl.col("start") - pl.col("obs_start")).dt.total_days()
+               >= cohort.prior_observation_days)
+            & ((pl.col("obs_end") - pl.col("start")).dt.total_days()
+               >= cohort.post_observation_days)
+        )
+        name = f"At least {cohort.prior_observation_days} days of prior observation"
+        if cohort.post_observation_days:
+            name += f" and {cohort.post_observation_days} days after"
+    else:
+        keys = ["subject_id", "index_time", "start", "end"]
+        inside = entry.join(periods, on="subject_id").filter(
+            pl.col("start").is_between("obs_start", "obs_end"))
+        outside = entry.join(inside.select(keys), on=keys, how="anti").with_columns(
+            obs_start=pl.lit(None, pl.Date), obs_end=pl.lit(None, pl.Date))
+        observed = pl.concat([inside.select(EPISODE_COLUMNS), outside.select(EPISODE_COLUMNS)])
+        name = ""
+    observed = observed.select(EPISODE_COLUMNS).unique().sort("subject_id", "index_time", "end")
+    if name:
+        steps.append((name, observed))
+    else:  # the same rows as the entry events, now with their observation periods
+        steps[-1] = (steps[-1][0], observed)
+    if cohort.entry.limit != "all":
+        observed = _limit(observed, cohort.entry.limit)
+        steps.append((f"{cohort.entry.limit.capitalize()} qualifying entry event", observed))
+    return steps
+
+
+def rule_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> Steps:
+    """One step per named inclusion rule, each keeping the episodes that pass it."""
+    steps: Steps = []
+    for rule in plan.cohort.inclusion_rules:
+        numbered = episodes.with_row_index("episode")
+        ok = group_flag(plan, rule, numbered, ev)
+        episodes = numbered.join(ok, on="episode").filter("ok").select(EPISODE_COLUMNS)
+        steps.append((rule.name, episodes))
+    if plan.cohort.limit != "all":
+        episodes = _limit(episodes, plan.cohort.limit)
+        steps.append((f"{plan.cohort.limit.capitalize()} episode per person", episodes))
+    return steps
+
+
+def exit_dates(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> pl.LazyFrame:
+    """Episodes with ``end`` replaced by the exit: the strategy's date, the first censoring
+    event on or after index, or the end of observation, whichever is first."""
+    spec = plan.cohort.exit
+    numbered = episodes.with_row_index("episode")
+    if spec.strategy == "observation_end":
+        strategy = numbered.select("episode", exit=pl.col("obs_end"))
+    elif spec.strategy == "date_offset":
+        field = pl.col("start") if spec.date_field == "start" else pl.col("end")
+        strategy = numbered.select("episode", exit=field + _days(spec.offset_days))
+    else:
+        exposures = occurrences(ev, plan.codes_of(spec.concept_set, spec.domain))
+        if spec.days_supply_override is not None:
+            exposures = exposures.with_columns(end=pl.col("start")
+                                               + _days(spec.days_supply_override))
+        eras = merge_intervals(exposures.select("subject_id", "start", "end"), spec.gap_days)
+        strategy = (
+            numbered.select("episode", "subject_id", index="start")
+            .join(eras.select("subject_id", era_start="start",
+                              exit=pl.col("end") + _days(spec.offset_days)), on="subject_id")
+            .filter(pl.col("index").is_between("era_start", "exit"))
+            .group_by("episode").agg(pl.col("exit").min())
+        )
+    ends = [strategy.select("episode", "exit")]
+    for criterion in spec.censoring:
+        hits = numbered.join(
+            matching(plan, criterion, ev).select("subject_id", censor="start"), on="subject_id"
+        ).filter((pl.col("censor") >= pl.col("start"))
+                 & (pl.col("obs_end").is_null() | (pl.col("censor") <= pl.col("obs_end"))))
+        ends.append(hits.select("episode", exit="censor"))
+    exits = pl.concat(ends).group_by("episode").agg(pl.col("exit").min())
+    return (
+        numbered.join(exits, on="episode", how="left")
+        .with_columns(end=pl.min_horizontal("exit", "obs_end"))
+        .select(EPISODE_COLUMNS)
+    )
+
+
+def make_episodes(plan: CohortPlan) -> Callable[[pl.LazyFrame], Steps]:
+    """Steps up to the cohort episodes (``EPISODE_COLUMNS`` with ``end`` = cohort exit),
+    OHDSI's cohort table: one row per (subject, cohort start, cohort end)."""
+
+    def run(ev: pl.LazyFrame) -> Steps:
+        steps = entry_steps(plan, ev)
+        steps += rule_steps(plan, steps[-1][1], ev)
+        episodes = exit_dates(plan, steps[-1][1], ev)
+        pad = plan.cohort.exit.era_pad_days
+        name = steps[-1][0]
+        if pad is not None:
+            episodes = merge_intervals(
+                episodes, pad, keep=["index_time", "obs_start", "obs_end"]
+            ).select(EPISODE_COLUMNS)
+            name = f"Episodes collapsed (era pad {pad} days)"
+            steps.append((name, episodes))
+        # the last step is the cohort episodes, named after the last step that changed them
+        steps[-1] = (name, episodes.sort("subject_id", "start", "end", "index_time"))
+        return steps
+
+    return run
+
+
+def label_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> Steps:
+    """The prediction labels: first outcome in the time at risk, censoring, exclusions."""
+    outcome = plan.cohort.outcome
+    tar = outcome.time_at_risk
+    anchor = {"index": pl.col("start"), "exit": pl.col("end")}
+    rows = episodes.with_row_index("episode").with_columns(
+        tar_start=anchor[tar.start_anchor] + _days(tar.start_days),
+        tar_end=anchor[tar.end_anchor] + _days(tar.end_days),
+    ).with_columns(censor=pl.min_horizontal("tar_end", "obs_end"))
+    events_ = matching(plan, outcome, ev).select("subject_id", "time", day="start")
+    joined = rows.select("episode", "subject_id", "start", "tar_start", "censor").join(
+        events_, on="subject_id")
+    first = (
+        joined.filter(pl.col("day").is_between("tar_start", "censor"))
+        .group_by("episode").agg(event_time=pl.col("time").min())
+    )
+    labelled = rows.join(first, on="episode", how="left").with_columns(
+        label=pl.col("event_time").is_not_null(),
+        censor_time=pl.col("censor").cast(pl.Datetime("us")),
+    )
+    steps: Steps = []
+    if outcome.exclude_prior_outcome:
+        before = pl.col("day") < pl.col("tar_start")
+        if outcome.prior_outcome_lookback_days is not None:
+            before = before & (pl.col("day") >= pl.col("start")
+                               - _days(outcome.prior_outcome_lookback_days))
+        prior = joined.filter(before).select("episode").unique()
+        labelled = labelled.join(prior, on="episode", how="anti")
+        steps.append(("No outcome before the time at risk", labelled))
+    if outcome.min_days_at_risk:
+        at_risk = (pl.col("censor") - pl.col("tar_start")).dt.total_days() + 1
+        keep = at_risk >= outcome.min_days_at_risk
+        if outcome.keep_outcomes_under_min:
+            keep = keep | pl.col("label")
+        labelled = labelled.filter(keep)
+        steps.append((f"At least {outcome.min_days_at_risk} days at risk", labelled))
+    table = labelled.select(list(COHORT_SCHEMA)).cast(COHORT_SCHEMA).sort(list(COHORT_SCHEMA))
+    return [*steps[:-1], (steps[-1][0] if steps else "", table)]
+
+
+def make_cohort(plan: CohortPlan) -> Callable[[pl.LazyFrame], Steps]:
+    """Build the cohort step by step; each step is a named LazyFrame of the rows kept.
+
+    The last step is the cohort table (``COHORT_SCHEMA``); the row counts of the steps are
+    the attrition.
+    """
+    episodes = make_episodes(plan)
+
+    def run(ev: pl.LazyFrame) -> Steps:
+        steps = episodes(ev)
+        labels = label_steps(plan, steps[-1][1], ev)
+        if not labels[-1][0]:  # no label exclusion: the table takes the last step's name
+            return [*steps[:-1], (steps[-1][0], labels[-1][1])]
+        return steps + labels
+
+    return run
