@@ -27,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 err = Console(stderr=True)
+out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -120,6 +121,58 @@ def run(
 
     code = run_workflow(study, profile, results, list(ctx.args))
     raise typer.Exit(code)
+
+
+@app.command("verify")
+@_friendly
+def verify_command(
+    manifest_file: Annotated[Path, typer.Argument(metavar="MANIFEST",
+                                                  help="manifest.json of an earlier run.")],
+    profile: Annotated[str | None, typer.Option(help="Profile of the rerun; default: the "
+                                                     "manifest's.")] = None,
+    scratch: Annotated[Path | None, typer.Option(help="Rerun here; default: a new "
+                                                      "temporary directory.")] = None,
+) -> None:
+    """Rerun a run's study and report, output by output, identical or different, and why."""
+    from rich.table import Table
+
+    from cohortflow.workflow import verify
+
+    findings, causes, rerun = verify(manifest_file, profile, scratch)
+    table = Table("output", "verdict")
+    for finding in findings:
+        colour = "green" if finding.verdict == "identical" else "red"
+        table.add_row(finding.output, f"[{colour}]{finding.verdict}[/]")
+    out.print(table)
+    out.print(f"rerun manifest: {rerun}")
+    if all(f.verdict == "identical" for f in findings):
+        out.print("[green]verified:[/] every output is identical")
+        return
+    out.print("[red]not verified.[/] What changed since the recorded run:")
+    for cause in causes or ["nothing recorded changed: the difference is not explained by the "
+                            "inputs, the study, the code or the packages"]:
+        out.print(f"  - {cause}")
+    raise typer.Exit(1)
+
+
+@app.command("status")
+@_friendly
+def status_command(
+    study: Annotated[Path | None, typer.Argument(help="Study YAML; default: the demo.")] = None,
+    profile: Annotated[str, typer.Option(help="Profile in profiles/.")] = "laptop",
+    results: Annotated[Path, typer.Option(help="Results root of the study.")] = Path("results"),
+) -> None:
+    """Show which steps of a study are done, pending or out of date, and why."""
+    from rich.table import Table
+
+    from cohortflow.workflow import status
+
+    table = Table("step", "outputs", "state", "why")
+    colour = {"done": "green", "pending": "yellow", "out of date": "red"}
+    for step in status(study, profile, results):
+        table.add_row(step.rule, str(step.outputs), f"[{colour[step.state]}]{step.state}[/]",
+                      step.why)
+    out.print(table)
 
 
 @app.command()

@@ -1,11 +1,15 @@
-"""Locating the workflow (Snakefile, profiles) and running it with Snakemake."""
+"""Locating the workflow (Snakefile, profiles) and running it with Snakemake: runs, reruns
+that verify a manifest, and the status of a study's steps."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from cohortflow import manifest
 from cohortflow.errors import CohortflowError
 from cohortflow.spec import demo_study_path, load_study
 
@@ -46,3 +50,84 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     """Validate the study, then run Snakemake; returns its exit status."""
     load_study(study)  # one clear message for a bad study, before Snakemake starts
     return subprocess.call(snakemake_command(study, profile, results, extra))
+
+
+def verify(manifest_path: Path, profile: str | None = None,
+           scratch: Path | None = None) -> tuple[list[manifest.Finding], list[str], Path]:
+    """Rerun the study of a manifest into a scratch directory and compare every output.
+
+    Returns the verdicts, the recorded causes of any difference, and the rerun's manifest.
+    """
+    recorded = manifest.read(manifest_path)
+    study = Path(recorded["study"]["path"])
+    if not study.is_file():
+        raise CohortflowError(
+            f"{manifest_path}: the study file {study} it records no longer exists; fix: "
+            "restore it at that path (its sha256 is in the manifest) and verify again"
+        )
+    profiles = workflow_root() / "profiles"
+    chosen = profile or recorded.get("profile", "laptop")
+    if not (profiles / chosen / "config.yaml").is_file():
+        chosen = "laptop"
+    scratch = Path(scratch or tempfile.mkdtemp(prefix="cohortflow-verify-")).resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    with (scratch / "verify.log").open("w") as log:
+        code = subprocess.call(
+            snakemake_command(study, chosen, scratch / "results", ["--directory", str(scratch)]),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    rerun_path = scratch / "results" / load_study(study).name / "manifest.json"
+    if code != 0 or not rerun_path.is_file():
+        raise CohortflowError(
+            f"{manifest_path}: the rerun in {scratch} failed (exit {code}); its log is "
+            f"{scratch / 'verify.log'}"
+        )
+    findings, causes = manifest.compare(recorded, manifest.read(rerun_path))
+    return findings, causes, rerun_path
+
+
+@dataclass(frozen=True)
+class StepState:
+    """Where one rule's outputs stand."""
+
+    rule: str
+    outputs: int
+    state: str  # "done", "pending" or "out of date"
+    why: str
+
+
+def status(study: Path | None, profile: str, results: Path) -> list[StepState]:
+    """Which steps are done, pending or out of date, and why (Snakemake's summary)."""
+    load_study(study)
+    done = subprocess.run(
+        snakemake_command(study, profile, results, ["--summary", "--quiet"]),
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise CohortflowError(f"snakemake --summary failed: {done.stderr.strip()[-2000:]}")
+    lines = [line.split("\t") for line in done.stdout.splitlines() if "\t" in line]
+    if not lines or lines[0][0] != "output_file":
+        return []
+    header = lines[0]
+    by_rule: dict[str, list[tuple[str, str]]] = {}
+    for row in lines[1:]:
+        record = dict(zip(header, row, strict=False))
+        by_rule.setdefault(record["rule"], []).append((record["status"], record["plan"]))
+    return [_state(rule, rows) for rule, rows in by_rule.items()]
+
+
+def _state(rule: str, rows: list[tuple[str, str]]) -> StepState:
+    """One rule's state from its outputs' summary rows.
+
+    >>> _state("model", [("ok", "no update"), ("missing", "update pending")]).state
+    'pending'
+    >>> _state("ingest", [("set of input files has changed", "update pending")]).why
+    'set of input files has changed'
+    """
+    statuses = {status for status, _ in rows}
+    if statuses == {"ok"} and all(plan == "no update" for _, plan in rows):
+        return StepState(rule, len(rows), "done", "")
+    if "missing" in statuses:
+        return StepState(rule, len(rows), "pending", "output missing")
+    reasons = sorted(s for s in statuses if s != "ok") or sorted({p for _, p in rows})
+    return StepState(rule, len(rows), "out of date", "; ".join(reasons))

@@ -128,7 +128,18 @@ def load_study(path: str | Path | None = None) -> Study:
         raise StudySpecError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise StudySpecError(f"{path}: a study file is a YAML mapping with keys such as 'name'")
-    return parse_study(raw, origin=str(path))
+    return _relative_to(parse_study(raw, origin=str(path)), path.resolve().parent)
+
+
+def _relative_to(study: Study, folder: Path) -> Study:
+    """Resolve a relative ``source.omop.path`` against the study file's folder, so a study
+    means the same data whatever directory it is run from."""
+    omop = study.source.omop
+    if omop is None or omop.path is None or omop.path.is_absolute():
+        return study
+    source = study.source.model_copy(update={"omop": omop.model_copy(
+        update={"path": folder / omop.path})})
+    return study.model_copy(update={"source": source})
 
 
 def parse_study(raw: dict[str, Any], origin: str = "<study>") -> Study:
@@ -163,7 +174,18 @@ def _describe(err: Any) -> str:
     shown = repr(received) if not isinstance(received, dict) else "a mapping"
     shown = re.sub(r"(://[^/:@\s]*:)[^@\s]*@", r"\1***@", shown)  # never echo a password
     shown = re.sub(r"(?i)(password=)[^&\s']*", r"\1***", shown)
-    return f"  - {field}: {err['msg']} (got {shown}){_example(loc)}"
+    return f"  - {field}: {err['msg']} (got {shown}){_example(loc) or _bound_hint(err)}"
+
+
+def _bound_hint(err: Any) -> str:
+    """A fix for a list too short or a number too small, where the field has no default."""
+    ctx = err.get("ctx") or {}
+    if err["type"] == "too_short":
+        return f"; fix: give at least {ctx.get('min_length', 1)} item(s)"
+    if err["type"] in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        return f"; fix: use a value {'of at least' if 'ge' in ctx else 'above'} {bound}"
+    return ""
 
 
 def _example(loc: list[str]) -> str:
