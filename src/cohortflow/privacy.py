@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+DEFAULT_MIN_CELL_COUNT = 11
+"""The default small-cell threshold: the one CMS uses for data it releases."""
+
 
 def suppress(count: int, min_cell_count: int) -> str:
     """Show a count, or ``<min`` when it is positive and below the threshold.

@@ -1,0 +1,200 @@
+"""Input checks of the OMOP ingest: each bad input gets one message naming the file, the
+field and the fix, and no store a rerun would trust is left behind.
+
+The checks are pure functions over Polars frames; :mod:`cohortflow.omop._ingest` calls
+them while it streams the source.  Messages never hold a value from a row (an id or a date
+of birth could identify a person), only column names, counts and row positions.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from cohortflow import events
+from cohortflow.errors import SourceError, StoreError
+from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT, suppress
+
+log = logging.getLogger(__name__)
+
+REQUIRED_TABLES = ("person", "observation_period")
+#: Events up to this long after death are kept (claims and results arrive late); the OHDSI
+#: data-quality check ``plausibleBeforeDeath`` uses the same allowance.
+DEATH_GRACE = timedelta(days=60)
+_NOT_LIFE_EVENTS = (events.BIRTH, events.DEATH)
+
+
+def require_tables(tables: list[str], location: str) -> None:
+    """Refuse a source without the tables every study needs.
+
+    >>> require_tables(["person", "concept"], "cdm/")
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.SourceError: cdm/: required table observation_period missing ...
+    """
+    for table in REQUIRED_TABLES:
+        if table not in tables:
+            raise SourceError(
+                f"{location}: required table {table} missing (found: "
+                f"{', '.join(tables) or 'no tables'}); fix: export the OMOP CDM {table} table "
+                f"as {table}.parquet, {table}.csv or a database table named {table}"
+            )
+
+
+def no_nulls(frame: pl.DataFrame, columns: list[str], where: str, offset: int = 0) -> None:
+    """Refuse nulls in columns every row needs, naming the first bad row.
+
+    >>> no_nulls(pl.DataFrame({"year_of_birth": [2010, None]}), ["year_of_birth"], "p.csv")
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.SourceError: p.csv: column year_of_birth is empty in 1 row(s) ...
+    """
+    for column in columns:
+        nulls = frame[column].is_null()
+        if nulls.any():
+            first = offset + int(nulls.arg_true()[0]) + 1
+            raise SourceError(
+                f"{where}: column {column} is empty in {int(nulls.sum())} row(s) (first at data "
+                f"row {first}); fix: every row needs a {column}"
+            )
+
+
+def dated(frame: pl.DataFrame, column: str, where: str) -> pl.DataFrame:
+    """Events whose time came from ``column``, refused when a date was null or unparseable.
+
+    >>> from datetime import datetime
+    >>> dated(pl.DataFrame({"time": [datetime(2020, 1, 1)]}), "death_date", "d").height
+    1
+    """
+    bad = int(frame["time"].is_null().sum())
+    if bad:
+        raise SourceError(
+            f"{where}: {bad} row(s) with a null or unparseable {column}; fix: every row "
+            "needs a date (DATE, or ISO 'YYYY-MM-DD' text)"
+        )
+    return frame
+
+
+def unique_persons(ids: list[np.ndarray], where: str) -> np.ndarray:
+    """The sorted person ids, refused when one appears twice.
+
+    >>> unique_persons([np.array([3, 1]), np.array([2])], "person.csv").tolist()
+    [1, 2, 3]
+    >>> unique_persons([np.array([3, 1]), np.array([3])], "person.csv")
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.SourceError: person.csv: 1 person_id value(s) appear more than once; ...
+    """
+    every = np.concatenate(ids)
+    unique = np.unique(every)
+    if unique.size != every.size:
+        raise SourceError(
+            f"{where}: {every.size - unique.size} person_id value(s) appear more than once; "
+            "fix: the person table holds one row per person (deduplicate the export)"
+        )
+    return unique
+
+
+class Lifespan:
+    """Counts events dated before the person's birth, or after death (beyond
+    :data:`DEATH_GRACE`), one sorted shard at a time, per code domain."""
+
+    def __init__(self) -> None:
+        self.before_birth: dict[str, int] = {}
+        self.after_death: dict[str, int] = {}
+
+    def add(self, shard: pl.DataFrame) -> None:
+        life = shard.group_by("subject_id").agg(
+            birth=pl.col("time").filter(pl.col("code") == events.BIRTH).min().dt.date(),
+            death=pl.col("time").filter(pl.col("code") == events.DEATH).max().dt.date(),
+        )
+        day = pl.col("time").dt.date()
+        dated_events = shard.filter(
+            pl.col("time").is_not_null(), ~pl.col("code").is_in(_NOT_LIFE_EVENTS),
+            ~pl.col("code").str.starts_with("END//"),
+            ~pl.col("code").str.starts_with("OBSERVATION_PERIOD//"),
+        ).join(life, on="subject_id", how="inner")
+        domain = pl.col("code").str.split("//").list.first().alias("domain")
+        for counts, wrong in ((self.before_birth, day < pl.col("birth")),
+                              (self.after_death, day > pl.col("death") + DEATH_GRACE)):
+            found = dated_events.filter(wrong).group_by(domain).len()
+            for name, n in found.iter_rows():
+                counts[name] = counts.get(name, 0) + n
+
+    def check(self, where_of: dict[str, tuple[str, str]]) -> None:
+        """Raise for the first domain with an implausible date; ``where_of`` maps a domain
+        to (its table's location, its date column)."""
+        for counts, what, fix in (
+            (self.before_birth, "before the person's birth",
+             "correct the event dates, or year_of_birth/month_of_birth/day_of_birth in person"),
+            (self.after_death, f"more than {DEATH_GRACE.days} days after the person's death",
+             "correct the event dates, or death_date in death"),
+        ):
+            for domain in sorted(counts):
+                where, column = where_of.get(domain, (domain, "date"))
+                raise SourceError(
+                    f"{where}: {counts[domain]} event(s) with {column} {what}; fix: {fix}")
+
+
+def warn_unknown_concepts(codes: pl.DataFrame, counts: dict[str, int], where: str,
+                          min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> int:
+    """Warn, with counts per domain, about concept ids the vocabulary does not hold.
+
+    ``codes`` is the store's codes table (unknown concepts keep their code as description);
+    counts below ``min_cell_count`` are shown suppressed.  Returns the number of unknown ids.
+
+    >>> codes = pl.DataFrame({"code": ["CONDITION//1", "CONDITION//2", "GENDER//0"],
+    ...                       "description": ["Asthma", "CONDITION//2", "GENDER//0"]})
+    >>> warn_unknown_concepts(codes, {"CONDITION//2": 40}, "concept.csv")
+    1
+    """
+    pattern = r"^[A-Z_]+//-?\d+$"
+    unknown = codes.filter(pl.col("code") == pl.col("description"),
+                           pl.col("code").str.contains(pattern),
+                           ~pl.col("code").str.ends_with("//0"))  # 0: "no matching concept"
+    if unknown.height == 0:
+        return 0
+    per_domain = (
+        unknown.select(pl.col("code").str.split("//").list.first().alias("domain"),
+                       pl.col("code").replace_strict(counts, default=0, return_dtype=pl.Int64)
+                       .alias("events"))
+        .group_by("domain").agg(pl.len().alias("concepts"), pl.col("events").sum())
+        .sort("domain")
+    )
+    detail = ", ".join(f"{d}: {suppress(c, min_cell_count)} concept(s) in "
+                       f"{suppress(e, min_cell_count)} event(s)"
+                       for d, c, e in per_domain.iter_rows())
+    log.warning("%s: %s concept id(s) used by %s event(s) are not in the vocabulary (%s); "
+                "they keep their code as description and have no ancestors, so concept sets "
+                "match them only by exact id; fix: load the complete OMOP vocabulary "
+                "(concept, concept_ancestor)", where, suppress(unknown.height, min_cell_count),
+                suppress(int(per_domain["events"].sum()), min_cell_count), detail)
+    return unknown.height
+
+
+@contextmanager
+def nothing_half_written(work: Path, out: Path) -> Iterator[None]:
+    """Remove the partial store ``work`` if anything fails, and turn a full disk into a
+    clear message; ``out`` is only ever replaced by a complete store."""
+    try:
+        yield
+    except Exception as exc:  # Polars reports a full disk as ComputeError, Arrow as OSError
+        shutil.rmtree(work, ignore_errors=True)
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+            raise StoreError(
+                f"{out}: no space left on the device while writing the event store; the "
+                "partial output was removed; fix: free space, or give --out (or results:) "
+                "on a larger filesystem"
+            ) from None
+        raise
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
