@@ -13,6 +13,7 @@ import polars as pl
 
 from cohortflow import __version__, events
 from cohortflow.errors import SourceError
+from cohortflow.omop import _checks
 from cohortflow.omop._sources import OmopSource
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class _ShardWriter:
         self.shards = shards
         self.parts = 0
         self.codes: set[str] = set()
+        self.code_counts: dict[str, int] = {}
+        self.lifespan = _checks.Lifespan()
 
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
@@ -160,6 +163,8 @@ class _ShardWriter:
         shard = events.shard_of(frame["subject_id"].to_numpy(), self.shards)
         frame = frame.with_columns(pl.Series("_shard", shard))
         self.codes.update(frame["code"].unique().to_list())
+        for code, n in frame["code"].value_counts().iter_rows():
+            self.code_counts[code] = self.code_counts.get(code, 0) + n
         for (index,), part in frame.partition_by("_shard", as_dict=True).items():
             path = self.root / "parts" / str(index) / f"{self.parts:08d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +181,7 @@ class _ShardWriter:
             )
             frame = frame.sort(["subject_id", "time", "code", "numeric_value", "unit"],
                                nulls_last=False, maintain_order=True)
+            self.lifespan.add(frame)
             events.write_parquet(frame.to_arrow().cast(events.EVENT_SCHEMA),
                                  events.shard_path(store, shard))
             total += frame.height
@@ -234,8 +240,18 @@ def _vocabulary(source: OmopSource, seen: set[str]) -> pl.DataFrame:
 
 
 def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop") -> dict:
-    """Write the event store for ``source`` into ``out`` (replaced atomically at the end)."""
+    """Write the event store for ``source`` into ``out`` (replaced atomically at the end).
+
+    Bad input raises :class:`SourceError` naming the file, the field and the fix.  On any
+    failure, a full disk included, the partial store is removed and ``out`` is untouched.
+    """
     out = Path(out)
+    with _checks.nothing_half_written(out.with_name(f".{out.name}.partial"), out):
+        return _write_store(source, out, shards, dataset_name)
+
+
+def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str) -> dict:
+    _checks.require_tables(source.tables(), source.location)
     work = out.with_name(f".{out.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     writer = _ShardWriter(work, shards)
@@ -248,24 +264,27 @@ def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop
 
     subjects: list[np.ndarray] = []
     for frame in source.batches("person", PERSON_REQUIRED):
+        _checks.no_nulls(frame, PERSON_REQUIRED, source.where("person"), counts.get("person", 0))
         subjects.append(frame["person_id"].cast(pl.Int64).to_numpy())
         writer.add(_person_events(frame))
         counts["person"] = counts.get("person", 0) + frame.height
     if not subjects:
         raise SourceError(f"{source.where('person')}: no persons; fix: an OMOP CDM needs a "
                           "non-empty person table")
+    _checks.unique_persons(subjects, source.where("person"))
     for frame in source.batches("observation_period", PERIOD_REQUIRED):
         where = source.where("observation_period")
         for column, code in (("observation_period_start_date", events.OBSERVATION_START),
                              ("observation_period_end_date", events.OBSERVATION_END)):
-            writer.add(_events(frame, pl.col("person_id"),
-                               _as_datetime(frame, column, None, where), pl.lit(code)))
+            writer.add(_checks.dated(_events(frame, pl.col("person_id"), _as_datetime(
+                frame, column, None, where), pl.lit(code)), column, where))
         counts["observation_period"] = counts.get("observation_period", 0) + frame.height
     for frame in source.batches("death", DEATH_REQUIRED):
         where = source.where("death")
-        writer.add(_events(frame, pl.col("person_id"),
-                           _as_datetime(frame, "death_date", "death_datetime", where),
-                           pl.lit(events.DEATH)))
+        writer.add(_checks.dated(_events(frame, pl.col("person_id"),
+                                         _as_datetime(frame, "death_date", "death_datetime",
+                                                      where), pl.lit(events.DEATH)),
+                                 "death_date", where))
         counts["death"] = counts.get("death", 0) + frame.height
     for table in CLINICAL_TABLES:
         for frame in source.batches(table.name, table.required()):
@@ -273,7 +292,9 @@ def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop
             counts[table.name] = counts.get(table.name, 0) + frame.height
 
     total = writer.finish(work)
+    writer.lifespan.check({t.domain: (source.where(t.name), t.date) for t in CLINICAL_TABLES})
     codes = _vocabulary(source, writer.codes)
+    _checks.warn_unknown_concepts(codes, writer.code_counts, source.where("concept"))
     events.write_parquet(codes.to_arrow(), events.codes_path(work))
     ids = np.unique(np.concatenate(subjects))
     splits = pl.DataFrame({"subject_id": ids, "split": events.split_of(ids).astype(str)})
