@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 from sklearn.metrics import roc_curve
 
-from cohortflow.privacy import suppress
+from cohortflow.privacy import COMPLEMENTARY, suppress, suppress_categories, suppress_steps
 from cohortflow.spec import Study
 
 _CSS = """
@@ -46,9 +46,10 @@ def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any
     """The report's HTML.  Counts below the study's min_cell_count are shown suppressed."""
     k = study.min_cell_count
     esc = html.escape
+    shown = suppress_steps([step["subjects"] for step in attrition], k)
     attrition_rows = "".join(
-        f"<tr><td>{esc(step['step'])}</td><td class=n>{suppress(step['subjects'], k)}</td></tr>"
-        for step in attrition
+        f"<tr><td>{esc(step['step'])}</td><td class=n>{esc(count)}</td></tr>"
+        for step, count in zip(attrition, shown, strict=True)
     )
     test = metrics["test"]
     metric_rows = "".join(
@@ -59,21 +60,22 @@ def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any
     if oracle is not None and oracle.get("oracle_auroc") is not None:
         metric_rows += (f"<tr><td>Oracle AUROC (true planted risk)</td>"
                         f"<td class=n>{oracle['oracle_auroc']:.3f}</td></tr>")
-    n_test = suppress(metrics["n_test"], k)
-    n_train = suppress(metrics["n_train"], k)
+    split_sizes = suppress_categories({"train": metrics["n_train"], "test": metrics["n_test"]}, k)
+    n_train, n_test = split_sizes["train"], split_sizes["test"]
     outcomes = int(predictions.filter(pl.col("split") == "test")["label"].sum())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
 <body>
 <h1>Study report: {esc(study.name)}</h1>
-<p class=note>Study digest {study.digest()}. Counts below {k} are shown as &lt;{k}.</p>
+<p class=note>Study digest {study.digest()}. Counts below {k} are shown as &lt;{k};
+{COMPLEMENTARY} marks a count hidden so that a small one cannot be worked out by subtraction.</p>
 <h2>Cohort attrition</h2>
 <table><tr><th>Step</th><th>Persons</th></tr>{attrition_rows}</table>
 <h2>Model</h2>
 <p>{esc(metrics['model'])} (C = {metrics['C']}), {metrics['n_features']} features;
-trained on {n_train} persons, tested on {n_test} held-out persons
-with {suppress(outcomes, k)} outcomes.</p>
+trained on {esc(n_train)} persons, tested on {esc(n_test)} held-out persons
+with {esc(suppress(outcomes, k))} outcomes.</p>
 <table><tr><th>Metric (test split)</th><th>Value</th></tr>{metric_rows}</table>
 <h2>ROC curve</h2>
 <img alt="ROC curve of the test split" src="data:image/png;base64,{roc_png(predictions)}">

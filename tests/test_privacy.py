@@ -1,0 +1,91 @@
+"""Small-cell suppression (with complementary suppression) and keyed pseudonyms."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cohortflow import privacy, report
+from cohortflow.errors import CohortflowError
+from cohortflow.spec import Study
+
+K = 11
+
+
+@pytest.mark.parametrize("counts", [
+    [500, 498, 300, 295, 3],
+    [1000, 995, 990, 985, 600, 12, 11, 0],
+    [40, 35, 34, 20, 20, 9],
+    [11, 10, 0],
+])
+def test_attrition_never_reveals_a_small_count_by_subtraction(counts: list[int]) -> None:
+    shown = privacy.suppress_steps(counts, K)
+    for count, text in zip(counts, shown, strict=True):
+        assert text in (str(count), f"<{K}", privacy.COMPLEMENTARY)
+        if 0 < count < K:
+            assert text == f"<{K}"
+    # no two shown counts differ by a small positive number (subtraction learns nothing)
+    visible = [int(s) for s in shown if s.isdigit()]
+    assert all(not 0 < a - b < K for a, b in itertools.combinations(visible, 2))
+    assert len(visible) >= 2
+
+
+def test_attrition_hides_only_what_it_must() -> None:
+    assert privacy.suppress_steps([900, 800, 700], K) == ["900", "800", "700"]
+    assert privacy.suppress_steps([900, 895, 880], K) == ["900", "*", "880"]
+
+
+def test_categories_hide_a_second_cell_when_one_small_cell_could_be_recovered() -> None:
+    shown = privacy.suppress_categories({"F": 120, "M": 95, "unknown": 4}, K)
+    assert shown == {"F": "120", "M": "*", "unknown": "<11"}
+    assert privacy.suppress_categories({"F": 120, "M": 4}, K, total_shown=False) == {
+        "F": "120", "M": "<11"}
+
+
+def test_pseudonyms_are_keyed_stable_and_hide_the_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [1, 2, 3, 12345]
+    monkeypatch.setenv(privacy.PSEUDONYM_KEY_ENV, "first-secret")
+    first = privacy.pseudonyms(ids)
+    assert first == privacy.pseudonyms(ids)
+    assert len(set(first)) == 4 and all(re.fullmatch(r"[0-9a-f]{16}", p) for p in first)
+    assert not any(str(i) in p for i, p in zip(ids, first, strict=True) if i > 100)
+    monkeypatch.setenv(privacy.PSEUDONYM_KEY_ENV, "second-secret")
+    assert set(privacy.pseudonyms(ids)).isdisjoint(first)
+    monkeypatch.delenv(privacy.PSEUDONYM_KEY_ENV)
+    with pytest.raises(CohortflowError, match=r"fix: export COHORTFLOW_PSEUDONYM_KEY"):
+        privacy.pseudonyms(ids)
+
+
+def _study() -> Study:
+    return Study.model_validate({
+        "name": "small", "source": {"synth": {"persons": 100}}, "min_cell_count": K,
+        "concept_sets": {"a": {"include": [{"concept_id": 1}]}},
+        "cohort": {"entry": {"concept_set": "a"}, "outcome": {"concept_set": "a"}},
+    })
+
+
+def test_report_shows_no_count_below_the_threshold() -> None:
+    attrition = [{"step": "entry", "subjects": 260, "rows": 300},
+                 {"step": "prior observation", "subjects": 255, "rows": 255},
+                 {"step": "age", "subjects": 200, "rows": 200},
+                 {"step": "not dead", "subjects": 7, "rows": 7}]
+    rng = np.random.default_rng(0)
+    predictions = pl.DataFrame({
+        "label": [0, 1] * 100 + [0, 1, 0, 0, 0],
+        "prediction": rng.random(205),
+        "split": ["train"] * 200 + ["test"] * 5,
+    })
+    metrics = {"model": "logistic", "C": 1.0, "n_train": 200, "n_test": 5, "n_features": 40,
+               "test": {"auroc": 0.5, "auprc": 0.2, "brier": 0.25}}
+    page = report.render(_study(), attrition, metrics, predictions)
+    cells = re.findall(r"<td class=n>([^<]*)</td>", page)
+    assert cells[:4] == ["260", "*", "200", "&lt;11"]
+    assert "trained on * persons, tested on &lt;11 held-out persons" in " ".join(page.split())
+    text = re.sub(r"data:image/png;base64,[^\"]+", "", page)
+    text = re.sub(r"digest [0-9a-f]+", "", text)
+    for number in re.findall(r"(?<![\w.#-])\d+(?![\w.])", text):
+        assert int(number) == 0 or int(number) >= K, number
