@@ -107,6 +107,28 @@ def schema(
         out.write_text(text)
 
 
+@app.command("import-circe")
+@_friendly
+def import_circe(
+    circe_json: Annotated[Path, typer.Argument(help="OHDSI Circe / ATLAS cohort JSON.")],
+    out: Annotated[Path | None, typer.Option(help="Write the study YAML here.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Outcome concept set name.")] = None,
+) -> None:
+    """Turn an ATLAS cohort definition into a study file (unsupported parts are refused)."""
+    import yaml
+
+    from cohortflow.circe import import_circe as convert
+
+    _, raw = convert(circe_json, outcome)
+    text = yaml.safe_dump(raw, sort_keys=False)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        err.print(f"wrote {out}; check source and cohort.outcome before running it")
+
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @_friendly
 def run(
