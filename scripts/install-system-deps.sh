@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# System packages the test suite uses: a real single-node SLURM cluster (slurm-wlm, munge).
+# System packages the test suite uses: a real single-node SLURM cluster (slurm-wlm, munge)
+# and a real PostgreSQL server (postgresql).
 # Installs them with apt-get when they are missing and we may (root or passwordless sudo);
-# otherwise says what to install.  Without them the SLURM tests skip (and fail under CI=true).
+# otherwise says what to install.  Without them the SLURM and PostgreSQL tests skip (and fail
+# under CI=true).
 set -euo pipefail
 
-packages=(slurm-wlm munge)
+packages=(slurm-wlm munge postgresql)
 missing=()
 command -v slurmctld >/dev/null 2>&1 || missing+=(slurm-wlm)
 command -v munged >/dev/null 2>&1 || missing+=(munge)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo"; else
-  echo "cohortflow: SLURM tests need: apt-get install ${packages[*]} (not root; skipping)" >&2
+  echo "cohortflow: SLURM/PostgreSQL tests need: apt-get install ${packages[*]} (not root; skipping)" >&2
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "cohortflow: SLURM tests need ${packages[*]}; install them with your package manager" >&2
+  echo "cohortflow: SLURM/PostgreSQL tests need ${packages[*]}; install them with your package manager" >&2
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -208,3 +211,24 @@ def test_postgres_fingerprint_is_computed_by_the_server_and_follows_the_content(
         after = source.fingerprint("person")
     assert before["rows"] == after["rows"] == 3
     assert before["sha256"] != after["sha256"]
+
+
+@pytest.mark.postgres
+def test_the_database_password_appears_in_no_output(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    postgres_server.load_omop(_write_parquet(TABLES, tmp_path / "cdm"), schema="secret")
+    out = tmp_path / "results" / "events"
+    done = subprocess.run(
+        [sys.executable, "-m", "cohortflow", "ingest", postgres_server.url, "--schema", "secret",
+         "--out", str(out), "--shards", "2"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, **postgres_server.env})
+    assert done.returncode == 0, done.stderr
+    assert "wrote 23 events of 3 subjects" in done.stderr
+    files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+    assert len(files) >= 6
+    secret = postgres_server.password.encode()
+    leaks = [str(p) for p in files if secret in p.read_bytes()]
+    assert leaks == []
+    assert postgres_server.password not in done.stdout + done.stderr
