@@ -1,0 +1,186 @@
+"""Benchmark the cohort engine against a DuckDB SQL implementation of the same cohorts,
+over the same event store, in the same run.
+
+For each size: ``cohortflow synth`` + ``cohortflow ingest`` (not timed), then each cohort
+twice — the cohortflow engine shard by shard (Polars lazy), and one DuckDB SQL query over all
+shard files — each in its own process, measured with ``os.wait4`` (wall, peak RSS).  The two
+cohort tables must be equal.  Ratio = cohortflow wall / DuckDB wall.
+
+    python benchmarks/bench_cohorts.py                 # 100000 persons
+    python benchmarks/bench_cohorts.py 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COHORTFLOW = [sys.executable, "-m", "cohortflow"]
+
+COHORTS = {
+    # The demo cohort: first asthma code, 365 days prior observation, exacerbation in a year.
+    "first_asthma": {},
+    # Every asthma code with 365 days prior observation and an albuterol inhaler in the 30
+    # days before (index day included); the episode ends 30 days later.
+    "asthma_on_albuterol": {
+        "entry": {"concept_set": "asthma", "first_only": False},
+        "inclusion_rules": [{"name": "albuterol in the 30 days before", "criteria": [
+            {"occurrence": {"concept_set": "albuterol",
+                            "window": {"start_days": -30, "end_days": 0}}}]}],
+        "exit": {"strategy": "date_offset", "offset_days": 30},
+    },
+}
+
+ENGINE = """
+import sys, polars as pl
+from pathlib import Path
+from cohortflow import cohorts, events
+from cohortflow.spec import load_study
+study, store, out = load_study(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+tables = [cohorts.build_shard(study, store, s)[0] for s in events.list_shards(store)]
+pl.concat(tables).select("subject_id", "index_time", "label").write_parquet(out)
+"""
+
+SQL = {
+    "first_asthma": """
+WITH ev AS (SELECT * FROM read_parquet('{data}')),
+periods AS (
+  SELECT s.subject_id, s.time::DATE AS obs_start, e.time::DATE AS obs_end FROM
+  (SELECT subject_id, time, row_number() OVER (PARTITION BY subject_id ORDER BY time) n
+   FROM ev WHERE code = 'OBSERVATION_PERIOD//START') s JOIN
+  (SELECT subject_id, time, row_number() OVER (PARTITION BY subject_id ORDER BY time) n
+   FROM ev WHERE code = 'OBSERVATION_PERIOD//END') e USING (subject_id, n)),
+entry AS (SELECT subject_id, min(time) AS index_time FROM ev
+          WHERE code IN ({entry}) GROUP BY subject_id),
+cohort AS (SELECT e.subject_id, e.index_time, p.obs_end FROM entry e JOIN periods p
+  ON e.subject_id = p.subject_id
+  AND e.index_time::DATE BETWEEN p.obs_start AND p.obs_end
+  AND e.index_time::DATE - p.obs_start >= 365)
+SELECT c.subject_id, c.index_time, count(o.time) > 0 AS label FROM cohort c
+LEFT JOIN ev o ON o.subject_id = c.subject_id AND o.code IN ({outcome})
+  AND o.time::DATE - c.index_time::DATE BETWEEN 1 AND 365
+  AND o.time::DATE <= c.obs_end
+GROUP BY c.subject_id, c.index_time
+""",
+    "asthma_on_albuterol": """
+WITH ev AS (SELECT * FROM read_parquet('{data}')),
+periods AS (
+  SELECT s.subject_id, s.time::DATE AS obs_start, e.time::DATE AS obs_end FROM
+  (SELECT subject_id, time, row_number() OVER (PARTITION BY subject_id ORDER BY time) n
+   FROM ev WHERE code = 'OBSERVATION_PERIOD//START') s JOIN
+  (SELECT subject_id, time, row_number() OVER (PARTITION BY subject_id ORDER BY time) n
+   FROM ev WHERE code = 'OBSERVATION_PERIOD//END') e USING (subject_id, n)),
+entry AS (SELECT DISTINCT subject_id, time AS index_time FROM ev WHERE code IN ({entry})),
+cohort AS (SELECT e.subject_id, e.index_time, p.obs_start, p.obs_end FROM entry e
+  JOIN periods p ON e.subject_id = p.subject_id
+  AND e.index_time::DATE BETWEEN p.obs_start AND p.obs_end
+  AND e.index_time::DATE - p.obs_start >= 365),
+ruled AS (SELECT c.* FROM cohort c WHERE EXISTS (SELECT 1 FROM ev d
+  WHERE d.subject_id = c.subject_id AND d.code IN ({albuterol})
+  AND d.time::DATE - c.index_time::DATE BETWEEN -30 AND 0
+  AND d.time::DATE BETWEEN c.obs_start AND c.obs_end))
+SELECT c.subject_id, c.index_time, count(o.time) > 0 AS label FROM ruled c
+LEFT JOIN ev o ON o.subject_id = c.subject_id AND o.code IN ({outcome})
+  AND o.time::DATE - c.index_time::DATE BETWEEN 1 AND 365
+  AND o.time::DATE <= c.obs_end
+GROUP BY c.subject_id, c.index_time
+""",
+}
+
+DUCKDB = """
+import sys, duckdb
+con = duckdb.connect()
+con.execute("COPY (" + open(sys.argv[1]).read() + ") TO '" + sys.argv[2] + "' (FORMAT parquet)")
+"""
+
+
+def measure(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{stderr.decode()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def study_file(root: Path, name: str, changes: dict) -> Path:
+    raw = yaml.safe_load((REPO / "seeds" / "studies" / "demo.yaml").read_text())
+    raw["name"] = name
+    raw["concept_sets"]["albuterol"] = {"domain": "DRUG",
+                                        "include": [{"concept_id": 1154343}]}
+    raw["cohort"].update(changes)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def codes_sql(study: Path, store: Path, names: list[str]) -> dict[str, str]:
+    from cohortflow import cohorts
+    from cohortflow.spec import load_study
+
+    plan = cohorts.plan_of(load_study(study), store)
+    return {n: ", ".join(f"'{c}'" for c in plan.codes_of(n)) for n in names}
+
+
+def bench(persons: int, root: Path, shards: int) -> list[dict[str, object]]:
+    omop_dir, store = root / "omop", root / "events"
+    measure([*COHORTFLOW, "synth", "--persons", str(persons), "--seed", "7", "--out",
+             str(omop_dir), "--no-progress"], root)
+    measure([*COHORTFLOW, "ingest", str(omop_dir), "--out", str(store), "--shards",
+             str(shards)], root)
+    n_events = json.loads((store / "metadata" / "dataset.json").read_text())["events"]
+    rows: list[dict[str, object]] = []
+    for name, changes in COHORTS.items():
+        study = study_file(root, name, changes)
+        ours, ref = root / f"{name}.engine.parquet", root / f"{name}.sql.parquet"
+        wall, rss = measure([sys.executable, "-c", ENGINE, str(study), str(store), str(ours)],
+                            root)
+        codes = codes_sql(study, store, ["asthma", "asthma_exacerbation", "albuterol"])
+        query = root / f"{name}.sql"
+        query.write_text(SQL[name].format(
+            data=store / "data" / "*.parquet", entry=codes["asthma"],
+            outcome=codes["asthma_exacerbation"], albuterol=codes["albuterol"]))
+        ref_wall, ref_rss = measure([sys.executable, "-c", DUCKDB, str(query), str(ref)], root)
+        a = pl.read_parquet(ours).sort("subject_id", "index_time")
+        b = pl.read_parquet(ref).sort("subject_id", "index_time")
+        if not a.equals(b):
+            sys.exit(f"{name}: cohortflow and DuckDB disagree ({a.height} vs {b.height} rows)")
+        rows.append({"persons": persons, "cohort": name, "events": n_events, "rows": a.height,
+                     "wall": wall, "rss": rss, "ref_wall": ref_wall, "ref_rss": ref_rss})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("persons", nargs="*", type=int, default=[100_000])
+    parser.add_argument("--shards", type=int, default=0, help="default: 1 per 25k persons")
+    args = parser.parse_args()
+    print(f"{'persons':>9} {'cohort':<20} {'rows':>8} {'events/s cf':>12} {'wall cf':>8} "
+          f"{'RSS cf':>8} {'events/s sql':>13} {'wall sql':>9} {'RSS sql':>8} {'ratio':>6}")
+    for persons in args.persons:
+        shards = args.shards or max(1, persons // 25_000)
+        with tempfile.TemporaryDirectory(prefix="bench_cohorts_") as tmp:
+            for r in bench(persons, Path(tmp), shards):
+                ev = float(str(r["events"]))
+                w, rw = float(str(r["wall"])), float(str(r["ref_wall"]))
+                print(f"{persons:>9,} {r['cohort']!s:<20} {r['rows']!s:>8} {ev / w:>12,.0f} "
+                      f"{w:>7.1f}s {float(str(r['rss'])):>6.0f}Mi {ev / rw:>13,.0f} "
+                      f"{rw:>8.1f}s {float(str(r['ref_rss'])):>6.0f}Mi {w / rw:>6.2f}",
+                      flush=True)
+
+if __name__ == "__main__":
+    main()
