@@ -29,6 +29,10 @@ REQUIRED_TABLES = ("person", "observation_period")
 #: Events up to this long after death are kept (claims and results arrive late); the OHDSI
 #: data-quality check ``plausibleBeforeDeath`` uses the same allowance.
 DEATH_GRACE = timedelta(days=60)
+#: Implausible dates in up to this share of a table's events are a warning, above it an
+#: error: OHDSI's data-quality thresholds for plausibleAfterBirth / BeforeDeath are of this
+#: order, and real exports (Eunomia included) hold a few such rows.
+LIFESPAN_TOLERANCE = 0.01
 _NOT_LIFE_EVENTS = (events.BIRTH, events.DEATH)
 
 
@@ -129,9 +133,18 @@ class Lifespan:
             for name, n in found.iter_rows():
                 counts[name] = counts.get(name, 0) + n
 
-    def check(self, where_of: dict[str, tuple[str, str]]) -> None:
-        """Raise for the first domain with an implausible date; ``where_of`` maps a domain
-        to (its table's location, its date column)."""
+    def check(self, where_of: dict[str, tuple[str, str]], code_counts: dict[str, int],
+              min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> None:
+        """Raise for the first domain where more than :data:`LIFESPAN_TOLERANCE` of the
+        events have an implausible date; warn (counts suppressed) below it.
+
+        ``where_of`` maps a domain to (its table's location, its date column);
+        ``code_counts`` gives the events of each code, hence of each domain.
+        """
+        totals: dict[str, int] = {}
+        for code, n in code_counts.items():
+            domain = code.split("//", 1)[0]
+            totals[domain] = totals.get(domain, 0) + n
         for counts, what, fix in (
             (self.before_birth, "before the person's birth",
              "correct the event dates, or year_of_birth/month_of_birth/day_of_birth in person"),
@@ -140,16 +153,22 @@ class Lifespan:
         ):
             for domain in sorted(counts):
                 where, column = where_of.get(domain, (domain, "date"))
-                raise SourceError(
-                    f"{where}: {counts[domain]} event(s) with {column} {what}; fix: {fix}")
+                if counts[domain] > LIFESPAN_TOLERANCE * totals.get(domain, 0):
+                    raise SourceError(
+                        f"{where}: {counts[domain]} event(s) with {column} {what} (more than "
+                        f"{LIFESPAN_TOLERANCE:.0%} of the table); fix: {fix}")
+                log.warning("%s: %s event(s) with %s %s (kept: under %s of the table); fix: %s",
+                            where, suppress(counts[domain], min_cell_count), column, what,
+                            f"{LIFESPAN_TOLERANCE:.0%}", fix)
 
 
 def warn_unknown_concepts(codes: pl.DataFrame, counts: dict[str, int], where: str,
                           min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> int:
     """Warn, with counts per domain, about concept ids the vocabulary does not hold.
 
-    ``codes`` is the store's codes table (unknown concepts keep their code as description);
-    counts below ``min_cell_count`` are shown suppressed.  Returns the number of unknown ids.
+    ``codes`` is the store's codes table (unknown concepts keep their code as description),
+    ``counts`` the events of each code seen; counts below ``min_cell_count`` are shown
+    suppressed.  Returns the number of unknown ids used by events.
 
     >>> codes = pl.DataFrame({"code": ["CONDITION//1", "CONDITION//2", "GENDER//0"],
     ...                       "description": ["Asthma", "CONDITION//2", "GENDER//0"]})
@@ -157,7 +176,9 @@ def warn_unknown_concepts(codes: pl.DataFrame, counts: dict[str, int], where: st
     1
     """
     pattern = r"^[A-Z_]+//-?\d+$"
-    unknown = codes.filter(pl.col("code") == pl.col("description"),
+    used = pl.Series(list(counts), dtype=pl.String)
+    unknown = codes.filter(pl.col("code").is_in(used.implode()),  # ancestors are not used
+                           pl.col("code") == pl.col("description"),
                            pl.col("code").str.contains(pattern),
                            ~pl.col("code").str.ends_with("//0"))  # 0: "no matching concept"
     if unknown.height == 0:

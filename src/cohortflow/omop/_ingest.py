@@ -292,7 +292,8 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str) 
             counts[table.name] = counts.get(table.name, 0) + frame.height
 
     total = writer.finish(work)
-    writer.lifespan.check({t.domain: (source.where(t.name), t.date) for t in CLINICAL_TABLES})
+    writer.lifespan.check({t.domain: (source.where(t.name), t.date) for t in CLINICAL_TABLES},
+                          writer.code_counts)
     codes = _vocabulary(source, writer.codes)
     _checks.warn_unknown_concepts(codes, writer.code_counts, source.where("concept"))
     events.write_parquet(codes.to_arrow(), events.codes_path(work))
