@@ -157,7 +157,8 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
     index = feature_index(spec, vocabulary, [c for s in summaries for c in s.static_codes])
     seq = sequence_index(spec, vocabulary)
     cohort = cohorts.read_cohort(cohort_dir, shards)
-    layout = Layout.plan([s.rows for s in summaries])
+    row_bytes = 4 * (len(index) + (spec.sequence.bins * len(seq) if spec.sequence else 0))
+    layout = Layout.plan([s.rows for s in summaries], row_bytes)
     if layout.rows != cohort.height:
         raise StoreError(f"{cohort_dir}: cohort tables changed while features were built; "
                          "fix: rerun the features step")
