@@ -140,7 +140,7 @@ def main() -> None:
             rows.append(bench(persons, root, args.workers))
             print_table(rows)
         if args.layouts:
-            from benchmarks import _layouts
+            import _layouts  # beside this script
 
             _layouts.main(base / f"p{args.persons[-1]}" / "features.zarr")
 
