@@ -35,6 +35,12 @@ def _days(n: int | pl.Expr) -> pl.Expr:
     return pl.duration(days=n)
 
 
+def _checkpoint(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Compute a step's rows once: later steps read them from several branches, which a lazy
+    plan would recompute in each (one shard's episodes: small next to its events)."""
+    return frame.collect().lazy()
+
+
 def _limit(frame: pl.LazyFrame, limit: str) -> pl.LazyFrame:
     if limit == "all":
         return frame
@@ -74,7 +80,8 @@ def entry_steps(plan: CohortPlan, ev: pl.LazyFrame) -> Steps:
             obs_start=pl.lit(None, pl.Date), obs_end=pl.lit(None, pl.Date))
         observed = pl.concat([inside.select(EPISODE_COLUMNS), outside.select(EPISODE_COLUMNS)])
         name = ""
-    observed = observed.select(EPISODE_COLUMNS).unique().sort("subject_id", "index_time", "end")
+    observed = _checkpoint(observed.select(EPISODE_COLUMNS).unique().sort(
+        "subject_id", "index_time", "end"))
     if name:
         steps.append((name, observed))
     else:  # the same rows as the entry events, now with their observation periods
@@ -89,9 +96,10 @@ def rule_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> St
     """One step per named inclusion rule, each keeping the episodes that pass it."""
     steps: Steps = []
     for rule in plan.cohort.inclusion_rules:
-        numbered = episodes.with_row_index("episode")
+        numbered = _checkpoint(episodes.with_row_index("episode"))
         ok = group_flag(plan, rule, numbered, ev)
-        episodes = numbered.join(ok, on="episode").filter("ok").select(EPISODE_COLUMNS)
+        episodes = _checkpoint(numbered.join(ok, on="episode").filter("ok")
+                               .select(EPISODE_COLUMNS))
         steps.append((rule.name, episodes))
     if plan.cohort.limit != "all":
         episodes = _limit(episodes, plan.cohort.limit)
@@ -103,7 +111,7 @@ def exit_dates(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> pl
     """Episodes with ``end`` replaced by the exit: the strategy's date, the first censoring
     event on or after index, or the end of observation, whichever is first."""
     spec = plan.cohort.exit
-    numbered = episodes.with_row_index("episode")
+    numbered = _checkpoint(episodes.with_row_index("episode"))
     if spec.strategy == "observation_end":
         strategy = numbered.select("episode", exit=pl.col("obs_end"))
     elif spec.strategy == "date_offset":
@@ -169,6 +177,7 @@ def label_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> S
         tar_start=anchor[tar.start_anchor] + _days(tar.start_days),
         tar_end=anchor[tar.end_anchor] + _days(tar.end_days),
     ).with_columns(censor=pl.min_horizontal("tar_end", "obs_end"))
+    rows = _checkpoint(rows)
     events_ = matching(plan, outcome, ev).select("subject_id", "time", day="start")
     joined = rows.select("episode", "subject_id", "start", "tar_start", "censor").join(
         events_, on="subject_id")

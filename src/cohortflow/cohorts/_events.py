@@ -36,7 +36,7 @@ def occurrences(ev: pl.LazyFrame, codes: list[str]) -> pl.LazyFrame:
     >>> ev = pl.LazyFrame({"subject_id": [1, 1, 1], "code": ["C//1", "C//1", "END//C//1"],
     ...     "time": [dt(2020, 1, 1), dt(2020, 1, 5), dt(2020, 1, 10)],
     ...     "numeric_value": [None, None, 9.0]}, schema_overrides={"numeric_value": pl.Float32})
-    >>> [(s.day, e.day) for s, e in occurrences(ev, ["C//1"]).select("start", "end")
+    >>> [(s.day, e.day) for s, e in occurrences(ev, ["C//1"]).select("start", "end").sort("start")
     ...  .collect().rows()]
     [(1, 10), (5, 6)]
     """

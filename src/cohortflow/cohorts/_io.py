@@ -21,7 +21,9 @@ def plan_of(study: Study, store: Path) -> CohortPlan:
 
 def build_shard(study: Study, store: Path, shard: str) -> tuple[pl.DataFrame, list[dict]]:
     """The cohort table and attrition of one event-store shard."""
-    steps = make_cohort(plan_of(study, store))(events.scan_shard(store, shard))
+    # One read of the shard: the steps scan its events several times (memory: one shard).
+    shard_events = events.scan_shard(store, shard).collect().lazy()
+    steps = make_cohort(plan_of(study, store))(shard_events)
     frames = pl.collect_all([frame for _, frame in steps])
     attrition = [
         {"step": name, "subjects": frame["subject_id"].n_unique(), "rows": frame.height}
