@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cohortflow import omop, synth
+from cohortflow import manifest, omop, synth
 from cohortflow.spec import demo_study_path
 from tests.harness.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
@@ -41,3 +43,34 @@ def write_study(path: Path, **changes: object) -> Path:
         node[leaf] = value
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+PERSONS = 20_000  # enough held-out persons for a stable AUROC; about a minute per run
+
+
+def digests(results: Path) -> dict[str, str]:
+    """Checksums of the cohort tables and the feature tensor of a study's results."""
+    return {
+        **{f"cohort/{k}": v for k, v in manifest.tree_digests(results / "cohort").items()},
+        **{f"features/{k}": v
+           for k, v in manifest.tree_digests(results / "features" / "features.zarr").items()},
+    }
+
+
+@pytest.fixture(scope="session")
+def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    return write_study(root / "study.yaml", source__synth__persons=PERSONS)
+
+
+@pytest.fixture(scope="session")
+def laptop_run(study_file: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The demo study at PERSONS persons through `cohortflow run` (laptop profile)."""
+    workdir = study_file.parent / "laptop"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cohortflow", "run", str(study_file), "--results", "results"],
+        cwd=workdir, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir / "results" / "demo", result

@@ -11,38 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cohortflow import manifest
-from tests.conftest import REPO, write_study
-
-PERSONS = 20_000  # enough held-out persons for a stable AUROC; about a minute per run
-
-
-def digests(results: Path) -> dict[str, str]:
-    """Checksums of the cohort tables and the feature tensor of a study's results."""
-    return {
-        **{f"cohort/{k}": v for k, v in manifest.tree_digests(results / "cohort").items()},
-        **{f"features/{k}": v
-           for k, v in manifest.tree_digests(results / "features" / "features.zarr").items()},
-    }
-
-
-@pytest.fixture(scope="module")
-def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("study")
-    return write_study(root / "study.yaml", source__synth__persons=PERSONS)
-
-
-@pytest.fixture(scope="module")
-def laptop_run(study_file: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """The demo study at PERSONS persons through `cohortflow run` (laptop profile)."""
-    workdir = study_file.parent / "laptop"
-    workdir.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "cohortflow", "run", str(study_file), "--results", "results"],
-        cwd=workdir, capture_output=True, text=True, check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir / "results" / "demo", result
+from tests.conftest import REPO, digests
 
 
 @pytest.mark.e2e

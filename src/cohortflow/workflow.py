@@ -3,6 +3,10 @@ that verify a manifest, and the status of a study's steps."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -12,6 +16,8 @@ from pathlib import Path
 from cohortflow import manifest
 from cohortflow.errors import CohortflowError
 from cohortflow.spec import demo_study_path, load_study
+
+log = logging.getLogger(__name__)
 
 
 def workflow_root() -> Path:
@@ -46,10 +52,63 @@ def snakemake_command(study: Path | None, profile: str, results: Path,
     ]
 
 
+HEAD_FILE = Path(".cohortflow") / "head.json"
+
+
 def run_workflow(study: Path | None, profile: str, results: Path, extra: list[str]) -> int:
-    """Validate the study, then run Snakemake; returns its exit status."""
+    """Validate the study, then run Snakemake in this directory; returns its exit status.
+
+    A head process killed outright (SIGKILL, a lost login session) leaves Snakemake's
+    directory lock behind.  The head's host and pid are kept in ``.cohortflow/head.json``
+    while it runs, so the next run can tell a stale lock (same host, process gone) from a
+    live run, release the stale one and resume without redoing finished steps.
+    """
     load_study(study)  # one clear message for a bad study, before Snakemake starts
-    return subprocess.call(snakemake_command(study, profile, results, extra))
+    command = snakemake_command(study, profile, results, extra)
+    if _stale_head():
+        log.warning("the previous run in %s was killed; releasing its lock and resuming",
+                    Path.cwd())
+        subprocess.call([*command, "--unlock"], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    head = subprocess.Popen(command)
+    HEAD_FILE.parent.mkdir(exist_ok=True)
+    HEAD_FILE.write_text(json.dumps({"host": socket.gethostname(), "pid": head.pid}))
+    try:
+        code = head.wait()
+    except BaseException:
+        head.wait()
+        raise
+    if code >= 0:  # a head killed by a signal keeps its record, so the lock can be released
+        HEAD_FILE.unlink(missing_ok=True)
+    return code
+
+
+def _stale_head() -> bool:
+    """True when Snakemake's lock here belongs to a head on this host that no longer runs."""
+    if not HEAD_FILE.is_file() or not any(Path(".snakemake/locks").glob("*")):
+        return False
+    try:
+        head = json.loads(HEAD_FILE.read_text())
+    except json.JSONDecodeError:
+        return False
+    if head.get("host") != socket.gethostname():
+        return False  # another login node may still be running it: never steal its lock
+    return not _alive(int(head["pid"]))
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs on this host (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def verify(manifest_path: Path, profile: str | None = None,

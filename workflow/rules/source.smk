@@ -27,4 +27,4 @@ rule ingest:
         BENCHMARKS / "ingest.tsv"
     run:
         with steps.logging_to(log[0]):
-            steps.ingest(STUDY, input[0], output[0])
+            steps.ingest(STUDY, input[0] if input else None, output[0])

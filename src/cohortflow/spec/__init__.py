@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
 from cohortflow.errors import StudySpecError
 from cohortflow.spec._base import SpecModel
@@ -95,6 +95,23 @@ class Study(SpecModel):
                 raise ValueError(f"{where}: unknown concept set '{name}'; defined: {known}")
         return self
 
+    _folder: Path = PrivateAttr(default_factory=Path.cwd)
+
+    def source_path(self) -> Path | None:
+        """The OMOP source's path (None for synthetic or database sources), a relative
+        one resolved against the folder of the study file.
+
+        >>> Study.model_validate({"name": "x", "source": {"omop": {"path": "cdm"}},
+        ...     "concept_sets": {"a": {"include": [{"concept_id": 1}]}},
+        ...     "cohort": {"entry": {"concept_set": "a"}, "outcome": {"concept_set": "a"}},
+        ... }).source_path() == Path.cwd() / "cdm"
+        True
+        """
+        omop = self.source.omop
+        if omop is None or omop.path is None:
+            return None
+        return omop.path if omop.path.is_absolute() else self._folder / omop.path
+
     def digest(self) -> str:
         """A stable hash of the study's content, independent of key order and comments."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -128,18 +145,11 @@ def load_study(path: str | Path | None = None) -> Study:
         raise StudySpecError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise StudySpecError(f"{path}: a study file is a YAML mapping with keys such as 'name'")
-    return _relative_to(parse_study(raw, origin=str(path)), path.resolve().parent)
-
-
-def _relative_to(study: Study, folder: Path) -> Study:
-    """Resolve a relative ``source.omop.path`` against the study file's folder, so a study
-    means the same data whatever directory it is run from."""
-    omop = study.source.omop
-    if omop is None or omop.path is None or omop.path.is_absolute():
-        return study
-    source = study.source.model_copy(update={"omop": omop.model_copy(
-        update={"path": folder / omop.path})})
-    return study.model_copy(update={"source": source})
+    study = parse_study(raw, origin=str(path))
+    # Relative source paths mean "next to the study file", whatever directory a run uses;
+    # the folder is kept beside the model so the study's digest does not depend on it.
+    study._folder = path.resolve().parent
+    return study
 
 
 def parse_study(raw: dict[str, Any], origin: str = "<study>") -> Study:

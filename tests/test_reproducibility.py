@@ -1,0 +1,245 @@
+"""Run manifests, `cohortflow verify` and `status`, and surviving faults (Dask, SLURM, head)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dask
+import polars as pl
+import pytest
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from cohortflow import compute, events, features, manifest, steps
+from cohortflow.spec import load_study
+from tests.conftest import REPO, write_study
+
+pytestmark = pytest.mark.e2e
+
+
+def make_omop_study(source: Path, root: Path) -> Path:
+    """A study reading its own copy of an OMOP Parquet directory (so a test may alter it)."""
+    root.mkdir(parents=True)
+    shutil.copytree(source, root / "cdm")
+    return write_study(root / "study.yaml", shards=2, source={"omop": {"path": "cdm"}})
+
+
+def cohortflow(*args: str, cwd: Path, env: dict[str, str] | None = None,
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})})
+
+
+def run_study(study: Path, workdir: Path, *extra: str) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = cohortflow("run", str(study), "--results", "results", *extra, cwd=workdir)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return workdir / "results" / "demo"
+
+
+@pytest.fixture(scope="module")
+def omop_run(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small study on an OMOP Parquet source, run on the laptop profile."""
+    root = tmp_path_factory.mktemp("repro")
+    study = make_omop_study(synth_omop, root / "study")
+    return study, run_study(study, root / "laptop")
+
+
+def test_every_run_writes_a_manifest(omop_run: tuple[Path, Path]) -> None:
+    study, results = omop_run
+    record = manifest.read(results / "manifest.json")
+    assert record["study"] == {"path": str(study.resolve()),
+                               "sha256": manifest.file_digest(study),
+                               "digest": load_study(study).digest()}
+    assert record["profile"] == "laptop"
+    assert record["seeds"] == {"study": 42}
+    assert re.fullmatch(r"[0-9a-f]{40}", record["cohortflow"]["commit"])
+    assert record["packages"]["polars"] == pl.__version__
+    person = record["inputs"]["person"]
+    assert person["rows"] == 2500 and re.fullmatch(r"[0-9a-f]{64}", person["sha256"])
+    assert {"events", "cohort", "features/features.zarr", "model/metrics.json",
+            "model/predictions.parquet", "report.html"} <= set(record["outputs"])
+    assert record["outputs"]["cohort"] == manifest.tree_digest(results / "cohort")
+    metrics = json.loads((results / "model" / "metrics.json").read_text())
+    assert record["metrics"] == metrics["test"]
+    assert {"ingest", "features", "model", "cohort_shard_0"} <= set(record["steps"])
+    assert record["steps"]["features"]["wall_s"] > 0
+
+
+def test_verify_passes_on_an_untouched_rerun(omop_run: tuple[Path, Path],
+                                             tmp_path: Path) -> None:
+    _, results = omop_run
+    done = cohortflow("verify", str(results / "manifest.json"), "--scratch",
+                      str(tmp_path / "scratch"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verified: every output is identical" in done.stdout
+    assert done.stdout.count("identical") >= 7
+
+
+def test_verify_names_the_changed_input(synth_omop: Path, tmp_path: Path) -> None:
+    study = make_omop_study(synth_omop, tmp_path / "study")
+    results = run_study(study, tmp_path / "first")
+    part = sorted((study.parent / "cdm" / "condition_occurrence").glob("*.parquet"))[0]
+    table = pl.read_parquet(part)
+    moved = pl.col("condition_start_date") + pl.duration(days=1)
+    altered = table.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(moved).otherwise(pl.col("condition_start_date"))
+        .alias("condition_start_date"))
+    altered.write_parquet(part)
+    done = cohortflow("verify", str(results / "manifest.json"), "--scratch",
+                      str(tmp_path / "scratch"), cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = " ".join(done.stdout.split())
+    assert re.search(r"│ events │ different │", lines)
+    assert "input changed: condition_occurrence (content hash differs)" in lines
+    assert "input changed: person" not in lines
+
+
+def test_status_shows_done_pending_and_out_of_date(omop_run: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    study, results = omop_run
+    workdir = results.parents[1]
+
+    def states() -> dict[str, str]:
+        done = cohortflow("status", str(study), "--results", "results", cwd=workdir)
+        assert done.returncode == 0, done.stderr
+        rows = re.findall(r"│ (\w+)\s+│ \d+\s+│ (done|pending|out of date)", done.stdout)
+        return dict(rows)
+
+    assert set(states().values()) == {"done"}
+    metrics = results / "model" / "metrics.json"
+    saved = metrics.read_bytes()
+    metrics.unlink()
+    try:
+        now = states()
+        assert now["model"] == "pending" and now["ingest"] == "done"
+    finally:
+        metrics.write_bytes(saved)
+
+
+class KillOnce(WorkerPlugin):
+    """Kills the worker process the first time any worker starts executing a task."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def transition(self, key: object, start: str, finish: str, **kwargs: object) -> None:
+        if finish == "executing":
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.close(fd)
+            os._exit(1)
+
+
+def test_dask_worker_killed_mid_features_still_gives_an_identical_store(
+    event_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = load_study(write_study(tmp_path / "study.yaml"))
+    cohort_dir = tmp_path / "cohort"
+    for shard in events.list_shards(event_store):
+        steps.cohort_shard(study, event_store, shard,
+                           cohort_dir / "shards" / f"{shard}.parquet",
+                           cohort_dir / "shards" / f"{shard}.attrition.json")
+    with dask.config.set(scheduler="synchronous"):
+        features.build_store(study, event_store, cohort_dir, tmp_path / "reference.zarr")
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("COHORTFLOW_WORKERS", "2")
+    with compute.dask_client() as client:
+        client.register_plugin(KillOnce(str(marker)))
+        features.build_store(study, event_store, cohort_dir, tmp_path / "faulted.zarr")
+    assert marker.exists(), "no worker was killed: the fault was not injected"
+    assert (manifest.tree_digests(tmp_path / "faulted.zarr")
+            == manifest.tree_digests(tmp_path / "reference.zarr"))
+
+
+def test_killed_head_process_resumes_without_redoing_finished_steps(
+    synth_omop: Path, omop_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    study = make_omop_study(synth_omop, tmp_path / "study")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    head = subprocess.Popen(
+        [sys.executable, "-m", "cohortflow", "run", str(study), "--results", "results"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    assert head.stdout is not None
+    seen: list[str] = []
+    for line in head.stdout:  # the head reports each job as it starts
+        seen.append(line)
+        if re.match(r"(local)?rule features:", line):
+            os.killpg(head.pid, signal.SIGKILL)
+            break
+    head.wait()
+    assert head.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    results = workdir / "results" / "demo"
+    finished = {p: p.stat().st_mtime_ns for p in (results / "events",
+                                                 *(results / "cohort" / "shards").glob("*"))}
+    assert not (results / "features" / "features.zarr").exists()
+
+    rerun = cohortflow("run", str(study), "--results", "results", cwd=workdir)
+    log = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, log[-5000:]
+    assert not re.search(r"rule (ingest|cohort_shard):", log), "finished steps were redone"
+    assert re.search(r"rule features:", log)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    reference = omop_run[1]
+    for output in ("cohort", "features/features.zarr"):
+        assert manifest.tree_digest(results / output) == manifest.tree_digest(
+            reference / output)
+
+
+@pytest.mark.slurm
+def test_scancel_mid_features_is_retried_and_the_result_is_identical(
+    slurm_cluster, synth_omop: Path, omop_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    study = make_omop_study(synth_omop, tmp_path / "study")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    env = {**os.environ, **slurm_cluster.env}
+    head = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+         "--workflow-profile", str(REPO / "profiles" / "slurm"),
+         "--profile", str(REPO / "tests" / "harness" / "slurm-test-profile"),
+         "--config", f"study={study}", "results=results", "profile=slurm"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    assert head.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(head.stdout or []), daemon=True)
+    reader.start()
+    cancelled = None
+    deadline = time.monotonic() + 600
+    while cancelled is None and head.poll() is None and time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h", "-o", "%i %k %T"], capture_output=True,
+                               text=True, env=env, check=True).stdout
+        for job_id, comment, state in (line.split() for line in queue.splitlines()):
+            if comment == "rule_features" and state == "RUNNING":
+                subprocess.run(["scancel", job_id], env=env, check=True)
+                cancelled = job_id
+        time.sleep(0.2)
+    head.wait(timeout=900)
+    reader.join(timeout=10)
+    log = "".join(lines)
+    assert cancelled is not None, log[-4000:]
+    assert head.returncode == 0, log[-6000:]
+    assert re.search(rf"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED", log), \
+        log[-4000:]
+    assert "Trying to restart job" in log  # the profile's retries: 1 applied
+    results = workdir / "results" / "demo"
+    reference = omop_run[1]
+    for output in ("cohort", "features/features.zarr"):
+        assert manifest.tree_digest(results / output) == manifest.tree_digest(
+            reference / output)
+    assert not list((results / "features").glob(".*partial*")), "a half-written store remains"
