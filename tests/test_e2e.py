@@ -90,3 +90,35 @@ def test_slurm_profile_runs_as_batch_jobs_with_identical_results(
     for key, value in laptop_metrics["test"].items():
         assert slurm_metrics["test"][key] == pytest.approx(value, abs=1e-9)
     assert (slurm_results / "report.html").is_file()
+
+
+@pytest.mark.e2e
+@pytest.mark.slurm
+def test_slurm_dask_profile_runs_dask_workers_as_jobs_with_identical_results(
+    slurm_cluster, laptop_run: tuple, study_file: Path
+) -> None:
+    laptop_results, _ = laptop_run
+    workdir = study_file.parent / "slurm-dask"
+    workdir.mkdir()
+    before = slurm_cluster.submission_count()
+    # Worker jobs sized for the one small test node; everything else from the profile.
+    sizing = {"DASK_JOBQUEUE__SLURM__CORES": "1", "DASK_JOBQUEUE__SLURM__MEMORY": "1GiB",
+              "DASK_COHORTFLOW__ADAPT__MAXIMUM": "2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm-dask",
+         "--directory", str(workdir),
+         "--config", f"study={study_file}", "results=results", "profile=slurm-dask"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+        env={**os.environ, **slurm_cluster.env, **sizing},
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    workers = slurm_cluster.submission_count() - before
+    assert workers >= 1, log[-3000:]  # the Dask workers were SLURM jobs
+    results = workdir / "results" / "demo"
+    assert digests(results) == digests(laptop_results)
+    laptop_metrics = json.loads((laptop_results / "model" / "metrics.json").read_text())
+    metrics = json.loads((results / "model" / "metrics.json").read_text())
+    for key, value in laptop_metrics["test"].items():
+        assert metrics["test"][key] == pytest.approx(value, abs=1e-9)
+    assert json.loads((results / "manifest.json").read_text())["profile"] == "slurm-dask"
