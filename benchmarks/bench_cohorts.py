@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import polars as pl
 import yaml
+from _measure import measure  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 COHORTFLOW = [sys.executable, "-m", "cohortflow"]
@@ -102,19 +100,6 @@ import sys, duckdb
 con = duckdb.connect()
 con.execute("COPY (" + open(sys.argv[1]).read() + ") TO '" + sys.argv[2] + "' (FORMAT parquet)")
 """
-
-
-def measure(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{stderr.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def study_file(root: Path, name: str, changes: dict) -> Path:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from _measure import measure  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 COHORTFLOW = [sys.executable, "-m", "cohortflow"]
@@ -31,19 +29,6 @@ src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 for table in sorted(p for p in src.iterdir() if p.is_dir()):
     pl.scan_parquet(table / "*.parquet").sink_parquet(dst / f"{table.name}.parquet")
 """
-
-
-def measure(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of the largest process of a command's tree."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{stderr.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def bench(persons: int, root: Path) -> list[dict[str, object]]:

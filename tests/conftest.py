@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cohortflow import manifest, omop, synth
-from cohortflow.spec import demo_study_path
+from cohortflow import events, manifest, omop, steps, synth
+from cohortflow.spec import Study, demo_study_path, load_study
 from tests.harness.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +30,15 @@ def event_store(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("store") / "events"
     omop.ingest(omop.open_source(synth_omop), out, shards=3)
     return out
+
+
+def build_cohorts(study_path: Path, store: Path, cohort_dir: Path) -> Study:
+    """Cohort tables of every shard of ``store`` for a study file; returns the study."""
+    study = load_study(study_path)
+    for shard in events.list_shards(store):
+        steps.cohort_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
+                           cohort_dir / "shards" / f"{shard}.attrition.json")
+    return study
 
 
 def write_study(path: Path, **changes: object) -> Path:

@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 import xarray as xr
 
-from cohortflow import compute, events, features, manifest, steps
+from cohortflow import compute, events, features, manifest
 from cohortflow.errors import StoreError
-from cohortflow.spec import Features, load_study
-from tests.conftest import write_study
+from cohortflow.spec import Features
+from tests.conftest import build_cohorts, write_study
 
 INDEX = datetime(2015, 1, 10, 9, 30)
 
@@ -92,12 +92,8 @@ def test_codes_only_seen_after_index_are_not_features() -> None:
 def built(event_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """Cohort tables and a feature store for the shared synthetic event store."""
     root = tmp_path_factory.mktemp("features")
-    study = load_study(write_study(root / "study.yaml"))
     cohort_dir = root / "cohort"
-    for shard in events.list_shards(event_store):
-        steps.cohort_shard(study, event_store, shard,
-                           cohort_dir / "shards" / f"{shard}.parquet",
-                           cohort_dir / "shards" / f"{shard}.attrition.json")
+    study = build_cohorts(write_study(root / "study.yaml"), event_store, cohort_dir)
     with dask.config.set(scheduler="synchronous"):
         features.build_store(study, event_store, cohort_dir, root / "f.zarr")
     return study, cohort_dir, root / "f.zarr"

@@ -18,9 +18,9 @@ import polars as pl
 import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from cohortflow import compute, events, features, manifest, steps
+from cohortflow import compute, features, manifest
 from cohortflow.spec import load_study
-from tests.conftest import REPO, write_study
+from tests.conftest import REPO, build_cohorts, write_study
 
 pytestmark = pytest.mark.e2e
 
@@ -145,12 +145,8 @@ class KillOnce(WorkerPlugin):
 def test_dask_worker_killed_mid_features_still_gives_an_identical_store(
     event_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    study = load_study(write_study(tmp_path / "study.yaml"))
     cohort_dir = tmp_path / "cohort"
-    for shard in events.list_shards(event_store):
-        steps.cohort_shard(study, event_store, shard,
-                           cohort_dir / "shards" / f"{shard}.parquet",
-                           cohort_dir / "shards" / f"{shard}.attrition.json")
+    study = build_cohorts(write_study(tmp_path / "study.yaml"), event_store, cohort_dir)
     with dask.config.set(scheduler="synchronous"):
         features.build_store(study, event_store, cohort_dir, tmp_path / "reference.zarr")
     marker = tmp_path / "killed"
