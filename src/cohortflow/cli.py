@@ -128,7 +128,6 @@ def import_circe(
         err.print(f"wrote {out}; check source and cohort.outcome before running it")
 
 
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @_friendly
 def run(
