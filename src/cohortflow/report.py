@@ -42,8 +42,10 @@ def roc_png(predictions: pl.DataFrame) -> str:
 
 
 def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any],
-           predictions: pl.DataFrame, oracle: dict[str, Any] | None = None) -> str:
-    """The report's HTML.  Counts below the study's min_cell_count are shown suppressed."""
+           predictions: pl.DataFrame, oracle: dict[str, Any] | None = None,
+           sections: str = "") -> str:
+    """The report's HTML.  Counts below the study's min_cell_count are shown suppressed.
+    ``sections``: more HTML after the ROC curve (the sweep's, from report_sections)."""
     k = study.min_cell_count
     esc = html.escape
     shown = suppress_steps([step["subjects"] for step in attrition], k)
@@ -63,6 +65,7 @@ def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any
     split_sizes = suppress_categories({"train": metrics["n_train"], "test": metrics["n_test"]}, k)
     n_train, n_test = split_sizes["train"], split_sizes["test"]
     outcomes = int(predictions.filter(pl.col("split") == "test")["label"].sum())
+    model_name = metrics["model"] + (f" (C = {metrics['C']})" if "C" in metrics else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
@@ -73,12 +76,13 @@ def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any
 <h2>Cohort attrition</h2>
 <table><tr><th>Step</th><th>Persons</th></tr>{attrition_rows}</table>
 <h2>Model</h2>
-<p>{esc(metrics['model'])} (C = {metrics['C']}), {metrics['n_features']} features;
+<p>{esc(model_name)}, {metrics['n_features']} features;
 trained on {esc(n_train)} persons, tested on {esc(n_test)} held-out persons
 with {esc(suppress(outcomes, k))} outcomes.</p>
 <table><tr><th>Metric (test split)</th><th>Value</th></tr>{metric_rows}</table>
 <h2>ROC curve</h2>
 <img alt="ROC curve of the test split" src="data:image/png;base64,{roc_png(predictions)}">
+{sections}
 </body></html>
 """
 

@@ -24,6 +24,7 @@ from cohortflow import (
     models,
     omop,
     report,
+    report_sections,
     synth,
     workflow,
 )
@@ -102,25 +103,59 @@ def build_features(study: Study, store: Path, cohort_dir: Path, out: Path,
         features.build_store(study, Path(store), Path(cohort_dir), Path(out))
 
 
-def train_model(study: Study, store: Path, cohort_dir: Path, features_path: Path,
-                metrics_out: Path, predictions_out: Path) -> None:
-    """Fit and evaluate the study's model."""
-    metrics, predictions = models.train(study, Path(store), Path(cohort_dir), Path(features_path))
-    events.write_parquet(predictions.to_arrow(), Path(predictions_out))
-    events.write_json(metrics, Path(metrics_out))
+def train_configuration(study: Study, config: models.Configuration, store: Path,
+                        cohort_dir: Path, features_path: Path, out: Path,
+                        threads: int = 1) -> None:
+    """Fit and evaluate one sweep configuration into ``out``: params.json, metrics.json,
+    predictions.parquet (metrics last, so a half-written directory is never trusted)."""
+    out = Path(out)
+    metrics, predictions = models.train(study, config, Path(store), Path(cohort_dir),
+                                        Path(features_path), threads=threads)
+    events.write_json(config.params(), out / "params.json")
+    events.write_parquet(predictions.to_arrow(), out / "predictions.parquet")
+    events.write_json(metrics, out / "metrics.json")
+
+
+def select_models(study: Study, metric_files: list[Path], leaderboard_out: Path,
+                  metrics_out: Path, predictions_out: Path) -> None:
+    """The leaderboard of every configuration, and a copy of the best (by CV) of the
+    study's first outcome as ``model/metrics.json`` and ``model/predictions.parquet``."""
+    all_metrics = [json.loads(Path(f).read_text()) for f in metric_files]
+    table = models.leaderboard(all_metrics, study.model.select_by)
+    events.write_parquet(table.to_arrow(), Path(leaderboard_out))
+    best = table.filter(pl.col("best") & (pl.col("outcome") == all_metrics[0]["outcome"]))
+    chosen = Path(metric_files[[m["config_id"] for m in all_metrics].index(best["config_id"][0])])
+    events.write_parquet(pl.read_parquet(chosen.parent / "predictions.parquet").to_arrow(),
+                         Path(predictions_out))
+    events.write_json(json.loads(chosen.read_text()), Path(metrics_out))
 
 
 def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path,
-                 out: Path, oracle_dirs: list[Path] | None = None) -> None:
-    """Render the self-contained HTML report (with the oracle AUROC of a synthetic study)."""
+                 out: Path, oracle_dirs: list[Path] | None = None,
+                 sweep: dict[str, Path] | None = None) -> None:
+    """Render the self-contained HTML report (with the oracle AUROC of a synthetic study).
+
+    ``sweep`` (keys features, store, cohort, leaderboard, sweep_dir, roc, calibration) adds
+    Table 1, the leaderboard, the best models' plots (also written as PNG files) and their
+    top features."""
     oracle_files = [Path(d) / "oracle.json" for d in oracle_dirs or ()]
     oracle_info = next((json.loads(f.read_text()) for f in oracle_files if f.is_file()), None)
+    sections = ""
+    if sweep is not None:
+        sections, figures = report_sections.render_sections(
+            *report_sections.load_inputs(sweep["features"], sweep["store"], sweep["cohort"],
+                                         sweep["leaderboard"], sweep["sweep_dir"]),
+            k=study.min_cell_count)
+        for name, png in figures.items():
+            Path(sweep[name]).parent.mkdir(parents=True, exist_ok=True)
+            Path(sweep[name]).write_bytes(png)
     page = report.render(
         study,
         json.loads(Path(attrition).read_text()),
         json.loads(Path(metrics).read_text()),
         pl.read_parquet(predictions),
         oracle_info,
+        sections=sections,
     )
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")

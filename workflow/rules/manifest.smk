@@ -5,6 +5,7 @@ rule manifest:
         features=RESULTS / "features" / "features.zarr",
         metrics=RESULTS / "model" / "metrics.json",
         predictions=RESULTS / "model" / "predictions.parquet",
+        leaderboard=SWEEP / "leaderboard.parquet",
         report=RESULTS / "report.html",
         benchmarks=get_benchmarks,
     output:
@@ -17,5 +18,5 @@ rule manifest:
         with steps.logging_to(log[0]):
             steps.write_manifest(STUDY, STUDY_FILE, PROFILE, RESULTS, input.store,
                                  [input.store, COHORT, input.features, input.metrics,
-                                  input.predictions, input.report],
+                                  input.predictions, SWEEP, input.report],
                                  input.metrics, input.benchmarks, output[0])

@@ -4,8 +4,18 @@ rule report:
         metrics=RESULTS / "model" / "metrics.json",
         predictions=RESULTS / "model" / "predictions.parquet",
         oracle=get_oracle,
+        store=STORE,
+        cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
+        features=RESULTS / "features" / "features.zarr",
+        leaderboard=SWEEP / "leaderboard.parquet",
+        sweep_metrics=get_sweep_files("metrics.json"),
+        sweep_predictions=get_sweep_files("predictions.parquet"),
     output:
-        report(RESULTS / "report.html", caption="../report/study.rst", category="Study"),
+        page=report(RESULTS / "report.html", caption="../report/study.rst", category="Study"),
+        roc=report(RESULTS / "figures" / "roc.png", caption="../report/roc.rst",
+                   category="Best models"),
+        calibration=report(RESULTS / "figures" / "calibration.png",
+                           caption="../report/calibration.rst", category="Best models"),
     log:
         RESULTS / "logs" / "report.log",
     benchmark:
@@ -13,4 +23,8 @@ rule report:
     run:
         with steps.logging_to(log[0]):
             steps.write_report(STUDY, input.attrition, input.metrics, input.predictions,
-                               output[0], oracle_dirs=input.oracle)
+                               output.page, oracle_dirs=input.oracle,
+                               sweep={"features": input.features, "store": input.store,
+                                      "cohort": COHORT, "leaderboard": input.leaderboard,
+                                      "sweep_dir": SWEEP, "roc": output.roc,
+                                      "calibration": output.calibration})

@@ -1,0 +1,58 @@
+"""Model sweeps: parameter spaces, splits, estimators, training, evaluation, leaderboard.
+
+A study's ``model`` section expands into configurations (:func:`configurations`), each
+trained by one Snakemake job (:func:`train`) into ``sweep/<id>/`` (``params.json``,
+``metrics.json``, ``predictions.parquet``); :func:`leaderboard` ranks them and picks the
+best per outcome by its cross-validated metric.
+"""
+
+from cohortflow.models._estimators import describe, importance, make_estimator
+from cohortflow.models._leaderboard import TEST_COLUMNS, best_per, leaderboard
+from cohortflow.models._metrics import (
+    auroc_ci,
+    brier,
+    calibration_curve,
+    calibration_intercept,
+    calibration_slope,
+    e_avg,
+    evaluate,
+    smoothed_observed,
+)
+from cohortflow.models._space import (
+    Configuration,
+    config_id,
+    configurations,
+    derive_seed,
+    rerun_digest,
+)
+from cohortflow.models._splits import cv_folds, stratified_test, time_test
+from cohortflow.models._train import feature_names, load_matrix, select_features, train
+
+__all__ = [
+    "TEST_COLUMNS",
+    "Configuration",
+    "auroc_ci",
+    "best_per",
+    "brier",
+    "calibration_curve",
+    "calibration_intercept",
+    "calibration_slope",
+    "config_id",
+    "configurations",
+    "cv_folds",
+    "derive_seed",
+    "describe",
+    "e_avg",
+    "evaluate",
+    "feature_names",
+    "importance",
+    "leaderboard",
+    "load_matrix",
+    "make_estimator",
+    "rerun_digest",
+    "select_features",
+    "smoothed_observed",
+    "stratified_test",
+    "time_test",
+    "train",
+]

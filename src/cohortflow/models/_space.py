@@ -1,0 +1,171 @@
+"""The parameter space of a sweep: every configuration, its stable id and its seed.
+
+A configuration is one point of families × hyperparameters × outcomes × cohorts × feature
+sets × seeds.  Its id is a hash of its parameters (so adding a configuration to a sweep
+leaves every other id, directory and result alone), and its seed derives from the study
+seed and that id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cohortflow.errors import StudySpecError
+from cohortflow.spec import Study
+from cohortflow.spec._model import Range
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One model configuration of a sweep."""
+
+    id: str
+    family: str
+    hyperparameters: dict[str, Any]
+    cohort: str
+    outcome: str
+    feature_set: str
+    selection: dict[str, list[str]]
+    replicate: int
+    seed: int
+
+    def params(self) -> dict[str, Any]:
+        """Everything that defines the configuration (written to ``params.json``)."""
+        return {"id": self.id, "family": self.family, "hyperparameters": self.hyperparameters,
+                "cohort": self.cohort, "outcome": self.outcome,
+                "feature_set": self.feature_set, "feature_selection": self.selection,
+                "replicate": self.replicate, "seed": self.seed}
+
+
+def config_id(params: dict[str, Any]) -> str:
+    """A stable 12-hex-digit id of a configuration's parameters (key order does not matter).
+
+    >>> config_id({"family": "logistic", "C": 1.0}) == config_id({"C": 1.0, "family": "logistic"})
+    True
+    >>> config_id({"family": "logistic", "C": 1.0})
+    'd039f16d2a95'
+    """
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def derive_seed(study_seed: int, cid: str) -> int:
+    """A configuration's seed: a 31-bit hash of the study seed and the configuration id.
+
+    >>> derive_seed(42, "d039f16d2a95"), derive_seed(43, "d039f16d2a95")
+    (47050364, 997602965)
+    """
+    digest = hashlib.sha256(f"{study_seed}/{cid}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _round(value: float) -> float:
+    """Six significant digits, so sampled values (and the ids made of them) read well."""
+    return float(f"{value:.6g}")
+
+
+def _draw(space: list[Any] | Range, rng: np.random.Generator) -> Any:
+    if isinstance(space, list):
+        return space[int(rng.integers(len(space)))]
+    if space.log:
+        value = math.exp(rng.uniform(math.log(space.low), math.log(space.high)))
+    else:
+        value = rng.uniform(space.low, space.high)
+    return round(value) if space.integer else _round(value)
+
+
+def family_points(family: Any, method: str, samples: int, study_seed: int,
+                  where: str) -> list[dict[str, Any]]:
+    """The hyperparameter settings of one family: a grid, or ``samples`` random draws.
+
+    >>> from cohortflow.spec._model import Logistic
+    >>> family_points(Logistic(penalty=["l1", "l2"], C=[0.1, 1.0]), "grid", 1, 42, "f")
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'penalty': 'l1', 'C': 0.1}, {'penalty': 'l1', 'C': 1.0},
+     {'penalty': 'l2', 'C': 0.1}, {'penalty': 'l2', 'C': 1.0}]
+    """
+    spaces = {k: getattr(family, k) for k in type(family).model_fields if k != "family"}
+    if family.family == "logistic" and "elasticnet" not in family.penalty:
+        spaces.pop("l1_ratio")  # only the elastic net mixes penalties
+    if method == "grid":
+        ranges = [k for k, v in spaces.items() if isinstance(v, Range)]
+        if ranges:
+            raise StudySpecError(
+                f"{where}.{ranges[0]}: a range needs a random search; fix: list values "
+                f"({ranges[0]}: [0.1, 1.0]) or set model.sweep.search: {{method: random}}")
+        names = list(spaces)
+        points = [dict(zip(names, combo, strict=True))
+                  for combo in itertools.product(*(spaces[n] for n in names))]
+    else:
+        seed = int(config_id({"seed": study_seed, "space": family.model_dump(mode="json")}), 16)
+        rng = np.random.default_rng(seed)
+        points = [{k: _draw(v, rng) for k, v in spaces.items()} for _ in range(samples)]
+    if family.family == "logistic":
+        for point in points:
+            if point["penalty"] != "elasticnet":
+                point.pop("l1_ratio", None)
+    unique = {config_id(p): p for p in points}  # random draws from short lists repeat
+    return list(unique.values())
+
+
+def configurations(study: Study) -> dict[str, Configuration]:
+    """Every configuration of the study's sweep, by id, in spec order.
+
+    >>> from cohortflow.spec import load_study
+    >>> configs = configurations(load_study())
+    >>> len(configs) >= 1 and all(len(i) == 12 for i in configs)
+    True
+    """
+    model = study.model
+    sweep = model.sweep
+    outcome = study.cohort.outcome.concept_set
+    outcomes = (sweep.outcomes if sweep and sweep.outcomes else [outcome])
+    cohorts = sweep.cohorts if sweep else ["cohort"]
+    feature_sets = ({n: s.model_dump() for n, s in sweep.feature_sets.items()} if sweep
+                    else {"all": {"windows": [], "aggregations": [], "domains": []}})
+    seeds = sweep.seeds if sweep else [0]
+    method, samples = (sweep.search.method, sweep.search.samples) if sweep else ("grid", 1)
+    for name in outcomes:
+        if name != outcome:
+            raise StudySpecError(
+                f"model.sweep.outcomes: unknown outcome '{name}'; this study's cohort has "
+                f"the outcome '{outcome}' (cohort.outcome.concept_set); fix: outcomes: "
+                f"[{outcome}]")
+    for name in cohorts:
+        if name != "cohort":
+            raise StudySpecError(
+                f"model.sweep.cohorts: unknown cohort '{name}'; a study defines one cohort, "
+                "named `cohort` after its key; fix: cohorts: [cohort]")
+    out: dict[str, Configuration] = {}
+    for i, family in enumerate(model.families()):
+        points = family_points(family, method, samples, study.seed,
+                               f"model.sweep.families[{i}]")
+        for point, cohort, target, (fs_name, fs), replicate in itertools.product(
+                points, cohorts, outcomes, feature_sets.items(), seeds):
+            key = {"family": family.family, "hyperparameters": point, "cohort": cohort,
+                   "outcome": target, "feature_set": fs_name, "feature_selection": fs,
+                   "replicate": replicate}
+            cid = config_id(key)
+            out[cid] = Configuration(cid, family.family, point, cohort, target, fs_name, fs,
+                                     replicate, derive_seed(study.seed, cid))
+    return out
+
+
+def rerun_digest(study: Study, config: Configuration) -> str:
+    """What a configuration's result depends on besides its inputs: its parameters, the
+    split and the study seed; other sweep changes leave its job alone.
+
+    >>> from cohortflow.spec import load_study
+    >>> s = load_study(); c = next(iter(configurations(s).values()))
+    >>> len(rerun_digest(s, c))
+    12
+    """
+    return config_id({"params": config.params(), "split": study.model.split.model_dump(
+        mode="json"), "seed": study.seed, "min_cell_count": study.min_cell_count})

@@ -1,0 +1,159 @@
+"""Training one configuration: lazy loading, split, CV, refit, evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xarray as xr
+from sklearn.metrics import average_precision_score
+from threadpoolctl import threadpool_limits
+
+from cohortflow import cohorts, events, features
+from cohortflow.errors import StoreError
+from cohortflow.models import _estimators, _metrics, _splits
+from cohortflow.models._space import Configuration
+from cohortflow.spec import Study
+
+TOP_FEATURES = 20
+
+
+def feature_names(ds: xr.Dataset) -> list[str]:
+    """Readable names of the tensor's features: ``code window aggregation``."""
+    return [f"{c} {w} {a}" for c, w, a in zip(ds["code"].values, ds["window"].values,
+                                                ds["aggregation"].values, strict=True)]
+
+
+def select_features(code: np.ndarray, window: np.ndarray, aggregation: np.ndarray,
+                    selection: dict[str, list[str]]) -> np.ndarray:
+    """Positions of the features a feature set keeps (empty lists keep everything).
+
+    >>> select_features(np.array(["CONDITION//1", "DRUG//2", "MEDS_BIRTH"]),
+    ...                 np.array(["30d", "30d", "all"]), np.array(["count", "count", "age"]),
+    ...                 {"domains": ["CONDITION", "MEDS_BIRTH"], "windows": [],
+    ...                  "aggregations": []}).tolist()
+    [0, 2]
+    """
+    domain = [str(c).split("//")[0] for c in code]
+    keep = np.ones(len(code), dtype=bool)
+    for values, wanted in ((domain, selection.get("domains")),
+                           (window, selection.get("windows")),
+                           (aggregation, selection.get("aggregations"))):
+        if wanted:
+            keep &= np.array([str(v) in wanted for v in values], dtype=bool)
+    return np.flatnonzero(keep)
+
+
+def load_matrix(features_path: Path, selection: dict[str, list[str]]
+                ) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The selected feature columns, read lazily (xarray over Dask: only what is needed),
+    with their names and the tensor's subject ids."""
+    ds = features.open_features(features_path)
+    keep = select_features(ds["code"].values, ds["window"].values, ds["aggregation"].values,
+                           selection)
+    if len(keep) == 0:
+        raise StoreError(
+            f"{features_path}: the feature set {selection} keeps no feature of the tensor; "
+            "fix: name windows, aggregations and domains the features step builds")
+    chosen = ds["values"].isel(feature=keep)
+    x = np.asarray(chosen.data.compute(scheduler="synchronous"), dtype=np.float64)
+    names = [feature_names(ds)[i] for i in keep]
+    return x, names, ds["subject"].values
+
+
+def cohort_frame(store: Path, cohort_dir: Path, subjects: np.ndarray) -> pl.DataFrame:
+    """The cohort rows (subject, index time, label, MEDS split) in tensor row order."""
+    cohort = cohorts.read_cohort(cohort_dir, events.list_shards(store))
+    if not np.array_equal(cohort["subject_id"].to_numpy(), subjects):
+        raise StoreError(
+            f"{cohort_dir}: the feature rows do not match the cohort tables; fix: rerun the "
+            "features step (snakemake reruns it when its inputs change)")
+    return cohort.select("subject_id", "index_time", "label").join(
+        events.read_splits(store), on="subject_id", how="left", maintain_order="left")
+
+
+def assign_split(study: Study, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Test membership and CV folds (-1 = test) of every cohort row."""
+    spec = study.model.split
+    ids = frame["subject_id"].to_numpy()
+    y = frame["label"].to_numpy().astype(np.int8)
+    if spec.method == "stratified":
+        is_test = _splits.stratified_test(ids, y, spec.test_fraction, study.seed)
+    elif spec.method == "time":
+        assert spec.test_from is not None
+        is_test = _splits.time_test(frame["index_time"].to_numpy(), spec.test_from)
+    else:
+        is_test = (frame["split"] == "held_out").to_numpy()
+    return is_test, _splits.cv_folds(ids, y, is_test, spec.cv_folds, study.seed)
+
+
+def _check_labels(y: np.ndarray, parts: dict[str, np.ndarray], where: Path) -> None:
+    for name, part in parts.items():
+        if len(np.unique(y[part])) < 2:
+            raise StoreError(
+                f"{where}: the {name} has only one label value, so no model can be fit or "
+                "evaluated; fix: use more persons, a longer time at risk, or fewer CV folds "
+                "(model.split.cv_folds)")
+
+
+def train(study: Study, config: Configuration, store: Path, cohort_dir: Path,
+          features_path: Path, threads: int = 1) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Fit one configuration: CV inside train (selection), refit on all of train, evaluate
+    on test.  Returns its metrics and its predictions for every cohort row."""
+    x, names, subjects = load_matrix(Path(features_path), config.selection)
+    frame = cohort_frame(Path(store), Path(cohort_dir), subjects)
+    y = frame["label"].to_numpy().astype(np.int8)
+    is_test, folds = assign_split(study, frame)
+    k = study.model.split.cv_folds
+    _check_labels(y, {"train split": ~is_test, "test split": is_test,
+                      **{f"CV fold {f}": folds == f for f in range(k)}}, Path(cohort_dir))
+    out_of_fold = np.full(len(y), np.nan)
+    fold_metrics: list[dict[str, float]] = []
+    with threadpool_limits(limits=threads):
+        for f in range(k):
+            fit_rows, held = (folds >= 0) & (folds != f), folds == f
+            model = _estimators.fit(
+                _estimators.make_estimator(config.family, config.hyperparameters, config.seed),
+                x[fit_rows], y[fit_rows])
+            out_of_fold[held] = model.predict_proba(x[held])[:, 1]
+            fold_metrics.append(_fold_metrics(y[held], out_of_fold[held]))
+        model = _estimators.fit(
+            _estimators.make_estimator(config.family, config.hyperparameters, config.seed),
+            x[~is_test], y[~is_test])
+        prediction = model.predict_proba(x)[:, 1]
+        weight = _estimators.importance(model, x[~is_test], y[~is_test], config.seed)
+    top = np.argsort(-weight, kind="stable")[:TOP_FEATURES]
+    metrics = {
+        "config_id": config.id,
+        "model": _estimators.describe(config.family, config.hyperparameters),
+        **{k_: v for k_, v in config.params().items() if k_ != "id"},
+        "split": study.model.split.method,
+        "n_train": int((~is_test).sum()),
+        "n_test": int(is_test.sum()),
+        "n_features": int(x.shape[1]),
+        "outcome_rate_test": float(y[is_test].mean()),
+        "cv": {"folds": k, "select_by": study.model.select_by,
+               **{m: float(np.mean([fm[m] for fm in fold_metrics])) for m in fold_metrics[0]},
+               "auroc_folds": [fm["auroc"] for fm in fold_metrics]},
+        "test": _metrics.evaluate(y[is_test], prediction[is_test]),
+        "train": _metrics.evaluate(y[~is_test], prediction[~is_test]),
+        "calibration": {"test": _metrics.calibration_curve(y[is_test], prediction[is_test])},
+        "importance": [{"feature": names[i], "importance": float(weight[i])} for i in top
+                       if weight[i] > 0],
+    }
+    predictions = frame.select(
+        "subject_id", "index_time", "label",
+        pl.Series("split", np.where(is_test, "test", "train")),
+        pl.Series("fold", folds.astype(np.int8)),
+        pl.Series("cv_prediction", out_of_fold),
+        pl.Series("prediction", prediction),
+    )
+    return metrics, predictions
+
+
+def _fold_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    auc, _, _ = _metrics.auroc_ci(y, p)
+    score, _ = _metrics.brier(y, p)
+    return {"auroc": auc, "auprc": float(average_precision_score(y, p)), "brier": score}
