@@ -38,10 +38,8 @@ def chromium_binary() -> str:
 class DevTools:
     """A minimal DevTools-protocol client for one page: commands and the events seen."""
 
-    def __init__(self, url: str) -> None:
-        from websockets.sync.client import connect
-
-        self.socket = connect(url, max_size=None, open_timeout=30)
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
         self.events: list[dict[str, Any]] = []
         self.next_id = 0
 
@@ -79,11 +77,10 @@ def page(tmp_path: Path) -> Iterator[DevTools]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as answer:
             targets = json.loads(answer.read())
         url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        tools = DevTools(url)
-        try:
-            yield tools
-        finally:
-            tools.socket.close()
+        from websockets.sync.client import connect
+
+        with connect(url, max_size=None, open_timeout=30) as socket:
+            yield DevTools(socket)
     finally:
         process.terminate()
         try:

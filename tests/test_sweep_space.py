@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from cohortflow import models
@@ -140,3 +141,29 @@ def test_feature_sets_select_by_domain_window_and_aggregation() -> None:
         "domains": ["CONDITION", "GENDER"], "aggregations": ["count", "present"],
         "windows": []}).tolist() == [0, 1, 4]
     assert models.select_features(code, window, agg, {}).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_assign_split_follows_the_study_method(tmp_path: Path) -> None:
+    from cohortflow.models._train import assign_split
+
+    frame = pl.DataFrame({
+        "subject_id": np.arange(1, 41),
+        "index_time": np.array(["2018-01-01"] * 30 + ["2019-06-01"] * 10,
+                               dtype="datetime64[us]"),
+        "label": np.arange(40) % 4 == 0,
+        "split": ["train"] * 20 + ["tuning"] * 10 + ["held_out"] * 10})
+    cases = {
+        "stratified": ({"method": "stratified", "test_fraction": 0.25, "cv_folds": 2}, 11),
+        "time": ({"method": "time", "test_from": "2019-01-01", "cv_folds": 2}, 10),
+        "meds": ({"method": "meds", "cv_folds": 2}, 10),
+    }
+    for method, (split, n_test) in cases.items():
+        study = study_with(tmp_path, {"family": "logistic_l2", "split": split})
+        is_test, folds = assign_split(study, frame)
+        assert int(is_test.sum()) == n_test, method
+        assert (folds[is_test] == -1).all() and set(folds[~is_test]) == {0, 1}, method
+        if method == "stratified":
+            # round(10 cases x 0.25) = 3 (half up) and round(30 controls x 0.25) = 8
+            assert int(frame["label"].to_numpy()[is_test].sum()) == 3
+        else:  # the last ten persons: index dates from 2019 on, or the held_out split
+            assert is_test[30:].all() and not is_test[:30].any(), method
