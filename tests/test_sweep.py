@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -194,3 +195,17 @@ def test_slurm_sweep_batches_configurations_into_fewer_submissions(
     for column in ("cv_auroc", "test_auroc", "test_brier", "test_e_avg"):
         assert np.allclose(slurm[column].to_numpy(), laptop[column].to_numpy(), atol=1e-9,
                            rtol=0)
+
+
+@pytest.mark.e2e
+def test_slurm_profile_plans_the_sweep_as_batches(sweep_study: Path, tmp_path: Path) -> None:
+    """A dry run (no cluster needed) of the slurm profile: 24 configurations, 2 batches."""
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm",
+         "--directory", str(tmp_path), "--config", f"study={sweep_study}", "results=results",
+         "--dry-run"],
+        cwd=REPO, capture_output=True, text=True, check=False)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert log.count("Group job sweep") == int(np.ceil(N_CONFIGS / 12)), log[-3000:]
+    assert re.search(r"sweep_config\s+24\b", log)
