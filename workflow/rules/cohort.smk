@@ -5,7 +5,7 @@ rule cohort_shard:
         table=COHORT / "shards" / "{shard}.parquet",
         attrition=COHORT / "shards" / "{shard}.attrition.json",
     params:
-        digest=STUDY.digest(),
+        digest=STUDY.data_digest(),
     log:
         RESULTS / "logs" / "cohort_{shard}.log",
     benchmark:

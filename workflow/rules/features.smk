@@ -5,7 +5,7 @@ rule features:
     output:
         directory(RESULTS / "features" / "features.zarr"),
     params:
-        digest=STUDY.digest(),
+        digest=STUDY.data_digest(),
     threads: 2
     log:
         RESULTS / "logs" / "features.log",

@@ -2,7 +2,7 @@ rule synth:
     output:
         directory(RESULTS / "omop"),
     params:
-        digest=STUDY.digest(),
+        digest=STUDY.data_digest(),
     log:
         RESULTS / "logs" / "synth.log",
     benchmark:
@@ -18,7 +18,7 @@ rule ingest:
     output:
         directory(STORE),
     params:
-        digest=STUDY.digest(),
+        digest=STUDY.data_digest(),
     resources:
         mem_mb=4000,
     log:

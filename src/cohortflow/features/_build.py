@@ -110,7 +110,7 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
         }
     attrs = {
         "study": study.name,
-        "study_digest": study.digest(),
+        "study_digest": study.data_digest(),  # the model sweep does not shape it
         "feature_spec": spec.model_dump_json(),
         "window_semantics": WINDOW_SEMANTICS,
         "shards": shards,

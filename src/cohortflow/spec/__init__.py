@@ -112,10 +112,16 @@ class Study(SpecModel):
             return None
         return omop.path if omop.path.is_absolute() else self._folder / omop.path
 
-    def digest(self) -> str:
+    def digest(self, exclude: frozenset[str] = frozenset()) -> str:
         """A stable hash of the study's content, independent of key order and comments."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        canonical = json.dumps(self.model_dump(mode="json", exclude=set(exclude)),
+                               sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def data_digest(self) -> str:
+        """The digest of everything but the model sweep: what the data steps (synth, ingest,
+        cohort, features) depend on, so adding a configuration reruns only the sweep."""
+        return self.digest(exclude=frozenset({"model"}))
 
 
 def demo_study_path() -> Path:
