@@ -134,25 +134,24 @@ def scan_shard(store: Path, shard: str) -> pl.LazyFrame:
     return pl.scan_parquet(path)
 
 
-def read_codes(store: Path) -> pl.DataFrame:
-    """The store's codes metadata (code, description, parent_codes)."""
-    path = codes_path(store)
+def _read_metadata(path: Path, what: str, columns: str) -> pl.DataFrame:
+    """A MEDS metadata table, or one clear error naming the file and its columns."""
     if not path.is_file():
         raise StoreError(
-            f"{path}: codes metadata missing; a MEDS dataset needs metadata/codes.parquet "
-            "with columns code, description, parent_codes"
+            f"{path}: {what} metadata missing; a MEDS dataset needs metadata/{path.name} with "
+            f"columns {columns}; fix: rerun `cohortflow ingest` or add it to the dataset"
         )
     return pl.read_parquet(path)
+
+
+def read_codes(store: Path) -> pl.DataFrame:
+    """The store's codes metadata (code, description, parent_codes)."""
+    return _read_metadata(codes_path(store), "codes", "code, description, parent_codes")
 
 
 def read_splits(store: Path) -> pl.DataFrame:
-    path = splits_path(store)
-    if not path.is_file():
-        raise StoreError(
-            f"{path}: subject splits missing; a MEDS dataset needs "
-            "metadata/subject_splits.parquet with columns subject_id, split"
-        )
-    return pl.read_parquet(path)
+    """The store's subject splits (subject_id, split)."""
+    return _read_metadata(splits_path(store), "subject splits", "subject_id, split")
 
 
 def descendants(codes: pl.DataFrame, roots: Iterable[str]) -> set[str]:
