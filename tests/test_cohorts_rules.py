@@ -61,6 +61,18 @@ def test_overlapping_events_of_one_code_keep_their_own_end_dates() -> None:
                                (1, d("2015-02-01"), d("2015-02-10"))]
 
 
+def test_same_day_entries_reaching_the_same_exit_give_one_episode() -> None:
+    # two events of the concept set at the same time, with different end dates
+    ev = frame(*OBS, *span(1, "2015-02-01", "2015-02-10", "DRUG//1"),
+               *span(1, "2015-02-01", "2015-02-05", "DRUG//2"))
+    p = plan(entry={"concept_set": "drug", "first_only": False},
+             exit={"strategy": "date_offset", "offset_days": 30})
+    assert episodes(p, ev) == [(1, d("2015-02-01"), d("2015-03-03"))]
+    by_end = plan(entry={"concept_set": "drug", "first_only": False},
+                  exit={"strategy": "date_offset", "date_field": "end"})
+    assert len(episodes(by_end, ev)) == 2  # different exits: two episodes
+
+
 def test_null_end_date_ends_the_day_after_start() -> None:
     ev = frame(*OBS, (1, "2015-01-01", ASTHMA))  # no END row: a null condition end date
     p = plan(exit={"strategy": "date_offset", "date_field": "end"})

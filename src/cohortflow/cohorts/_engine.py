@@ -138,10 +138,13 @@ def exit_dates(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> pl
                  & (pl.col("obs_end").is_null() | (pl.col("censor") <= pl.col("obs_end"))))
         ends.append(hits.select("episode", exit="censor"))
     exits = pl.concat(ends).group_by("episode").agg(pl.col("exit").min())
+    # Entry events on the same day with different ends (two codes of one concept set) can
+    # reach the same exit: a cohort is a set of (subject, start, end), so keep one of each.
     return (
         numbered.join(exits, on="episode", how="left")
         .with_columns(end=pl.min_horizontal("exit", "obs_end"))
         .select(EPISODE_COLUMNS)
+        .unique()
     )
 
 
