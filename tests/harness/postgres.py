@@ -6,7 +6,9 @@ What it starts
 listening on ``127.0.0.1`` (a free port) and on a private socket directory; nothing outside
 that directory is touched.  Authentication is ``scram-sha-256`` with a random password for
 the superuser ``cohortflow``, so clients must bring the password the way users do: in
-``PGPASSWORD`` or a pgpass file (:attr:`PostgresServer.env`).  As root the server runs as
+``PGPASSWORD`` (:attr:`PostgresServer.env`) or a pgpass file
+(:meth:`PostgresServer.pgpass`); :meth:`PostgresServer.auth_methods` shows that no ``trust``
+rule lets a client in without it.  As root the server runs as
 the ``postgres`` system user (PostgreSQL refuses to run as root); otherwise as the
 current user.  The binaries come from Debian's ``postgresql`` package
 (``/usr/lib/postgresql/<version>/bin``) or from ``PATH``.
@@ -94,6 +96,22 @@ class PostgresServer:
     def env(self) -> dict[str, str]:
         """Environment for a client: the password the way users give it."""
         return {"PGPASSWORD": self.password}
+
+    def pgpass(self, path: Path) -> dict[str, str]:
+        """Write a pgpass file for this server at ``path`` (mode 0600, as libpq requires)
+        and return the environment that points a client at it instead of PGPASSWORD."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{self.host}:{self.port}:*:{self.user}:{self.password}\n")
+        path.chmod(0o600)
+        return {"PGPASSFILE": str(path)}
+
+    def auth_methods(self) -> set[str]:
+        """The authentication methods the server's pg_hba.conf allows (``trust`` would
+        make a password test prove nothing)."""
+        rows = self.psql("SELECT DISTINCT auth_method FROM pg_hba_file_rules "
+                         "WHERE error IS NULL", dbname="postgres")
+        return set(rows.split())
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(list(args), user=self.run_as, check=check, text=True,

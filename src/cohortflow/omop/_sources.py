@@ -4,8 +4,7 @@ Each streams a table as record batches with lower-cased column names, because re
 exports often use upper case.  Missing, empty and placeholder tables (columns named
 ``column0, column1, ...``, as in Eunomia) yield nothing, with a warning.  A backend
 overrides :meth:`OmopSource._tables` and :meth:`OmopSource._batches` (and ``location``
-when it is not a file path): Parquet, CSV, DuckDB here, PostgreSQL in
-:mod:`cohortflow.omop._postgres`.
+when it is not a file path): Parquet, CSV, DuckDB and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from cohortflow.errors import SourceError
+from cohortflow.spec._source import PASSWORD_FIX, holds_password, redact
 
 log = logging.getLogger(__name__)
 
@@ -389,18 +389,16 @@ def check_postgres_url(url: str) -> str:
     >>> check_postgres_url("postgresql://reader:s3cret@db/cdm")
     Traceback (most recent call last):
     ...
-    cohortflow.errors.SourceError: postgresql://reader:***@db/cdm: the URL holds a password; ...
+    cohortflow.errors.SourceError: postgresql://***@db/cdm: the URL holds a password; fix: ...
+
+    The password is looked for first, in every form libpq reads (see
+    :func:`cohortflow.spec._source.holds_password`), so that no message, not even the one for
+    a string that is not a URL, can show it.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
+    if holds_password(url):
+        raise SourceError(f"{redact(url)}: the URL holds a password; fix: {PASSWORD_FIX}")
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
         raise SourceError(f"{url}: not a PostgreSQL URL; fix: postgresql://user@host:5432/dbname")
-    if parts.password is not None or "password=" in parts.query.lower():
-        host = parts.netloc.rpartition("@")[2]
-        shown = f"{parts.scheme}://{parts.username}:***@{host}{parts.path}"
-        raise SourceError(
-            f"{shown}: the URL holds a password; fix: remove it and set PGPASSWORD or add a "
-            "line host:port:dbname:user:password to ~/.pgpass (mode 0600)"
-        )
     return url
 
 

@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from cohortflow.spec._base import SpecModel
+
+_PASSWORD_PARAM = re.compile(r"(?i)password\s*=")
+_PASSWORD_TO_END = re.compile(r"(?i)password\s*=.*", re.DOTALL)
+PASSWORD_FIX = ("remove it and set PGPASSWORD, or add a line "
+                "host:port:dbname:user:password to ~/.pgpass (mode 0600; another file: "
+                "PGPASSFILE); never put it in a URL or the study file")
+
+
+def holds_password(url: str) -> bool:
+    """Whether a connection string carries a password: ``user:password@`` in a URL, or a
+    ``password=`` (or ``sslpassword=``) parameter in any case and spacing, in a URL's query
+    or a ``key=value`` connection string.  It errs towards refusing: a ``:`` anywhere
+    before the last ``@`` counts, so a password holding ``@``, ``/`` or spaces is caught.
+
+    >>> holds_password("postgresql://reader@db.example.org:5432/cdm?sslmode=require")
+    False
+    >>> [holds_password(u) for u in ("postgresql://u:p@ss/w d@db/cdm", "postgresql://:x@db/c",
+    ...                               "postgresql://u@db/cdm?PassWord = x", "host=db password=x")]
+    [True, True, True, True]
+    """
+    rest = url.partition("://")[2]
+    return ":" in rest.rpartition("@")[0] or _PASSWORD_PARAM.search(url) is not None
+
+
+def redact(url: str) -> str:
+    """A connection string safe to show: everything from a ``password=`` on, then
+    everything before the last ``@`` (user and password), are replaced by ``***``.
+
+    >>> redact("postgresql://reader:p@ss@db:5432/cdm")
+    'postgresql://***@db:5432/cdm'
+    >>> redact("postgresql://u@db/cdm?sslmode=require&password=p@ss&x=1")
+    'postgresql://***@db/cdm?sslmode=require&password=***'
+    """
+    scheme, sep, rest = _PASSWORD_TO_END.sub("password=***", url).partition("://")
+    if not sep:
+        scheme, rest = "", scheme
+    _, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{host}"
 
 
 class SynthSource(SpecModel):
@@ -40,12 +79,11 @@ class OmopSource(SpecModel):
     def _no_password(cls, url: str | None) -> str | None:
         if url is None:
             return url
+        if holds_password(url):  # inside a study, Source refuses it first, without echo
+            raise ValueError(f"the URL holds a password; fix: {PASSWORD_FIX}")
         scheme, _, rest = url.partition("://")
         if scheme not in ("postgresql", "postgres") or not rest:
             raise ValueError("expected a PostgreSQL URL, e.g. postgresql://reader@db:5432/cdm")
-        if ":" in rest.rpartition("@")[0] or "password=" in rest.lower():
-            raise ValueError("the URL holds a password; remove it and set PGPASSWORD or add "
-                             "it to ~/.pgpass (host:port:dbname:user:password, mode 0600)")
         return url
 
     @model_validator(mode="after")
@@ -66,6 +104,18 @@ class Source(SpecModel):
 
     synth: SynthSource | None = None
     omop: OmopSource | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password(cls, data: Any) -> Any:
+        """Refuse a password in ``omop.url`` before the URL is validated, on this mapping:
+        a study error shows a field's received value, and for a mapping only its kind, so
+        the password reaches no message, log or Snakemake record."""
+        omop = data.get("omop") if isinstance(data, dict) else None
+        url = omop.get("url") if isinstance(omop, dict) else None
+        if isinstance(url, str) and holds_password(url):
+            raise ValueError(f"omop.url {redact(url)} holds a password; fix: {PASSWORD_FIX}")
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
