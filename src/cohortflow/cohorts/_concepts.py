@@ -90,6 +90,10 @@ class CohortPlan:
                                                  self.codes, resolved, required)
         return self._cache[key]
 
+    def resolved(self) -> list[list[str]]:
+        """The codes of every (concept set, domain) resolved so far."""
+        return list(self._cache.values())
+
     def check(self) -> None:
         """Resolve the entry and outcome concept sets now, so a typo fails before any work."""
         for criterion in self.cohort.entry.all_criteria():

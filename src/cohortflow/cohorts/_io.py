@@ -9,6 +9,7 @@ import polars as pl
 from cohortflow import events
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._engine import make_cohort
+from cohortflow.cohorts._events import END_PREFIX
 from cohortflow.spec import Study
 
 
@@ -19,11 +20,30 @@ def plan_of(study: Study, store: Path) -> CohortPlan:
     return plan
 
 
+NO_EVENTS = pl.Schema({"subject_id": pl.Int64(), "time": pl.Datetime("us"), "code": pl.String(),
+                       "numeric_value": pl.Float32(), "unit": pl.String()})
+
+
+def codes_read(plan: CohortPlan) -> list[str]:
+    """Every code the engine reads for this plan: those of the concept sets it resolves while
+    its steps are built (found by building them once over no events), their end-date codes,
+    and the observation periods, births, deaths and genders."""
+    make_cohort(plan)(pl.LazyFrame(schema=NO_EVENTS))
+    resolved = {code for codes in plan.resolved() for code in codes}
+    fixed = {events.OBSERVATION_START, events.OBSERVATION_END, events.BIRTH, events.DEATH}
+    genders = plan.codes.filter(pl.col("code").str.starts_with("GENDER//"))["code"]
+    return sorted(resolved | {END_PREFIX + c for c in resolved} | fixed | set(genders))
+
+
 def build_shard(study: Study, store: Path, shard: str) -> tuple[pl.DataFrame, list[dict]]:
     """The cohort table and attrition of one event-store shard."""
-    # One read of the shard: the steps scan its events several times (memory: one shard).
-    shard_events = events.scan_shard(store, shard).collect().lazy()
-    steps = make_cohort(plan_of(study, store))(shard_events)
+    plan = plan_of(study, store)
+    # One read of the shard, of the codes the cohort needs: the steps scan these events
+    # several times (memory: one shard).
+    wanted = pl.Series(codes_read(plan), dtype=pl.String).implode()
+    shard_events = events.scan_shard(store, shard).filter(
+        pl.col("code").is_in(wanted)).collect().lazy()
+    steps = make_cohort(plan)(shard_events)
     frames = pl.collect_all([frame for _, frame in steps])
     attrition = [
         {"step": name, "subjects": frame["subject_id"].n_unique(), "rows": frame.height}
