@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ from cohortflow.spec import Study, demo_study_path, load_study
 from tests.harness.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every run exports pseudonymous predictions; the suite's runs (subprocesses included) share
+# one key.  Tests of the missing-key message remove it themselves.
+PSEUDONYM_KEY = "cohortflow-test-suite-key"
+os.environ.setdefault("COHORTFLOW_PSEUDONYM_KEY", PSEUDONYM_KEY)
 
 
 @pytest.fixture(scope="session")

@@ -95,8 +95,8 @@ def test_slurm_profile_runs_as_batch_jobs_with_identical_results(
         slurm_cluster.env)
     jobs = len(re.findall(r"Job \S+ has been submitted with SLURM jobid \d+", log))
     # synth, ingest, 4 cohort shards, attrition, features, one batch of the sweep's
-    # configurations (group-components), model (leaderboard), report
-    assert jobs == 11, log[-3000:]
+    # configurations (group-components), model (leaderboard), report, export
+    assert jobs == 12, log[-3000:]
     assert slurm_cluster.submission_count() - before == jobs
     assert_same_results(workdir / "results" / "demo", laptop_run[0])
 

@@ -89,3 +89,27 @@ def test_report_shows_no_count_below_the_threshold() -> None:
     text = re.sub(r"digest [0-9a-f]+", "", text)
     for number in re.findall(r"(?<![\w.#-])\d+(?![\w.])", text):
         assert int(number) == 0 or int(number) >= K, number
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pooled_calibration_bins_never_hold_a_small_count(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 400))
+    prediction = rng.random(n) ** 3
+    label = (rng.random(n) < prediction).astype(int)
+    order = np.argsort(prediction)
+    bins = np.array_split(label[order], 10)
+    groups = privacy.pool_bins([int(b.sum()) for b in bins], [len(b) for b in bins], K)
+    assert sorted(i for g in groups for i in g) == list(range(10))  # each bin once, in order
+    assert all(g == list(range(g[0], g[-1] + 1)) for g in groups)  # adjacent bins only
+    if len(groups) > 1:
+        for group in groups:
+            positives = sum(int(bins[i].sum()) for i in group)
+            negatives = sum(len(bins[i]) for i in group) - positives
+            assert not privacy.small(positives, K) and not privacy.small(negatives, K)
+
+
+def test_roc_curve_is_drawn_only_over_enough_persons_of_each_class() -> None:
+    assert privacy.curve_shown([1] * K + [0] * K, K)
+    assert not privacy.curve_shown([1] * (K - 1) + [0] * 100, K)
+    assert not privacy.curve_shown([1] * 100 + [0] * (K - 1), K)

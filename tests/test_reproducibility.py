@@ -62,12 +62,15 @@ def test_every_run_writes_a_manifest(omop_run: tuple[Path, Path]) -> None:
                                "digest": load_study(study).digest()}
     assert record["profile"] == "laptop"
     assert record["seeds"] == {"study": 42}
+    source = load_study(study).source_path()
+    assert record["source"] == {"kind": "omop", "location": str(source), "format": None,
+                                "schema": None}
     assert re.fullmatch(r"[0-9a-f]{40}", record["cohortflow"]["commit"])
     assert record["packages"]["polars"] == pl.__version__
     person = record["inputs"]["person"]
     assert person["rows"] == 2500 and re.fullmatch(r"[0-9a-f]{64}", person["sha256"])
     assert {"events", "cohort", "features/features.zarr", "model/metrics.json",
-            "model/predictions.parquet", "report.html"} <= set(record["outputs"])
+            "model/predictions.parquet", "report.html", "export"} <= set(record["outputs"])
     assert record["outputs"]["cohort"] == manifest.tree_digest(results / "cohort")
     metrics = json.loads((results / "model" / "metrics.json").read_text())
     assert record["metrics"] == metrics["test"]

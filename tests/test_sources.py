@@ -226,7 +226,7 @@ def test_the_database_password_appears_in_no_output(
         capture_output=True, text=True, check=False,
         env={**os.environ, **postgres_server.env})
     assert done.returncode == 0, done.stderr
-    assert re.search(r"wrote \d+ events of 3 subjects", " ".join(done.stderr.split()))
+    assert re.search(r"wrote \S+ events of <11 subjects", " ".join(done.stderr.split()))
     files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
     assert len(files) >= 6
     secret = postgres_server.password.encode()

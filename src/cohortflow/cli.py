@@ -75,11 +75,13 @@ def ingest(
 ) -> None:
     """Ingest an OMOP CDM into a sharded MEDS event store."""
     from cohortflow import omop
+    from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT, suppress
 
     location = source if omop.is_postgres_url(source) else Path(source)
     summary = omop.ingest(omop.open_source(location, fmt, schema), out, shards)
-    err.print(f"wrote {summary['events']:,} events of {summary['subjects']:,} subjects "
-              f"into {shards} shards at {out}")
+    n_events, n_subjects = (suppress(summary[k], DEFAULT_MIN_CELL_COUNT)
+                            for k in ("events", "subjects"))
+    err.print(f"wrote {n_events} events of {n_subjects} subjects into {shards} shards at {out}")
 
 
 @app.command()
@@ -138,8 +140,10 @@ def run(
                                                 "<results>/<name>/.")] = Path("results"),
 ) -> None:
     """Run a study end to end with Snakemake.  Extra arguments go to Snakemake."""
+    from cohortflow.privacy import pseudonym_key
     from cohortflow.workflow import run_workflow
 
+    pseudonym_key()  # the export needs it: say so now, not after the whole study has run
     code = run_workflow(study, profile, results, list(ctx.args))
     raise typer.Exit(code)
 
@@ -157,8 +161,10 @@ def verify_command(
     """Rerun a run's study and report, output by output, identical or different, and why."""
     from rich.table import Table
 
+    from cohortflow.privacy import pseudonym_key
     from cohortflow.workflow import verify
 
+    pseudonym_key()
     findings, causes, rerun = verify(manifest_file, profile, scratch)
     table = Table("output", "verdict")
     for finding in findings:

@@ -107,9 +107,13 @@ def step_timings(benchmarks: list[Path]) -> dict[str, dict[str, float]]:
 
 
 def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile: str,
-          workflow_root: Path, results: Path, outputs: list[Path], inputs: dict[str, Any],
-          metrics: dict[str, Any], benchmarks: list[Path]) -> dict[str, Any]:
-    """The manifest of one finished run (outputs are checksummed here)."""
+          workflow_root: Path, results: Path, outputs: list[Path], source: dict[str, Any],
+          inputs: dict[str, Any], metrics: dict[str, Any], benchmarks: list[Path]
+          ) -> dict[str, Any]:
+    """The manifest of one finished run (outputs are checksummed here).
+
+    ``source`` says where the data came from (never with a credential); ``inputs`` holds
+    each source table's fingerprint."""
     return {
         "manifest_version": 1,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -119,6 +123,7 @@ def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile
         "seeds": seeds,
         "cohortflow": {"version": __version__, **git_state(workflow_root)},
         "packages": package_versions(),
+        "source": source,
         "inputs": inputs,
         "outputs": {Path(p).relative_to(results).as_posix(): tree_digest(p) for p in outputs},
         "metrics": metrics,

@@ -1,10 +1,18 @@
-"""Small-cell suppression for every count that leaves the compute."""
+"""Small-cell suppression for every count that leaves the compute, and keyed pseudonyms.
+
+What leaves the compute is :data:`SHARED_OUTPUTS` (the report, its figures, the export, the
+leaderboard, the manifest, logs and step timings); everything else under
+``results/<study>/`` (event store, cohort tables, tensors, per-configuration predictions)
+holds person-level data and stays inside.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from cohortflow.errors import CohortflowError
 
@@ -18,9 +26,78 @@ def suppress(count: int, min_cell_count: int) -> str:
     >>> suppress(250, 11), suppress(3, 11), suppress(0, 11)
     ('250', '<11', '0')
     """
-    if 0 < count < min_cell_count:
+    if small(count, min_cell_count):
         return f"<{min_cell_count}"
     return str(count)
+
+
+def curve_shown(labels: Sequence[int] | Any, min_cell_count: int) -> bool:
+    """Whether a ROC curve of these labels may be drawn: each step of one is 1 / (persons
+    with the outcome) high and 1 / (persons without) wide, so both must be large enough.
+
+    >>> curve_shown([1] * 11 + [0] * 30, 11), curve_shown([1] * 4 + [0] * 30, 11)
+    (True, False)
+    """
+    positives = int(sum(int(v) for v in labels))
+    return positives >= min_cell_count and len(labels) - positives >= min_cell_count
+
+
+def suppress_value(count: int, min_cell_count: int) -> int | str:
+    """A count for a machine-readable output (JSON): the number, or ``"<min"`` when small.
+
+    >>> suppress_value(250, 11), suppress_value(3, 11)
+    (250, '<11')
+    """
+    return f"<{min_cell_count}" if small(count, min_cell_count) else count
+
+
+def pool_bins(positives: Sequence[int], totals: Sequence[int], min_cell_count: int
+              ) -> list[list[int]]:
+    """Group adjacent bins (of a calibration plot) so that no group has a small number of
+    persons with, or without, the outcome: a rate over a known group size would give it.
+
+    Returns the groups as lists of bin indices, in order; the offending group is merged with
+    its smaller neighbour until none is left (one group when nothing else works).
+
+    >>> pool_bins([0, 15, 3, 40], [50, 50, 50, 80], 11)
+    [[0], [1, 2], [3]]
+    >>> pool_bins([5, 5], [20, 20], 11)
+    [[0, 1]]
+    """
+    groups = [[i] for i in range(len(totals))]
+    pos, tot = list(positives), list(totals)
+
+    def bad(j: int) -> bool:
+        return small(pos[j], min_cell_count) or small(tot[j] - pos[j], min_cell_count)
+
+    while len(groups) > 1 and any(bad(j) for j in range(len(groups))):
+        j = next(j for j in range(len(groups)) if bad(j))
+        if j == 0:
+            other = 1
+        elif j == len(groups) - 1:
+            other = j - 1
+        else:
+            other = j - 1 if tot[j - 1] <= tot[j + 1] else j + 1
+        a, b = sorted((j, other))
+        groups[a] += groups.pop(b)
+        pos[a] += pos.pop(b)
+        tot[a] += tot.pop(b)
+    return groups
+
+
+def suppress_counts(record: Any, keys: frozenset[str], min_cell_count: int) -> Any:
+    """A JSON-like record with every integer under one of ``keys`` suppressed.
+
+    >>> suppress_counts({"death": {"rows": 2, "sha256": "ab"}}, frozenset({"rows"}), 11)
+    {'death': {'rows': '<11', 'sha256': 'ab'}}
+    """
+    if isinstance(record, dict):
+        return {k: suppress_value(v, min_cell_count)
+                if k in keys and isinstance(v, int) and not isinstance(v, bool)
+                else suppress_counts(v, keys, min_cell_count) for k, v in record.items()}
+    if isinstance(record, list):
+        return [suppress_counts(v, keys, min_cell_count) for v in record]
+    return record
 
 
 COMPLEMENTARY = "*"
@@ -28,6 +105,20 @@ COMPLEMENTARY = "*"
 
 PSEUDONYM_KEY_ENV = "COHORTFLOW_PSEUDONYM_KEY"
 """Environment variable holding the secret key of :func:`pseudonyms`."""
+
+SHARED_OUTPUTS = ("report.html", "figures/*", "export/*", "sweep/leaderboard.parquet",
+                  "manifest.json", "logs/**/*.log", "benchmarks/**/*.tsv")
+"""The files under ``results/<study>/`` meant to leave the compute (globs): no raw subject
+id, no date of birth, no count below the study's ``min_cell_count``."""
+
+
+def small(count: int, min_cell_count: int) -> bool:
+    """Whether a count must not be shown: positive and below the threshold.
+
+    >>> small(0, 11), small(10, 11), small(11, 11)
+    (False, True, False)
+    """
+    return 0 < count < min_cell_count
 
 
 def suppress_steps(counts: list[int], min_cell_count: int) -> list[str]:
@@ -76,7 +167,19 @@ def suppress_categories(counts: dict[str, int], min_cell_count: int,
     return shown
 
 
-def pseudonyms(subject_ids: list[int], key: str | None = None) -> list[str]:
+def pseudonym_key(key: str | None = None) -> str:
+    """The secret of :func:`pseudonyms`: ``key``, else ``$COHORTFLOW_PSEUDONYM_KEY``."""
+    key = os.environ.get(PSEUDONYM_KEY_ENV) if key is None else key
+    if not key:
+        raise CohortflowError(
+            f"no pseudonym key: shared outputs replace subject ids by a keyed hash; fix: "
+            f"export {PSEUDONYM_KEY_ENV}=<a long random secret kept off the shared outputs>, "
+            "e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    return key
+
+
+def pseudonyms(subject_ids: Sequence[int], key: str | None = None) -> list[str]:
     """Keyed pseudonyms of subject ids: HMAC-SHA256 with a secret, first 16 hex digits.
 
     The key comes from ``$COHORTFLOW_PSEUDONYM_KEY`` when not given; without one there is
@@ -89,13 +192,6 @@ def pseudonyms(subject_ids: list[int], key: str | None = None) -> list[str]:
     ...
     cohortflow.errors.CohortflowError: no pseudonym key: ...
     """
-    key = os.environ.get(PSEUDONYM_KEY_ENV) if key is None else key
-    if not key:
-        raise CohortflowError(
-            f"no pseudonym key: shared outputs replace subject ids by a keyed hash; fix: "
-            f"export {PSEUDONYM_KEY_ENV}=<a long random secret kept off the shared outputs>, "
-            "e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`"
-        )
-    secret = key.encode()
+    secret = pseudonym_key(key).encode()
     return [hmac.new(secret, str(int(i)).encode(), hashlib.sha256).hexdigest()[:16]
             for i in subject_ids]

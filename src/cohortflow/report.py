@@ -14,7 +14,13 @@ import matplotlib.pyplot as plt
 import polars as pl
 from sklearn.metrics import roc_curve
 
-from cohortflow.privacy import COMPLEMENTARY, suppress, suppress_categories, suppress_steps
+from cohortflow.privacy import (
+    COMPLEMENTARY,
+    curve_shown,
+    suppress,
+    suppress_categories,
+    suppress_steps,
+)
 from cohortflow.spec import Study
 
 _CSS = """
@@ -25,10 +31,16 @@ th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular
 .note { color: #666; font-size: .9rem; }
 """
 
+NOT_DRAWN = ("<p class=note>Not drawn: the test split has fewer than {k} persons with or "
+             "without the outcome, and a curve would show how many.</p>")
 
-def roc_png(predictions: pl.DataFrame) -> str:
-    """A ROC curve of the test split as a base64 PNG."""
+
+def roc_png(predictions: pl.DataFrame, min_cell_count: int) -> str | None:
+    """A ROC curve of the test split as a base64 PNG; None when drawing it would show a
+    small count (:func:`cohortflow.privacy.curve_shown`)."""
     test = predictions.filter(pl.col("split") == "test")
+    if not curve_shown(test["label"].cast(pl.Int64).to_list(), min_cell_count):
+        return None
     fpr, tpr, _ = roc_curve(test["label"].to_numpy(), test["prediction"].to_numpy())
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
     ax.plot(fpr, tpr, lw=2, label="model (test split)")
@@ -66,6 +78,9 @@ def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any
     n_train, n_test = split_sizes["train"], split_sizes["test"]
     outcomes = int(predictions.filter(pl.col("split") == "test")["label"].sum())
     model_name = metrics["model"] + (f" (C = {metrics['C']})" if "C" in metrics else "")
+    roc = roc_png(predictions, k)
+    roc_html = (f'<img alt="ROC curve of the test split" src="data:image/png;base64,{roc}">'
+                if roc is not None else NOT_DRAWN.format(k=k))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
@@ -81,7 +96,7 @@ trained on {esc(n_train)} persons, tested on {esc(n_test)} held-out persons
 with {esc(suppress(outcomes, k))} outcomes.</p>
 <table><tr><th>Metric (test split)</th><th>Value</th></tr>{metric_rows}</table>
 <h2>ROC curve</h2>
-<img alt="ROC curve of the test split" src="data:image/png;base64,{roc_png(predictions)}">
+{roc_html}
 {sections}
 </body></html>
 """

@@ -24,7 +24,7 @@ import polars as pl
 from sklearn.metrics import roc_curve
 
 from cohortflow import cohorts, events, features, models
-from cohortflow.privacy import suppress, suppress_categories
+from cohortflow.privacy import curve_shown, suppress, suppress_categories
 
 GROUPS = ("target", "with_outcome", "without_outcome")
 TOP_CODES = 10
@@ -156,11 +156,16 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def roc_figure(curves: dict[str, pl.DataFrame]) -> bytes:
-    """ROC curves on the test split, one per named model, as PNG bytes."""
+def roc_figure(curves: dict[str, pl.DataFrame], k: int) -> bytes:
+    """ROC curves on the test split, one per named model, as PNG bytes; a curve that would
+    show a count below ``k`` is left out (:func:`cohortflow.privacy.curve_shown`)."""
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     for name, pred in curves.items():
         test = pred.filter(pl.col("split") == "test")
+        if not curve_shown(test["label"].cast(pl.Int64).to_list(), k):
+            ax.plot([], [], lw=0, label=f"{name}: not drawn (fewer than {k} persons with "
+                                        "or without the outcome)")
+            continue
         fpr, tpr, _ = roc_curve(test["label"].to_numpy(), test["prediction"].to_numpy())
         ax.plot(fpr, tpr, lw=1.5, label=name)
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
@@ -217,7 +222,7 @@ def render_sections(table1: pl.DataFrame, board: pl.DataFrame,
     the first is the overall best by CV.
     """
     figures = {
-        "roc": roc_figure({n: p for n, (_, p) in best.items()}),
+        "roc": roc_figure({n: p for n, (_, p) in best.items()}, k),
         "calibration": calibration_figure(
             {n: m["calibration"]["test"] for n, (m, _) in best.items()}),
     }

@@ -39,7 +39,7 @@ def get_oracle(wildcards):
 
 def get_benchmarks(wildcards):
     """Timing files of every step before the manifest, for its step timings."""
-    steps = ["ingest", "attrition", "features", "model", "report"]
+    steps = ["ingest", "attrition", "features", "model", "report", "export"]
     steps += [f"cohort_shard_{shard}" for shard in SHARDS]
     if STUDY.source.synth is not None:
         steps.append("synth")

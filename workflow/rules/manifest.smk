@@ -7,6 +7,7 @@ rule manifest:
         predictions=RESULTS / "model" / "predictions.parquet",
         leaderboard=SWEEP / "leaderboard.parquet",
         report=RESULTS / "report.html",
+        export=RESULTS / "export" / "predictions.parquet",
         benchmarks=get_benchmarks,
     output:
         RESULTS / "manifest.json",
@@ -18,5 +19,6 @@ rule manifest:
         with steps.logging_to(log[0]):
             steps.write_manifest(STUDY, STUDY_FILE, PROFILE, RESULTS, input.store,
                                  [input.store, COHORT, input.features, input.metrics,
-                                  input.predictions, SWEEP, input.report],
+                                  input.predictions, SWEEP, input.report,
+                                  Path(input.export).parent],
                                  input.metrics, input.benchmarks, output[0])

@@ -28,3 +28,23 @@ rule report:
                                       "cohort": COHORT, "leaderboard": input.leaderboard,
                                       "sweep_dir": SWEEP, "roc": output.roc,
                                       "calibration": output.calibration})
+
+
+# What leaves the compute besides the report: pseudonymous predictions, suppressed attrition.
+# The pseudonym key comes from $COHORTFLOW_PSEUDONYM_KEY in the job's environment, never
+# from a param (params are stored in .snakemake/metadata).
+rule export:
+    input:
+        attrition=COHORT / "attrition.json",
+        predictions=RESULTS / "model" / "predictions.parquet",
+    output:
+        predictions=RESULTS / "export" / "predictions.parquet",
+        attrition=RESULTS / "export" / "attrition.json",
+    log:
+        RESULTS / "logs" / "export.log",
+    benchmark:
+        BENCHMARKS / "export.tsv"
+    run:
+        with steps.logging_to(log[0]):
+            steps.export_shared(STUDY, input.attrition, input.predictions,
+                                Path(output.predictions).parent)

@@ -12,6 +12,8 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score
 
+from cohortflow.privacy import pool_bins
+
 _Z95 = 1.959963984540054
 _EPS = 1e-8  # predictions of exactly 0 or 1 (trees) get a finite logit
 
@@ -162,22 +164,34 @@ def e_avg(label: np.ndarray, prediction: np.ndarray, grid: int = 200) -> float:
     return float(np.mean(np.abs(p - observed)))
 
 
-def calibration_curve(label: np.ndarray, prediction: np.ndarray, bins: int = 10
-                      ) -> list[dict[str, float]]:
+def calibration_curve(label: np.ndarray, prediction: np.ndarray, bins: int = 10,
+                      min_cell_count: int = 0) -> list[dict[str, float]]:
     """Calibration-plot data: mean prediction and observed rate in quantile bins of the
     predictions (persons with equal predictions share a bin).
 
-    >>> calibration_curve(np.array([0, 0, 0, 1, 0, 1, 1, 1]), np.array([.2] * 4 + [.6] * 4),
-    ...                   bins=2)
+    With ``min_cell_count``, adjacent bins are pooled until none holds a small number of
+    persons with or without the outcome (:func:`cohortflow.privacy.pool_bins`).
+
+    >>> y, p = np.array([0, 0, 0, 1, 0, 1, 1, 1]), np.array([.2] * 4 + [.6] * 4)
+    >>> calibration_curve(y, p, bins=2)
     [{'predicted': 0.2, 'observed': 0.25}, {'predicted': 0.6, 'observed': 0.75}]
+    >>> calibration_curve(y, p, bins=2, min_cell_count=2)
+    [{'predicted': 0.4, 'observed': 0.5}]
     """
     y = np.asarray(label, dtype=np.float64)
     p = np.asarray(prediction, dtype=np.float64)
     edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1]))
     which = np.searchsorted(edges, p, side="left")
+    present = np.unique(which)
+    groups = [[int(b)] for b in present]
+    if min_cell_count:
+        positives = [int(y[which == b].sum()) for b in present]
+        totals = [int((which == b).sum()) for b in present]
+        groups = [[int(present[i]) for i in g]
+                  for g in pool_bins(positives, totals, min_cell_count)]
     out = []
-    for b in np.unique(which):
-        inside = which == b
+    for group in groups:
+        inside = np.isin(which, group)
         out.append({"predicted": round(float(p[inside].mean()), 10),
                     "observed": round(float(y[inside].mean()), 10)})
     return out

@@ -139,7 +139,8 @@ def train(study: Study, config: Configuration, store: Path, cohort_dir: Path,
                "auroc_folds": [fm["auroc"] for fm in fold_metrics]},
         "test": _metrics.evaluate(y[is_test], prediction[is_test]),
         "train": _metrics.evaluate(y[~is_test], prediction[~is_test]),
-        "calibration": {"test": _metrics.calibration_curve(y[is_test], prediction[is_test])},
+        "calibration": {"test": _metrics.calibration_curve(
+            y[is_test], prediction[is_test], min_cell_count=study.min_cell_count)},
         "importance": [{"feature": names[i], "importance": float(weight[i])} for i in top
                        if weight[i] > 0],
     }

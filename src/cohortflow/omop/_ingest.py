@@ -15,6 +15,7 @@ from cohortflow import __version__, events
 from cohortflow.errors import SourceError
 from cohortflow.omop import _checks
 from cohortflow.omop._sources import OmopSource
+from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
 
 log = logging.getLogger(__name__)
 
@@ -239,18 +240,22 @@ def _vocabulary(source: OmopSource, seen: set[str]) -> pl.DataFrame:
     )
 
 
-def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop") -> dict:
+def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop",
+           min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> dict:
     """Write the event store for ``source`` into ``out`` (replaced atomically at the end).
+
+    Counts in its warnings below ``min_cell_count`` are shown suppressed.
 
     Bad input raises :class:`SourceError` naming the file, the field and the fix.  On any
     failure, a full disk included, the partial store is removed and ``out`` is untouched.
     """
     out = Path(out)
     with _checks.nothing_half_written(out.with_name(f".{out.name}.partial"), out):
-        return _write_store(source, out, shards, dataset_name)
+        return _write_store(source, out, shards, dataset_name, min_cell_count)
 
 
-def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str) -> dict:
+def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
+                 min_cell_count: int) -> dict:
     _checks.require_tables(source.tables(), source.location)
     work = out.with_name(f".{out.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
@@ -293,9 +298,10 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str) 
 
     total = writer.finish(work)
     writer.lifespan.check({t.domain: (source.where(t.name), t.date) for t in CLINICAL_TABLES},
-                          writer.code_counts)
+                          writer.code_counts, min_cell_count)
     codes = _vocabulary(source, writer.codes)
-    _checks.warn_unknown_concepts(codes, writer.code_counts, source.where("concept"))
+    _checks.warn_unknown_concepts(codes, writer.code_counts, source.where("concept"),
+                                  min_cell_count)
     events.write_parquet(codes.to_arrow(), events.codes_path(work))
     ids = np.unique(np.concatenate(subjects))
     splits = pl.DataFrame({"subject_id": ids, "split": events.split_of(ids).astype(str)})
