@@ -68,6 +68,22 @@ def test_sbatch_wrap_runs_and_is_logged(slurm_cluster: SlurmCluster, tmp_path: P
     assert slurm_cluster.submitted_job_ids()[-1] == job_id
 
 
+@pytest.mark.slurm
+def test_a_job_over_its_memory_is_killed(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """Memory is enforced like on a production cluster (jobacct_gather OverMemoryKill)."""
+    grow = "x = bytearray(500_000_000); import time; time.sleep(30)"
+    job_id = slurm_cluster.sbatch(
+        "--mem", "20M", "--output", str(tmp_path / "out-%j.txt"),
+        "--wrap", f"{sys.executable} -c '{grow}'", cwd=tmp_path,
+    )
+    state = slurm_cluster.wait_job(job_id, timeout=60)
+    # without cgroups SLURM reports FAILED (the batch step was killed), not OUT_OF_MEMORY
+    assert state == "FAILED", slurm_cluster.log_tails()
+    out = (tmp_path / f"out-{job_id}.txt").read_text()
+    assert f"StepId={job_id}.batch exceeded memory limit" in out
+    assert "Exceeded job memory limit" in out
+
+
 SNAKEFILE = """\
 import sys
 

@@ -13,8 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from cohortflow import manifest
 from cohortflow.errors import CohortflowError
+from cohortflow.slurm_faults import LimitWatch, resource_caps
 from cohortflow.spec import demo_study_path, load_study
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,10 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     directory lock behind.  The head's host and pid are kept in ``.cohortflow/head.json``
     while it runs, so the next run can tell a stale lock (same host, process gone) from a
     live run, release the stale one and resume without redoing finished steps.
+
+    A SLURM job that runs out of memory or time gets one line of its own (rule, amount
+    asked for, retried or not, the fix) next to Snakemake's output: see
+    :mod:`cohortflow.slurm_faults`.
     """
     load_study(study)  # one clear message for a bad study, before Snakemake starts
     command = snakemake_command(study, profile, results, extra)
@@ -70,17 +77,64 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
                     Path.cwd())
         subprocess.call([*command, "--unlock"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
-    head = subprocess.Popen(command)
-    HEAD_FILE.parent.mkdir(exist_ok=True)
-    HEAD_FILE.write_text(json.dumps({"host": socket.gethostname(), "pid": head.pid}))
-    try:
-        code = head.wait()
-    except BaseException:
-        head.wait()
-        raise
+    watch = LimitWatch(_snakemake_dir(extra) / "log", log.warning,
+                       resource_caps(_global_resources(profile, extra)))
+    with watch:
+        head = subprocess.Popen(command)
+        HEAD_FILE.parent.mkdir(exist_ok=True)
+        HEAD_FILE.write_text(json.dumps({"host": socket.gethostname(), "pid": head.pid}))
+        try:
+            code = head.wait()
+        except BaseException:
+            head.wait()
+            raise
     if code >= 0:  # a head killed by a signal keeps its record, so the lock can be released
         HEAD_FILE.unlink(missing_ok=True)
     return code
+
+
+def _option(extra: list[str], *names: str) -> list[str] | None:
+    """The values of the last Snakemake option called one of ``names`` in ``extra``.
+
+    >>> _option(["--directory", "w", "-j", "2"], "--directory", "-d")
+    ['w']
+    >>> _option(["--resources=mem_mb=8000"], "--resources")
+    ['mem_mb=8000']
+    >>> _option(["--resources", "mem_mb=1", "gpu=1", "--until", "x"], "--resources")
+    ['mem_mb=1', 'gpu=1']
+    >>> _option([], "--directory") is None
+    True
+    """
+    found = None
+    for i, arg in enumerate(extra):
+        name, eq, value = arg.partition("=")
+        if name not in names:
+            continue
+        if eq:
+            found = [value]
+            continue
+        values = []
+        for following in extra[i + 1:]:
+            if following.startswith("-"):
+                break
+            values.append(following)
+        found = values
+    return found
+
+
+def _snakemake_dir(extra: list[str]) -> Path:
+    """Where Snakemake keeps its state (``.snakemake``) for a run with these arguments."""
+    directory = _option(extra, "--directory", "-d")
+    return Path(directory[0] if directory else ".") / ".snakemake"
+
+
+def _global_resources(profile: str, extra: list[str]) -> list[str]:
+    """Snakemake's ``resources`` for a run: the command line's, else the profile's."""
+    given = _option(extra, "--resources", "--res")
+    if given is not None:
+        return given
+    config = yaml.safe_load((workflow_root() / "profiles" / profile / "config.yaml").read_text())
+    return [str(entry) for entry in (config or {}).get("resources") or []]
 
 
 def _stale_head() -> bool:

@@ -14,10 +14,24 @@ Everything lives in one directory (``$COHORTFLOW_SLURM_DIR``, default
 * one node (this host, CPUs/memory taken from ``slurmd -C``) in one partition
   ``debug`` (Default, MaxTime=INFINITE), ``select/cons_tres`` + ``CR_Core_Memory``,
   ``proctrack/linuxproc`` + ``task/none`` (no cgroups needed: works in containers),
-  no accounting database (``accounting_storage/none``, ``jobacct_gather/none``) and
-  ``MinJobAge=3600`` so finished jobs stay visible to ``squeue --states=all`` for an
-  hour -- which is what the Snakemake SLURM executor's ``squeue`` status command needs
-  when there is no ``sacct``/slurmdbd.
+  no accounting database (``accounting_storage/none``) and ``MinJobAge=3600`` so
+  finished jobs stay visible to ``squeue --states=all`` for an hour -- which is what the
+  Snakemake SLURM executor's ``squeue`` status command needs when there is no
+  ``sacct``/slurmdbd;
+* memory limits enforced without cgroups, like a production cluster's: slurmstepd samples
+  every step's processes each second (``jobacct_gather/linux``,
+  ``JobAcctGatherFrequency=task=1``) and kills a step whose summed RSS passes the job's
+  ``--mem`` (``JobAcctGatherParams=OverMemoryKill``). Each step is held to the whole
+  ``--mem`` on its own: the batch step (for Snakemake jobs: the ``slurm-jobstep``
+  Snakemake, ~200 MB) and the ``srun`` step that runs the rule. Observed with SLURM
+  22.05.8: the job log says ``StepId=7.batch exceeded memory limit (220766208 >
+  157286400), being killed`` / ``Exceeded job memory limit``, and the job ends
+  ``FAILED`` (batch step killed; ExitCode 0:9) -- never ``OUT_OF_MEMORY``, which only
+  cgroup OOM events produce. A killed ``srun`` step alone leaves the batch script
+  running (srun exits 137); the Snakemake jobstep then fails, so the job is ``FAILED``
+  too. Time limits: a ``--time=1`` job ends ``TIMEOUT`` about a minute after it starts
+  (slurmctld checks limits every ~30 s; ``KillWait=5``), its log says ``CANCELLED AT ...
+  DUE TO TIME LIMIT``.
 
 Clients (``sbatch``, ``squeue``, ``srun`` inside jobs, Snakemake) find the cluster
 through ``SLURM_CONF`` only: see :attr:`SlurmCluster.env`. The ``slurm_cluster``
@@ -576,7 +590,11 @@ ReturnToService=2
 # so keep them for an hour (squeue --states=all is the status command then)
 MinJobAge=3600
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+# enforce --mem without cgroups: sample each step's processes every second and kill a
+# step over its limit (tests of out-of-memory jobs need a cluster that kills them)
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
 # fast turnaround for tests
 InactiveLimit=0

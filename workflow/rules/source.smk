@@ -20,7 +20,8 @@ rule ingest:
     params:
         digest=STUDY.data_digest(),
     resources:
-        mem_mb=4000,
+        # One pass over the whole source: twice the default memory, and more on a retry.
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
     log:
         RESULTS / "logs" / "ingest.log",
     benchmark:
