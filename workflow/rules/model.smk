@@ -32,8 +32,9 @@ rule sweep_config:
         "sweep"
     threads: 1
     resources:
-        # Minutes per configuration (sbatch -t of a batch sums its serial layers).
-        runtime=15,
+        # Minutes per configuration (sbatch -t of a batch sums its serial layers); a batch
+        # that hit its time limit comes back with more on the profile's retry.
+        runtime=lambda wildcards, attempt: 15 * attempt,
     log:
         RESULTS / "logs" / "sweep" / "{config}.log",
     benchmark:
