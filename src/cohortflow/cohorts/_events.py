@@ -29,6 +29,23 @@ def _with_unit(ev: pl.LazyFrame) -> pl.LazyFrame:
     return ev.with_columns(unit=pl.lit(None, pl.String))
 
 
+_DAY_OFFSET = 1 << 20  # days: dates from ~900 BC on are positive after the offset
+_DAY_SPAN = 1 << 22  # more days than any offset date spans
+
+
+def _group_starts(keys: list[str]) -> pl.Expr:
+    """True at the first row of each run of equal ``keys`` (rows sorted by them)."""
+    changed = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys])
+    return (pl.int_range(pl.len()) == 0) | changed
+
+
+def _rank_in_group(keys: list[str]) -> pl.Expr:
+    """0, 1, 2... within each run of equal ``keys`` (rows sorted by them): the same as
+    ``int_range(len()).over(keys)``, without a window over every group."""
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    return row - pl.when(_group_starts(keys)).then(row).forward_fill()
+
+
 def occurrences(ev: pl.LazyFrame, codes: list[str]) -> pl.LazyFrame:
     """Events of ``codes`` with their start and end dates (``OCCURRENCE_SCHEMA``).
 
@@ -47,7 +64,7 @@ def occurrences(ev: pl.LazyFrame, codes: list[str]) -> pl.LazyFrame:
         .select("subject_id", "time", "code", "numeric_value", "unit",
                 start=pl.col("time").dt.date())
         .sort("subject_id", "code", "time", "numeric_value", "unit", nulls_last=False)
-        .with_columns(_rank=pl.int_range(pl.len()).over(rank))
+        .with_columns(_rank=_rank_in_group(rank))
     )
     ends = (
         ev.filter(pl.col("code").is_in([END_PREFIX + c for c in codes]))
@@ -55,7 +72,7 @@ def occurrences(ev: pl.LazyFrame, codes: list[str]) -> pl.LazyFrame:
                 end=pl.col("time").dt.date(), days=pl.col("numeric_value").cast(pl.Int32))
         .with_columns(start=pl.col("end") - pl.duration(days=pl.col("days")))
         .sort("subject_id", "code", "start", "end")
-        .with_columns(_rank=pl.int_range(pl.len()).over(rank))
+        .with_columns(_rank=_rank_in_group(rank))
         .drop("days")
     )
     return (
@@ -83,7 +100,7 @@ def observation_periods(ev: pl.LazyFrame) -> pl.LazyFrame:
             ev.filter(pl.col("code") == code)
             .select("subject_id", pl.col("time").dt.date().alias(name))
             .sort("subject_id", name)
-            .with_columns(pl.int_range(pl.len()).over("subject_id").alias("_period"))
+            .with_columns(_rank_in_group(["subject_id"]).alias("_period"))
         )
 
     paired = ends(events.OBSERVATION_START, "start").join(
@@ -107,20 +124,23 @@ def merge_intervals(frame: pl.LazyFrame, gap_days: int, keep: list[str] | None =
     [(1, 25), (1, 2)]
     """
     keep = keep or []
-    previous_end = (
-        pl.col("end").cum_max().shift(1).over("subject_id", order_by=["start", "end"])
-    )
+    ordered = frame.sort("subject_id", "start", "end")
+    first = _group_starts(["subject_id"])
+    # The latest end so far within the subject, without a window over ~10^5 subjects: rows
+    # are sorted by subject, so a running max of (subject number, end day) restarts at each
+    # subject.
+    number = first.cum_sum().cast(pl.Int64) * _DAY_SPAN
+    running = (number + pl.col("end").cast(pl.Int64) + _DAY_OFFSET).cum_max()
+    previous_end = pl.when(first).then(None).otherwise(running.shift(1) - number
+                                                       - _DAY_OFFSET)
+    new_era = previous_end.is_null() | (pl.col("start").cast(pl.Int64)
+                                        > previous_end + gap_days)
     return (
-        frame.sort("subject_id", "start", "end")
-        .with_columns(
-            _new=(previous_end.is_null()
-                  | (pl.col("start") > previous_end + pl.duration(days=gap_days)))
-        )
-        .with_columns(_era=pl.col("_new").cum_sum().over("subject_id"))
-        .group_by("subject_id", "_era", maintain_order=True)
-        .agg(pl.col("start").min(), pl.col("end").max(), *[pl.col(c).first() for c in keep])
+        ordered.with_columns(_era=new_era.cum_sum())
+        .group_by("_era", maintain_order=True)
+        .agg(pl.col("subject_id").first(), pl.col("start").min(), pl.col("end").max(),
+             *[pl.col(c).first() for c in keep])
         .drop("_era")
-        .sort("subject_id", "start")
     )
 
 
