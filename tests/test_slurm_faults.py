@@ -245,11 +245,17 @@ def cohortflow_on_slurm(study: Path, workdir: Path, env: dict[str, str],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # --profile is cohortflow's own option; Snakemake also reads it from here
         env={**os.environ, **env, "SNAKEMAKE_PROFILE": str(TEST_PROFILE)},
+        start_new_session=True,  # one process group: a failed test kills it all
     )
 
 
 def finish(head: subprocess.Popen[str]) -> str:
-    out, _ = head.communicate(timeout=900)
+    try:
+        out, _ = head.communicate(timeout=900)
+    except BaseException:
+        os.killpg(head.pid, signal.SIGKILL)  # no orphan Snakemake left submitting jobs
+        head.wait()
+        raise
     return out
 
 
@@ -292,17 +298,24 @@ def test_a_job_over_its_memory_is_told_and_retried_with_more(
 
 
 def freeze(job_id: str, env: dict[str, str], frozen: set[int]) -> None:
-    """SIGSTOP every process of a SLURM job, as a hung filesystem would hold it."""
+    """SIGSTOP the Python processes of a SLURM job (the rule's work), as a hung filesystem
+    would hold them.  srun and the batch shell stay awake: slurmctld talks to srun, and a
+    stopped srun stalls the controller itself."""
     listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True,
                             env=env, check=False).stdout
     for line in listed.splitlines()[1:]:
         pid = int(line.split()[0])
-        if pid not in frozen:
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except ProcessLookupError:
-                continue
-            frozen.add(pid)
+        try:
+            command = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if pid in frozen or not command.startswith("python"):
+            continue
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            continue
+        frozen.add(pid)
 
 
 @pytest.mark.slurm
@@ -326,8 +339,11 @@ def test_a_job_over_its_time_is_told_and_retried_with_more(
     try:
         while head.poll() is None and (hung is None or time.monotonic() < hung[1]):
             queue = subprocess.run(["squeue", "-h", "-o", "%i %k %T"], capture_output=True,
-                                   text=True, env=env, check=True).stdout
-            for job_id, comment, state in (line.split() for line in queue.splitlines()):
+                                   text=True, env=env, check=False)
+            if queue.returncode != 0:  # a busy controller: ask again
+                time.sleep(1)
+                continue
+            for job_id, comment, state in (line.split() for line in queue.stdout.splitlines()):
                 if comment == "rule_ingest" and state == "RUNNING" and hung is None:
                     hung = (job_id, time.monotonic() + 5)  # catch children for 5 s
             if hung is not None:
@@ -338,8 +354,9 @@ def test_a_job_over_its_time_is_told_and_retried_with_more(
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-        if head.poll() is None:
-            head.kill()
+        if head.poll() is None:  # the head and its Snakemake: no orphan submits more jobs
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
     reader.join(timeout=10)
     log = "".join(lines)
     print(f"timeout run: {time.monotonic() - started:.0f}s")
