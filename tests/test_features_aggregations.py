@@ -10,8 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import events, features
-from cohortflow.spec import Features
+from cohortflow import cohorts, events, features
+from cohortflow.errors import StudySpecError
+from cohortflow.features._build import resolve_concept_sets
+from cohortflow.spec import Features, Study
 from cohortflow.spec._features import AGGREGATION_ORDER, Sequence, Window
 
 INDEX = datetime(2015, 1, 10, 9, 30)
@@ -160,3 +162,42 @@ def test_sequence_bins_end_on_the_index_day() -> None:
     assert seq.aggregation == ("count", "mean")
     assert block[0, :, 0].tolist() == [1, 1, 2]
     assert block[0, :, 1].tolist() == [7, 5, 2]
+
+
+def _study_with_sets(concept_sets: dict, feature_sets: list[str]) -> Study:
+    return Study.model_validate({
+        "name": "sets", "source": {"synth": {"persons": 10}},
+        "concept_sets": concept_sets,
+        "cohort": {"entry": {"concept_set": next(iter(concept_sets))},
+                   "outcome": {"concept_set": next(iter(concept_sets))}},
+        "features": {"windows_days": [30], "domains": [], "aggregations": ["count"],
+                     "concept_sets": feature_sets, "demographics": []},
+    })
+
+
+def test_feature_concept_sets_resolve_like_cohorts_literal_codes_and_exclusions() -> None:
+    """One resolver: a literal ``code:`` is that code (not ``MEASUREMENT//None``) and
+    ``exclude:`` removes concepts (and their descendants), as in cohorts and labels."""
+    codes = pl.DataFrame({"code": ["CONDITION//1", "CONDITION//2", "CONDITION//3",
+                                   "ICD10CM//K92.2"],
+                          "parent_codes": [[], ["CONDITION//1"], ["CONDITION//2"], []]})
+    sets = {"bleed": {"domain": "MEASUREMENT", "include": [{"code": "ICD10CM//K92.2"}]},
+            "fam": {"include": [{"concept_id": 1}], "exclude": [{"concept_id": 3}]}}
+    study = _study_with_sets(sets, ["bleed", "fam"])
+    resolved = resolve_concept_sets(study, codes)
+    for name, concept_set in study.concept_sets.items():
+        assert resolved[name] == cohorts.concept_codes(name, concept_set, codes,
+                                                       required=False)
+    assert resolved == {"bleed": ["ICD10CM//K92.2"], "fam": ["CONDITION//1", "CONDITION//2"]}
+    frame = ev((1, "2015-01-01", "CONDITION//3", None), (1, "2015-01-02", "CONDITION//2", None),
+               (2, "2015-01-03", "ICD10CM//K92.2", None), (2, "2015-01-04", "ICD10CM//K92.2", None))
+    mapping = features.code_map(study.features, codes, resolved)
+    index, block = features.shard_block(study.features, frame, cohort(1, 2), mapping)
+    t = {key[0]: block[:, i].tolist() for key, i in index.position().items()}
+    assert t == {"CONCEPT_SET//bleed": [0, 2], "CONCEPT_SET//fam": [1, 0]}
+
+
+def test_feature_concept_set_unknown_name_names_the_fix() -> None:
+    study = _study_with_sets({"a": {"include": [{"concept_id": 1}]}}, ["b"])
+    with pytest.raises(StudySpecError, match=r"features.concept_sets: unknown concept set 'b'"):
+        resolve_concept_sets(study, CODES)

@@ -65,7 +65,12 @@ def aggregate_shard(spec: Features, mapping: pl.DataFrame | None, ev: pl.LazyFra
 
 
 def resolve_concept_sets(study: Study, codes: pl.DataFrame) -> dict[str, list[str]]:
-    """Event-store codes of each concept set named in ``features.concept_sets``."""
+    """Event-store codes of each concept set named in ``features.concept_sets``, resolved by
+    the cohort engine's :func:`cohortflow.cohorts.concept_codes` (literal codes, descendants,
+    exclusions), so a concept set means the same in a cohort, a label and a feature.
+
+    A set with no code in the store is logged and gives a feature that is never set.
+    """
     out = {}
     for name in study.features.concept_sets:
         if name not in study.concept_sets:
@@ -74,12 +79,8 @@ def resolve_concept_sets(study: Study, codes: pl.DataFrame) -> dict[str, list[st
                 f"features.concept_sets: unknown concept set '{name}'; defined: {known}; "
                 f"fix: add it under concept_sets or remove it from features.concept_sets"
             )
-        concept_set = study.concept_sets[name]
-        found: set[str] = set()
-        for ref in concept_set.include:
-            root = f"{concept_set.domain}{events.CODE_SEPARATOR}{ref.concept_id}"
-            found |= events.descendants(codes, [root]) if ref.descendants else {root}
-        out[name] = sorted(found)
+        out[name] = cohorts.concept_codes(name, study.concept_sets[name], codes,
+                                          required=False)
     return out
 
 
