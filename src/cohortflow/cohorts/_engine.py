@@ -172,7 +172,16 @@ def make_episodes(plan: CohortPlan) -> Callable[[pl.LazyFrame], Steps]:
 
 
 def label_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> Steps:
-    """The prediction labels: first outcome in the time at risk, censoring, exclusions."""
+    """The prediction labels: first outcome in the time at risk, censoring, exclusions.
+
+    The time at risk is whole days, both ends included (OHDSI): an outcome on any day from
+    its first to its last (the earlier of the time at risk's end and the end of observation)
+    counts, whatever its time of day.  ``event_time`` is the time of the first such outcome
+    (null without one).  ``censor_time`` is when follow-up ends: ``event_time`` for a
+    labelled row, else the start (midnight) of the last day at risk.  So ``censor_time`` never
+    precedes ``event_time``, and ``censor_time - index_time`` with ``label`` is the
+    time-to-event pair.
+    """
     outcome = plan.cohort.outcome
     tar = outcome.time_at_risk
     anchor = {"index": pl.col("start"), "exit": pl.col("end")}
@@ -188,9 +197,11 @@ def label_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> S
         joined.filter(pl.col("day").is_between("tar_start", "censor"))
         .group_by("episode").agg(event_time=pl.col("time").min())
     )
+    # Follow-up ends at the first outcome: an outcome later on the last day at risk than
+    # that day's midnight must not be followed by its own censoring.
     labelled = rows.join(first, on="episode", how="left").with_columns(
         label=pl.col("event_time").is_not_null(),
-        censor_time=pl.col("censor").cast(pl.Datetime("us")),
+        censor_time=pl.coalesce("event_time", pl.col("censor").cast(pl.Datetime("us"))),
     )
     steps: Steps = []
     if outcome.exclude_prior_outcome:
