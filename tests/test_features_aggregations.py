@@ -14,7 +14,7 @@ from cohortflow import cohorts, events, features
 from cohortflow.errors import StudySpecError
 from cohortflow.features._build import resolve_concept_sets
 from cohortflow.spec import Features, Study
-from cohortflow.spec._features import AGGREGATION_ORDER, Sequence, Window
+from cohortflow.spec._features import AGGREGATION_ORDER, VALUE_AGGREGATIONS, Sequence, Window
 
 INDEX = datetime(2015, 1, 10, 9, 30)
 M = "MEASUREMENT//7"
@@ -201,3 +201,128 @@ def test_feature_concept_set_unknown_name_names_the_fix() -> None:
     study = _study_with_sets({"a": {"include": [{"concept_id": 1}]}}, ["b"])
     with pytest.raises(StudySpecError, match=r"features.concept_sets: unknown concept set 'b'"):
         resolve_concept_sets(study, CODES)
+
+
+# ---- window_end and value_count against a direct reference --------------------------------
+
+LATE = ev(
+    (1, "2015-01-10 08:00", M, 1.0),    # index day, before the index time: both options
+    (1, "2015-01-10 09:30", M, 2.0),    # at the index time: only under index_day
+    (1, "2015-01-10 23:00", M, 3.0),    # later on the index day: only under index_day
+    (1, "2015-01-10 23:00", M, None),   # later, no value: an event, not a value
+    (1, "2015-01-09 23:59", M, None),
+    (1, "2014-12-11", M, 5.0),          # 30 days before
+    (2, "2015-01-10 10:00", "CONDITION//1", None),  # only event: later on the index day
+    (2, "2015-01-10 00:00", M, 8.0),
+    (3, "2015-01-11", M, 9.0),          # after the index day: never
+    (1, "2005-01-10", events.BIRTH, None),
+)
+
+
+def reference_cells(frame: pl.LazyFrame, subjects: list[int], spec: Features
+                    ) -> dict[tuple[int, str, str, str], float]:
+    """Every cell by definition, in plain Python over the event rows."""
+    rows = frame.collect().filter(pl.col("time").is_not_null()).rows(named=True)
+    cells: dict[tuple[int, str, str, str], float] = {}
+    for subject in subjects:
+        for window in spec.all_windows():
+            first_day = -INDEX.date().toordinal() if window.start_days is None else (
+                window.start_days)
+            hits = [r for r in rows if r["subject_id"] == subject
+                    and r["code"].split("//")[0] in spec.domains
+                    and first_day <= (r["time"].date() - INDEX.date()).days <= window.end_days
+                    and (spec.window_end == "index_day" or r["time"] < INDEX)]
+            for code in sorted({r["code"] for r in hits}):
+                mine = [r for r in hits if r["code"] == code]
+                values = [r["numeric_value"] for r in mine if r["numeric_value"] is not None]
+                out = {"count": len(mine), "present": 1, "value_count": len(values),
+                       "days_since_last": min((INDEX.date() - r["time"].date()).days
+                                              for r in mine)}
+                if values:
+                    out |= {"first": values[0], "last": values[-1], "min": min(values),
+                            "max": max(values), "mean": sum(values) / len(values),
+                            "sum": sum(values)}
+                for aggregation, value in out.items():
+                    cells[(subject, code, window.label, aggregation)] = value
+    return cells
+
+
+@pytest.mark.parametrize("window_end", ["index_day", "before_index_time"])
+def test_every_cell_equals_a_direct_computation_under_each_window_end(window_end: str) -> None:
+    spec = Features(windows_days=[1, 30], windows=[Window(start_days=-30, end_days=-1)],
+                    aggregations=list(AGGREGATION_ORDER), domains=["CONDITION", "MEASUREMENT"],
+                    demographics=[], window_end=window_end)
+    subjects = [1, 2, 3]
+    index, block = features.shard_block(spec, LATE, cohort(*subjects))
+    expected = reference_cells(LATE, subjects, spec)
+    codes = {code for _, code, _, _ in expected}
+    assert set(index.code) == codes
+    has_value = {key[1] for key, value in expected.items()
+                 if key[3] == "value_count" and value > 0}
+    for (code, window, aggregation), col in index.position().items():
+        assert aggregation not in VALUE_AGGREGATIONS or code in has_value
+        for row, subject in enumerate(subjects):
+            fill = 0.0 if aggregation in ("count", "present", "value_count") else math.nan
+            want = expected.get((subject, code, window, aggregation), fill)
+            np.testing.assert_allclose(block[row, col], want, rtol=1e-6,
+                                       err_msg=str((subject, code, window, aggregation)))
+    t = {key: block[:, i].tolist() for key, i in index.position().items()}
+    later_on_index_day = t[(M, "1d", "count")][0], t[(M, "1d", "value_count")][0]
+    if window_end == "index_day":
+        assert later_on_index_day == (5, 3)  # 1, 2, 3, the null, and the day before
+        assert t[("CONDITION//1", "1d", "count")] == [0, 1, 0]
+    else:
+        assert later_on_index_day == (2, 1)  # 08:00 and the day before (no value)
+        assert "CONDITION//1" not in codes  # seen only after the index time: no feature
+    assert t[(M, "-30d..-1d", "count")][0] == 2  # day windows before day 0: the same
+
+
+def test_value_count_counts_events_with_a_value(tensor: dict) -> None:
+    assert tensor[(M, "30d", "value_count")].tolist() == [4, 0, 0, 2]
+    assert tensor[(M, "-365d..-31d", "value_count")].tolist() == [2, 0, 0, 0]
+    assert tensor[(M, "all", "value_count")].tolist() == [7, 0, 0, 2]
+
+
+def test_store_records_which_window_end_it_was_built_with() -> None:
+    assert set(features.WINDOW_SEMANTICS) == {"index_day", "before_index_time"}
+    assert "strictly before index_time" in features.WINDOW_SEMANTICS["before_index_time"]
+
+
+# ---- any code of the event store can be a feature ------------------------------------------
+
+ANY = ev(
+    (1, "2015-01-01", "MEDS_DEATH", None),
+    (1, "2014-01-01", events.OBSERVATION_START, None),
+    (1, "2015-01-02", "ICD10CM//K92.2", None),
+    (1, "2015-01-03", "LAB//potassium//mmol/L", 4.5),
+    (2, "2015-01-04", "ADMISSION", None),
+    (2, "2015-01-05", "CONDITION//1", None),
+    (2, "2015-01-06", "CONDITIONAL//1", None),
+)
+
+
+@pytest.mark.parametrize(("domains", "codes", "expected"), [
+    (["CONDITION"], [], {"CONDITION//1"}),
+    (["MEDS_DEATH", "OBSERVATION_PERIOD", "ICD10CM"], [],
+     {"MEDS_DEATH", events.OBSERVATION_START, "ICD10CM//K92.2"}),
+    ([], ["LAB//potassium//mmol/L", "ADMISSION"], {"LAB//potassium//mmol/L", "ADMISSION"}),
+    (["*"], [], {"MEDS_DEATH", events.OBSERVATION_START, "ICD10CM//K92.2",
+                 "LAB//potassium//mmol/L", "ADMISSION", "CONDITION//1", "CONDITIONAL//1"}),
+])
+def test_any_code_of_the_store_is_selectable(domains: list[str], codes: list[str],
+                                            expected: set[str]) -> None:
+    spec = Features(windows=[Window()], domains=domains, codes=codes, demographics=[],
+                    aggregations=["count", "value_count"])
+    index, block = features.shard_block(spec, ANY, cohort(1, 2))
+    assert set(index.code) == expected
+    t = {key: block[:, i].tolist() for key, i in index.position().items()}
+    if "LAB//potassium//mmol/L" in expected:
+        assert t[("LAB//potassium//mmol/L", "all", "value_count")] == [1, 0]
+    if "MEDS_DEATH" in expected:
+        assert t[("MEDS_DEATH", "all", "count")] == [1, 0]
+
+
+@pytest.mark.parametrize("bad", ["CONDITION//", "", "A//B", " X"])
+def test_a_domain_with_a_separator_names_the_fix(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a domain.*fix: domains: \[CONDITION"):
+        Features(domains=[bad])

@@ -2,23 +2,30 @@
 
 A feature is a (code, window, aggregation) triple.
 
-Windows are whole calendar days relative to the index date (day 0 = the index day, at any
-hour).  ``windows_days: [d]`` gives the window ``d`` days, ``[index - d, index]``, index day
+Windows are whole calendar days relative to the index date (day 0 = the index day).
+``windows_days: [d]`` gives the window ``d`` days, ``[index - d, index]``, index day
 included; ``windows: [{start_days: s, end_days: e}]`` gives ``[index + s, index + e]``
 (``e <= 0``), both ends included; ``start_days`` left out is all history (``all``).  Events
-after the index day never count.
+after the index day never count.  ``window_end`` says how the index day itself counts
+(:data:`WINDOW_SEMANTICS`): ``index_day`` (the default, OHDSI) takes it whole, at any hour,
+so an event later that day than the index time counts; ``before_index_time`` takes only the
+events strictly before the index time.
 
 Aggregations over the events of a code in a window: ``count`` (0 when none), ``present``
 (1/0), ``days_since_last`` (whole days from the last event to the index date), and over the
 non-null numeric values, ``first``, ``last`` (earliest / latest event; events at the same
-timestamp keep the event store's order), ``min``, ``max``, ``mean``, ``sum``.  Everything
-but count and present is NaN when there is nothing to aggregate; a null numeric value
+timestamp keep the event store's order), ``min``, ``max``, ``mean``, ``sum``, and
+``value_count`` (the number of events with a value; 0 when none).  Everything but count,
+present and value_count is NaN when there is nothing to aggregate; a null numeric value
 counts as an event but never as a value.  Only codes with a numeric value somewhere get the
 value aggregations.
 
-Feature codes are the event codes of the study's domains, each concept set of
-``concept_sets`` as ``CONCEPT_SET//<name>``, and with ``rollup: ancestors`` every ancestor
-of a code (``codes.parquet`` parent_codes).  A code stays only if at least
+Feature codes are the event codes of the study's ``domains`` (a code's domain is its text
+before the first ``//``, or the whole code without one, so ``MEDS_DEATH``,
+``OBSERVATION_PERIOD`` or ``ICD10CM`` of a MEDS dataset are domains too; ``*`` is every
+code) and of ``codes`` (exact codes), each concept set of ``concept_sets`` as
+``CONCEPT_SET//<name>``, and with ``rollup: ancestors`` every ancestor of a code
+(``codes.parquet`` parent_codes).  A code stays only if at least
 ``min_code_subjects`` subjects of the train split have it (demographics always stay).
 Demographics: ``age_years`` at index (code MEDS_BIRTH) and ``present`` for each sex, race
 and ethnicity code.  The optional sequence tensor bins the same codes into ``bins`` bins of
@@ -34,6 +41,7 @@ from cohortflow.features._aggregate import (
     code_map,
     feature_events,
     in_window,
+    selected,
     sequence_cells,
     static_cells,
     window_cells,
@@ -63,6 +71,7 @@ __all__ = [
     "feature_index",
     "in_window",
     "open_features",
+    "selected",
     "sequence_cells",
     "sequence_index",
     "shard_block",

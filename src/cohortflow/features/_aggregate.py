@@ -3,7 +3,7 @@
 Everything here works on Polars frames and returns "tidy" frames with one row per non-empty
 cell: ``row`` (the cohort row within the shard), ``feature_code``, ``window``,
 ``aggregation``, ``value``.  Cells not listed hold the fill value of their aggregation
-(0 for ``count`` and ``present``, NaN otherwise).
+(0 for ``count``, ``present`` and ``value_count``, NaN otherwise).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import polars as pl
 
 from cohortflow import events
 from cohortflow.spec import Features
-from cohortflow.spec._features import AGGREGATION_ORDER, VALUE_AGGREGATIONS, Window
+from cohortflow.spec._features import AGGREGATION_ORDER, ALL_CODES, VALUE_AGGREGATIONS, Window
 
 STATIC_WINDOW = "all"
 SET_PREFIX = "CONCEPT_SET//"
 DEMOGRAPHIC_PREFIX = {"sex": "GENDER", "race": "RACE", "ethnicity": "ETHNICITY"}
-ZERO_FILLED = frozenset({"count", "present"})
+ZERO_FILLED = frozenset({"count", "present", "value_count"})
 TIDY_SCHEMA = pl.Schema(
     [("row", pl.UInt32()), ("feature_code", pl.String()), ("window", pl.String()),
      ("aggregation", pl.String()), ("value", pl.Float32())]
@@ -57,11 +57,24 @@ def _span(spec: Features) -> tuple[int, int | None]:
     return lo, hi
 
 
-def _in_domains(spec: Features) -> pl.Expr:
-    if not spec.domains:
-        return pl.lit(False)
-    prefixes = [f"{d}{events.CODE_SEPARATOR}" for d in spec.domains]
-    return pl.any_horizontal([pl.col("code").str.starts_with(p) for p in prefixes])
+def selected(spec: Features) -> pl.Expr:
+    """Whether an event's ``code`` is a feature code: its domain (the text before the first
+    ``//``, or the whole code) is in ``domains`` (``*``: every code), or it is in ``codes``.
+
+    >>> frame = pl.DataFrame({"code": ["CONDITION//1", "ICD10CM//K92.2", "MEDS_DEATH",
+    ...                                "CONDITIONAL//2", "LAB//K"]})
+    >>> spec = Features(domains=["CONDITION", "MEDS_DEATH"], codes=["LAB//K"])
+    >>> frame.filter(selected(spec))["code"].to_list()
+    ['CONDITION//1', 'MEDS_DEATH', 'LAB//K']
+    """
+    if ALL_CODES in spec.domains:
+        return pl.lit(True)
+    code = pl.col("code")
+    parts = [code.str.starts_with(f"{d}{events.CODE_SEPARATOR}") | (code == d)
+             for d in spec.domains]
+    if spec.codes:
+        parts.append(code.is_in(pl.Series(sorted(set(spec.codes)), dtype=pl.String).implode()))
+    return pl.any_horizontal(parts) if parts else pl.lit(False)
 
 
 def code_map(spec: Features, codes: pl.DataFrame,
@@ -113,20 +126,24 @@ def feature_events(spec: Features, mapping: pl.DataFrame | None, ev: pl.LazyFram
                    rows: pl.LazyFrame) -> pl.LazyFrame:
     """Each (cohort row, feature code) event inside the span of the windows, in store order.
 
-    Columns: row, subject_id, train, feature_code, days_before, numeric_value.
+    Columns: row, subject_id, train, feature_code, days_before, numeric_value.  With
+    ``window_end: before_index_time`` an event at or after the index time is left out here,
+    so no window and no sequence bin sees it.
     """
     ev = ev.filter(pl.col("time").is_not_null())
     if mapping is None:
-        ev = ev.filter(_in_domains(spec)).with_columns(feature_code=pl.col("code"))
+        ev = ev.filter(selected(spec)).with_columns(feature_code=pl.col("code"))
     else:
         ev = (ev.join(mapping.lazy(), on="code", how="left", maintain_order="left")
               .with_columns(feature_code=pl.coalesce("feature_code", "code"))
-              .filter(_in_domains(spec) | pl.col("feature_code").str.starts_with(SET_PREFIX)))
+              .filter(selected(spec) | pl.col("feature_code").str.starts_with(SET_PREFIX)))
     lo, hi = _span(spec)
     days = (pl.col("index_time").dt.date() - pl.col("time").dt.date()).dt.total_days()
     joined = ev.join(rows, on="subject_id", maintain_order="left").with_columns(
         days_before=days.cast(pl.Int32))
     keep = lo <= _DAYS_BEFORE if hi is None else _DAYS_BEFORE.is_between(lo, hi)
+    if spec.window_end == "before_index_time":
+        keep = keep & (pl.col("time") < pl.col("index_time"))
     return joined.filter(keep).select(
         "row", "subject_id", "train", "feature_code", "days_before", "numeric_value")
 
@@ -144,6 +161,7 @@ def _aggregate(name: str, cond: pl.Expr) -> pl.Expr:
         "max": valued.max(),
         "mean": valued.mean(),
         "sum": pl.when(valued.count() > 0).then(valued.sum()),
+        "value_count": valued.count(),
     }
     return exprs[name]
 

@@ -33,11 +33,22 @@ from cohortflow.features._store import (
 )
 from cohortflow.spec import Features, Study
 
-WINDOW_SEMANTICS = (
-    "whole calendar days relative to the index date (0 = index day, any hour); a window "
-    "[start, end] holds events whose day lies in it, both ends included; 'Nd' = [-N, 0]; "
-    "'all' = all history up to the index day; nothing after the index day ever counts"
-)
+WINDOW_SEMANTICS = {
+    "index_day": (
+        "whole calendar days relative to the index date (0 = index day, any hour); a window "
+        "[start, end] holds events whose day lies in it, both ends included; 'Nd' = [-N, 0]; "
+        "'all' = all history up to the index day; an event later on the index day than the "
+        "index time counts (OHDSI); nothing after the index day ever counts"
+    ),
+    "before_index_time": (
+        "whole calendar days relative to the index date, both ends included, as for index_day, "
+        "except that a window reaching the index day (end 0, 'Nd', 'all', the last sequence "
+        "bin) ends at the index time: only events strictly before index_time count, so an "
+        "event at the index time or later on the index day never does"
+    ),
+}
+"""The meaning of ``features.window_end``'s two options, side by side; the store's attribute
+``window_semantics`` records the one it was built with."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,7 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
         "study": study.name,
         "study_digest": study.data_digest(),  # the model sweep does not shape it
         "feature_spec": spec.model_dump_json(),
-        "window_semantics": WINDOW_SEMANTICS,
+        "window_semantics": WINDOW_SEMANTICS[spec.window_end],
         "shards": shards,
         "shard_offsets": list(layout.offsets),
     }

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cohortflow.spec._base import SpecModel
 
-FeatureDomain = Literal["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT", "OBSERVATION", "VISIT"]
+CODE_SEPARATOR = "//"
+"""Between a code's domain and the rest (the event store's separator)."""
+ALL_CODES = "*"
+"""In ``domains``: every code of the event store."""
 Demographic = Literal["age", "sex", "race", "ethnicity"]
 Aggregation = Literal[
-    "count", "present", "days_since_last", "first", "last", "min", "max", "mean", "sum"
+    "count", "present", "days_since_last", "first", "last", "min", "max", "mean", "sum",
+    "value_count",
 ]
-VALUE_AGGREGATIONS: tuple[Aggregation, ...] = ("first", "last", "min", "max", "mean", "sum")
+VALUE_AGGREGATIONS: tuple[Aggregation, ...] = (
+    "first", "last", "min", "max", "mean", "sum", "value_count"
+)
 """Aggregations of numeric values; only codes that carry a value get them."""
 AGGREGATION_ORDER: tuple[Aggregation, ...] = (
-    "count", "present", "days_since_last", "first", "last", "min", "max", "mean", "sum"
+    "count", "present", "days_since_last", "first", "last", "min", "max", "mean", "sum",
+    "value_count",
 )
 """The order of the aggregations along the feature axis, whatever the study lists."""
 
-_DEFAULT_DOMAINS: list[FeatureDomain] = ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"]
+_DEFAULT_DOMAINS: list[str] = ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"]
 _DEFAULT_DEMOGRAPHICS: list[Demographic] = ["age", "sex"]
 _DEFAULT_AGGREGATIONS: list[Aggregation] = ["count", "mean"]
 _SEQUENCE_AGGREGATIONS: list[Aggregation] = ["count"]
@@ -91,9 +98,17 @@ class Features(SpecModel):
         description="Aggregations per (code, window); value aggregations apply to codes with "
         "numeric values.",
     )
-    domains: list[FeatureDomain] = Field(
+    domains: list[str] = Field(
         default_factory=lambda: list(_DEFAULT_DOMAINS),
-        description="Domains whose codes become features.",
+        description="Domains whose codes become features: a code's domain is its text before "
+        "the first '//' (CONDITION for CONDITION//201826, ICD10CM for ICD10CM//K92.2), or the "
+        "whole code when it has none (MEDS_DEATH); OBSERVATION_PERIOD, DRUG_ERA, END or any "
+        "other prefix of the event store works; '*' = every code.",
+    )
+    codes: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="More event-store codes that become features, each by its exact code, "
+        "e.g. [MEDS_DEATH, LAB//potassium].",
     )
     concept_sets: list[str] = Field(
         default_factory=list,
@@ -112,11 +127,31 @@ class Features(SpecModel):
         default_factory=lambda: list(_DEFAULT_DEMOGRAPHICS), description="Demographic features."
     )
     sequence: Sequence | None = Field(None, description="Also build a time-binned tensor.")
+    window_end: Literal["index_day", "before_index_time"] = Field(
+        "index_day",
+        description="Where windows reaching the index day end (and the last sequence bin): "
+        "index_day = the whole index day counts, any hour (OHDSI); before_index_time = only "
+        "events strictly before index_time count.",
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _domain_form(cls, domains: list[str]) -> list[str]:
+        for domain in domains:
+            if domain != ALL_CODES and (not domain.strip() or CODE_SEPARATOR in domain
+                                        or domain != domain.strip()):
+                raise ValueError(
+                    f"{domain!r} is not a domain: a domain is the text of a code before its "
+                    f"first '{CODE_SEPARATOR}' (or a whole code without one), or '{ALL_CODES}'; "
+                    "fix: domains: [CONDITION, MEDS_DEATH], or codes: [ICD10CM//K92.2] for "
+                    "single codes"
+                )
+        return domains
 
     @model_validator(mode="after")
     def _something_to_compute(self) -> Features:
         labels = [w.label for w in self.all_windows()]
-        if not labels and (self.domains or self.concept_sets):
+        if not labels and (self.domains or self.codes or self.concept_sets):
             raise ValueError(
                 "no window: give windows_days or windows; fix: windows_days: [30, 365]"
             )
