@@ -126,7 +126,8 @@ def test_codes_metadata_carries_the_hierarchy(tmp_path: Path) -> None:
     codes = events.read_codes(store)
     row = codes.filter(pl.col("code") == "CONDITION//2000000001").row(0, named=True)
     assert row == {"code": "CONDITION//2000000001", "description": "Childhood asthma",
-                   "parent_codes": ["CONDITION//317009"]}
+                   "parent_codes": ["CONDITION//317009"],
+                   "ancestor_codes": ["CONDITION//317009"]}
     assert events.descendants(codes, ["CONDITION//317009"]) == {
         "CONDITION//317009", "CONDITION//2000000001"}
     splits = events.read_splits(store)

@@ -2,7 +2,7 @@
 
 ```
 <store>/data/<shard>.parquet           subject_id, time, code, numeric_value (+ unit)
-<store>/metadata/codes.parquet         code, description, parent_codes
+<store>/metadata/codes.parquet         code, description, parent_codes (+ ancestor_codes)
 <store>/metadata/subject_splits.parquet subject_id, split
 <store>/metadata/dataset.json
 ```
@@ -30,6 +30,7 @@ DEATH = "MEDS_DEATH"
 OBSERVATION_START = "OBSERVATION_PERIOD//START"
 OBSERVATION_END = "OBSERVATION_PERIOD//END"
 CODE_SEPARATOR = "//"
+ANCESTOR_CODES = "ancestor_codes"
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -145,7 +146,8 @@ def _read_metadata(path: Path, what: str, columns: str) -> pl.DataFrame:
 
 
 def read_codes(store: Path) -> pl.DataFrame:
-    """The store's codes metadata (code, description, parent_codes)."""
+    """The store's codes metadata (code, description, parent_codes, and ancestor_codes
+    where the OMOP ingest wrote the store)."""
     return _read_metadata(codes_path(store), "codes", "code, description, parent_codes")
 
 
@@ -155,19 +157,36 @@ def read_splits(store: Path) -> pl.DataFrame:
 
 
 def descendants(codes: pl.DataFrame, roots: Iterable[str]) -> set[str]:
-    """Every code at or below ``roots`` in the ``parent_codes`` hierarchy.
+    """Every code at or below ``roots``: the roots and each code that lists one of them in
+    its ``ancestor_codes`` (the vocabulary's own closure, written by the OMOP ingest from
+    ``concept_ancestor``, every level).  A codes table without that column (a MEDS dataset
+    made elsewhere) falls back to the transitive closure of ``parent_codes``.
 
     >>> codes = pl.DataFrame({"code": ["A", "B", "C", "D"],
     ...                       "parent_codes": [[], ["A"], ["B"], []]})
     >>> sorted(descendants(codes, ["A"]))
     ['A', 'B', 'C']
+    >>> closure = pl.DataFrame({"code": ["A", "B", "C"], "parent_codes": [[], ["A"], []],
+    ...                         "ancestor_codes": [[], ["A"], ["A"]]})
+    >>> sorted(descendants(closure, ["A"]))  # C lies below A with no parent link to it
+    ['A', 'B', 'C']
     """
+    found = set(roots)
+    if ANCESTOR_CODES in codes.columns:
+        below = (codes.select("code", ANCESTOR_CODES).explode(ANCESTOR_CODES)
+                 .filter(pl.col(ANCESTOR_CODES).is_in(sorted(found))))
+        return found | set(below["code"].to_list())
+    return _walk_down(codes, found)
+
+
+def _walk_down(codes: pl.DataFrame, roots: set[str]) -> set[str]:
+    """The roots and everything reachable from them down the ``parent_codes`` links."""
     children: dict[str, list[str]] = {}
     for code, parents in codes.select("code", "parent_codes").iter_rows():
         for parent in parents or ():
             children.setdefault(parent, []).append(code)
     found: set[str] = set()
-    stack = list(roots)
+    stack = sorted(roots)
     while stack:
         code = stack.pop()
         if code in found:
