@@ -106,7 +106,8 @@ COMPLEMENTARY = "*"
 PSEUDONYM_KEY_ENV = "COHORTFLOW_PSEUDONYM_KEY"
 """Environment variable holding the secret key of :func:`pseudonyms`."""
 
-SHARED_OUTPUTS = ("report.html", "figures/*", "export/*", "sweep/leaderboard.parquet",
+SHARED_OUTPUTS = ("report.html", "data_quality.json", "figures/*", "export/*",
+                  "sweep/leaderboard.parquet",
                   "manifest.json", "logs/**/*.log", "benchmarks/**/*.tsv")
 """The files under ``results/<study>/`` meant to leave the compute (globs): no raw subject
 id, no date of birth, no count below the study's ``min_cell_count``."""

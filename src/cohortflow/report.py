@@ -53,11 +53,45 @@ def roc_png(predictions: pl.DataFrame, min_cell_count: int) -> str | None:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def quality_html(record: dict[str, Any] | None) -> str:
+    """The data-quality section: the ingest's warnings, from the shareable record of
+    :func:`cohortflow.quality.shared` (its counts are already suppressed); empty without one.
+
+    >>> page = quality_html({"recorded": True, "extract_date": "2019-07-03", "warnings": [
+    ...     {"table": "death", "field": "", "check": "empty_table", "count": 0,
+    ...      "message": "death: empty table"}]})
+    >>> "<td>death: empty table</td>" in page and "2019-07-03" in page
+    True
+    >>> "No warnings" in quality_html({"recorded": True, "extract_date": None, "warnings": []})
+    True
+    """
+    if record is None:
+        return ""
+    esc = html.escape
+    head = "<h2>Data quality</h2>\n"
+    if not record.get("recorded"):
+        return head + ("<p class=note>Not recorded: the event store was not written by "
+                       "cohortflow's OMOP ingest.</p>")
+    when = (f" Dates are judged against the extract date {esc(str(record['extract_date']))}, "
+            "the latest observation_period_end_date." if record.get("extract_date") else "")
+    note = ("<p class=note>Warnings of the ingest; rows of persons missing from the person "
+            f"table are dropped, every other row is kept.{when}</p>")
+    if not record["warnings"]:
+        return head + note + "<p>No warnings from the ingest.</p>"
+    rows = "".join(
+        f"<tr><td>{esc(w['table'])}</td><td>{esc(w['field'])}</td><td>{esc(w['check'])}</td>"
+        f"<td class=n>{esc(str(w['count'])) if w['count'] != 0 else '—'}</td>"
+        f"<td>{esc(w['message'])}</td></tr>" for w in record["warnings"])
+    return (head + note + "<table><tr><th>Table</th><th>Field</th><th>Check</th>"
+            f"<th>Count</th><th>Warning</th></tr>{rows}</table>")
+
+
 def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any],
            predictions: pl.DataFrame, oracle: dict[str, Any] | None = None,
-           sections: str = "") -> str:
+           sections: str = "", quality: dict[str, Any] | None = None) -> str:
     """The report's HTML.  Counts below the study's min_cell_count are shown suppressed.
-    ``sections``: more HTML after the ROC curve (the sweep's, from report_sections)."""
+    ``sections``: more HTML after the ROC curve (the sweep's, from report_sections);
+    ``quality``: the ingest's shareable data-quality record (:func:`quality_html`)."""
     k = study.min_cell_count
     esc = html.escape
     shown = suppress_steps([step["subjects"] for step in attrition], k)
@@ -90,6 +124,7 @@ def render(study: Study, attrition: list[dict[str, Any]], metrics: dict[str, Any
 {COMPLEMENTARY} marks a count hidden so that a small one cannot be worked out by subtraction.</p>
 <h2>Cohort attrition</h2>
 <table><tr><th>Step</th><th>Persons</th></tr>{attrition_rows}</table>
+{quality_html(quality)}
 <h2>Model</h2>
 <p>{esc(model_name)}, {metrics['n_features']} features;
 trained on {esc(n_train)} persons, tested on {esc(n_test)} held-out persons

@@ -135,12 +135,12 @@ def select_models(study: Study, metric_files: list[Path], leaderboard_out: Path,
 
 def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path,
                  out: Path, oracle_dirs: list[Path] | None = None,
-                 sweep: dict[str, Path] | None = None) -> None:
+                 sweep: dict[str, Path] | None = None, quality: Path | None = None) -> None:
     """Render the self-contained HTML report (with the oracle AUROC of a synthetic study).
 
     ``sweep`` (keys features, store, cohort, leaderboard, sweep_dir, roc, calibration) adds
     Table 1, the leaderboard, the best models' plots (also written as PNG files) and their
-    top features."""
+    top features; ``quality`` (data_quality.json) the data-quality section."""
     oracle_files = [Path(d) / "oracle.json" for d in oracle_dirs or ()]
     oracle_info = next((json.loads(f.read_text()) for f in oracle_files if f.is_file()), None)
     sections = ""
@@ -159,6 +159,7 @@ def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path
         pl.read_parquet(predictions),
         oracle_info,
         sections=sections,
+        quality=json.loads(Path(quality).read_text()) if quality is not None else None,
     )
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from cohortflow import manifest
+from cohortflow import manifest, quality
 from cohortflow.errors import CohortflowError
 from cohortflow.slurm_faults import LimitWatch, resource_caps
 from cohortflow.spec import demo_study_path, load_study
@@ -88,6 +88,7 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
         except BaseException:
             head.wait()
             raise
+    quality.show(study, results)  # the ingest's data-quality warnings, counts suppressed
     if code >= 0:  # a head killed by a signal keeps its record, so the lock can be released
         HEAD_FILE.unlink(missing_ok=True)
     return code

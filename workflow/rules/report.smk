@@ -1,3 +1,20 @@
+from cohortflow import quality
+
+
+# The ingest's data-quality warnings as they may leave the compute (counts suppressed), for
+# the report: a change in them reruns the report.
+rule data_quality:
+    input:
+        store=STORE,
+    output:
+        RESULTS / "data_quality.json",
+    log:
+        RESULTS / "logs" / "data_quality.log",
+    run:
+        with steps.logging_to(log[0]):
+            quality.share(input.store, output[0], STUDY.min_cell_count)
+
+
 rule report:
     input:
         attrition=COHORT / "attrition.json",
@@ -5,6 +22,7 @@ rule report:
         predictions=RESULTS / "model" / "predictions.parquet",
         oracle=get_oracle,
         store=STORE,
+        quality=RESULTS / "data_quality.json",
         cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
         features=RESULTS / "features" / "features.zarr",
         leaderboard=SWEEP / "leaderboard.parquet",
@@ -23,7 +41,7 @@ rule report:
     run:
         with steps.logging_to(log[0]):
             steps.write_report(STUDY, input.attrition, input.metrics, input.predictions,
-                               output.page, oracle_dirs=input.oracle,
+                               output.page, oracle_dirs=input.oracle, quality=input.quality,
                                sweep={"features": input.features, "store": input.store,
                                       "cohort": COHORT, "leaderboard": input.leaderboard,
                                       "sweep_dir": SWEEP, "roc": output.roc,

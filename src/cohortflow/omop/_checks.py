@@ -13,7 +13,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import polars as pl
 from cohortflow import events
 from cohortflow.errors import SourceError, StoreError
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT, suppress
+from cohortflow.quality import Finding
 
 log = logging.getLogger(__name__)
 
@@ -133,42 +134,45 @@ class Lifespan:
             for name, n in found.iter_rows():
                 counts[name] = counts.get(name, 0) + n
 
-    def check(self, where_of: dict[str, tuple[str, str]], code_counts: dict[str, int],
-              min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> None:
+    def check(self, tables: dict[str, tuple[str, str, str]], code_counts: dict[str, int],
+              findings: Findings) -> None:
         """Raise for the first domain where more than :data:`LIFESPAN_TOLERANCE` of the
         events have an implausible date; warn (counts suppressed) below it.
 
-        ``where_of`` maps a domain to (its table's location, its date column);
+        ``tables`` maps a domain to (its table, the table's location, its date column);
         ``code_counts`` gives the events of each code, hence of each domain.
         """
         totals: dict[str, int] = {}
         for code, n in code_counts.items():
             domain = code.split("//", 1)[0]
             totals[domain] = totals.get(domain, 0) + n
-        for counts, what, fix in (
-            (self.before_birth, "before the person's birth",
+        for counts, check, what, fix in (
+            (self.before_birth, "before_birth", "before the person's birth",
              "correct the event dates, or year_of_birth/month_of_birth/day_of_birth in person"),
-            (self.after_death, f"more than {DEATH_GRACE.days} days after the person's death",
+            (self.after_death, "after_death",
+             f"more than {DEATH_GRACE.days} days after the person's death",
              "correct the event dates, or death_date in death"),
         ):
             for domain in sorted(counts):
-                where, column = where_of.get(domain, (domain, "date"))
+                table, where, column = tables.get(domain, (domain, domain, "date"))
                 if counts[domain] > LIFESPAN_TOLERANCE * totals.get(domain, 0):
                     raise SourceError(
                         f"{where}: {counts[domain]} event(s) with {column} {what} (more than "
                         f"{LIFESPAN_TOLERANCE:.0%} of the table); fix: {fix}")
-                log.warning("%s: %s event(s) with %s %s (kept: under %s of the table); fix: %s",
-                            where, suppress(counts[domain], min_cell_count), column, what,
-                            f"{LIFESPAN_TOLERANCE:.0%}", fix)
+                findings.warn(where, table, column, check, counts[domain],
+                              f"{findings.n(counts[domain])} event(s) with {column} {what} "
+                              f"(kept: under {LIFESPAN_TOLERANCE:.0%} of the table); fix: {fix}")
 
 
 def warn_unknown_concepts(codes: pl.DataFrame, counts: dict[str, int], where: str,
-                          min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> int:
+                          min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
+                          findings: Findings | None = None) -> int:
     """Warn, with counts per domain, about concept ids the vocabulary does not hold.
 
     ``codes`` is the store's codes table (unknown concepts keep their code as description),
     ``counts`` the events of each code seen; counts below ``min_cell_count`` are shown
-    suppressed.  Returns the number of unknown ids used by events.
+    suppressed.  Returns the number of unknown ids used by events; ``findings`` keeps the
+    warning (its count: the events) for ``metadata/quality.json``.
 
     >>> codes = pl.DataFrame({"code": ["CONDITION//1", "CONDITION//2", "GENDER//0"],
     ...                       "description": ["Asthma", "CONDITION//2", "GENDER//0"]})
@@ -193,12 +197,110 @@ def warn_unknown_concepts(codes: pl.DataFrame, counts: dict[str, int], where: st
     detail = ", ".join(f"{d}: {suppress(c, min_cell_count)} concept(s) in "
                        f"{suppress(e, min_cell_count)} event(s)"
                        for d, c, e in per_domain.iter_rows())
-    log.warning("%s: %s concept id(s) used by %s event(s) are not in the vocabulary (%s); "
-                "they keep their code as description and have no ancestors, so concept sets "
-                "match them only by exact id; fix: load the complete OMOP vocabulary "
-                "(concept, concept_ancestor)", where, suppress(unknown.height, min_cell_count),
-                suppress(int(per_domain["events"].sum()), min_cell_count), detail)
+    used_by = int(per_domain["events"].sum())
+    findings = findings if findings is not None else Findings(min_cell_count)
+    findings.warn(where, "concept", "concept_id", "unknown_concept", used_by,
+                  f"{suppress(unknown.height, min_cell_count)} concept id(s) used by "
+                  f"{suppress(used_by, min_cell_count)} event(s) are not in the vocabulary "
+                  f"({detail}); they keep their code as description and have no ancestors, so "
+                  "concept sets match them only by exact id; fix: load the complete OMOP "
+                  "vocabulary (concept, concept_ancestor)")
     return unknown.height
+
+
+#: Years of birth before this are implausible: OHDSI's data-quality check
+#: plausibleValueLow for person.year_of_birth.
+EARLIEST_BIRTH_YEAR = 1850
+
+
+class Findings:
+    """The ingest's data-quality warnings, each logged once with the source's location and
+    kept as a :class:`cohortflow.quality.Finding` for ``metadata/quality.json``.  The kept
+    message names the table, not the location, so the store does not depend on where the
+    source lies.
+
+    >>> found = Findings(11)
+    >>> found.warn("cdm/death.csv (table death)", "death", "death_date", "after_extract", 3,
+    ...            f"{found.n(3)} event(s) with death_date after the extract date")
+    >>> found.sorted()[0].message
+    'death: <11 event(s) with death_date after the extract date'
+    """
+
+    def __init__(self, min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> None:
+        self.min_cell_count = min_cell_count
+        self.found: list[Finding] = []
+
+    def n(self, count: int) -> str:
+        """A count as the message may show it."""
+        return suppress(count, self.min_cell_count)
+
+    def warn(self, where: str, table: str, field: str, check: str, count: int, text: str,
+             logged: bool = True) -> None:
+        """Keep ``<table>: <text>`` and log ``<where>: <text>`` (unless the source already
+        logged it)."""
+        if logged:
+            log.warning("%s: %s", where, text)
+        self.found.append(Finding(table, field, check, count, f"{table}: {text}"))
+
+    def sorted(self) -> list[Finding]:
+        """The warnings in a fixed order (table, field, check, count, message)."""
+        return sorted(self.found)
+
+
+def with_person(frame: pl.DataFrame, persons: pl.Series) -> pl.DataFrame:
+    """The rows of ``frame`` whose ``person_id`` is in ``persons`` (the person table's ids).
+
+    An event of an id without a person row has no birth date, sex or split; it is dropped,
+    and the caller counts what was dropped per table.
+
+    >>> frame = pl.DataFrame({"person_id": [1, 7, 2]})
+    >>> with_person(frame, pl.Series([1, 2]))["person_id"].to_list()
+    [1, 2]
+    """
+    return frame.filter(pl.col("person_id").cast(pl.Int64).is_in(
+        persons.cast(pl.Int64).implode()))
+
+
+def ends_before_starts(event_frame: pl.DataFrame) -> int:
+    """Events whose end (an ``END//`` event, valued with the days since its start) comes
+    before their start.
+
+    >>> ends_before_starts(pl.DataFrame({"code": ["END//DRUG//1", "END//DRUG//1", "DRUG//1"],
+    ...                                  "numeric_value": [-3.0, 2.0, -1.0]}))
+    1
+    """
+    return event_frame.filter(pl.col("code").str.starts_with("END//"),
+                              pl.col("numeric_value") < 0).height
+
+
+def after_extract(event_frame: pl.DataFrame, extract: date | None) -> int:
+    """Events (not ends, births or observation periods) dated after the extract date.
+
+    >>> from datetime import datetime
+    >>> after_extract(pl.DataFrame({"time": [datetime(2020, 1, 2, 9), datetime(2020, 1, 1, 9)],
+    ...                             "code": ["DRUG//1", "DRUG//1"]}), date(2020, 1, 1))
+    1
+    """
+    if extract is None:
+        return 0
+    return event_frame.filter(
+        pl.col("time").dt.date() > extract,
+        ~pl.col("code").str.starts_with("END//"),
+        ~pl.col("code").str.starts_with("OBSERVATION_PERIOD//"),
+        pl.col("code") != events.BIRTH,
+    ).height
+
+
+def implausible_birth_years(years: dict[int, int], extract: date | None) -> tuple[int, int]:
+    """Persons born before :data:`EARLIEST_BIRTH_YEAR`, and after the extract's year, from
+    the count of persons per ``year_of_birth``.
+
+    >>> implausible_birth_years({1800: 2, 1990: 5, 2031: 1}, date(2020, 6, 1))
+    (2, 1)
+    """
+    early = sum(n for year, n in years.items() if year < EARLIEST_BIRTH_YEAR)
+    late = sum(n for year, n in years.items() if extract is not None and year > extract.year)
+    return early, late
 
 
 @contextmanager

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from cohortflow import __version__, events
+from cohortflow import __version__, events, quality
 from cohortflow.errors import SourceError
 from cohortflow.omop import _checks
 from cohortflow.omop._sources import OmopSource
@@ -312,6 +314,13 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
     shutil.rmtree(work, ignore_errors=True)
     writer = _ShardWriter(work, shards)
     counts: dict[str, int] = {}
+    findings = _checks.Findings(min_cell_count)
+    # Per table: rows dropped for a person_id not in person, ends before starts, events
+    # after the extract date; persons per year of birth.
+    dropped: Counter[str] = Counter()
+    ends_early: Counter[str] = Counter()
+    future: Counter[str] = Counter()
+    born: Counter[int] = Counter()
 
     units: dict[int, str] = {}
     for frame in source.batches("concept", ["concept_id", "concept_name", "domain_id"]):
@@ -322,37 +331,58 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
     for frame in source.batches("person", PERSON_REQUIRED):
         _checks.no_nulls(frame, PERSON_REQUIRED, source.where("person"), counts.get("person", 0))
         subjects.append(frame["person_id"].cast(pl.Int64).to_numpy())
+        born.update(dict(frame["year_of_birth"].cast(pl.Int64).value_counts().iter_rows()))
         writer.add(_person_events(frame))
         counts["person"] = counts.get("person", 0) + frame.height
     if not subjects:
         raise SourceError(f"{source.where('person')}: no persons; fix: an OMOP CDM needs a "
                           "non-empty person table")
-    _checks.unique_persons(subjects, source.where("person"))
+    persons = pl.Series(_checks.unique_persons(subjects, source.where("person")))
+
+    def with_person(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+        counts[table] = counts.get(table, 0) + frame.height
+        kept = _checks.with_person(frame, persons)
+        dropped[table] += frame.height - kept.height
+        return kept
+
+    extract: date | None = None  # the latest observation_period_end_date: never the clock
     for frame in source.batches("observation_period", PERIOD_REQUIRED):
         where = source.where("observation_period")
+        frame = with_person(frame, "observation_period")
+        start, end = (_as_datetime(frame, column, None, where) for column in PERIOD_REQUIRED[1:])
         for column, code in (("observation_period_start_date", events.OBSERVATION_START),
                              ("observation_period_end_date", events.OBSERVATION_END)):
             writer.add(_checks.dated(_events(frame, pl.col("person_id"), _as_datetime(
                 frame, column, None, where), pl.lit(code)), column, where))
-        counts["observation_period"] = counts.get("observation_period", 0) + frame.height
+        early, latest = frame.select((end < start).sum().alias("early"),
+                                     end.max().alias("latest")).row(0)
+        ends_early["observation_period"] += early
+        if latest is not None:
+            extract = max(extract or latest.date(), latest.date())
     for frame in source.batches("death", DEATH_REQUIRED):
         where = source.where("death")
-        writer.add(_checks.dated(_events(frame, pl.col("person_id"),
-                                         _as_datetime(frame, "death_date", "death_datetime",
-                                                      where), pl.lit(events.DEATH)),
-                                 "death_date", where))
-        counts["death"] = counts.get("death", 0) + frame.height
+        frame = with_person(frame, "death")
+        deaths = _checks.dated(_events(frame, pl.col("person_id"),
+                                       _as_datetime(frame, "death_date", "death_datetime",
+                                                    where), pl.lit(events.DEATH)),
+                               "death_date", where)
+        future["death"] += _checks.after_extract(deaths, extract)
+        writer.add(deaths)
     for table in CLINICAL_TABLES:
         for frame in source.batches(table.name, table.required()):
-            writer.add(_clinical_events(frame, table, units, source.where(table.name)))
-            counts[table.name] = counts.get(table.name, 0) + frame.height
+            found = _clinical_events(with_person(frame, table.name), table, units,
+                                     source.where(table.name))
+            ends_early[table.name] += _checks.ends_before_starts(found)
+            future[table.name] += _checks.after_extract(found, extract)
+            writer.add(found)
 
     total = writer.finish(work)
-    writer.lifespan.check({t.domain: (source.where(t.name), t.date) for t in CLINICAL_TABLES},
-                          writer.code_counts, min_cell_count)
+    writer.lifespan.check({t.domain: (t.name, source.where(t.name), t.date)
+                           for t in CLINICAL_TABLES}, writer.code_counts, findings)
     codes = _vocabulary(source, writer.codes)
     _checks.warn_unknown_concepts(codes, writer.code_counts, source.where("concept"),
-                                  min_cell_count)
+                                  min_cell_count, findings)
+    _warn_quality(findings, source, counts, dropped, ends_early, future, born, extract)
     events.write_parquet(codes.to_arrow(), events.codes_path(work))
     ids = np.unique(np.concatenate(subjects))
     splits = pl.DataFrame({"subject_id": ids, "split": events.split_of(ids).astype(str)})
@@ -369,6 +399,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
         "source_rows": counts,
     }
     events.write_json(summary, events.dataset_json_path(work))
+    quality.write(work, findings.sorted(), min_cell_count, extract)
     events.write_json({table: source.fingerprint(table) for table in source.tables()},
                       events.source_fingerprint_path(work))
     shutil.rmtree(work / "parts", ignore_errors=True)
@@ -376,3 +407,50 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
         shutil.rmtree(out)
     work.rename(out)
     return summary
+
+
+def _warn_quality(findings: _checks.Findings, source: OmopSource, counts: dict[str, int],
+                  dropped: Counter[str], ends_early: Counter[str], future: Counter[str],
+                  born: Counter[int], extract: date | None) -> None:
+    """The per-table data-quality warnings of one ingest (see :mod:`cohortflow.quality`)."""
+    n = findings.n
+    tables = {t.name: t for t in CLINICAL_TABLES}
+    for name in ("observation_period", "death", *tables):
+        where = source.where(name)
+        if not source.has(name):  # the source logged it: keep it only
+            findings.warn(source.location, name, "", "missing_table", 0,
+                          "table not found in the source, so the store has none of its "
+                          f"events; fix: export the OMOP CDM {name} table if the data has one",
+                          logged=False)
+        elif counts.get(name, 0) == 0:
+            findings.warn(where, name, "", "empty_table", 0,
+                          "empty table (or a placeholder without OMOP columns), so the store "
+                          "has none of its events; fix: export its rows if the data has any",
+                          logged=False)
+        if dropped[name]:
+            findings.warn(where, name, "person_id", "unknown_person", dropped[name],
+                          f"{n(dropped[name])} row(s) whose person_id is not in the person "
+                          "table were dropped (without a person row a subject has no birth "
+                          "date, sex or split); fix: export the person rows of these ids, or "
+                          "leave their rows out of the extract")
+        table = tables.get(name)
+        start, end = ((table.date, table.end or "end date") if table is not None
+                      else PERIOD_REQUIRED[1:] if name == "observation_period" else ("", ""))
+        if ends_early[name]:
+            findings.warn(where, name, end, "end_before_start", ends_early[name],
+                          f"{n(ends_early[name])} row(s) with {end} before {start} (kept); "
+                          "fix: correct the dates in the source")
+        if future[name]:
+            column = start or "death_date"
+            findings.warn(where, name, column, "after_extract", future[name],
+                          f"{n(future[name])} event(s) with {column} after the extract date "
+                          f"{extract} (the latest observation_period_end_date; kept); fix: "
+                          "correct the dates, or extend the observation periods to cover them")
+    early, late = _checks.implausible_birth_years(born, extract)
+    for count, when in ((early, f"before {_checks.EARLIEST_BIRTH_YEAR}"),
+                        (late, f"after {extract.year if extract else ''}, the extract's year")):
+        if count:
+            findings.warn(source.where("person"), "person", "year_of_birth",
+                          "implausible_birth_year", count,
+                          f"{n(count)} person(s) with year_of_birth {when} (kept); fix: "
+                          "correct year_of_birth in person")
