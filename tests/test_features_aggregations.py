@@ -293,21 +293,24 @@ def test_store_records_which_window_end_it_was_built_with() -> None:
 ANY = ev(
     (1, "2015-01-01", "MEDS_DEATH", None),
     (1, "2014-01-01", events.OBSERVATION_START, None),
-    (1, "2015-01-02", "ICD10CM//K92.2", None),
+    (1, "2015-01-02", "SNOMED/74474003", None),
     (1, "2015-01-03", "LAB//potassium//mmol/L", 4.5),
     (2, "2015-01-04", "ADMISSION", None),
     (2, "2015-01-05", "CONDITION//1", None),
     (2, "2015-01-06", "CONDITIONAL//1", None),
+    (2, "2015-01-07", "LAB//potassium_serum", 4.0),
 )
+EVERY = {"MEDS_DEATH", events.OBSERVATION_START, "SNOMED/74474003", "LAB//potassium//mmol/L",
+         "ADMISSION", "CONDITION//1", "CONDITIONAL//1", "LAB//potassium_serum"}
 
 
 @pytest.mark.parametrize(("domains", "codes", "expected"), [
     (["CONDITION"], [], {"CONDITION//1"}),
-    (["MEDS_DEATH", "OBSERVATION_PERIOD", "ICD10CM"], [],
-     {"MEDS_DEATH", events.OBSERVATION_START, "ICD10CM//K92.2"}),
-    ([], ["LAB//potassium//mmol/L", "ADMISSION"], {"LAB//potassium//mmol/L", "ADMISSION"}),
-    (["*"], [], {"MEDS_DEATH", events.OBSERVATION_START, "ICD10CM//K92.2",
-                 "LAB//potassium//mmol/L", "ADMISSION", "CONDITION//1", "CONDITIONAL//1"}),
+    (["MEDS_DEATH", "OBSERVATION_PERIOD", "SNOMED"], [],
+     {"MEDS_DEATH", events.OBSERVATION_START, "SNOMED/74474003"}),
+    (["LAB//potassium"], ["ADMISSION"], {"LAB//potassium//mmol/L", "ADMISSION"}),
+    ([], ["LAB//potassium_serum", "CONDITIONAL//1"], {"LAB//potassium_serum", "CONDITIONAL//1"}),
+    (["*"], [], EVERY),
 ])
 def test_any_code_of_the_store_is_selectable(domains: list[str], codes: list[str],
                                             expected: set[str]) -> None:
@@ -322,7 +325,7 @@ def test_any_code_of_the_store_is_selectable(domains: list[str], codes: list[str
         assert t[("MEDS_DEATH", "all", "count")] == [1, 0]
 
 
-@pytest.mark.parametrize("bad", ["CONDITION//", "", "A//B", " X"])
-def test_a_domain_with_a_separator_names_the_fix(bad: str) -> None:
-    with pytest.raises(ValueError, match=r"is not a domain.*fix: domains: \[CONDITION"):
+@pytest.mark.parametrize("bad", ["CONDITION//", "", "SNOMED/", " X"])
+def test_a_prefix_ending_in_a_separator_names_the_fix(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a code prefix.*fix: domains: \[CONDITION"):
         Features(domains=[bad])

@@ -53,7 +53,7 @@ def test_run_refuses_a_bad_study_before_snakemake_starts(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("raw_change", "expected"), [
-    ({"source": {}}, "give exactly one of 'synth' or 'omop'"),
+    ({"source": {}}, "give exactly one of 'synth', 'omop' or 'meds'"),
     ({"min_cell_count": 0}, "min_cell_count: Input should be greater than or equal to 1"),
     ({"cohort": {"entry": {"concept_set": "asthma"}, "outcome": {
         "concept_set": "asthma", "time_at_risk": {"start_days": 10, "end_days": 1}}}},

@@ -21,6 +21,7 @@ from cohortflow import (
     events,
     features,
     manifest,
+    meds,
     models,
     omop,
     privacy,
@@ -66,11 +67,17 @@ def synthesize(study: Study, out: Path) -> None:
 
 
 def ingest(study: Study, source_path: Path | None, out: Path) -> None:
-    """Build the sharded event store from the study's OMOP CDM.
+    """Build the sharded event store from the study's OMOP CDM, or copy the study's MEDS
+    dataset into it re-sharded (:mod:`cohortflow.meds` says why a copy).
 
     ``source_path`` is None for a database source (``source.omop.url``), which has no file
     for Snakemake to track; its password comes from PGPASSWORD or ~/.pgpass.
     """
+    if study.source.meds is not None:
+        assert source_path is not None, "a MEDS source is a directory"
+        meds.ingest(Path(source_path), Path(out), study.shards, dataset_name=study.name,
+                    min_cell_count=study.min_cell_count)
+        return
     fmt = schema = None
     location: str | Path | None = source_path
     if study.source.omop is not None:
@@ -191,6 +198,8 @@ def _source_record(study: Study) -> dict[str, object]:
     (the study refuses one), a file source its resolved path."""
     if study.source.synth is not None:
         return {"kind": "synth", **study.source.synth.model_dump(mode="json")}
+    if study.source.meds is not None:
+        return {"kind": "meds", "location": str(study.source_path())}
     assert study.source.omop is not None
     spec = study.source.omop
     path = study.source_path()

@@ -12,6 +12,9 @@ rule synth:
             steps.synthesize(STUDY, output[0])
 
 
+# OMOP sources are ingested; a MEDS source (source.meds) is checked against the MEDS schema
+# and copied into the event store, re-sharded, so later rules read one layout (see
+# cohortflow.meds).
 rule ingest:
     input:
         get_omop_source,

@@ -20,9 +20,9 @@ present and value_count is NaN when there is nothing to aggregate; a null numeri
 counts as an event but never as a value.  Only codes with a numeric value somewhere get the
 value aggregations.
 
-Feature codes are the event codes of the study's ``domains`` (a code's domain is its text
-before the first ``//``, or the whole code without one, so ``MEDS_DEATH``,
-``OBSERVATION_PERIOD`` or ``ICD10CM`` of a MEDS dataset are domains too; ``*`` is every
+Feature codes are the event codes of the study's ``domains`` (code prefixes: an entry takes
+every code equal to it or starting with it and a ``/``, so ``CONDITION``, ``MEDS_DEATH``,
+``OBSERVATION_PERIOD``, or ``SNOMED`` and ``LAB//50912`` of a MEDS dataset; ``*`` is every
 code) and of ``codes`` (exact codes), each concept set of ``concept_sets`` as
 ``CONCEPT_SET//<name>``, and with ``rollup: ancestors`` every ancestor of a code
 (``codes.parquet`` parent_codes).  A code stays only if at least

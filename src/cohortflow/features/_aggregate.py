@@ -58,20 +58,19 @@ def _span(spec: Features) -> tuple[int, int | None]:
 
 
 def selected(spec: Features) -> pl.Expr:
-    """Whether an event's ``code`` is a feature code: its domain (the text before the first
-    ``//``, or the whole code) is in ``domains`` (``*``: every code), or it is in ``codes``.
+    """Whether an event's ``code`` is a feature code: it equals an entry of ``domains``, or
+    starts with one followed by ``/`` (``*``: every code), or it is in ``codes``.
 
-    >>> frame = pl.DataFrame({"code": ["CONDITION//1", "ICD10CM//K92.2", "MEDS_DEATH",
-    ...                                "CONDITIONAL//2", "LAB//K"]})
-    >>> spec = Features(domains=["CONDITION", "MEDS_DEATH"], codes=["LAB//K"])
+    >>> frame = pl.DataFrame({"code": ["CONDITION//1", "SNOMED/74474003", "MEDS_DEATH",
+    ...                                "CONDITIONAL//2", "LAB//K//mmol/L", "LAB//Na"]})
+    >>> spec = Features(domains=["CONDITION", "SNOMED", "MEDS_DEATH", "LAB//K"], codes=["X"])
     >>> frame.filter(selected(spec))["code"].to_list()
-    ['CONDITION//1', 'MEDS_DEATH', 'LAB//K']
+    ['CONDITION//1', 'SNOMED/74474003', 'MEDS_DEATH', 'LAB//K//mmol/L']
     """
     if ALL_CODES in spec.domains:
         return pl.lit(True)
     code = pl.col("code")
-    parts = [code.str.starts_with(f"{d}{events.CODE_SEPARATOR}") | (code == d)
-             for d in spec.domains]
+    parts = [code.str.starts_with(f"{d}/") | (code == d) for d in spec.domains]
     if spec.codes:
         parts.append(code.is_in(pl.Series(sorted(set(spec.codes)), dtype=pl.String).implode()))
     return pl.any_horizontal(parts) if parts else pl.lit(False)

@@ -42,7 +42,7 @@ from cohortflow.spec._cohort import (
 )
 from cohortflow.spec._features import Features
 from cohortflow.spec._model import Model
-from cohortflow.spec._source import OmopSource, Source, SynthSource
+from cohortflow.spec._source import MedsSource, OmopSource, Source, SynthSource
 
 DEMO_STUDY = "demo.yaml"
 """File name of the embedded default study in ``seeds/studies``."""
@@ -57,6 +57,7 @@ __all__ = [
     "Exit",
     "Features",
     "InclusionRule",
+    "MedsSource",
     "Model",
     "OmopSource",
     "Outcome",
@@ -98,8 +99,8 @@ class Study(SpecModel):
     _folder: Path = PrivateAttr(default_factory=Path.cwd)
 
     def source_path(self) -> Path | None:
-        """The OMOP source's path (None for synthetic or database sources), a relative
-        one resolved against the folder of the study file.
+        """The OMOP or MEDS source's path (None for synthetic or database sources), a
+        relative one resolved against the folder of the study file.
 
         >>> Study.model_validate({"name": "x", "source": {"omop": {"path": "cdm"}},
         ...     "concept_sets": {"a": {"include": [{"concept_id": 1}]}},
@@ -107,10 +108,11 @@ class Study(SpecModel):
         ... }).source_path() == Path.cwd() / "cdm"
         True
         """
-        omop = self.source.omop
-        if omop is None or omop.path is None:
+        omop, meds = self.source.omop, self.source.meds
+        path = meds.path if meds is not None else omop.path if omop is not None else None
+        if path is None:
             return None
-        return omop.path if omop.path.is_absolute() else self._folder / omop.path
+        return path if path.is_absolute() else self._folder / path
 
     def digest(self, exclude: frozenset[str] = frozenset()) -> str:
         """A stable hash of the study's content, independent of key order and comments."""

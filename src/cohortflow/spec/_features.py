@@ -8,8 +8,6 @@ from pydantic import Field, field_validator, model_validator
 
 from cohortflow.spec._base import SpecModel
 
-CODE_SEPARATOR = "//"
-"""Between a code's domain and the rest (the event store's separator)."""
 ALL_CODES = "*"
 """In ``domains``: every code of the event store."""
 Demographic = Literal["age", "sex", "race", "ethnicity"]
@@ -100,10 +98,11 @@ class Features(SpecModel):
     )
     domains: list[str] = Field(
         default_factory=lambda: list(_DEFAULT_DOMAINS),
-        description="Domains whose codes become features: a code's domain is its text before "
-        "the first '//' (CONDITION for CONDITION//201826, ICD10CM for ICD10CM//K92.2), or the "
-        "whole code when it has none (MEDS_DEATH); OBSERVATION_PERIOD, DRUG_ERA, END or any "
-        "other prefix of the event store works; '*' = every code.",
+        description="Code prefixes whose codes become features: an entry takes every code "
+        "equal to it or starting with it and a '/' (CONDITION takes CONDITION//201826, SNOMED "
+        "takes SNOMED/74474003, LAB//50912 takes LAB//50912//mg/dL, MEDS_DEATH takes "
+        "MEDS_DEATH); any prefix of the event store works (OBSERVATION_PERIOD, DRUG_ERA, "
+        "ICD10CM...); '*' = every code.",
     )
     codes: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
@@ -138,13 +137,13 @@ class Features(SpecModel):
     @classmethod
     def _domain_form(cls, domains: list[str]) -> list[str]:
         for domain in domains:
-            if domain != ALL_CODES and (not domain.strip() or CODE_SEPARATOR in domain
-                                        or domain != domain.strip()):
+            if domain != ALL_CODES and (not domain.strip() or domain != domain.strip()
+                                        or domain.endswith("/")):
                 raise ValueError(
-                    f"{domain!r} is not a domain: a domain is the text of a code before its "
-                    f"first '{CODE_SEPARATOR}' (or a whole code without one), or '{ALL_CODES}'; "
-                    "fix: domains: [CONDITION, MEDS_DEATH], or codes: [ICD10CM//K92.2] for "
-                    "single codes"
+                    f"{domain!r} is not a code prefix: give the leading part of codes up to "
+                    f"(not including) a '/', e.g. CONDITION, SNOMED or LAB//50912, a whole "
+                    f"code such as MEDS_DEATH, or '{ALL_CODES}' for every code; fix: "
+                    "domains: [CONDITION, MEDS_DEATH]"
                 )
         return domains
 

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from cohortflow.spec._base import SpecModel
 
@@ -99,11 +101,36 @@ class OmopSource(SpecModel):
         return self.url if self.url is not None else Path(str(self.path))
 
 
+class MedsSource(SpecModel):
+    """An existing MEDS dataset (made by any ETL): ``data/**/*.parquet`` with ``subject_id``
+    (int64), ``time`` (timestamp), ``code`` (string), ``numeric_value`` (float), and
+    optionally ``metadata/codes.parquet`` (descriptions, ``parent_codes``) and
+    ``metadata/subject_splits.parquet``.  ``meds: DIR`` is short for ``meds: {path: DIR}``.
+    """
+
+    path: Path = Field(description="The dataset's root directory (holding data/ and metadata/); "
+                       "a relative path is read from the study file's folder.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_shorthand(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str | Path) else data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The schema of the mapping, or of the shorthand: the path alone."""
+        mapping = handler.resolve_ref_schema(handler(core_schema))
+        return {"anyOf": [mapping, {"type": "string", "description": "The path alone."}]}
+
+
 class Source(SpecModel):
-    """Exactly one of ``synth`` or ``omop``."""
+    """Exactly one of ``synth``, ``omop`` or ``meds``."""
 
     synth: SynthSource | None = None
     omop: OmopSource | None = None
+    meds: MedsSource | None = Field(
+        None, description="An existing MEDS dataset: {path: DIR}, or just DIR.")
 
     @model_validator(mode="before")
     @classmethod
@@ -119,8 +146,11 @@ class Source(SpecModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
-        if (self.synth is None) == (self.omop is None):
+        given = [s for s in (self.synth, self.omop, self.meds) if s is not None]
+        if len(given) != 1:
             raise ValueError(
-                "give exactly one of 'synth' or 'omop', e.g. source: {synth: {persons: 5000}}"
+                "give exactly one of 'synth', 'omop' or 'meds', e.g. source: {synth: "
+                "{persons: 5000}}, source: {omop: {path: cdm.duckdb}} or source: {meds: "
+                "{path: my_meds_dataset}}"
             )
         return self
