@@ -157,7 +157,7 @@ def test_postgres_ingest_of_synthetic_omop_is_byte_identical_to_parquet(
     with omop.open_source(postgres_server.url, schema="synth") as source:
         omop.ingest(source, tmp_path / "events", shards=3)
     ours = _event_digests(tmp_path / "events")
-    assert len(ours) == 3 + 3  # three shards, codes, splits, dataset.json
+    assert len(ours) == 3 + 4  # three shards, codes, splits, dataset.json, quality.json
     assert ours == _event_digests(event_store)
     assert _fingerprint_rows(tmp_path / "events") == _fingerprint_rows(event_store) == counts
 
