@@ -155,8 +155,11 @@ def verify_command(
                                                   help="manifest.json of an earlier run.")],
     profile: Annotated[str | None, typer.Option(help="Profile of the rerun; default: the "
                                                      "manifest's.")] = None,
-    scratch: Annotated[Path | None, typer.Option(help="Rerun here; default: a new "
-                                                      "temporary directory.")] = None,
+    scratch: Annotated[Path | None, typer.Option(help="Rerun here (kept); default: a new "
+                                                      "temporary directory, removed after "
+                                                      "the comparison.")] = None,
+    keep_scratch: Annotated[bool, typer.Option(help="Keep the temporary rerun directory "
+                                                    "for inspection.")] = False,
 ) -> None:
     """Rerun a run's study and report, output by output, identical or different, and why."""
     from rich.table import Table
@@ -165,13 +168,14 @@ def verify_command(
     from cohortflow.workflow import verify
 
     pseudonym_key()
-    findings, causes, rerun = verify(manifest_file, profile, scratch)
+    findings, causes, rerun = verify(manifest_file, profile, scratch, keep_scratch)
     table = Table("output", "verdict")
     for finding in findings:
         colour = "green" if finding.verdict == "identical" else "red"
         table.add_row(finding.output, f"[{colour}]{finding.verdict}[/]")
     out.print(table)
-    out.print(f"rerun manifest: {rerun}")
+    if rerun is not None:
+        out.print(f"rerun manifest: {rerun}")
     if all(f.verdict == "identical" for f in findings):
         out.print("[green]verified:[/] every output is identical")
         return

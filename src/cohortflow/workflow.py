@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import yaml
 
 from cohortflow import manifest, quality
 from cohortflow.errors import CohortflowError
+from cohortflow.run_output import ConsoleFilter
 from cohortflow.slurm_faults import LimitWatch, resource_caps
 from cohortflow.spec import demo_study_path, load_study
 
@@ -36,7 +39,23 @@ def workflow_root() -> Path:
 
 def snakemake_command(study: Path | None, profile: str, results: Path,
                       extra: list[str]) -> list[str]:
-    """The Snakemake command line for a study under a profile."""
+    """The Snakemake command line for a study under a profile.
+
+    ``extra`` (what follows ``--`` on ``cohortflow run``: targets, options) goes before
+    ``--config``, whose list of entries would otherwise swallow a target.  A path under
+    ``results`` given relative to this directory is made absolute, as the rules' outputs
+    are.  A ``--config`` of its own is merged into cohortflow's, which wins for ``study``,
+    ``results`` and ``profile``.
+
+    >>> command = snakemake_command(None, "laptop", Path("r"), ["r/x.json", "-j", "2"])
+    >>> target, *rest = command[command.index("--config") - 3:command.index("--config")]
+    >>> target == str(Path("r/x.json").resolve()), rest
+    (True, ['-j', '2'])
+    >>> command = snakemake_command(None, "laptop", Path("r"), ["--config", "a=1", "-n"])
+    >>> at = command.index("--config")
+    >>> command[at - 1:at + 2], command[-1]
+    (['-n', '--config', 'a=1'], 'profile=laptop')
+    """
     root = workflow_root()
     profile_dir = root / "profiles" / profile
     if not (profile_dir / "config.yaml").is_file():
@@ -45,14 +64,50 @@ def snakemake_command(study: Path | None, profile: str, results: Path,
             f"profile '{profile}' not found in {root / 'profiles'}; fix: one of {', '.join(known)}"
         )
     study_path = (study or demo_study_path()).resolve()
+    extra, config = _without_option(extra, "--config", "-C")
+    extra = [str(Path(arg).resolve()) if _under(Path(arg), results) else arg for arg in extra]
     return [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(root / "Snakefile"),
         "--workflow-profile", str(profile_dir),
-        # --config replaces the profile's config list, so the profile name is repeated here.
-        "--config", f"study={study_path}", f"results={results.resolve()}", f"profile={profile}",
         *extra,
+        # --config replaces the profile's config list, so the profile name is repeated here.
+        "--config", *config, f"study={study_path}", f"results={results.resolve()}",
+        f"profile={profile}",
     ]
+
+
+def _under(path: Path, root: Path) -> bool:
+    """Whether a relative ``path`` lies under ``root`` (both as given on the command line).
+
+    >>> _under(Path("results/demo/report.html"), Path("results")), _under(Path("all"), Path("."))
+    (True, False)
+    """
+    # a target is at least <results>/<study>/<file>: a rule name has no slash
+    return (not path.is_absolute() and not root.is_absolute() and "/" in str(path)
+            and not str(path).startswith("-") and path.parts[:len(root.parts)] == root.parts)
+
+
+def _without_option(extra: list[str], *names: str) -> tuple[list[str], list[str]]:
+    """``extra`` without every option called one of ``names``, and those options' values.
+
+    >>> _without_option(["t", "--config", "a=1", "b=2", "-n", "--config=c=3"], "--config")
+    (['t', '-n'], ['a=1', 'b=2', 'c=3'])
+    """
+    kept: list[str] = []
+    values: list[str] = []
+    taking = False
+    for arg in extra:
+        name, eq, value = arg.partition("=")
+        if name in names:
+            taking = not eq
+            values += [value] if eq else []
+        elif taking and not arg.startswith("-"):
+            values.append(arg)
+        else:
+            taking = False
+            kept.append(arg)
+    return kept, values
 
 
 HEAD_FILE = Path(".cohortflow") / "head.json"
@@ -69,8 +124,13 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     A SLURM job that runs out of memory or time gets one line of its own (rule, amount
     asked for, retried or not, the fix) next to Snakemake's output: see
     :mod:`cohortflow.slurm_faults`.
+
+    Snakemake's whole output goes to ``<results>/<study>/logs/snakemake.log``; the console
+    shows it without the stack frames of a failing step, whose one-line error comes once,
+    at the end (see :mod:`cohortflow.run_output`).
     """
-    load_study(study)  # one clear message for a bad study, before Snakemake starts
+    # one clear message for a bad study, before Snakemake starts
+    full_log = results.resolve() / load_study(study).name / "logs" / "snakemake.log"
     command = snakemake_command(study, profile, results, extra)
     if _stale_head():
         log.warning("the previous run in %s was killed; releasing its lock and resuming",
@@ -79,19 +139,39 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
                         stderr=subprocess.DEVNULL)
     watch = LimitWatch(_snakemake_dir(extra) / "log", log.warning,
                        resource_caps(_global_resources(profile, extra)))
-    with watch:
-        head = subprocess.Popen(command)
+    console = ConsoleFilter()
+    full_log.parent.mkdir(parents=True, exist_ok=True)
+    with watch, full_log.open("w") as sink:
+        head = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace",
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         HEAD_FILE.parent.mkdir(exist_ok=True)
         HEAD_FILE.write_text(json.dumps({"host": socket.gethostname(), "pid": head.pid}))
         try:
-            code = head.wait()
+            code = _relay(head, sink, console)
         except BaseException:
-            head.wait()
+            _relay(head, sink, None)  # Snakemake's shutdown: to the log, never a full pipe
             raise
     quality.show(study, results)  # the ingest's data-quality warnings, counts suppressed
     if code >= 0:  # a head killed by a signal keeps its record, so the lock can be released
         HEAD_FILE.unlink(missing_ok=True)
+    if code != 0:
+        for line in console.errors():
+            sys.stderr.write(f"error: {line}\n")
+        sys.stderr.write(f"Snakemake's whole output, stack frames included: {full_log}\n")
     return code
+
+
+def _relay(head: subprocess.Popen[str], sink: IO[str], console: ConsoleFilter | None) -> int:
+    """Copy the head's output to ``sink`` and, filtered, to the console, until it exits."""
+    assert head.stdout is not None
+    for line in head.stdout:
+        sink.write(line)
+        sink.flush()
+        if console is not None and console.feed(line.rstrip("\n")):
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return head.wait()
 
 
 def _option(extra: list[str], *names: str) -> list[str] | None:
@@ -166,11 +246,15 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def verify(manifest_path: Path, profile: str | None = None,
-           scratch: Path | None = None) -> tuple[list[manifest.Finding], list[str], Path]:
+def verify(manifest_path: Path, profile: str | None = None, scratch: Path | None = None,
+           keep_scratch: bool = False
+           ) -> tuple[list[manifest.Finding], list[str], Path | None]:
     """Rerun the study of a manifest into a scratch directory and compare every output.
 
-    Returns the verdicts, the recorded causes of any difference, and the rerun's manifest.
+    Returns the verdicts, the recorded causes of any difference, and the rerun's manifest
+    (None once removed).  A temporary scratch directory, which this function creates, is
+    removed after the comparison unless ``keep_scratch``; one named by ``scratch`` is the
+    caller's and is kept, and so is any scratch of a rerun that failed (its log is there).
     """
     recorded = manifest.read(manifest_path)
     study = Path(recorded["study"]["path"])
@@ -183,6 +267,7 @@ def verify(manifest_path: Path, profile: str | None = None,
     chosen = profile or recorded.get("profile", "laptop")
     if not (profiles / chosen / "config.yaml").is_file():
         chosen = "laptop"
+    own_scratch = scratch is None
     scratch = Path(scratch or tempfile.mkdtemp(prefix="cohortflow-verify-")).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     with (scratch / "verify.log").open("w") as log:
@@ -197,6 +282,9 @@ def verify(manifest_path: Path, profile: str | None = None,
             f"{scratch / 'verify.log'}"
         )
     findings, causes = manifest.compare(recorded, manifest.read(rerun_path))
+    if own_scratch and not keep_scratch:
+        shutil.rmtree(scratch)
+        return findings, causes, None
     return findings, causes, rerun_path
 
 
