@@ -3,7 +3,8 @@
 A manifest records the study file (path, hash, digest), an input fingerprint per source
 table (row count and content hash, taken at ingest), the cohortflow version and git commit,
 resolved package versions, the profile, the seeds, a checksum of every output and the step
-timings.  :func:`compare` tells, output by output, whether a rerun is identical, and why not.
+timings (the wall time a user waited for each job, and its compute).  :func:`compare` tells,
+output by output, whether a rerun is identical, and why not.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import hashlib
 import json
 import math
 import platform
+import re
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -91,16 +94,75 @@ def git_state(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(dirty) if commit else None}
 
 
-def step_timings(benchmarks: list[Path]) -> dict[str, dict[str, float]]:
-    """Wall seconds and peak RSS (MiB) of each step, from Snakemake benchmark files."""
-    timings: dict[str, dict[str, float]] = {}
+SNAKEMAKE_LOGS = Path(".snakemake") / "log"
+"""Where Snakemake keeps one log per run, relative to its working directory."""
+_STAMP = re.compile(r"^\[(\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4})\]$")
+_JOB = re.compile(r"^(?:local)?rule (\S+):$")
+_FIELD = re.compile(r"^    (jobid|benchmark): (.+)$")
+_FINISHED = re.compile(r"^Finished jobid: (\d+)\b")
+
+
+def job_walls(logs: list[Path]) -> dict[str, float]:
+    r"""Seconds each job took from its start to its finish as Snakemake saw them (its
+    start-up included: Python, cohortflow, the study, Dask; on a cluster, the queue too),
+    keyed by the job's absolute benchmark path; the latest finished run of each job wins.
+
+    Snakemake logs these times to the second.
+
+    >>> import tempfile
+    >>> text = ("[Tue Dec  1 13:03:39 2026]\nrule ingest:\n    jobid: 2\n"
+    ...         "    benchmark: b/ingest.tsv\n[Tue Dec  1 13:03:48 2026]\n"
+    ...         "Finished jobid: 2 (Rule: ingest)\n")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "run.log").write_text(text)
+    ...     list(job_walls([Path(tmp) / "run.log"]).values())
+    [9.0]
+    """
+    walls: dict[str, float] = {}
+    for path in sorted(logs):
+        stamp: float | None = None
+        job: dict[str, str] = {}
+        started: dict[str, tuple[float, str]] = {}
+        for line in Path(path).read_text(errors="replace").splitlines():
+            if found := _STAMP.match(line):
+                stamp = time.mktime(time.strptime(found[1], "%a %b %d %H:%M:%S %Y"))
+            elif _JOB.match(line):
+                job = {}
+            elif (found := _FIELD.match(line)) and stamp is not None:
+                job[found[1]] = found[2].strip()
+                if "jobid" in job and "benchmark" in job:
+                    started[job["jobid"]] = (stamp, str(Path(job["benchmark"]).resolve()))
+            elif (found := _FINISHED.match(line)) and stamp is not None \
+                    and found[1] in started:
+                start, benchmark = started.pop(found[1])
+                walls[benchmark] = stamp - start
+    return walls
+
+
+def step_timings(benchmarks: list[Path], logs: list[Path] | None = None
+                 ) -> dict[str, dict[str, float | None]]:
+    """Each step's time as a user waited for it and its compute, keyed by step.
+
+    ``wall_s`` is the job from its start to its finish in Snakemake's logs ``logs``
+    (default: those of the working directory), start-up included, to the second; null
+    where no log records the job.  ``compute_s`` and ``max_rss_mib`` are the step's own
+    work, from its Snakemake benchmark file (which leaves the job's start-up out).
+    """
+    if logs is None:
+        logs = sorted(SNAKEMAKE_LOGS.glob("*.snakemake.log"))
+    walls = job_walls(logs)
+    timings: dict[str, dict[str, float | None]] = {}
     for path in sorted(benchmarks):
         with Path(path).open() as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
         if rows:
             rss = rows[-1].get("max_rss", "NA")
+            compute = round(float(rows[-1]["s"]), 3)
+            wall = walls.get(str(Path(path).resolve()))
             timings[Path(path).stem] = {
-                "wall_s": round(float(rows[-1]["s"]), 3),
+                # a job lasts at least its own work, which a log to the second can hide
+                "wall_s": None if wall is None else max(wall, compute),
+                "compute_s": compute,
                 "max_rss_mib": round(float(rss), 1) if rss not in ("NA", "-", "") else math.nan,
             }
     return timings
@@ -108,12 +170,13 @@ def step_timings(benchmarks: list[Path]) -> dict[str, dict[str, float]]:
 
 def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile: str,
           workflow_root: Path, results: Path, outputs: list[Path], source: dict[str, Any],
-          inputs: dict[str, Any], metrics: dict[str, Any], benchmarks: list[Path]
-          ) -> dict[str, Any]:
+          inputs: dict[str, Any], metrics: dict[str, Any], benchmarks: list[Path],
+          snakemake_logs: list[Path] | None = None) -> dict[str, Any]:
     """The manifest of one finished run (outputs are checksummed here).
 
     ``source`` says where the data came from (never with a credential); ``inputs`` holds
-    each source table's fingerprint."""
+    each source table's fingerprint; ``snakemake_logs`` give each step's wall time (see
+    :func:`step_timings`)."""
     return {
         "manifest_version": 1,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -127,7 +190,7 @@ def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile
         "inputs": inputs,
         "outputs": {Path(p).relative_to(results).as_posix(): tree_digest(p) for p in outputs},
         "metrics": metrics,
-        "steps": step_timings(benchmarks),
+        "steps": step_timings(benchmarks, snakemake_logs),
     }
 
 
