@@ -125,6 +125,20 @@ def test_rollup_counts_each_event_for_every_ancestor() -> None:
     assert t == {"CONDITION//1": [2, 1], "CONDITION//2": [2, 0], "CONDITION//3": [1, 0]}
 
 
+def test_rollup_takes_ancestors_from_the_closure_at_every_level() -> None:
+    """A drug coded at the clinical-drug level rolls up to its ingredient two levels up even
+    where no parent link joins them (the store's ancestor_codes, from concept_ancestor)."""
+    codes = pl.DataFrame({"code": ["DRUG//1", "DRUG//2"], "parent_codes": [[], []],
+                          "ancestor_codes": [[], ["DRUG//1"]]})
+    spec = Features(windows_days=[30], domains=["DRUG"], aggregations=["count"],
+                    rollup="ancestors", demographics=[])
+    mapping = features.code_map(spec, codes, {})
+    index, block = features.shard_block(spec, ev((1, "2015-01-01", "DRUG//2", None)),
+                                        cohort(1), mapping)
+    t = {key[0]: block[:, i].tolist() for key, i in index.position().items()}
+    assert t == {"DRUG//1": [1], "DRUG//2": [1]}
+
+
 def test_concept_set_is_one_feature_code() -> None:
     spec = Features(windows_days=[30], domains=[], aggregations=["count", "days_since_last"],
                     concept_sets=["fam"], demographics=[])
@@ -144,6 +158,23 @@ def test_minimum_code_frequency_counts_the_train_split_only() -> None:
     index, block = features.shard_block(spec, frame, cohort(1, 2, 3), train=train)
     assert index.code == ("CONDITION//1",)  # CONDITION//2 is only in held-out subjects
     assert block[:, 0].tolist() == [1, 0, 0]
+
+
+def test_sequence_last_bin_ends_at_the_index_time_under_before_index_time() -> None:
+    frame = ev((1, "2015-01-10 09:00", M, 1.0), (1, "2015-01-10 09:30", M, 3.0),
+               (1, "2015-01-10 22:00", M, 5.0), (1, "2015-01-09", M, 7.0))
+    got = {}
+    for window_end in ("index_day", "before_index_time"):
+        spec = Features(windows_days=[1], domains=["MEASUREMENT"], demographics=[],
+                        window_end=window_end,
+                        sequence=Sequence(bins=2, bin_days=1, aggregations=["count", "sum"]))
+        rows = cohort(1).with_row_index("row").with_columns(train=pl.lit(True))
+        cells = features.sequence_cells(spec, features.feature_events(spec, None, frame, rows))
+        vocabulary = pl.DataFrame({"feature_code": [M], "has_value": [True], "n_train": [1]})
+        seq = features.sequence_index(spec, vocabulary)
+        got[window_end] = features.dense_sequence(seq, cells.collect(), 1, 2)[0].tolist()
+    assert got["index_day"] == [[1, 7], [3, 9]]        # bins: day -1, day 0 (any hour)
+    assert got["before_index_time"] == [[1, 7], [1, 1]]  # day 0 before 09:30 only
 
 
 def test_sequence_bins_end_on_the_index_day() -> None:

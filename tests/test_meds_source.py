@@ -352,3 +352,24 @@ def test_the_study_names_exactly_one_source(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(StudySpecError, match=r"exactly one of 'synth', 'omop' or 'meds'"):
         load_study(tmp_path / "s.yaml")
+
+
+def test_a_cohortflow_store_read_back_as_a_meds_dataset_keeps_its_closure(
+        run: tuple, tmp_path: Path) -> None:
+    """The store is itself a MEDS dataset: copied again it gives the same events, codes
+    (ancestor_codes included, when a dataset has them) and splits."""
+    _, _, store, _, _ = run
+    codes = events.read_codes(store).with_columns(
+        pl.col("parent_codes").alias(events.ANCESTOR_CODES))
+    copy = tmp_path / "again"
+    (copy / "metadata").mkdir(parents=True)
+    codes.write_parquet(copy / "metadata" / "codes.parquet")
+    (copy / "data").symlink_to(store / "data")
+    pl.read_parquet(events.splits_path(store)).write_parquet(
+        copy / "metadata" / "subject_splits.parquet")
+    meds.ingest(copy, tmp_path / "events", shards=3)
+    for shard in events.list_shards(store):
+        assert (pl.read_parquet(events.shard_path(tmp_path / "events", shard))
+                .equals(pl.read_parquet(events.shard_path(store, shard))))
+    assert events.read_codes(tmp_path / "events").equals(codes)
+    assert events.read_splits(tmp_path / "events").equals(events.read_splits(store))

@@ -181,32 +181,38 @@ def _metadata(path: Path, columns: dict[str, str], required: set[str]) -> pl.Dat
 
 def _codes(root: Path, seen: list[str]) -> pl.DataFrame:
     """The store's codes table: every code of the data and of ``metadata/codes.parquet``,
-    with its description (the code itself when there is none) and ``parent_codes``."""
-    schema = pl.Schema({"code": pl.String(), "description": pl.String(),
-                        "parent_codes": pl.List(pl.String())})
+    with its description (the code itself when there is none), ``parent_codes`` and, when
+    the dataset gives one (a store written by cohortflow), the closure ``ancestor_codes``."""
+    lists = ["parent_codes", events.ANCESTOR_CODES]
     table = _metadata(root / "metadata" / "codes.parquet",
                       {"code": "string", "description": "string",
-                       "parent_codes": "list of strings"}, required={"code"})
+                       **dict.fromkeys(lists, "list of strings")}, required={"code"})
+    present = [c for c in lists if table is not None and c in table.columns]
+    kept = ["parent_codes", *[c for c in present if c != "parent_codes"]]
+    schema = pl.Schema({"code": pl.String(), "description": pl.String(),
+                        **{c: pl.List(pl.String()) for c in kept}})
     given = pl.DataFrame(schema=schema)
     if table is not None:
         given = table.select(
             pl.col("code").cast(pl.String),
             (pl.col("description") if "description" in table.columns
              else pl.lit(None)).cast(pl.String).alias("description"),
-            (pl.col("parent_codes") if "parent_codes" in table.columns
-             else pl.lit(None)).cast(pl.List(pl.String)).alias("parent_codes"),
+            *[(pl.col(c) if c in present else pl.lit(None)).cast(pl.List(pl.String)).alias(c)
+              for c in kept],
         ).drop_nulls("code")
+    only_seen = pl.DataFrame({"code": seen}, schema={"code": pl.String}).with_columns(
+        pl.lit(None, pl.String).alias("description"),
+        *[pl.lit(None, pl.List(pl.String)).alias(c) for c in kept])
     # MEDS allows several rows per code (one per value range...): the first row with a
-    # description wins, then the parents of all its rows.
+    # description wins, then the links of all its rows.
     merged = (
-        pl.concat([given, pl.DataFrame({"code": seen}, schema={"code": pl.String}).with_columns(
-            description=pl.lit(None, pl.String), parent_codes=pl.lit(None, pl.List(pl.String)))])
+        pl.concat([given, only_seen])
         .group_by("code", maintain_order=True)
         .agg(pl.col("description").drop_nulls().first(),
-             pl.col("parent_codes").explode().drop_nulls().unique().sort())
+             *[pl.col(c).explode().drop_nulls().unique().sort() for c in kept])
     )
     return merged.select(
-        "code", pl.coalesce("description", "code").alias("description"), "parent_codes"
+        "code", pl.coalesce("description", "code").alias("description"), *kept
     ).sort("code")
 
 

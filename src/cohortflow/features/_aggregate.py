@@ -80,8 +80,11 @@ def code_map(spec: Features, codes: pl.DataFrame,
              concept_sets: dict[str, list[str]]) -> pl.DataFrame | None:
     """Extra feature codes of each event code: its ancestors (roll-up) and its concept sets.
 
-    Every code with an extra target also maps to itself; codes absent from the map keep
-    only themselves.  ``None`` when there is nothing to add.
+    Ancestors are the store's closure (``ancestor_codes``, every level of the vocabulary's
+    ``concept_ancestor``) where the codes table has it, else the transitive closure of
+    ``parent_codes`` (a MEDS dataset made elsewhere).  Every code with an extra target also
+    maps to itself; codes absent from the map keep only themselves.  ``None`` when there is
+    nothing to add.
 
     >>> codes = pl.DataFrame({"code": ["C//1", "C//2"], "parent_codes": [[], ["C//1"]]})
     >>> code_map(Features(rollup="ancestors"), codes, {"s": ["C//1"]}).rows()
@@ -89,16 +92,24 @@ def code_map(spec: Features, codes: pl.DataFrame,
     """
     pairs: set[tuple[str, str]] = set()
     if spec.rollup == "ancestors":
-        upward = _invert(codes)
-        for code in codes["code"].to_list():
-            for ancestor in events.descendants(upward, [code]) - {code}:
-                pairs.add((code, ancestor))
+        pairs.update(_ancestor_pairs(codes))
     for name, members in concept_sets.items():
         pairs.update((code, f"{SET_PREFIX}{name}") for code in members)
     if not pairs:
         return None
     pairs.update((code, code) for code, _ in list(pairs))
     return pl.DataFrame(sorted(pairs), schema=["code", "feature_code"], orient="row")
+
+
+def _ancestor_pairs(codes: pl.DataFrame) -> set[tuple[str, str]]:
+    """(code, ancestor) for every strict ancestor of every code."""
+    if events.ANCESTOR_CODES in codes.columns:
+        links = (codes.select("code", events.ANCESTOR_CODES).explode(events.ANCESTOR_CODES)
+                 .drop_nulls().filter(pl.col("code") != pl.col(events.ANCESTOR_CODES)))
+        return set(links.iter_rows())
+    upward = _invert(codes)
+    return {(code, ancestor) for code in codes["code"].to_list()
+            for ancestor in events.descendants(upward, [code]) - {code}}
 
 
 def _invert(codes: pl.DataFrame) -> pl.DataFrame:
