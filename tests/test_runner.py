@@ -175,6 +175,13 @@ def test_a_failing_step_shows_its_error_once_and_no_stack_frames(synth_omop: Pat
     full = tmp_path / "results" / "bad" / "logs" / "snakemake.log"
     assert f"Snakemake's whole output, stack frames included: {full}" in console
     assert 'File "' in full.read_text()  # the frames stay in the log file
+    step_logs = sorted((tmp_path / "results" / "bad" / "logs").glob("cohort_*.log"))
+    assert step_logs
+    for log in step_logs:  # each failed job's own log says why, frames included
+        text = log.read_text()
+        assert f"step failed: concept_sets.asthma_exacerbation: none of the concepts " \
+               f"{UNKNOWN_CONCEPT}" in text
+        assert "Traceback" in text
 
 
 def fake_rerun(recorded: Path):

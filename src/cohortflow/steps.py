@@ -52,6 +52,9 @@ def logging_to(path: str | Path) -> Iterator[None]:
     logging.captureWarnings(True)
     try:
         yield
+    except Exception as exc:  # the step's log says why it failed, stack frames included
+        log.error("step failed: %s", exc, exc_info=True)
+        raise
     finally:
         logging.captureWarnings(False)
         root.removeHandler(handler)
