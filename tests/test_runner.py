@@ -77,7 +77,27 @@ def test_console_filter_keeps_progress_and_gives_each_error_once() -> None:
     assert shown == ["[Tue Dec  1 13:09:23 2026]", "localrule features:", "    jobid: 4",
                      "Error in rule features:", "    jobid: 4", "Complete log(s): /w/x.log"]
     assert console.errors() == ["step features failed: KeyError: 'code'",
-                                "a step failed: OSError: [Errno 28] No space left on device"]
+                                "the workflow failed: OSError: [Errno 28] No space left on "
+                                "device"]
+
+
+def test_a_step_failing_out_of_sight_is_explained_by_its_log(tmp_path: Path) -> None:
+    """A SLURM job's output never reaches the head: its own log says why it failed."""
+    log = tmp_path / "features.log"
+    log.write_text("2026-12-01 13:00:01 INFO cohortflow.steps: reading\n"
+                   "2026-12-01 13:00:02 ERROR cohortflow.steps: step failed: features.windows: "
+                   "no window; fix: add one\nTraceback (most recent call last):\n"
+                   '  File "x.py", line 1, in f\n')
+    console = ConsoleFilter()
+    lines = ["[Tue Dec  1 13:09:43 2026]", "Error in rule features:", "    message: None",
+             "    jobid: 4", f"    log: {log} (check log file(s) for error details)",
+             "WorkflowError in file \"/w/Snakefile\", line 3:", "the job failed",
+             "Shutting down, this might take some time."]
+    shown = [line for line in lines if console.feed(line)]
+    assert shown[-1] == "Shutting down, this might take some time."
+    assert console.errors() == [
+        "the workflow failed: WorkflowError: the job failed",
+        "step features failed: features.windows: no window; fix: add one"]
 
 
 def cohortflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -5,18 +5,29 @@ as one line, at the end.
 A job that raises prints its exception, message and stack frames; Snakemake then repeats
 that the job failed.  :class:`ConsoleFilter` keeps those blocks off the console and collects
 their messages; :meth:`ConsoleFilter.errors` gives one line per distinct (step, message).
+A job whose output the head never sees (a SLURM job) is explained by the ``step failed:``
+line its own log ends with (see :func:`cohortflow.steps.logging_to`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cohortflow import errors
 
 _HEADER = re.compile(r'^([A-Za-z_][\w.]*) in file "[^"]*", line \d+:$')
 _FRAME = re.compile(r'^  File "[^"]*", line \d+(?:, in (\S+))?')
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s?(.*))?$")
+# Snakemake's own progress lines: they end an error message that has no stack frames.
+_PROGRESS = re.compile(r"^(\[\w{3} \w{3} [ \d]\d [\d:]{8} \d{4}\]|(?:local)?rule \S+:$|"
+                       r"Error in rule |Shutting down|Complete log|Select jobs|Execute \d+ |"
+                       r"Elapsed time|Finished jobid|\d+ of \d+ steps)")
+_FAILED_RULE = re.compile(r"^Error in rule (\S+):$")
+_FAILED_LOG = re.compile(r"^    log: (.+?)(?: \(check log file\(s\) for error details\))?$")
+STEP_FAILED = "step failed: "
+"""What a step's log says before the error that stopped it."""
 # Lines Snakemake prints around a failed job that only point at the frames above.
 _NOISE = frozenset({
     "RuleException:",
@@ -50,6 +61,8 @@ class ConsoleFilter:
     _rule: str | None = None
     _message: list[str] = field(default_factory=list)
     _found: list[tuple[str | None, str]] = field(default_factory=list)
+    _failed: list[tuple[str, list[str]]] = field(default_factory=list)  # rule, its logs
+    _in_failure: bool = False
 
     def feed(self, line: str) -> bool:
         """Take one line (without its newline); True when the console should show it."""
@@ -63,7 +76,8 @@ class ConsoleFilter:
                 return False
             if self._state == "frames" and line.startswith("    "):
                 return False  # a frame's source line
-            if self._state == "header" and line.strip() and line not in _NOISE:
+            if self._state == "header" and line.strip() and line not in _NOISE \
+                    and not _PROGRESS.match(line):
                 self._message.append(line.strip())
                 return False
             self._close()
@@ -76,6 +90,7 @@ class ConsoleFilter:
                 self._close()
                 return False
             self._close()
+        self._note_failure(line)
         if line in _NOISE:
             return False
         if header := _HEADER.match(line):
@@ -94,12 +109,50 @@ class ConsoleFilter:
             self._found.append((self._rule, message))
         self._state, self._kind, self._rule, self._message = "plain", "", None, []
 
+    def _note_failure(self, line: str) -> None:
+        """Remember each ``Error in rule`` block's rule and log files."""
+        if failed := _FAILED_RULE.match(line):
+            self._failed.append((failed[1], []))
+            self._in_failure = True
+        elif self._in_failure and line.startswith("    "):
+            if logs := _FAILED_LOG.match(line):
+                self._failed[-1][1].extend(part.strip() for part in logs[1].split(","))
+        else:
+            self._in_failure = False
+
     def errors(self) -> list[str]:
-        """One line per distinct failing step and message, in the order they occurred."""
+        """One line per distinct failing step and message, in the order they occurred;
+        a failed step with no message in the output gets the one its log ends with."""
         if self._state != "plain":
             self._close()
-        return [f"step {rule} failed: {message}" if rule else f"a step failed: {message}"
-                for rule, message in self._found]
+        found = list(self._found)
+        explained = {rule for rule, _ in found}
+        for rule, logs in self._failed:
+            message = None if rule in explained else _logged_error(logs)
+            if message is not None and message not in {m for _, m in found}:
+                found.append((rule, message))
+        return [f"step {rule} failed: {message}" if rule else f"the workflow failed: {message}"
+                for rule, message in found]
+
+
+def _logged_error(logs: list[str]) -> str | None:
+    """The error a step's log ends with (the last ``step failed:`` line), if any.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as fh:
+    ...     _ = fh.write("2026 ERROR cohortflow.steps: step failed: bad id; fix: x\\nTraceback\\n")
+    >>> _logged_error([fh.name]), _logged_error(["/nonexistent.log"])
+    ('bad id; fix: x', None)
+    """
+    for log in logs:
+        try:
+            lines = Path(log).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            if STEP_FAILED in line:
+                return line.split(STEP_FAILED, 1)[1].strip()
+    return None
 
 
 def _is_cohortflow_error(name: str) -> bool:
