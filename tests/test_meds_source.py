@@ -287,7 +287,7 @@ def tiny(root: Path, **columns: pa.Array) -> Path:
     ({"time": pa.array(["2020-01-01", None])},
      r"column time is string; MEDS needs time: timestamp\[us\] \(no time zone\); fix"),
     ({"time": pa.array([datetime(2020, 1, 1), None], pa.timestamp("us", tz="UTC"))},
-     r"column time is timestamp\[us, tz=UTC\]; MEDS needs time"),
+     r"column time is timestamp\[us, tz=UTC\]; MEDS times carry no time zone; fix: conv"),
     ({"code": pa.array([1, 2])}, r"column code is int64; MEDS needs code: string"),
     ({"numeric_value": pa.array(["1.5", None])},
      r"column numeric_value is string; MEDS needs numeric_value: float32"),

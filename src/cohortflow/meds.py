@@ -113,6 +113,11 @@ def check_data_file(path: Path) -> pa.Schema:
                 f"(int64), time (timestamp), code (string) and numeric_value (float32, null "
                 f"when there is no value); fix: add {column}: {expected}")
         kind = schema.field(column).type
+        if column == "time" and pa.types.is_timestamp(kind) and kind.tz is not None:
+            raise SourceError(
+                f"{path}: column time is {kind}; MEDS times carry no time zone; fix: convert "
+                "them to local (or UTC) wall-clock times, e.g. "
+                "pl.col('time').dt.convert_time_zone('UTC').dt.replace_time_zone(None)")
         if not _accepts(column, kind):
             raise SourceError(
                 f"{path}: column {column} is {kind}; MEDS needs {column}: {expected}; fix: "
@@ -179,14 +184,21 @@ def _metadata(path: Path, columns: dict[str, str], required: set[str]) -> pl.Dat
     return pl.read_parquet(path, columns=present)
 
 
-def _codes(root: Path, seen: list[str]) -> pl.DataFrame:
-    """The store's codes table: every code of the data and of ``metadata/codes.parquet``,
+_CODE_LISTS = ["parent_codes", events.ANCESTOR_CODES]
+
+
+def _read_codes(root: Path) -> pl.DataFrame | None:
+    """The dataset's ``metadata/codes.parquet``, its columns checked; None when absent."""
+    return _metadata(root / "metadata" / "codes.parquet",
+                     {"code": "string", "description": "string",
+                      **dict.fromkeys(_CODE_LISTS, "list of strings")}, required={"code"})
+
+
+def _codes(table: pl.DataFrame | None, seen: list[str]) -> pl.DataFrame:
+    """The store's codes table: every code of the data and of the dataset's codes table,
     with its description (the code itself when there is none), ``parent_codes`` and, when
     the dataset gives one (a store written by cohortflow), the closure ``ancestor_codes``."""
-    lists = ["parent_codes", events.ANCESTOR_CODES]
-    table = _metadata(root / "metadata" / "codes.parquet",
-                      {"code": "string", "description": "string",
-                       **dict.fromkeys(lists, "list of strings")}, required={"code"})
+    lists = _CODE_LISTS
     present = [c for c in lists if table is not None and c in table.columns]
     kept = ["parent_codes", *[c for c in present if c != "parent_codes"]]
     schema = pl.Schema({"code": pl.String(), "description": pl.String(),
@@ -216,12 +228,17 @@ def _codes(root: Path, seen: list[str]) -> pl.DataFrame:
     ).sort("code")
 
 
-def _splits(root: Path, ids: np.ndarray) -> pl.DataFrame:
+def _read_splits(root: Path) -> pl.DataFrame | None:
+    """The dataset's ``metadata/subject_splits.parquet``, its columns checked; None when
+    absent."""
+    return _metadata(root / "metadata" / "subject_splits.parquet",
+                     {"subject_id": "integer", "split": "string"},
+                     required={"subject_id", "split"})
+
+
+def _splits(own: pl.DataFrame | None, ids: np.ndarray) -> pl.DataFrame:
     """Each subject's split: the dataset's own where it lists the subject, else
     :func:`cohortflow.events.split_of`."""
-    path = root / "metadata" / "subject_splits.parquet"
-    own = _metadata(path, {"subject_id": "integer", "split": "string"},
-                    required={"subject_id", "split"})
     frame = pl.DataFrame({"subject_id": ids, "split": events.split_of(ids).astype(str)})
     if own is None:
         return frame
@@ -256,12 +273,13 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
     ``shards`` (``out`` is replaced only when complete, and only if it is new, empty or an
     earlier event store; it must not overlap the dataset).
 
-    Every data file is checked before anything is written; bad input raises
+    Every file is checked before anything is written; bad input raises
     :class:`~cohortflow.errors.SourceError` naming the file, the column and the fix.
     """
     root, out = Path(root), Path(out)
     files = data_files(root)
     schemas = [check_data_file(f) for f in files]
+    codes_table, splits_table = _read_codes(root), _read_splits(root)
     _checks.check_output(out, [root])
     work = out.with_name(f".{out.name}.partial")
     with _checks.nothing_half_written(work, out):
@@ -269,7 +287,9 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
         seen: set[str] = set()
         subjects: list[np.ndarray] = []
         for path, schema in zip(files, schemas, strict=True):
-            has_unit = "unit" in schema.names and pa.types.is_string(schema.field("unit").type)
+            has_unit = "unit" in schema.names and (pa.types.is_string(schema.field("unit").type)
+                                                   or pa.types.is_large_string(
+                                                       schema.field("unit").type))
             columns = [*EXPECTED, *(["unit"] if has_unit else [])]
             offset = 0
             for batch in _parquet(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
@@ -283,8 +303,9 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
         if ids.size == 0:
             raise SourceError(f"{root / 'data'}: the data files hold no events; fix: point "
                               "source.meds.path at a dataset with events")
-        events.write_parquet(_codes(root, sorted(seen)).to_arrow(), events.codes_path(work))
-        events.write_parquet(_splits(root, ids).to_arrow(), events.splits_path(work))
+        events.write_parquet(_codes(codes_table, sorted(seen)).to_arrow(),
+                             events.codes_path(work))
+        events.write_parquet(_splits(splits_table, ids).to_arrow(), events.splits_path(work))
         summary = {
             "dataset_name": dataset_name,
             "dataset_version": "1",
