@@ -208,8 +208,8 @@ def _ancestry(source: OmopSource, descendants: pl.Series) -> pl.DataFrame:
             pl.col("ancestor_concept_id").cast(pl.Int64).alias("ancestor"),
             pl.col("min_levels_of_separation").cast(pl.Int64).alias("levels"),
         ).filter(pl.col("concept_id").is_in(wanted), pl.col("concept_id") != pl.col("ancestor")))
-    return pl.concat(frames).unique(["concept_id", "ancestor"], keep="first").sort(
-        "concept_id", "ancestor")
+    return (pl.concat(frames).group_by("concept_id", "ancestor").agg(pl.col("levels").min())
+            .sort("concept_id", "ancestor"))
 
 
 def _parents(up: pl.DataFrame) -> pl.DataFrame:

