@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 import xarray as xr
 import yaml
@@ -35,15 +37,37 @@ def _case(name: str) -> dict[str, Any]:
 
 
 def _omop_input(name: str, case: dict[str, Any], root: Path) -> Path:
+    if "source" in case:  # the case's own file is the whole source
+        return Path(shutil.copy(CORPUS / name / case["source"], root / case["source"]))
     cdm = root / "cdm"
     cdm.mkdir()
     for file in BASE.iterdir():
         if file.name not in case.get("remove", []):
-            shutil.copy(file, cdm / file.name)
+            if case.get("format") == "parquet":
+                pq.write_table(pacsv.read_csv(file), cdm / f"{file.stem}.parquet")
+            else:
+                shutil.copy(file, cdm / file.name)
     for file in (CORPUS / name).iterdir():
         if file.name != "case.yaml":
             shutil.copy(file, cdm / file.name)
     return cdm
+
+
+def _make(make: str, cdm: Path, out: Path) -> None:
+    """Damage that git cannot store, built at run time: ``truncate FILE`` (cut to half),
+    ``fifo FILE``, ``symlink_loop FILE`` (a link to itself), ``out_file`` (--out is a file)."""
+    action, _, file = make.partition(" ")
+    target = cdm / file
+    if action == "truncate":
+        data = target.read_bytes()
+        target.write_bytes(data[: len(data) // 2])
+    elif action in ("fifo", "symlink_loop"):
+        target.unlink(missing_ok=True)
+        os.mkfifo(target) if action == "fifo" else target.symlink_to(target.name)
+    elif action == "out_file":
+        out.write_text("a file of the user's\n")
+    else:
+        raise AssertionError(f"unknown damage {make!r}")
 
 
 def _cli(args: list[str]) -> tuple[int, str]:
@@ -85,6 +109,8 @@ def test_bad_input(name: str, tmp_path: Path, request: pytest.FixtureRequest,
     out = tmp_path / "events"
     if case["kind"] == "omop":
         cdm = _omop_input(name, case, tmp_path)
+        if "make" in case:
+            _make(case["make"], cdm, out)
         code, message = _cli(["ingest", str(cdm), "--out", str(out), "--shards", "2"])
     elif case["kind"] == "study":
         code, message = _cli(["validate", str(CORPUS / name / "study.yaml")])
@@ -107,7 +133,10 @@ def test_bad_input(name: str, tmp_path: Path, request: pytest.FixtureRequest,
     assert "Traceback" not in message
     if code != 0 and case["kind"] in ("omop", "disk"):
         assert message.count("error:") == 1
-        assert not out.exists(), "a failed ingest left an event store behind"
+        if case.get("make") == "out_file":
+            assert out.read_text() == "a file of the user's\n", "the user's file was changed"
+        else:
+            assert not out.exists(), "a failed ingest left an event store behind"
         assert not list(out.parent.glob(".*partial*")), "a partial store was left behind"
     elif case["kind"] == "omop":
         assert events.list_shards(out) == ["0", "1"]  # a warning: the store is written
@@ -137,7 +166,7 @@ def _ingest_onto_full_disk(case: dict[str, Any], tmp_path: Path,
 def test_corpus_covers_every_kind() -> None:
     kinds = [_case(name)["kind"] for name in CASES]
     assert {k: kinds.count(k) for k in sorted(set(kinds))} == {
-        "disk": 1, "omop": 17, "store": 3, "study": 7}
+        "disk": 1, "omop": 24, "store": 3, "study": 11}
 
 
 def test_the_command_itself_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:

@@ -465,8 +465,13 @@ def _prepare(out: Path) -> None:
             raise CohortflowError(
                 f"{out}: directory is not empty and is not a previous `cohortflow synth` output "
                 "(no synth.json); fix: choose an empty or new --out directory")
-        for name in TABLES:
-            shutil.rmtree(out / name, ignore_errors=True)
+        for name in TABLES:  # only the table directories a synth run writes
+            table = out / name
+            if table.is_symlink() or (table.exists() and not table.is_dir()):
+                raise CohortflowError(
+                    f"{table}: not a table directory of a `cohortflow synth` output (a link or "
+                    "a file), so it is left untouched; fix: move it away or choose a new --out")
+            shutil.rmtree(table, ignore_errors=True)
         for name in ("concept.parquet", "concept_ancestor.parquet", "oracle.json"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -179,13 +179,34 @@ def finish(partial: Path, out: Path) -> None:
     An old ``out`` is renamed away first, so a kill while it is deleted never leaves a
     half-deleted store that still carries a marker under the name ``out``.
     """
-    zarr.open_group(partial, mode="r+").attrs[COMPLETE_ATTR] = True
     _, _, trash = work_paths(out)
+    if out.exists() or out.is_symlink():
+        refuse_foreign(out)
+    zarr.open_group(partial, mode="r+").attrs[COMPLETE_ATTR] = True
     clear(trash)
     if out.exists():
         out.rename(trash)
     partial.rename(out)
     clear(trash)
+
+
+def _finished(path: Path) -> bool:
+    try:
+        return zarr.open_group(path, mode="r").attrs.get(COMPLETE_ATTR) is True
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.BaseZarrError):
+        return False
+
+
+def refuse_foreign(out: Path) -> None:
+    """Refuse to replace ``out`` unless it is an empty directory or a finished feature
+    store: a rebuild never deletes what the features step did not write."""
+    ours = out.is_dir() and not out.is_symlink() and (
+        _finished(out) or not [p for p in out.iterdir() if p.name != ".snakemake_timestamp"])
+    if not ours:
+        raise StoreError(
+            f"{out}: exists and is not a feature store (no Zarr group with the attribute "
+            f"{COMPLETE_ATTR}), so it is left untouched; fix: move it away, or give the "
+            "study another results directory")
 
 
 def open_features(path: Path) -> xr.Dataset:

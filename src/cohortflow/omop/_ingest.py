@@ -297,12 +297,16 @@ def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop
            min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> dict:
     """Write the event store for ``source`` into ``out`` (replaced atomically at the end).
 
+    ``out`` must be new, an empty directory or an event store an earlier ingest wrote, and
+    must not overlap the source: anything else is refused before any work.
+
     Counts in its warnings below ``min_cell_count`` are shown suppressed.
 
     Bad input raises :class:`SourceError` naming the file, the field and the fix.  On any
     failure, a full disk included, the partial store is removed and ``out`` is untouched.
     """
     out = Path(out)
+    _checks.check_output(out, source.inputs())
     with _checks.nothing_half_written(out.with_name(f".{out.name}.partial"), out):
         return _write_store(source, out, shards, dataset_name, min_cell_count)
 
@@ -311,7 +315,6 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
                  min_cell_count: int) -> dict:
     _checks.require_tables(source.tables(), source.location)
     work = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
     writer = _ShardWriter(work, shards)
     counts: dict[str, int] = {}
     findings = _checks.Findings(min_cell_count)
@@ -403,9 +406,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
     events.write_json({table: source.fingerprint(table) for table in source.tables()},
                       events.source_fingerprint_path(work))
     shutil.rmtree(work / "parts", ignore_errors=True)
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+    _checks.replace_store(work, out)
     return summary
 
 

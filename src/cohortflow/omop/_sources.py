@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1_000_000
 _PLACEHOLDER = re.compile(r"column\d+")
+#: Numeric columns the ingest reads: text in them must parse as a number.
+NUMERIC_COLUMNS = ("value_as_number", "days_supply")
+_INT64_EXACT = 2**53  # the largest whole float64 that is still an exact integer
 
 
 class OmopSource:
@@ -50,6 +54,16 @@ class OmopSource:
     def tables(self) -> list[str]:
         """Lower-case names of the tables the source holds."""
         return sorted(self._index)
+
+    def inputs(self) -> list[Path]:
+        """The paths the source reads (its location, and where each linked table really
+        lies), which no output may hold, replace or lie inside."""
+        found = [self.path]
+        if self.path.is_dir():
+            for entry in sorted(self.path.iterdir()):
+                if entry.is_symlink() and entry.exists():
+                    found.append(entry.resolve())
+        return found
 
     def close(self) -> None:
         """Release connections; reading after this is an error."""
@@ -100,6 +114,7 @@ class OmopSource:
                         "OMOP CDM v5.4 column names"
                     )
             frame = _integer_ids(frame, required, self.where(table), seen_rows)
+            frame = _numbers(frame, self.where(table), seen_rows)
             seen_rows += frame.height
             if frame.height:
                 yield frame
@@ -140,24 +155,29 @@ def _integer_ids(frame: pl.DataFrame, required: list[str], where: str,
                 or column.startswith(("year_", "min_levels"))):
             continue
         dtype = frame.schema[column]
-        if dtype.is_integer():
+        if dtype.is_integer() and (dtype != pl.UInt64 or not frame.height
+                                   or (frame[column].max() or 0) < 2**63):  # type: ignore[operator]
             continue
-        if dtype == pl.String or dtype.is_float():
+        if dtype == pl.String or dtype.is_float() or dtype.is_integer():
             values = pl.col(column)
+            exact = pl.lit(None, pl.Int64)
             if dtype == pl.String:
                 values = values.str.strip_chars()
+                exact = values.cast(pl.Int64, strict=False)  # digits within 64 bits, exactly
             converted = values.cast(pl.Float64, strict=False)
-            whole = converted.is_finite() & (converted == converted.floor())
-            ok = pl.when(whole).then(converted.cast(pl.Int64))
+            whole = (converted.is_finite() & (converted == converted.floor())
+                     & (converted.abs() <= _INT64_EXACT))
+            ok = pl.coalesce(exact, pl.when(whole).then(converted.cast(pl.Int64)))
             checked = frame.select(ok.alias("v"), pl.col(column).is_null().alias("null"))
             bad = checked.with_row_index().filter(pl.col("v").is_null() & ~pl.col("null"))
             if bad.height == 0:
                 frame = frame.with_columns(checked["v"].alias(column))
                 continue
             raise SourceError(
-                f"{where}: column {column}: {bad.height} value(s) are not integers (first at "
-                f"data row {offset + int(bad['index'][0]) + 1}); fix: export {column} as an "
-                "integer column (OMOP CDM ids and years are integers)"
+                f"{where}: column {column}: {bad.height} value(s) are not integers of at "
+                f"most 64 bits (first at data row {offset + int(bad['index'][0]) + 1}); fix: "
+                f"export {column} as an integer column (OMOP CDM ids and years are 64-bit "
+                "integers)"
             )
         raise SourceError(
             f"{where}: column {column} has type {dtype}, expected an integer; fix: export "
@@ -166,17 +186,75 @@ def _integer_ids(frame: pl.DataFrame, required: list[str], where: str,
     return frame
 
 
+def _numbers(frame: pl.DataFrame, where: str, offset: int) -> pl.DataFrame:
+    """Numeric columns (:data:`NUMERIC_COLUMNS`) given as text, as numbers: an empty cell is
+    no value; text that is not a number is refused, naming the column and the first bad row.
+
+    >>> _numbers(pl.DataFrame({"value_as_number": [" 1.5", None]}), "m", 0).dtypes
+    [Float64]
+    >>> _numbers(pl.DataFrame({"value_as_number": ["1.5", "n/a"]}), "m.csv", 0)
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.SourceError: m.csv: column value_as_number: 1 value(s) are not numbers ...
+    """
+    for column in NUMERIC_COLUMNS:
+        if column not in frame.columns or frame.schema[column] != pl.String:
+            continue
+        text = pl.col(column).str.strip_chars()
+        checked = frame.select(text.cast(pl.Float64, strict=False).alias("v"),
+                               (text.is_null() | (text == "")).alias("empty"))
+        bad = checked.with_row_index().filter(pl.col("v").is_null() & ~pl.col("empty"))
+        if bad.height:
+            raise SourceError(
+                f"{where}: column {column}: {bad.height} value(s) are not numbers (first at "
+                f"data row {offset + int(bad['index'][0]) + 1}); fix: write plain numbers such "
+                f"as 12.5 in {column}, and leave the cell empty where there is no value")
+        frame = frame.with_columns(checked["v"].alias(column))
+    return frame
+
+
+def _regular_tables(path: Path, suffixes: tuple[str, ...], dirs: bool) -> list[Path]:
+    """Entries of ``path`` with one of ``suffixes`` (or, with ``dirs``, directories of such
+    files); one that is not a regular file (a FIFO, a device, a dangling or looping link)
+    is refused before it is opened, since reading it could block or fail half-way."""
+    found = []
+    for entry in sorted(path.iterdir()):
+        if entry.suffix.lower() not in suffixes and not (dirs and entry.is_dir()):
+            continue
+        try:
+            mode = entry.stat().st_mode
+        except OSError as exc:
+            raise SourceError(
+                f"{entry}: table file cannot be opened ({exc.strerror}: a dangling or looping "
+                "symbolic link?); fix: replace it with the table's file, or remove it"
+            ) from None
+        if stat.S_ISDIR(mode):
+            if dirs and (entry.suffix.lower() in suffixes
+                         or any(p.suffix.lower() in suffixes for p in entry.iterdir())):
+                found.append(entry)
+        elif stat.S_ISREG(mode):
+            found.append(entry)
+        else:
+            raise SourceError(
+                f"{entry}: table file is not a regular file (a FIFO, socket or device); "
+                "fix: replace it with the table's exported file, or remove it")
+    return found
+
+
+def _unreadable(where: str, kind: str, exc: BaseException) -> SourceError:
+    return SourceError(
+        f"{where}: unreadable {kind} file ({_first_line(exc)}), truncated or not {kind}; fix: "
+        "export the table again, and copy the whole file")
+
+
 class ParquetSource(OmopSource):
     """A directory with ``<table>.parquet`` files or ``<table>/`` directories of parts."""
 
     kind = "parquet"
 
     def _tables(self) -> list[str]:
-        names = []
-        for p in self.path.iterdir():
-            if p.suffix.lower() == ".parquet" or (p.is_dir() and any(p.glob("*.parquet"))):
-                names.append(p.name[: -len(p.suffix)] if p.suffix else p.name)
-        return names
+        return [p.name[: -len(p.suffix)] if p.suffix else p.name
+                for p in _regular_tables(self.path, (".parquet",), dirs=True)]
 
     def where(self, table: str) -> str:
         name = self._index.get(table)
@@ -191,8 +269,11 @@ class ParquetSource(OmopSource):
         if not file.exists():
             matches = [p for p in self.path.iterdir() if p.stem == table]
             target = matches[0]
-        dataset = pads.dataset(target, format="parquet")
-        yield from dataset.to_batches(batch_size=BATCH_ROWS)
+        try:
+            dataset = pads.dataset(target, format="parquet")
+            yield from dataset.to_batches(batch_size=BATCH_ROWS)
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(self.where(table.lower()), "Parquet", exc) from None
 
     def fingerprint(self, table: str) -> dict[str, int | str]:
         """Rows from the Parquet footers and a hash of the files' bytes: no data is decoded."""
@@ -202,7 +283,10 @@ class ParquetSource(OmopSource):
         digest = hashlib.sha256()
         rows = 0
         for file in files:
-            rows += pq.ParquetFile(file).metadata.num_rows
+            try:
+                rows += pq.ParquetFile(file).metadata.num_rows
+            except (pa.ArrowException, OSError) as exc:
+                raise _unreadable(self.where(table), "Parquet", exc) from None
             with file.open("rb") as fh:
                 for block in iter(functools.partial(fh.read, 1 << 20), b""):
                     digest.update(block)
@@ -215,9 +299,7 @@ class CsvSource(OmopSource):
     kind = "csv"
 
     def _tables(self) -> list[str]:
-        return [p.stem for p in self.path.glob("*.csv")] + [
-            p.stem for p in self.path.glob("*.CSV")
-        ]
+        return [p.stem for p in _regular_tables(self.path, (".csv",), dirs=False)]
 
     def _file(self, table: str) -> Path:
         return next(p for p in self.path.iterdir()
@@ -266,7 +348,13 @@ class DuckDBSource(OmopSource):
         if not Path(path).is_file():
             raise SourceError(f"{path}: DuckDB file not found; fix: give the .duckdb file path")
         self.schema = schema
-        self.con = duckdb.connect(str(path), read_only=True)
+        try:
+            self.con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            raise SourceError(
+                f"{path}: not a readable DuckDB database ({_first_line(exc)}); fix: give a "
+                ".duckdb file written by DuckDB, or a directory of Parquet or CSV tables"
+            ) from None
         super().__init__(path)
 
     def _tables(self) -> list[str]:
@@ -325,6 +413,9 @@ class PostgresSource(OmopSource):
     @property
     def location(self) -> str:
         return self.url + (f" schema {self.schema}" if self.schema else "")
+
+    def inputs(self) -> list[Path]:
+        return []  # a database: no path an output could overlap
 
     def close(self) -> None:
         self.con.close()
@@ -424,6 +515,9 @@ def open_source(path: str | Path, fmt: str | None = None,
     if not path.exists():
         raise SourceError(f"{path}: OMOP source not found; fix: give a .duckdb file, a "
                           "directory of Parquet or CSV tables, or a postgresql:// URL")
+    if not path.is_file() and not path.is_dir():
+        raise SourceError(f"{path}: OMOP source is neither a file nor a directory (a FIFO or "
+                          "device?); fix: give a .duckdb file or a directory of tables")
     if fmt is None:
         if path.is_file():
             fmt = "duckdb"

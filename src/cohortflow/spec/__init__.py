@@ -139,29 +139,132 @@ def demo_study_path() -> Path:
     )
 
 
+MAX_YAML_NODES = 100_000
+"""Most values (scalars, lists, mappings) a study file may hold once its aliases are
+expanded: far above any real study, far below what a few nested aliases (an "alias
+bomb") expand to."""
+MAX_PROBLEMS = 20
+"""Problems listed one by one in a validation error; the rest are counted."""
+MAX_SHOWN = 80
+"""Characters of a received value shown in a message."""
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (naming both lines)."""
+
+    origin = "<study>"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue  # '<<' merges may be overridden by the mapping's own keys
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise StudySpecError(
+                    f"{self.origin}: key '{key}' is given twice in one mapping (lines "
+                    f"{first[key]} and {line}); YAML would silently keep only the last; "
+                    "fix: delete one of them or merge their contents")
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
+    """Values ``node`` holds once every alias is expanded, without expanding them: an
+    alias is the same node object, so each distinct node is counted once, by multiplication.
+    A node that contains itself (a recursive alias) counts as unbounded."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_:
+        return MAX_YAML_NODES + 1
+    open_.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo, open_) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo, open_) + _expanded_size(v, memo, open_)
+                    for k, v in node.value)
+    open_.discard(key)
+    memo[key] = min(size, MAX_YAML_NODES + 1)  # stay small: bombs multiply
+    return memo[key]
+
+
+def read_yaml(text: str, origin: str) -> Any:
+    """Parse a study file's text: safe YAML, no key given twice, at most
+    :data:`MAX_YAML_NODES` values once aliases are expanded (an alias bomb is refused
+    before it is expanded).
+
+    >>> read_yaml("a: 1\nb: [x, y]\n", "s.yaml")
+    {'a': 1, 'b': ['x', 'y']}
+    >>> read_yaml("name: a\nseed: 1\nname: b\n", "s.yaml")
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.StudySpecError: s.yaml: key 'name' is given twice in one mapping (lines 1 \
+and 3); YAML would silently keep only the last; fix: delete one of them or merge their contents
+    """
+    loader = _StudyLoader(text)
+    loader.origin = origin
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set())
+        if size > MAX_YAML_NODES:
+            raise StudySpecError(
+                f"{origin}: the file expands to more than {MAX_YAML_NODES:,} values once its "
+                "aliases (*name) are expanded, or an alias refers to itself; a study needs far "
+                "fewer; fix: write the values out, or use each alias only where one copy is "
+                "meant")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise StudySpecError(f"{origin}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise StudySpecError(f"{origin}: values nested too deeply; fix: a study file is a few "
+                             "levels of mappings and lists") from None
+    finally:
+        loader.dispose()
+
+
 def load_study(path: str | Path | None = None) -> Study:
     """Read and validate a study file; ``None`` loads the embedded demo study.
 
-    Every problem is reported at once, each naming its field and a fix.
+    Every problem is reported at once, each naming its field and a fix.  Relative paths in
+    it (the source, concept-set seeds) are read from the study file's folder.
     """
     path = Path(path) if path is not None else demo_study_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise StudySpecError(f"{path}: study file not found") from None
-    except yaml.YAMLError as exc:
-        raise StudySpecError(f"{path}: not valid YAML: {exc}") from None
+        raise StudySpecError(f"{path}: study file not found; fix: give the path of the "
+                             "study's YAML file") from None
+    except IsADirectoryError:
+        raise StudySpecError(f"{path}: is a directory; fix: give the path of the study's YAML "
+                             f"file, e.g. {path / 'study.yaml'}") from None
+    except UnicodeDecodeError as exc:
+        raise StudySpecError(f"{path}: not UTF-8 text (byte {exc.start}); fix: save the study "
+                             "file as UTF-8") from None
+    except OSError as exc:
+        raise StudySpecError(f"{path}: cannot read the study file ({exc.strerror}); fix: give "
+                             "a readable YAML file") from None
+    raw = read_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise StudySpecError(f"{path}: a study file is a YAML mapping with keys such as 'name'")
-    study = parse_study(raw, origin=str(path))
+    folder = path.resolve().parent
+    study = parse_study(raw, origin=str(path), folder=folder)
     # Relative source paths mean "next to the study file", whatever directory a run uses;
     # the folder is kept beside the model so the study's digest does not depend on it.
-    study._folder = path.resolve().parent
+    study._folder = folder
     return study
 
 
-def parse_study(raw: dict[str, Any], origin: str = "<study>") -> Study:
+def parse_study(raw: dict[str, Any], origin: str = "<study>",
+                folder: Path | None = None) -> Study:
     """Validate a study given as a mapping, turning pydantic errors into one clear message.
+
+    ``folder`` is where relative concept-set seed paths are read from (default: the
+    current directory).
 
     >>> parse_study({"name": "x", "sed": 1}, origin="s.yaml")
     Traceback (most recent call last):
@@ -169,11 +272,14 @@ def parse_study(raw: dict[str, Any], origin: str = "<study>") -> Study:
     cohortflow.errors.StudySpecError: s.yaml: ...
     """
     try:
-        return Study.model_validate(raw)
+        return Study.model_validate(raw, context={"folder": folder})
     except ValidationError as exc:
-        lines = [_describe(err) for err in exc.errors()]
+        errors = exc.errors()
+        lines = [_describe(err) for err in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            lines.append(f"  - ... and {len(errors) - MAX_PROBLEMS} more")
         raise StudySpecError(
-            f"{origin}: {len(lines)} problem(s) in the study file:\n" + "\n".join(lines)
+            f"{origin}: {len(errors)} problem(s) in the study file:\n" + "\n".join(lines)
         ) from None
 
 
@@ -192,6 +298,8 @@ def _describe(err: Any) -> str:
     shown = repr(received) if not isinstance(received, dict) else "a mapping"
     shown = re.sub(r"(://[^/:@\s]*:)[^@\s]*@", r"\1***@", shown)  # never echo a password
     shown = re.sub(r"(?i)(password=)[^&\s']*", r"\1***", shown)
+    if len(shown) > MAX_SHOWN:  # a value may be huge (many aliases): show its start only
+        shown = shown[:MAX_SHOWN] + f"... ({len(shown):,} characters)"
     return f"  - {field}: {err['msg']} (got {shown}){_example(loc) or _bound_hint(err)}"
 
 

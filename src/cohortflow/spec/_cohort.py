@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from cohortflow.spec._base import SpecModel
 
@@ -59,9 +59,10 @@ class ConceptSet(SpecModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _read_seed(cls, raw: Any) -> Any:
+    def _read_seed(cls, raw: Any, info: ValidationInfo) -> Any:
         if isinstance(raw, dict) and raw.get("seed") and "include" not in raw:
-            return {**raw, **load_seed(str(raw["seed"]))}
+            folder = (info.context or {}).get("folder")
+            return {**raw, **load_seed(str(raw["seed"]), folder)}
         return raw
 
 
@@ -315,15 +316,19 @@ RuleItem.model_rebuild()
 _TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n", ""}
 
 
-def seed_path(seed: str) -> Path:
-    """The CSV of a concept-set seed: a path to a ``.csv`` file, or a name looked up in the
+def seed_path(seed: str, folder: Path | None = None) -> Path:
+    """The CSV of a concept-set seed: a path to a ``.csv`` file (a relative one from
+    ``folder``, the study file's folder, like the source path), or a name looked up in the
     repository's ``seeds/concept_sets``.
 
     >>> seed_path("gi_bleed").name
     'gi_bleed.csv'
+    >>> seed_path("sets/asthma.csv", Path("/studies")).as_posix()
+    '/studies/sets/asthma.csv'
     """
     if seed.endswith(".csv"):
-        return Path(seed)
+        path = Path(seed)
+        return path if path.is_absolute() or folder is None else Path(folder) / path
     here = Path(str(resources.files("cohortflow")))
     for root in (here, *here.parents):
         candidate = root / "seeds" / "concept_sets" / f"{seed}.csv"
@@ -333,28 +338,53 @@ def seed_path(seed: str) -> Path:
                      "give the name of a CSV in seeds/concept_sets or a path ending in .csv")
 
 
-def load_seed(seed: str) -> dict[str, list[dict[str, Any]]]:
+def load_seed(seed: str, folder: Path | None = None) -> dict[str, list[dict[str, Any]]]:
     """Read a dbt-style concept-set seed: columns ``concept_id`` or ``code``, optional
-    ``concept_name``, ``descendants`` (default true) and ``exclude`` (default false)."""
-    path = seed_path(seed)
+    ``concept_name``, ``descendants`` (default true) and ``exclude`` (default false).
+
+    UTF-8, with or without the byte-order mark spreadsheets write; a bad row is refused
+    naming the file, its line and the column.
+    """
+    path = seed_path(seed, folder)
     if not path.is_file():
-        raise ValueError(f"seed '{seed}': {path} not found; fix: give an existing CSV file")
+        raise ValueError(f"seed '{seed}': {path} not found; fix: give an existing CSV file "
+                         "(a relative path is read from the study file's folder)")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return _seed_rows(csv.DictReader(handle), path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); fix: save the CSV as "
+                         "UTF-8") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: unreadable CSV ({exc}); fix: one header row, comma "
+                         "separated") from None
+
+
+def _seed_rows(reader: csv.DictReader[str], path: Path) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {"include": [], "exclude": []}
-    with path.open(newline="") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            ref: dict[str, Any] = {}
-            if (row.get("concept_id") or "").strip():
-                ref["concept_id"] = int(row["concept_id"])
-            elif (row.get("code") or "").strip():
-                ref["code"] = row["code"].strip()
-            else:
-                raise ValueError(f"{path}:{line}: neither concept_id nor code; fix: fill one")
-            flags = {}
-            for column, default in (("descendants", True), ("exclude", False)):
-                text = (row.get(column) or "").strip().lower()
-                if text not in _TRUE | _FALSE:
-                    raise ValueError(f"{path}:{line}: {column} is {text!r}; fix: true or false")
-                flags[column] = default if text == "" else text in _TRUE
-            ref["descendants"] = flags["descendants"]
-            out["exclude" if flags["exclude"] else "include"].append(ref)
+    for row in reader:
+        line = reader.line_num
+        ref: dict[str, Any] = {}
+        concept_id, code = (row.get("concept_id") or "").strip(), (row.get("code") or "").strip()
+        if concept_id:
+            try:
+                ref["concept_id"] = int(concept_id)
+            except ValueError:
+                raise ValueError(f"{path}:{line}: column concept_id is {concept_id!r}, not an "
+                                 "integer; fix: an OMOP concept id such as 317009") from None
+        elif code:
+            ref["code"] = code
+        else:
+            raise ValueError(f"{path}:{line}: columns concept_id and code are both empty; "
+                             "fix: fill one (header: concept_id,concept_name,descendants,"
+                             "exclude)")
+        flags = {}
+        for column, default in (("descendants", True), ("exclude", False)):
+            text = (row.get(column) or "").strip().lower()
+            if text not in _TRUE | _FALSE:
+                raise ValueError(f"{path}:{line}: column {column} is {text!r}; fix: true or "
+                                 "false")
+            flags[column] = default if text == "" else text in _TRUE
+        ref["descendants"] = flags["descendants"]
+        out["exclude" if flags["exclude"] else "include"].append(ref)
     return out
