@@ -49,6 +49,7 @@ DEMO_STUDY = "demo.yaml"
 
 __all__ = [
     "DEMO_STUDY",
+    "MAX_YAML_NODES",
     "Cohort",
     "ConceptRef",
     "ConceptSet",
@@ -70,6 +71,7 @@ __all__ = [
     "json_schema",
     "load_study",
     "parse_study",
+    "read_yaml",
 ]
 
 
@@ -196,9 +198,9 @@ def read_yaml(text: str, origin: str) -> Any:
     :data:`MAX_YAML_NODES` values once aliases are expanded (an alias bomb is refused
     before it is expanded).
 
-    >>> read_yaml("a: 1\nb: [x, y]\n", "s.yaml")
+    >>> read_yaml("a: 1\\nb: [x, y]\\n", "s.yaml")
     {'a': 1, 'b': ['x', 'y']}
-    >>> read_yaml("name: a\nseed: 1\nname: b\n", "s.yaml")
+    >>> read_yaml("name: a\\nseed: 1\\nname: b\\n", "s.yaml")
     Traceback (most recent call last):
     ...
     cohortflow.errors.StudySpecError: s.yaml: key 'name' is given twice in one mapping (lines 1 \
