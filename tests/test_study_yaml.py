@@ -98,3 +98,18 @@ def test_a_bad_seed_row_names_the_file_line_and_column(tmp_path: Path, row: str,
 def test_a_study_path_that_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(StudySpecError, match="is a directory; fix: give the path"):
         load_study(tmp_path)
+
+
+@pytest.mark.parametrize("args", [["validate", "{d}"], ["schema", "--out", "{d}"],
+                                  ["import-circe", "{d}"]])
+def test_a_directory_where_a_file_belongs_is_one_message(tmp_path: Path,
+                                                         args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from cohortflow.cli import app
+
+    result = CliRunner().invoke(app, [a.format(d=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path}: is a directory; fix: give the path of" in " ".join(
+        result.output.split())
+    assert list(tmp_path.iterdir()) == []

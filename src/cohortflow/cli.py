@@ -44,6 +44,16 @@ def _friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _file_path(path: Path, what: str, must_exist: bool) -> Path:
+    """Refuse, before any work, a path that must be a file but is a directory (or, for an
+    input, is missing)."""
+    if path.is_dir():
+        raise CohortflowError(f"{path}: is a directory; fix: give the path of {what}")
+    if must_exist and not path.is_file():
+        raise CohortflowError(f"{path}: not found; fix: give the path of {what}")
+    return path
+
+
 @app.command()
 @_friendly
 def synth(
@@ -102,6 +112,8 @@ def schema(
     """Print (or write) the JSON Schema of the study file."""
     from cohortflow.spec import json_schema
 
+    if out is not None:
+        _file_path(out, "the JSON Schema file to write, e.g. study.schema.json", False)
     text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -121,6 +133,9 @@ def import_circe(
 
     from cohortflow.circe import import_circe as convert
 
+    _file_path(circe_json, "an ATLAS / Circe cohort JSON file", True)
+    if out is not None:
+        _file_path(out, "the study YAML file to write, e.g. my_study.yaml", False)
     _, raw = convert(circe_json, outcome)
     text = yaml.safe_dump(raw, sort_keys=False)
     if out is None:
