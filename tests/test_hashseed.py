@@ -24,8 +24,8 @@ SEEDS = ("1", "4242")
 # What a results tree may legitimately hold that differs between two identical runs:
 # logs/ and benchmarks/ hold wall times, dates and host details of each job.
 VOLATILE_DIRS = ("logs", "benchmarks")
-# In the manifest: when it was written, how long each step took, and the folder the run
-# was started from (each run has its own working folder).
+# In the manifest: when it was written (the clock) and how long each step took (wall and
+# compute seconds).  Everything else in it, output checksums included, must be equal.
 VOLATILE_MANIFEST_KEYS = ("created_utc", "steps")
 
 
