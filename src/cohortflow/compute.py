@@ -9,14 +9,25 @@
 
 Results never depend on the number of workers: every task works on whole shards and the
 blocks are stacked in shard order.
+
+Who may connect: a LocalCluster listens on loopback only, with no dashboard.  A
+dask-jobqueue cluster listens on the cluster network, so it speaks mutual TLS with a key and
+certificate made for that one cluster (:func:`tls_credentials`): only processes that can
+read the run's owner-only credential files -- the driver and its worker jobs, which run as
+the same user on the shared filesystem -- can connect, as client or as worker.  The files
+(and the scheduler file beside them) live in a private directory that is removed when the
+step ends; job scripts name the files, never their content.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +36,7 @@ from typing import Any
 import dask
 import yaml
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from cohortflow.errors import CohortflowError
 
@@ -84,12 +96,94 @@ def _import_slurm_cluster() -> Any:
 
 
 class DaskBackend:
-    """How a step gets its Dask cluster.  Subclasses override :meth:`make_cluster`."""
+    """How a step gets its Dask cluster.  Subclasses override :meth:`make_cluster`, or
+    :meth:`cluster` where the cluster needs something removed after it closes."""
 
     kind = "abstract"
 
     def make_cluster(self, max_workers: int | None) -> Any:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def cluster(self, max_workers: int | None) -> Iterator[Any]:
+        """The step's cluster, closed on exit."""
+        cluster = self.make_cluster(max_workers)
+        try:
+            yield cluster
+        finally:
+            cluster.close()
+
+
+#: Prefix of the private per-cluster directory (credentials and scheduler file).
+RUN_DIR_PREFIX = "dask-"
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to a new file that only its owner can read, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Remove the private directories of this host's drivers that were killed before they
+    could (their pid is gone); directories of live drivers and other hosts stay."""
+    host = socket.gethostname()
+    for old in parent.glob(f"{RUN_DIR_PREFIX}{host}-*-*"):
+        pid = old.name[len(RUN_DIR_PREFIX) + len(host) + 1:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_run_dir(parent: Path) -> Iterator[Path]:
+    """A new directory only its owner can enter, under ``parent``; removed with everything
+    in it on exit.
+
+    >>> import tempfile
+    >>> with private_run_dir(Path(tempfile.mkdtemp())) as run:
+    ...     oct(run.stat().st_mode & 0o777), run.name.startswith("dask-")
+    ('0o700', True)
+    >>> run.exists()
+    False
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(parent)
+    run = Path(tempfile.mkdtemp(  # mode 0700, a name no one else can take first
+        prefix=f"{RUN_DIR_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=parent))
+    try:
+        yield run
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def tls_credentials(directory: Path) -> Security:
+    """Mutual-TLS credentials made for one cluster, written to owner-only files in
+    ``directory`` (a :func:`private_run_dir`): the scheduler, its workers and the client
+    all present the one certificate and trust nothing else.  The returned
+    :class:`~distributed.security.Security` holds file paths only, so nothing that copies it
+    (a job script, a log line) copies the key.
+
+    >>> import tempfile
+    >>> with private_run_dir(Path(tempfile.mkdtemp())) as run:
+    ...     security = tls_credentials(run)
+    ...     sorted(p.name for p in run.iterdir()), oct((run / "key.pem").stat().st_mode)
+    (['cert.pem', 'key.pem'], '0o100600')
+    >>> security.require_encryption, security.tls_worker_key.endswith("key.pem")
+    (True, True)
+    """
+    made = Security.temporary()
+    cert = str(_write_private(Path(directory) / "cert.pem", made.tls_ca_file))
+    key = str(_write_private(Path(directory) / "key.pem", made.tls_scheduler_key))
+    del made
+    return Security(
+        require_encryption=True, tls_ca_file=cert,
+        tls_scheduler_cert=cert, tls_scheduler_key=key,
+        tls_worker_cert=cert, tls_worker_key=key,
+        tls_client_cert=cert, tls_client_key=key,
+    )
 
 
 class LocalBackend(DaskBackend):
@@ -105,6 +199,7 @@ class LocalBackend(DaskBackend):
             threads_per_worker=alloc.threads_per_worker,
             memory_limit=alloc.memory_limit_bytes or "auto",
             processes=True,
+            host="127.0.0.1",  # loopback only, whatever the Dask config says
             dashboard_address=None,
         )
 
@@ -115,7 +210,11 @@ class JobqueueBackend(DaskBackend):
     Settings come from a Dask YAML file (``jobqueue.slurm.*`` as documented by
     dask-jobqueue, plus ``cohortflow.adapt.{minimum,maximum}``), loaded as defaults so that
     ``DASK_JOBQUEUE__SLURM__*`` environment variables still override them.  Workers find
-    the scheduler through a scheduler file on the shared filesystem.
+    the scheduler through a scheduler file on the shared filesystem.  Every connection is
+    mutual TLS with credentials made for this cluster (:func:`tls_credentials`); the
+    scheduler file and the credentials share one private directory under
+    ``scheduler_dir``, removed when the cluster closes.  The scheduler serves no dashboard
+    unless ``scheduler-options`` asks for one (``dashboard_address``).
     """
 
     kind = "jobqueue"
@@ -124,7 +223,21 @@ class JobqueueBackend(DaskBackend):
         self.config_file = Path(config_file)
         self.scheduler_dir = Path(scheduler_dir)
 
-    def make_cluster(self, max_workers: int | None) -> Any:
+    @contextlib.contextmanager
+    def cluster(self, max_workers: int | None) -> Iterator[Any]:
+        with private_run_dir(self.scheduler_dir) as run_dir:
+            cluster = self.make_cluster(max_workers, run_dir)
+            try:
+                yield cluster
+            finally:
+                cluster.close()
+
+    def make_cluster(self, max_workers: int | None, run_dir: Path | None = None) -> Any:
+        """The cluster, its scheduler file and credentials in ``run_dir`` (a
+        :func:`private_run_dir`; it must outlive the cluster: use :meth:`cluster`)."""
+        if run_dir is None:
+            raise ValueError("JobqueueBackend.make_cluster needs its private run_dir; "
+                             "use JobqueueBackend.cluster()")
         SLURMCluster = _import_slurm_cluster()  # noqa: N806
 
         # The profile's file, then DASK_* environment variables on top (tests and sites
@@ -135,14 +248,18 @@ class JobqueueBackend(DaskBackend):
         job = {_ARGUMENT_OF.get(key, key.replace("-", "_")): value
                for key, value in settings.get("jobqueue", {}).get("slurm", {}).items()
                if value is not None}
-        self.scheduler_dir.mkdir(parents=True, exist_ok=True)
-        scheduler_file = self.scheduler_dir / f"scheduler-{os.getpid()}.json"
-        scheduler_file.unlink(missing_ok=True)
-        job["scheduler_options"] = {**job.get("scheduler_options", {}),
-                                    "scheduler_file": str(scheduler_file)}
+        scheduler_file = run_dir / "scheduler.json"
+        asked = dict(job.get("scheduler_options", {}))
+        quiet = {} if "dashboard_address" in asked else {
+            "dashboard": False, "dashboard_address": "127.0.0.1:0"}
+        job["scheduler_options"] = {**quiet, **asked, "scheduler_file": str(scheduler_file)}
         job["worker_extra_args"] = [*job.get("worker_extra_args", []),
                                     "--scheduler-file", str(scheduler_file)]
+        job["security"] = tls_credentials(run_dir)
+        job["protocol"] = "tls://"
         cluster = SLURMCluster(python=sys.executable, **job)
+        with contextlib.suppress(FileNotFoundError):  # owner-only whatever the umask
+            scheduler_file.chmod(0o600)
         adapt = settings.get("cohortflow", {}).get("adapt", {})
         minimum, maximum = int(adapt.get("minimum", 0)), int(adapt.get("maximum", 4))
         del max_workers  # the driver's threads say nothing about how many jobs to hold
@@ -170,12 +287,11 @@ def dask_client(max_workers: int | None = None, dask_config: Path | None = None,
     ``max_workers`` caps the workers at what the workflow granted the step (its threads);
     ``dask_config`` selects dask-jobqueue workers (see :class:`JobqueueBackend`).
     """
-    cluster = backend(dask_config, scheduler_dir).make_cluster(max_workers)
-    client = Client(cluster)
-    try:
-        if isinstance(cluster, LocalCluster):
-            client.wait_for_workers(len(cluster.workers))
-        yield client
-    finally:
-        client.close()
-        cluster.close()
+    with backend(dask_config, scheduler_dir).cluster(max_workers) as cluster:
+        client = Client(cluster, security=getattr(cluster, "security", None))
+        try:
+            if isinstance(cluster, LocalCluster):
+                client.wait_for_workers(len(cluster.workers))
+            yield client
+        finally:
+            client.close()

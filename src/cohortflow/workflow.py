@@ -17,7 +17,7 @@ from typing import IO
 
 import yaml
 
-from cohortflow import manifest, quality
+from cohortflow import manifest, private, quality
 from cohortflow.errors import CohortflowError
 from cohortflow.run_output import ConsoleFilter
 from cohortflow.slurm_faults import LimitWatch, resource_caps
@@ -130,7 +130,10 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     at the end (see :mod:`cohortflow.run_output`).
     """
     # one clear message for a bad study, before Snakemake starts
-    full_log = results.resolve() / load_study(study).name / "logs" / "snakemake.log"
+    loaded = load_study(study)
+    # owner-only results (or the study's group), checked before anything is written
+    private.protect(results.resolve() / loaded.name, loaded.share_with_group)
+    full_log = results.resolve() / loaded.name / "logs" / "snakemake.log"
     command = snakemake_command(study, profile, results, extra)
     if _stale_head():
         log.warning("the previous run in %s was killed; releasing its lock and resuming",

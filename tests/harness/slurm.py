@@ -712,6 +712,94 @@ PartitionName={self.partition} Nodes={self.hostname} Default=YES MaxTime=INFINIT
         )
 
 
+# ------------------------------------------------------------------ a second user
+#: The unprivileged local account that plays another user of the shared cluster.
+INTRUDER = "cfintruder"
+
+
+def ensure_user(name: str = INTRUDER) -> str:
+    """Create the unprivileged local user ``name`` (no home, no login shell, its own group)
+    unless it exists; returns its name.  Needs root, as on CI."""
+    import pwd
+
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(name)
+        return name
+    if os.geteuid() != 0:
+        raise SlurmHarnessError(f"creating the test user {name!r} needs root")
+    res = subprocess.run(
+        [_which("useradd"), "--system", "--no-create-home", "--user-group",
+         "--shell", "/usr/sbin/nologin", name],
+        capture_output=True, text=True, check=False, timeout=60)
+    if res.returncode not in (0, 9):  # 9: created meanwhile by another session
+        raise SlurmHarnessError(f"useradd {name} failed: {res.stderr}")
+    return name
+
+
+def python_for_others() -> tuple[str, dict[str, str]]:
+    """An interpreter another user can run with this venv's packages: ``(path, env)``.
+
+    The venv's interpreter often lives under root's home (0700), so the system Python of
+    the same version is used with the venv's ``site-packages`` on ``PYTHONPATH``."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        real = Path(candidate).resolve()
+        if real.is_file() and all(p.stat().st_mode & 0o005 == 0o005
+                                  for p in [real, *real.parents] if p != Path("/")):
+            site = next(p for p in sys.path if p.endswith("site-packages")
+                        and p.startswith(sys.prefix))
+            repo = str(Path(__file__).resolve().parents[2])
+            return str(real), {"PYTHONPATH": os.pathsep.join([repo, site]),
+                               "PYTHONNOUSERSITE": "1"}
+    raise SlurmHarnessError(f"no {version} that other users can run")
+
+
+def _as_user(user: str, argv: list[str], env: dict[str, str] | None) -> tuple[list[str], dict]:
+    return ([_which("runuser"), "-u", user, "--", *argv],
+            {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8", **(env or {})})
+
+
+def run_as(user: str, argv: list[str], *, timeout: float = 120, stdin: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as ``user`` with none of root's groups or capabilities (``runuser``),
+    from ``/`` with a minimal environment (plus ``env``), and return what it printed."""
+    command, full_env = _as_user(user, argv, env)
+    return subprocess.run(command, cwd="/", input=stdin, env=full_env, capture_output=True,
+                          text=True, check=False, timeout=timeout)
+
+
+def start_as(user: str, argv: list[str], *,
+             env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Like :func:`run_as`, but running on: text pipes to its stdin and stdout."""
+    command, full_env = _as_user(user, argv, env)
+    return subprocess.Popen(command, cwd="/", env=full_env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def listening_tcp(pid_of: str | None = None) -> list[tuple[str, int, int]]:
+    """``(address, port, pid)`` of every listening TCP socket of this machine, from
+    ``ss -ltnpH`` (pids are shown for root); ``pid_of`` keeps those of processes whose
+    command line contains it."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True,
+                         timeout=30).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        host, _, port = fields[3].rpartition(":")
+        for pid in map(int, re.findall(r"pid=(\d+)", line)):
+            if pid_of is not None:
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                except OSError:
+                    continue
+                if pid_of.encode() not in cmdline:
+                    continue
+            found.append((host.strip("[]"), int(port), pid))
+    return sorted(set(found))
+
+
 # ---------------------------------------------------------------------------- pytest
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:

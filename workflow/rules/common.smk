@@ -1,7 +1,7 @@
 # Loads and validates the study once; defines paths and input functions.  No logic here.
 from pathlib import Path
 
-from cohortflow import events, steps
+from cohortflow import events, private, steps
 from cohortflow.spec import demo_study_path, load_study
 
 
@@ -9,6 +9,7 @@ STUDY_FILE = Path(config.get("study") or demo_study_path())
 STUDY = load_study(STUDY_FILE)
 PROFILE = config.get("profile", "unrecorded (run with --config profile=NAME)")
 RESULTS = Path(config.get("results", "results")) / STUDY.name
+private.protect(RESULTS, STUDY.share_with_group)  # owner-only files from here on, every job
 BENCHMARKS = RESULTS / "benchmarks"
 SHARDS = events.shard_names(STUDY.shards)
 STORE = RESULTS / "events"

@@ -89,6 +89,10 @@ class Study(SpecModel):
     cohort: Cohort
     features: Features = Features()
     model: Model = Model()
+    share_with_group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="Unix group that may read (never write) the results tree; without "
+                    "it the results are readable by their owner only.")
 
     @model_validator(mode="after")
     def _concept_sets_exist(self) -> Study:
@@ -118,7 +122,9 @@ class Study(SpecModel):
 
     def digest(self, exclude: frozenset[str] = frozenset()) -> str:
         """A stable hash of the study's content, independent of key order and comments."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude=set(exclude)),
+        # who may read the results changes no byte of them
+        canonical = json.dumps(self.model_dump(mode="json",
+                                               exclude={*exclude, "share_with_group"}),
                                sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
