@@ -171,3 +171,27 @@ def test_synth_keeps_what_it_did_not_write(tmp_path: Path) -> None:
     with pytest.raises(CohortflowError, match="not a table directory"):
         synth.generate(20, 3, out, progress=False)
     assert (elsewhere / "keep.parquet").read_text() == "x"
+
+
+def test_a_foreign_directory_where_the_old_store_goes_is_refused_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cdm, out = _cdm(tmp_path), tmp_path / "events"
+    omop.ingest(omop.open_source(cdm), out, shards=2)
+
+    def no_work(*args: object) -> None:
+        raise AssertionError("the ingest started before refusing")
+
+    monkeypatch.setattr("cohortflow.omop._ingest._write_store", no_work)
+    trash = tmp_path / ".events.old"
+    trash.mkdir()
+    (trash / "mine.txt").write_text("not cohortflow's")
+    before = _files(tmp_path)
+    with pytest.raises(StoreError, match="not left by an earlier ingest"):
+        omop.ingest(omop.open_source(cdm), out, shards=2)
+    assert _files(tmp_path) == before and not (tmp_path / ".events.partial").exists()
+
+
+def test_out_below_a_file_is_one_message(tmp_path: Path) -> None:
+    (tmp_path / "report.pdf").write_text("x")
+    code, message = _ingest(_cdm(tmp_path), tmp_path / "report.pdf" / "events")
+    assert code == 2 and "report.pdf is not a directory; fix:" in message

@@ -363,6 +363,12 @@ def check_output(out: Path, inputs: Iterable[Path]) -> None:
             f"{out}: directory exists and is not an event store written by cohortflow (no "
             f"metadata/dataset.json with etl_name {STORE_ETL_NAME}), so it is left untouched; "
             "fix: give --out (or results:) a new or empty directory")
+    blocked = next((p for p in out.absolute().parents if p.exists() or p.is_symlink()), None)
+    if blocked is not None and not blocked.is_dir():
+        raise StoreError(f"{out}: {blocked} is not a directory; fix: give --out (or results:) "
+                         "a path inside a directory")
+    for stale in (out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.old")):
+        _check_stale(stale)
 
 
 def replace_store(work: Path, out: Path) -> None:
@@ -385,8 +391,15 @@ def replace_store(work: Path, out: Path) -> None:
 
 def _remove_stale(path: Path) -> None:
     """Remove a leftover working directory of an earlier, killed run; refuse anything else."""
+    if _check_stale(path):
+        shutil.rmtree(path)
+
+
+def _check_stale(path: Path) -> bool:
+    """Whether ``path`` is a leftover of an earlier ingest, to be removed (False when there
+    is nothing); refuse it when something else lies there."""
     if not path.exists() and not path.is_symlink():
-        return
+        return False
     ours = path.is_dir() and not path.is_symlink() and (
         (path / WORK_MARKER).is_file() or is_event_store(path) or not any(path.iterdir()))
     if not ours:
@@ -394,7 +407,7 @@ def _remove_stale(path: Path) -> None:
             f"{path}: in the way of the event store and not left by an earlier ingest (no "
             f"{WORK_MARKER} file), so it is left untouched; fix: move it away or give --out "
             "another name")
-    shutil.rmtree(path)
+    return True
 
 
 @contextmanager
