@@ -228,15 +228,22 @@ def test_run_prints_the_warnings_after_snakemake_returns(
     _ingest(_cdm(tmp_path, observation_period=_base("observation_period")
                  + "4,99,2012-01-01,2020-01-01\n"), store)
 
-    class Finished:
+    store.parent.chmod(0o700)  # results are owner-only
+
+    class Finished:  # a Snakemake head that printed one line and succeeded
         pid = 1
+        stdout = iter(["Nothing to be done.\n"])
 
         def wait(self) -> int:
             return 0
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(workflow.subprocess, "Popen", lambda *a, **k: Finished())
-    assert workflow.run_workflow(study, "laptop", tmp_path / "results", []) == 0
+    umask = os.umask(0o022)  # a run sets the process's mask: keep the suite's
+    try:
+        assert workflow.run_workflow(study, "laptop", tmp_path / "results", []) == 0
+    finally:
+        os.umask(umask)
     console = capsys.readouterr().err
     assert "data quality: 7 warnings from the ingest (extract date 2021-01-01):" in console
     assert ("  - observation_period: <11 row(s) whose person_id is not in the person table "
