@@ -15,11 +15,10 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-from cohortflow import events, omop, synth
+from cohortflow import events, omop, store_guard, synth
 from cohortflow.cli import app
 from cohortflow.errors import CohortflowError, StoreError
 from cohortflow.features import _store
-from cohortflow.omop import _checks
 
 BASE = Path(__file__).parent / "bad_inputs" / "omop_base"
 
@@ -96,10 +95,10 @@ def test_ingest_replaces_its_own_store_and_fills_an_empty_directory(tmp_path: Pa
     out.mkdir()  # empty: nothing to lose
     assert _ingest(cdm, out)[0] == 0
     first = _files(out)
-    assert _checks.is_event_store(out)
+    assert store_guard.is_event_store(out)
     assert _ingest(cdm, out)[0] == 0  # an event store this tool wrote: replaced
     assert _files(out) == first
-    assert _checks.WORK_MARKER not in " ".join(first)  # the finished store has no work mark
+    assert store_guard.WORK_MARKER not in " ".join(first)  # the finished store has no work mark
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cdm", "events"]
 
 
@@ -124,7 +123,7 @@ def test_a_stale_working_directory_is_removed_only_when_an_ingest_left_it(
     assert (work / "mine.txt").read_text() == "not cohortflow's"
     assert not out.exists()
     (work / "mine.txt").unlink()
-    (work / _checks.WORK_MARKER).write_text("")  # what a killed ingest leaves
+    (work / store_guard.WORK_MARKER).write_text("")  # what a killed ingest leaves
     (work / "data").mkdir()
     omop.ingest(omop.open_source(cdm), out, shards=2)
     assert not work.exists() and events.list_shards(out) == ["0", "1"]

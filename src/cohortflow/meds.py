@@ -36,9 +36,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cohortflow import __version__, events
+from cohortflow import __version__, events, store_guard
 from cohortflow.errors import SourceError
-from cohortflow.omop import _checks
 from cohortflow.omop._ingest import _ShardWriter
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT, suppress
 
@@ -280,9 +279,9 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
     files = data_files(root)
     schemas = [check_data_file(f) for f in files]
     codes_table, splits_table = _read_codes(root), _read_splits(root)
-    _checks.check_output(out, [root])
+    store_guard.check_output(out, [root])
     work = out.with_name(f".{out.name}.partial")
-    with _checks.nothing_half_written(work, out):
+    with store_guard.nothing_half_written(work, out):
         writer = _ShardWriter(work, shards)
         seen: set[str] = set()
         subjects: list[np.ndarray] = []
@@ -309,7 +308,7 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
         summary = {
             "dataset_name": dataset_name,
             "dataset_version": "1",
-            "etl_name": _checks.STORE_ETL_NAME,
+            "etl_name": store_guard.STORE_ETL_NAME,
             "etl_version": __version__,
             "meds_version": events.MEDS_VERSION,
             "shards": shards,
@@ -325,7 +324,7 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
         events.write_json({p.relative_to(root).as_posix(): fingerprint(p) for p in inputs},
                           events.source_fingerprint_path(work))
         shutil.rmtree(work / "parts", ignore_errors=True)  # the writer's emptied part folders
-        _checks.replace_store(work, out)
+        store_guard.replace_store(work, out)
     log.info("copied %s events of %s subjects from the MEDS dataset %s into %d shards",
              suppress(total, min_cell_count), suppress(int(ids.size), min_cell_count), root,
              shards)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cohortflow import __version__, events, quality
+from cohortflow import __version__, events, quality, store_guard
 from cohortflow.errors import SourceError
 from cohortflow.omop import _checks
 from cohortflow.omop._sources import OmopSource
@@ -306,8 +306,8 @@ def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop
     failure, a full disk included, the partial store is removed and ``out`` is untouched.
     """
     out = Path(out)
-    _checks.check_output(out, source.inputs())
-    with _checks.nothing_half_written(out.with_name(f".{out.name}.partial"), out):
+    store_guard.check_output(out, source.inputs())
+    with store_guard.nothing_half_written(out.with_name(f".{out.name}.partial"), out):
         return _write_store(source, out, shards, dataset_name, min_cell_count)
 
 
@@ -393,7 +393,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
     summary = {
         "dataset_name": dataset_name,
         "dataset_version": "1",
-        "etl_name": "cohortflow.omop",
+        "etl_name": store_guard.STORE_ETL_NAME,
         "etl_version": __version__,
         "meds_version": events.MEDS_VERSION,
         "shards": shards,
@@ -406,7 +406,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
     events.write_json({table: source.fingerprint(table) for table in source.tables()},
                       events.source_fingerprint_path(work))
     shutil.rmtree(work / "parts", ignore_errors=True)
-    _checks.replace_store(work, out)
+    store_guard.replace_store(work, out)
     return summary
 
 
