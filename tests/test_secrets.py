@@ -8,6 +8,11 @@ temporary files (``TMPDIR`` points inside it) — plus the run's stdout and stde
 searched as raw bytes and, where they are compressed (Parquet pages, Zarr chunks, gzip,
 zstd), decoded as well, for the password itself and its base64, URL-quoted and UTF-16 forms.
 A password put in the study file's URL is refused, and no piece of it is echoed.
+
+A slurm-dask study is searched the same way for the pseudonym key and the private key of
+its Dask cluster's TLS credentials (each line of it too, and its DER bytes), in everything
+the run leaves, in SLURM's copies of the job scripts, the jobs' logs and the daemons' own
+state and logs, and in the console.
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ from cohortflow.spec import load_study
 from tests.conftest import REPO, write_study
 from tests.harness import postgres as postgres_harness
 from tests.harness.postgres import PostgresServer
+from tests.harness.slurm import SlurmCluster
+from tests.test_shared_cluster import IntrudedRun, intruded_run, slurm_records
 
 postgres_server = postgres_harness.postgres_server  # the session fixture, shared
+intruded_run = intruded_run  # the slurm-dask study run (session fixture), shared
 
 SCHEMA = "secret_cdm"
 #: A whole study leaves well over this many files (event shards, cohort shards, Zarr chunks,
@@ -301,3 +309,48 @@ def test_a_refused_study_leaves_the_password_in_no_snakemake_record(tmp_path: Pa
     for path in (p for p in workdir.rglob("*") if p.is_file()):
         assert leaked_pieces(path.read_bytes()) == [], path
     assert leaked_pieces(output) == []
+
+
+def pem_forms(pem: str) -> dict[str, bytes]:
+    """A PEM private key as it could leak: whole (every :func:`needles` form), any one line
+    of its base64 body, and the DER bytes it encodes.
+
+    >>> body = base64.b64encode(bytes(range(96))).decode()
+    >>> pem = "-----BEGIN PRIVATE KEY-----\\n" + body[:64] + "\\n" + body[64:] + "\\n-----END"
+    >>> sorted(pem_forms(pem))[:2], pem_forms(pem)["der"] == bytes(range(96))
+    (['base64+0', 'base64+1'], True)
+    """
+    lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+    forms = needles(pem) | {f"line {i}": line.encode() for i, line in enumerate(lines)
+                            if len(line) >= 32}
+    forms["der"] = base64.b64decode("".join(lines))
+    return forms
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_a_slurm_dask_study_leaves_no_pseudonym_key_or_dask_credential(
+    intruded_run: IntrudedRun, slurm_cluster: SlurmCluster
+) -> None:
+    run = intruded_run
+    assert run.returncode == 0, (run.stdout + run.stderr).decode()[-5000:]
+    key = run.credentials.get("key.pem", "")
+    assert "PRIVATE KEY" in key  # the run's Dask key was seen (by root), so it is searched
+    secret_forms = {f"pseudonym key {form}": value
+                    for form, value in needles(run.env[PSEUDONYM_KEY_ENV]).items()}
+    secret_forms |= {f"dask key {form}": value for form, value in pem_forms(key).items()}
+    files, size, leaks = scan(run.workdir, secret_forms)
+    for path in slurm_records(slurm_cluster):
+        data = path.read_bytes()
+        files, size = files + 1, size + len(data)
+        leaks += [f"{path} ({form})" for form, secret in secret_forms.items()
+                  if secret in data]
+    for stream, content in (("stdout", run.stdout), ("stderr", run.stderr)):
+        leaks += [f"<{stream}> ({form})" for form, secret in secret_forms.items()
+                  if secret in content]
+    print(f"slurm-dask: scanned {files} files, {size / 2**20:.1f} MiB")
+    assert files >= MIN_FILES, files
+    scripts = [p for p in slurm_records(slurm_cluster) if p.name == "script"]
+    assert any(b"--tls-key" in p.read_bytes() for p in scripts), "no Dask worker job script"
+    assert any(run.workdir.glob("slurm-*.out")), "no Dask worker job log"
+    assert leaks == []

@@ -167,6 +167,38 @@ def test_a_jobqueue_cluster_admits_only_holders_of_its_run_credentials(
     assert list(scheduler_dir.iterdir()) == []  # credentials removed with the cluster
 
 
+def test_worker_jobs_are_submitted_without_the_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_restored: None
+) -> None:
+    """sbatch copies its environment into SLURM's record of the job: a stand-in sbatch
+    records what it was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\nenv > {tmp_path}/sbatch.env\ncp "$1" {tmp_path}/job.sh\necho 4242\n')
+    (bin_dir / "scancel").write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    key, password = "pk-" + secrets.token_hex(16), "pw-" + secrets.token_hex(16)
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, key)
+    monkeypatch.setenv("PGPASSWORD", password)
+    monkeypatch.setenv("COHORTFLOW_TEST_VISIBLE", "yes")  # ordinary variables still pass
+    with compute.backend(JOBQUEUE_CONFIG, tmp_path / ".dask").cluster(None) as cluster:
+        tls_key = next((tmp_path / ".dask").glob("*/key.pem")).read_text()
+        cluster.scale(1)
+        for _ in range(300):
+            if (tmp_path / "job.sh").is_file():
+                break
+            time.sleep(0.1)
+    submitted = (tmp_path / "sbatch.env").read_text()
+    assert "COHORTFLOW_TEST_VISIBLE=yes" in submitted
+    assert key not in submitted and password not in submitted
+    script = (tmp_path / "job.sh").read_text()
+    assert "--tls-key" in script and "PRIVATE KEY" not in script
+    assert not [line for line in tls_key.splitlines()[1:-1] if line in script + submitted]
+
+
 def test_a_local_cluster_listens_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COHORTFLOW_WORKERS", "1")
     with compute.dask_client() as client:
@@ -339,6 +371,8 @@ def test_another_user_gets_nothing_from_a_slurm_dask_run(
     print(f"slurm-dask demo with TLS and an intruder: {run.elapsed:.0f} s")
     assert run.during, "the Dask scheduler was never seen running"
     (during,) = run.during
+    print(f"intruder: {len(during['read'])} reads, {len(during['list'])} listings, "
+          f"connections {during['connect']}")
     # The attempts reached the live scheduler: the owner's credentials connected before
     # and after them, at the address the port list gave.
     assert [c.startswith("CONNECTED") for c in run.owner_control] == [True, True], \

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -39,6 +40,7 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 
 from cohortflow.errors import CohortflowError
+from cohortflow.privacy import PSEUDONYM_KEY_ENV
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,28 @@ def _import_slurm_cluster() -> Any:
     finally:
         signal.signal = install
     return SLURMCluster
+
+
+#: Environment variables that hold a secret.  A Dask worker job needs none of them, so
+#: ``sbatch`` runs without them: it copies its whole environment into SLURM's record of
+#: the job (``--export=ALL``), which outlives the run on the controller's disk.
+SECRET_VARIABLES = (PSEUDONYM_KEY_ENV, "PGPASSWORD")
+
+
+def _secretless(slurm_cluster: Any) -> Any:
+    """The job class of ``slurm_cluster`` with ``sbatch`` run without the secrets.
+
+    >>> class Job:
+    ...     submit_command = "sbatch"
+    >>> class Cluster:
+    ...     job_cls = Job
+    >>> _secretless(Cluster).submit_command
+    'env -u COHORTFLOW_PSEUDONYM_KEY -u PGPASSWORD sbatch'
+    """
+    base = slurm_cluster.job_cls
+    unset = [arg for name in SECRET_VARIABLES for arg in ("-u", name)]
+    return type("SecretlessSLURMJob", (base,), {
+        "submit_command": shlex.join(["env", *unset, *shlex.split(base.submit_command)])})
 
 
 class DaskBackend:
@@ -257,7 +281,7 @@ class JobqueueBackend(DaskBackend):
                                     "--scheduler-file", str(scheduler_file)]
         job["security"] = tls_credentials(run_dir)
         job["protocol"] = "tls://"
-        cluster = SLURMCluster(python=sys.executable, **job)
+        cluster = SLURMCluster(python=sys.executable, job_cls=_secretless(SLURMCluster), **job)
         with contextlib.suppress(FileNotFoundError):  # owner-only whatever the umask
             scheduler_file.chmod(0o600)
         adapt = settings.get("cohortflow", {}).get("adapt", {})
