@@ -19,9 +19,11 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/manifest.smk"
 
 
+# Rules too small to be worth a cluster job: they read and write a few kilobytes.
 localrules:
     all,
     manifest,
+    data_quality,
 
 
 rule all:
