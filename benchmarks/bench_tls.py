@@ -4,8 +4,9 @@ The demo study runs end to end under ``profiles/slurm-dask`` on a SLURM cluster 
 cluster of ``tests/harness/slurm.py`` unless ``SLURM_CONF`` names another one), once as
 shipped (mutual TLS) and once with the Dask cluster's security removed (plain TCP, what
 cohortflow did before), alternating, each in a fresh folder.  The Dask step runs inside
-the Snakemake head under this profile, so the plain run patches ``cohortflow.compute`` in
-that process only; nothing in the package can switch TLS off.  Printed per run: the whole
+its own Snakemake process, so the plain run patches ``cohortflow.compute`` through a
+``sitecustomize`` on ``PYTHONPATH`` of the benchmark's processes only; nothing in the package
+can switch TLS off.  Printed per run: the whole
 study's wall seconds and the features step's (the one step that uses Dask), and whether the
 cohort tables and tensors are byte-identical between the two modes.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -32,9 +34,9 @@ sys.path.insert(0, str(REPO))
 SIZING = {"DASK_JOBQUEUE__SLURM__CORES": "1", "DASK_JOBQUEUE__SLURM__MEMORY": "1GiB",
           "DASK_COHORTFLOW__ADAPT__MAXIMUM": "2"}
 
-#: Runs Snakemake in this process with the jobqueue cluster's security removed.
-PLAIN = """
-import runpy, sys
+#: Loaded by every Python process of a plain run (the head and each step's own Snakemake
+#: process) through PYTHONPATH: the jobqueue cluster's security removed.
+PLAIN_SITE = """
 from cohortflow import compute
 real = compute._import_slurm_cluster
 def plain():
@@ -43,23 +45,29 @@ def plain():
             super().__init__(**{**kw, "security": None, "protocol": "tcp://"})
     return Plain
 compute._import_slurm_cluster = plain
-sys.argv = ["snakemake", *sys.argv[1:]]
-runpy.run_module("snakemake", run_name="__main__")
 """
-TLS = "import runpy, sys\nsys.argv = ['snakemake', *sys.argv[1:]]\n" \
-      "runpy.run_module('snakemake', run_name='__main__')\n"
 
 
 def run_once(mode: str, study: Path, root: Path) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=root))
-    wall, rss = measure([sys.executable, "-c", PLAIN if mode == "plain" else TLS,
+    site = root / "plain-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(PLAIN_SITE)
+    if mode == "plain":
+        os.environ["PYTHONPATH"] = str(site)
+    else:
+        os.environ.pop("PYTHONPATH", None)
+    wall, rss = measure([sys.executable, "-m", "snakemake",
                          "--workflow-profile", str(REPO / "profiles" / "slurm-dask"),
                          "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
                          "--config", f"study={study}", "results=results"], REPO)
     results = workdir / "results" / "demo"
     with (results / "benchmarks" / "features.tsv").open() as handle:
         features = float(next(csv.DictReader(handle, delimiter="\t"))["s"])
-    return {"mode": mode, "wall": wall, "features": features, "rss": rss, "results": results}
+    logs = "".join(p.read_text(errors="replace") for p in workdir.glob("slurm-*.out"))
+    seen = sorted(set(re.findall(r"Registered to: +(tls|tcp)://", logs)))
+    return {"mode": mode, "wall": wall, "features": features, "rss": rss, "results": results,
+            "seen": ",".join(seen) or "?"}
 
 
 def main() -> None:
@@ -93,10 +101,11 @@ def main() -> None:
         if cluster is not None:
             cluster.stop()
     print(f"slurm-dask demo, {args.persons} persons, worker jobs of 1 core (max 2 jobs)")
-    print(f"{'mode':<6} {'study wall s':>13} {'features step s':>16} {'peak RSS MiB':>13}")
+    print(f"{'mode':<6} {'study wall s':>13} {'features step s':>16} {'peak RSS MiB':>13} "
+          f"{'workers used':>13}")
     for row in rows:
         print(f"{row['mode']:<6} {row['wall']:>13.1f} {row['features']:>16.1f} "
-              f"{row['rss']:>13.0f}")
+              f"{row['rss']:>13.0f} {row['seen']:>13}")
     for key in ("wall", "features"):
         plain = [float(str(r[key])) for r in rows if r["mode"] == "plain"]
         tls = [float(str(r[key])) for r in rows if r["mode"] == "tls"]
