@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cohortflow import __version__, events, store_guard
+from cohortflow import events, store_guard, store_writer
 from cohortflow.errors import SourceError
-from cohortflow.omop._ingest import _ShardWriter
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT, suppress
 
 log = logging.getLogger(__name__)
@@ -282,7 +280,7 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
     store_guard.check_output(out, [root])
     work = out.with_name(f".{out.name}.partial")
     with store_guard.nothing_half_written(work, out):
-        writer = _ShardWriter(work, shards)
+        writer = store_writer.ShardWriter(work, shards)
         seen: set[str] = set()
         subjects: list[np.ndarray] = []
         for path, schema in zip(files, schemas, strict=True):
@@ -305,25 +303,14 @@ def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
         events.write_parquet(_codes(codes_table, sorted(seen)).to_arrow(),
                              events.codes_path(work))
         events.write_parquet(_splits(splits_table, ids).to_arrow(), events.splits_path(work))
-        summary = {
-            "dataset_name": dataset_name,
-            "dataset_version": "1",
-            "etl_name": store_guard.STORE_ETL_NAME,
-            "etl_version": __version__,
-            "meds_version": events.MEDS_VERSION,
-            "shards": shards,
-            "subjects": int(ids.size),
-            "events": total,
-            "source_format": "meds",
-            "source_dataset": _source_dataset(root),
-        }
-        events.write_json(summary, events.dataset_json_path(work))
+        summary = store_writer.write_summary(work, dataset_name, shards, int(ids.size),
+                                             total, source_format="meds",
+                                             source_dataset=_source_dataset(root))
         inputs = [*files, *(p for p in (root / "metadata" / "codes.parquet",
                                         root / "metadata" / "subject_splits.parquet")
                             if p.is_file())]
         events.write_json({p.relative_to(root).as_posix(): fingerprint(p) for p in inputs},
                           events.source_fingerprint_path(work))
-        shutil.rmtree(work / "parts", ignore_errors=True)  # the writer's emptied part folders
         store_guard.replace_store(work, out)
     log.info("copied %s events of %s subjects from the MEDS dataset %s into %d shards",
              suppress(total, min_cell_count), suppress(int(ids.size), min_cell_count), root,

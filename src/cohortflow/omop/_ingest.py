@@ -4,7 +4,6 @@ while reading and by one shard while sorting."""
 from __future__ import annotations
 
 import logging
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cohortflow import __version__, events, quality, store_guard
+from cohortflow import events, quality, store_guard, store_writer
 from cohortflow.errors import SourceError
 from cohortflow.omop import _checks
 from cohortflow.omop._sources import OmopSource
@@ -149,49 +148,6 @@ def _end_events(frame: pl.DataFrame, table: EventTable, where: str) -> pl.DataFr
         pl.col("time").is_not_null())
 
 
-class _ShardWriter:
-    """Buffers event frames per shard as part files, then sorts each shard once."""
-
-    def __init__(self, root: Path, shards: int) -> None:
-        self.root = root
-        self.shards = shards
-        self.parts = 0
-        self.codes: set[str] = set()
-        self.code_counts: dict[str, int] = {}
-        self.lifespan = _checks.Lifespan()
-
-    def add(self, frame: pl.DataFrame) -> None:
-        if frame.height == 0:
-            return
-        shard = events.shard_of(frame["subject_id"].to_numpy(), self.shards)
-        frame = frame.with_columns(pl.Series("_shard", shard))
-        self.codes.update(frame["code"].unique().to_list())
-        for code, n in frame["code"].value_counts().iter_rows():
-            self.code_counts[code] = self.code_counts.get(code, 0) + n
-        for (index,), part in frame.partition_by("_shard", as_dict=True).items():
-            path = self.root / "parts" / str(index) / f"{self.parts:08d}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part.drop("_shard").write_parquet(path)
-        self.parts += 1
-
-    def finish(self, store: Path) -> int:
-        total = 0
-        for shard in events.shard_names(self.shards):
-            parts = self.root / "parts" / shard
-            frame = (
-                pl.read_parquet(parts / "*.parquet", schema=events.POLARS_EVENT_SCHEMA)
-                if parts.exists() else pl.DataFrame(schema=events.POLARS_EVENT_SCHEMA)
-            )
-            frame = frame.sort(["subject_id", "time", "code", "numeric_value", "unit"],
-                               nulls_last=False, maintain_order=True)
-            self.lifespan.add(frame)
-            events.write_parquet(frame.to_arrow().cast(events.EVENT_SCHEMA),
-                                 events.shard_path(store, shard))
-            total += frame.height
-            shutil.rmtree(parts, ignore_errors=True)
-        return total
-
-
 _NODE = {"domain": pl.String, "concept_id": pl.Int64}
 
 
@@ -315,7 +271,8 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
                  min_cell_count: int) -> dict:
     _checks.require_tables(source.tables(), source.location)
     work = out.with_name(f".{out.name}.partial")
-    writer = _ShardWriter(work, shards)
+    writer = store_writer.ShardWriter(work, shards)
+    lifespan = _checks.Lifespan()
     counts: dict[str, int] = {}
     findings = _checks.Findings(min_cell_count)
     # Per table: rows dropped for a person_id not in person, ends before starts, events
@@ -379,8 +336,8 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
             future[table.name] += _checks.after_extract(found, extract)
             writer.add(found)
 
-    total = writer.finish(work)
-    writer.lifespan.check({t.domain: (t.name, source.where(t.name), t.date)
+    total = writer.finish(work, inspect=lifespan.add)
+    lifespan.check({t.domain: (t.name, source.where(t.name), t.date)
                            for t in CLINICAL_TABLES}, writer.code_counts, findings)
     codes = _vocabulary(source, writer.codes)
     _checks.warn_unknown_concepts(codes, writer.code_counts, source.where("concept"),
@@ -390,22 +347,11 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
     ids = np.unique(np.concatenate(subjects))
     splits = pl.DataFrame({"subject_id": ids, "split": events.split_of(ids).astype(str)})
     events.write_parquet(splits.to_arrow(), events.splits_path(work))
-    summary = {
-        "dataset_name": dataset_name,
-        "dataset_version": "1",
-        "etl_name": store_guard.STORE_ETL_NAME,
-        "etl_version": __version__,
-        "meds_version": events.MEDS_VERSION,
-        "shards": shards,
-        "subjects": int(ids.size),
-        "events": total,
-        "source_rows": counts,
-    }
-    events.write_json(summary, events.dataset_json_path(work))
+    summary = store_writer.write_summary(work, dataset_name, shards, int(ids.size), total,
+                                         source_rows=counts)
     quality.write(work, findings.sorted(), min_cell_count, extract)
     events.write_json({table: source.fingerprint(table) for table in source.tables()},
                       events.source_fingerprint_path(work))
-    shutil.rmtree(work / "parts", ignore_errors=True)
     store_guard.replace_store(work, out)
     return summary
 
