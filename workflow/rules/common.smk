@@ -14,6 +14,10 @@ BENCHMARKS = RESULTS / "benchmarks"
 SHARDS = events.shard_names(STUDY.shards)
 STORE = RESULTS / "events"
 COHORT = RESULTS / "cohort"
+# The features rule's output is the directory around the tensor, so that Snakemake's
+# .snakemake_timestamp lands beside the Zarr store, never inside it.
+FEATURES_DIR = RESULTS / "features"
+FEATURES = FEATURES_DIR / "features.zarr"
 
 wildcard_constraints:
     shard=r"\d+",

@@ -3,9 +3,9 @@ rule features:
         store=STORE,
         cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
     output:
-        directory(RESULTS / "features" / "features.zarr"),
+        directory(FEATURES_DIR),
     params:
-        digest=STUDY.data_digest(),
+        digest=STUDY.features_digest(),
     threads: 2
     log:
         RESULTS / "logs" / "features.log",
@@ -13,5 +13,5 @@ rule features:
         BENCHMARKS / "features.tsv"
     run:
         with steps.logging_to(log[0]):
-            steps.build_features(STUDY, input.store, COHORT, output[0], workers=threads,
+            steps.build_features(STUDY, input.store, COHORT, FEATURES, workers=threads,
                                  dask_config=get_dask_config(resources))

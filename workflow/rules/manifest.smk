@@ -2,7 +2,7 @@ rule manifest:
     input:
         store=STORE,
         cohort=COHORT / "attrition.json",
-        features=RESULTS / "features" / "features.zarr",
+        features=FEATURES_DIR,
         metrics=RESULTS / "model" / "metrics.json",
         predictions=RESULTS / "model" / "predictions.parquet",
         leaderboard=SWEEP / "leaderboard.parquet",
@@ -18,7 +18,7 @@ rule manifest:
     run:
         with steps.logging_to(log[0]):
             steps.write_manifest(STUDY, STUDY_FILE, PROFILE, RESULTS, input.store,
-                                 [input.store, COHORT, input.features, input.metrics,
+                                 [input.store, COHORT, FEATURES, input.metrics,
                                   input.predictions, SWEEP, input.report,
                                   Path(input.export).parent],
                                  input.metrics, input.benchmarks, output[0])

@@ -18,7 +18,7 @@ rule sweep_config:
     input:
         store=STORE,
         cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
-        features=RESULTS / "features" / "features.zarr",
+        features=FEATURES_DIR,
     output:
         params=SWEEP / "{config}" / "params.json",
         metrics=SWEEP / "{config}" / "metrics.json",
@@ -42,7 +42,7 @@ rule sweep_config:
     run:
         with steps.logging_to(log[0]):
             steps.train_configuration(STUDY, CONFIGS[wildcards.config], input.store, COHORT,
-                                      input.features, Path(output.metrics).parent, threads)
+                                      FEATURES, Path(output.metrics).parent, threads)
 
 
 rule model:

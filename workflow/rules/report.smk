@@ -8,6 +8,8 @@ rule data_quality:
         store=STORE,
     output:
         RESULTS / "data_quality.json",
+    params:
+        digest=STUDY.display_digest(),
     log:
         RESULTS / "logs" / "data_quality.log",
     run:
@@ -24,7 +26,7 @@ rule report:
         store=STORE,
         quality=RESULTS / "data_quality.json",
         cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
-        features=RESULTS / "features" / "features.zarr",
+        features=FEATURES_DIR,
         leaderboard=SWEEP / "leaderboard.parquet",
         sweep_metrics=get_sweep_files("metrics.json"),
         sweep_predictions=get_sweep_files("predictions.parquet"),
@@ -34,6 +36,8 @@ rule report:
                    category="Best models"),
         calibration=report(RESULTS / "figures" / "calibration.png",
                            caption="../report/calibration.rst", category="Best models"),
+    params:
+        digest=STUDY.report_digest(),
     log:
         RESULTS / "logs" / "report.log",
     benchmark:
@@ -42,7 +46,7 @@ rule report:
         with steps.logging_to(log[0]):
             steps.write_report(STUDY, input.attrition, input.metrics, input.predictions,
                                output.page, oracle_dirs=input.oracle, quality=input.quality,
-                               sweep={"features": input.features, "store": input.store,
+                               sweep={"features": FEATURES, "store": input.store,
                                       "cohort": COHORT, "leaderboard": input.leaderboard,
                                       "sweep_dir": SWEEP, "roc": output.roc,
                                       "calibration": output.calibration})
@@ -58,6 +62,8 @@ rule export:
     output:
         predictions=RESULTS / "export" / "predictions.parquet",
         attrition=RESULTS / "export" / "attrition.json",
+    params:
+        digest=STUDY.display_digest(),
     log:
         RESULTS / "logs" / "export.log",
     benchmark:
