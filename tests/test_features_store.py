@@ -76,7 +76,7 @@ def test_store_opens_with_labelled_coordinates_and_its_spec(seq_study: tuple) ->
     assert set(ds["window"].values) == {"30d", "365d", "-730d..-366d", "all"}
     assert any(str(c).startswith("RACE//") for c in ds["code"].values)
     study = load_study(study_path)
-    assert ds.attrs["study_digest"] == study.data_digest()
+    assert ds.attrs["features_digest"] == study.features_digest()
     assert ds.attrs["feature_spec"] == study.features.model_dump_json()
     assert ds.attrs["shard_offsets"][-1] == ds.sizes["subject"]
 

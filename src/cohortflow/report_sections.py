@@ -215,16 +215,20 @@ def _img(alt: str, png: bytes) -> str:
 
 def render_sections(table1: pl.DataFrame, board: pl.DataFrame,
                     best: dict[str, tuple[dict[str, Any], pl.DataFrame]],
-                    descriptions: dict[str, str], k: int) -> tuple[str, dict[str, bytes]]:
+                    descriptions: dict[str, str], k: int, select_by: str
+                    ) -> tuple[str, dict[str, bytes]]:
     """The sweep sections' HTML and their figures (``roc``, ``calibration`` PNG bytes).
 
     ``best`` maps a name (best configuration of each family) to its metrics and predictions;
-    the first is the overall best by CV.
+    the first is the overall best by CV, chosen by the CV metric ``select_by``.  Calibration
+    bins are stored raw by the sweep and pooled here below ``k`` persons with or without
+    the outcome.
     """
     figures = {
         "roc": roc_figure({n: p for n, (_, p) in best.items()}, k),
         "calibration": calibration_figure(
-            {n: m["calibration"]["test"] for n, (m, _) in best.items()}),
+            {n: models.pool_calibration(m["calibration"]["test"], k)
+             for n, (m, _) in best.items()}),
     }
     top_metrics, _ = next(iter(best.values()))
     n_configs = board.height
@@ -234,7 +238,7 @@ def render_sections(table1: pl.DataFrame, board: pl.DataFrame,
 are suppressed, with their complement where subtraction would recover them.</p>
 {table_one_html(table1, k)}
 <h2>Leaderboard</h2>
-<p>{n_configs} configurations; each picked by its mean {board_metric(top_metrics)} over
+<p>{n_configs} configurations; each picked by its mean {board_metric(select_by)} over
 {top_metrics['cv']['folds']} cross-validation folds inside the training persons (★ = best
 per outcome).  Test metrics are shown, never used to choose.</p>
 {leaderboard_html(board)}
@@ -250,14 +254,13 @@ features.</p>
     return page, figures
 
 
-def board_metric(metrics: dict[str, Any]) -> str:
-    """The CV metric that chose the models, as a reader calls it.
+def board_metric(select_by: str) -> str:
+    """The CV metric that chose the models (``model.select_by``), as a reader calls it.
 
-    >>> board_metric({"cv": {"select_by": "brier"}})
+    >>> board_metric("brier")
     'Brier score'
     """
-    return {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier score"}[
-        metrics["cv"]["select_by"]]
+    return {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier score"}[select_by]
 
 
 def load_inputs(features_path: Path, store: Path, cohort_dir: Path, leaderboard: Path,

@@ -158,7 +158,7 @@ def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path
         sections, figures = report_sections.render_sections(
             *report_sections.load_inputs(sweep["features"], sweep["store"], sweep["cohort"],
                                          sweep["leaderboard"], sweep["sweep_dir"]),
-            k=study.min_cell_count)
+            k=study.min_cell_count, select_by=study.model.select_by)
         for name, png in figures.items():
             Path(sweep[name]).parent.mkdir(parents=True, exist_ok=True)
             Path(sweep[name]).write_bytes(png)

@@ -5,7 +5,7 @@ rule cohort_shard:
         table=COHORT / "shards" / "{shard}.parquet",
         attrition=COHORT / "shards" / "{shard}.attrition.json",
     params:
-        digest=STUDY.data_digest(),
+        digest=STUDY.cohort_digest(),
     log:
         RESULTS / "logs" / "cohort_{shard}.log",
     benchmark:

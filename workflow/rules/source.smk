@@ -2,7 +2,7 @@ rule synth:
     output:
         directory(RESULTS / "omop"),
     params:
-        digest=STUDY.data_digest(),
+        digest=STUDY.synth_digest(),
     log:
         RESULTS / "logs" / "synth.log",
     benchmark:
@@ -21,7 +21,7 @@ rule ingest:
     output:
         directory(STORE),
     params:
-        digest=STUDY.data_digest(),
+        digest=STUDY.ingest_digest(),
     resources:
         # One pass over the whole source: twice the default memory, and more on a retry.
         mem_mb=lambda wildcards, attempt: 4000 * attempt,

@@ -122,7 +122,7 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
         }
     attrs = {
         "study": study.name,
-        "study_digest": study.data_digest(),  # the model sweep does not shape it
+        "features_digest": study.features_digest(),  # what shapes it (the features rule's key)
         "feature_spec": spec.model_dump_json(),
         "window_semantics": WINDOW_SEMANTICS[spec.window_end],
         "shards": shards,

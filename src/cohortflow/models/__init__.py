@@ -11,11 +11,13 @@ from cohortflow.models._leaderboard import TEST_COLUMNS, best_per, leaderboard
 from cohortflow.models._metrics import (
     auroc_ci,
     brier,
+    calibration_bins,
     calibration_curve,
     calibration_intercept,
     calibration_slope,
     e_avg,
     evaluate,
+    pool_calibration,
     smoothed_observed,
 )
 from cohortflow.models._space import (
@@ -34,6 +36,7 @@ __all__ = [
     "auroc_ci",
     "best_per",
     "brier",
+    "calibration_bins",
     "calibration_curve",
     "calibration_intercept",
     "calibration_slope",
@@ -49,6 +52,7 @@ __all__ = [
     "leaderboard",
     "load_matrix",
     "make_estimator",
+    "pool_calibration",
     "rerun_digest",
     "select_features",
     "smoothed_observed",

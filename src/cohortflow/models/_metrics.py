@@ -7,6 +7,7 @@ Every metric is a plain function of labels (0/1) and predicted probabilities, ch
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -164,13 +165,58 @@ def e_avg(label: np.ndarray, prediction: np.ndarray, grid: int = 200) -> float:
     return float(np.mean(np.abs(p - observed)))
 
 
+def calibration_bins(label: np.ndarray, prediction: np.ndarray, bins: int = 10
+                     ) -> list[dict[str, float]]:
+    """Raw calibration-plot data: per quantile bin of the predictions (persons with equal
+    predictions share a bin), its persons, those with the outcome and the sum of their
+    predictions.  Exact counts: a sweep output, never shown as it is; the report pools the
+    bins for display (:func:`pool_calibration`), so the display threshold is not part of a
+    model's rerun key.
+
+    >>> y, p = np.array([0, 0, 0, 1, 0, 1, 1, 1]), np.array([.2] * 4 + [.6] * 4)
+    >>> calibration_bins(y, p, bins=2)  # doctest: +NORMALIZE_WHITESPACE
+    [{'persons': 4, 'outcomes': 1, 'predicted_sum': 0.8},
+     {'persons': 4, 'outcomes': 3, 'predicted_sum': 2.4}]
+    """
+    y = np.asarray(label, dtype=np.float64)
+    p = np.asarray(prediction, dtype=np.float64)
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1]))
+    which = np.searchsorted(edges, p, side="left")
+    return [{"persons": int((which == b).sum()), "outcomes": int(y[which == b].sum()),
+             "predicted_sum": round(float(p[which == b].sum()), 10)}
+            for b in np.unique(which)]
+
+
+def pool_calibration(bins: list[dict[str, Any]], min_cell_count: int = 0
+                     ) -> list[dict[str, float]]:
+    """Calibration-plot points (mean prediction, observed rate) of :func:`calibration_bins`;
+    with ``min_cell_count``, adjacent bins are pooled until none holds a small number of
+    persons with or without the outcome (:func:`cohortflow.privacy.pool_bins`).
+
+    >>> raw = [{"persons": 4, "outcomes": 1, "predicted_sum": 0.8},
+    ...        {"persons": 4, "outcomes": 3, "predicted_sum": 2.4}]
+    >>> pool_calibration(raw)
+    [{'predicted': 0.2, 'observed': 0.25}, {'predicted': 0.6, 'observed': 0.75}]
+    >>> pool_calibration(raw, min_cell_count=2)
+    [{'predicted': 0.4, 'observed': 0.5}]
+    """
+    groups = [[i] for i in range(len(bins))]
+    if min_cell_count:
+        groups = pool_bins([b["outcomes"] for b in bins], [b["persons"] for b in bins],
+                           min_cell_count)
+    out = []
+    for group in groups:
+        persons = sum(bins[i]["persons"] for i in group)
+        out.append({
+            "predicted": round(sum(bins[i]["predicted_sum"] for i in group) / persons, 10),
+            "observed": round(sum(bins[i]["outcomes"] for i in group) / persons, 10)})
+    return out
+
+
 def calibration_curve(label: np.ndarray, prediction: np.ndarray, bins: int = 10,
                       min_cell_count: int = 0) -> list[dict[str, float]]:
     """Calibration-plot data: mean prediction and observed rate in quantile bins of the
-    predictions (persons with equal predictions share a bin).
-
-    With ``min_cell_count``, adjacent bins are pooled until none holds a small number of
-    persons with or without the outcome (:func:`cohortflow.privacy.pool_bins`).
+    predictions, pooled below ``min_cell_count`` (:func:`pool_calibration`).
 
     >>> y, p = np.array([0, 0, 0, 1, 0, 1, 1, 1]), np.array([.2] * 4 + [.6] * 4)
     >>> calibration_curve(y, p, bins=2)
@@ -178,23 +224,7 @@ def calibration_curve(label: np.ndarray, prediction: np.ndarray, bins: int = 10,
     >>> calibration_curve(y, p, bins=2, min_cell_count=2)
     [{'predicted': 0.4, 'observed': 0.5}]
     """
-    y = np.asarray(label, dtype=np.float64)
-    p = np.asarray(prediction, dtype=np.float64)
-    edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1]))
-    which = np.searchsorted(edges, p, side="left")
-    present = np.unique(which)
-    groups = [[int(b)] for b in present]
-    if min_cell_count:
-        positives = [int(y[which == b].sum()) for b in present]
-        totals = [int((which == b).sum()) for b in present]
-        groups = [[int(present[i]) for i in g]
-                  for g in pool_bins(positives, totals, min_cell_count)]
-    out = []
-    for group in groups:
-        inside = np.isin(which, group)
-        out.append({"predicted": round(float(p[inside].mean()), 10),
-                    "observed": round(float(y[inside].mean()), 10)})
-    return out
+    return pool_calibration(calibration_bins(label, prediction, bins), min_cell_count)
 
 
 def evaluate(label: np.ndarray, prediction: np.ndarray) -> dict[str, float]:

@@ -159,8 +159,11 @@ def configurations(study: Study) -> dict[str, Configuration]:
 
 
 def rerun_digest(study: Study, config: Configuration) -> str:
-    """What a configuration's result depends on besides its inputs: its parameters, the
-    split and the study seed; other sweep changes leave its job alone.
+    """A sweep configuration's rerun key: what its result depends on besides its input
+    files (labels, features, splits): its parameters (with its derived seed), the split
+    spec and the study seed, which places persons in the test set and the CV folds.
+    Other configurations, the selection metric and the display threshold
+    (``min_cell_count``: the report pools calibration bins) leave its job alone.
 
     >>> from cohortflow.spec import load_study
     >>> s = load_study(); c = next(iter(configurations(s).values()))
@@ -168,4 +171,4 @@ def rerun_digest(study: Study, config: Configuration) -> str:
     12
     """
     return config_id({"params": config.params(), "split": study.model.split.model_dump(
-        mode="json"), "seed": study.seed, "min_cell_count": study.min_cell_count})
+        mode="json"), "seed": study.seed})

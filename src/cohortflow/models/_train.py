@@ -134,13 +134,13 @@ def train(study: Study, config: Configuration, store: Path, cohort_dir: Path,
         "n_test": int(is_test.sum()),
         "n_features": int(x.shape[1]),
         "outcome_rate_test": float(y[is_test].mean()),
-        "cv": {"folds": k, "select_by": study.model.select_by,
+        "cv": {"folds": k,
                **{m: float(np.mean([fm[m] for fm in fold_metrics])) for m in fold_metrics[0]},
                "auroc_folds": [fm["auroc"] for fm in fold_metrics]},
         "test": _metrics.evaluate(y[is_test], prediction[is_test]),
         "train": _metrics.evaluate(y[~is_test], prediction[~is_test]),
-        "calibration": {"test": _metrics.calibration_curve(
-            y[is_test], prediction[is_test], min_cell_count=study.min_cell_count)},
+        # raw bins: pooled below min_cell_count for display by the report
+        "calibration": {"test": _metrics.calibration_bins(y[is_test], prediction[is_test])},
         "importance": [{"feature": names[i], "importance": float(weight[i])} for i in top
                        if weight[i] > 0],
     }

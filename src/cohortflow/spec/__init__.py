@@ -67,6 +67,7 @@ __all__ = [
     "Study",
     "SynthSource",
     "TimeAtRisk",
+    "content_digest",
     "demo_study_path",
     "json_schema",
     "load_study",
@@ -123,15 +124,60 @@ class Study(SpecModel):
     def digest(self, exclude: frozenset[str] = frozenset()) -> str:
         """A stable hash of the study's content, independent of key order and comments."""
         # who may read the results changes no byte of them
-        canonical = json.dumps(self.model_dump(mode="json",
-                                               exclude={*exclude, "share_with_group"}),
-                               sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_digest(self.model_dump(mode="json",
+                                              exclude={*exclude, "share_with_group"}))
 
-    def data_digest(self) -> str:
-        """The digest of everything but the model sweep: what the data steps (synth, ingest,
-        cohort, features) depend on, so adding a configuration reruns only the sweep."""
-        return self.digest(exclude=frozenset({"model"}))
+    # Rerun keys: one per step, each covering exactly the parts of the study that step
+    # reads (its files are Snakemake inputs and need no key).  Editing a part reruns the
+    # steps that read it, and, through their outputs, the steps downstream of them.
+
+    def synth_digest(self) -> str:
+        """The synth step's key: the generator's settings (``source.synth``)."""
+        return content_digest({"synth": self.source.model_dump(mode="json")["synth"]})
+
+    def ingest_digest(self) -> str:
+        """The ingest's key: the source (format, location, schema), the shard count and the
+        dataset name written into the store.  ``min_cell_count`` is not in it: the store's
+        data-quality record keeps exact counts, suppressed when they are shared."""
+        return content_digest({"name": self.name, "shards": self.shards,
+                               "source": self.source.model_dump(mode="json")})
+
+    def cohort_digest(self) -> str:
+        """A cohort shard's key: the cohort definition and the concept sets it resolves
+        (the vocabulary is the event store's ``codes.parquet``, an input file)."""
+        names = sorted({name for _, name in self.cohort.concept_set_refs()})
+        return content_digest({
+            "cohort": self.cohort.model_dump(mode="json"),
+            "concept_sets": {n: self.concept_sets[n].model_dump(mode="json") for n in names}})
+
+    def features_digest(self) -> str:
+        """The feature tensor's key: the feature spec and the concept sets it turns into
+        features (the cohort's rows are input files); also the tensor's ``features_digest``
+        attribute.  The study name is written into the tensor's attributes."""
+        names = sorted(set(self.features.concept_sets) & set(self.concept_sets))
+        return content_digest({
+            "name": self.name, "features": self.features.model_dump(mode="json"),
+            "concept_sets": {n: self.concept_sets[n].model_dump(mode="json") for n in names}})
+
+    def display_digest(self) -> str:
+        """The key of steps that only suppress for display (data quality, export): the
+        minimum cell count."""
+        return content_digest({"min_cell_count": self.min_cell_count})
+
+    def report_digest(self) -> str:
+        """The report's key: the whole study, since the page prints the study's digest
+        (and its display settings: ``min_cell_count``, the model selection metric)."""
+        return self.digest()
+
+
+def content_digest(value: Any) -> str:
+    """A 16-hex-digit hash of a JSON value, independent of key order.
+
+    >>> content_digest({"a": 1, "b": [2]}) == content_digest({"b": [2], "a": 1})
+    True
+    """
+    canonical = json.dumps(value, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def demo_study_path() -> Path:
