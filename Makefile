@@ -1,5 +1,5 @@
 # Shortcuts for the scripts the README documents (no make needed to use cohortflow).
-.PHONY: setup demo test schema clean
+.PHONY: setup demo test test-fast schema clean
 
 setup:  ## create .venv with cohortflow and its test tools
 	bash scripts/setup.sh
@@ -9,6 +9,9 @@ demo:  ## set up, run the demo study -> results/demo/report.html
 
 test:  ## set up (incl. SLURM), lint, type-check and run the whole test suite
 	bash scripts/test.sh
+
+test-fast:  ## the fast lane: unit tests without services or whole studies (under 2 minutes)
+	bash scripts/test.sh --fast
 
 schema: setup  ## regenerate workflow/schemas/study.schema.json from the typed model
 	.venv/bin/cohortflow schema --out workflow/schemas/study.schema.json

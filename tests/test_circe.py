@@ -14,7 +14,7 @@ import yaml
 
 from cohortflow import cohorts, events
 from cohortflow.circe import CirceError, circe_to_study, import_circe
-from tests.test_eunomia import eunomia_store, reference  # noqa: F401  (module fixture)
+from tests.test_eunomia import reference
 
 
 def concept(cid: int, name: str) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def test_cli_writes_a_valid_study_and_refuses_with_the_construct(tmp_path: Path)
 
 
 def test_imported_atlas_cohort_equals_the_hand_written_study_on_eunomia(
-        tmp_path: Path, eunomia_store: Path) -> None:  # noqa: F811
+        tmp_path: Path, eunomia_store: Path) -> None:
     path = tmp_path / "nsaids.json"
     path.write_text(json.dumps(ATLAS))
     study, _ = import_circe(path, outcome="cs1_gi_bleed")

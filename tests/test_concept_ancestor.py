@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from cohortflow import cohorts, events, omop
+from cohortflow import cohorts, events
 from cohortflow.cohorts import CohortPlan
 from cohortflow.omop._ingest import _parents
 from cohortflow.spec import ConceptSet
@@ -54,10 +54,9 @@ def reference_persons() -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("eunomia_ancestor") / "events"
-    omop.ingest(omop.open_source(EUNOMIA), out, shards=2)
-    return out
+def store(eunomia_store: Path) -> Path:
+    """Eunomia ingested (the session's one copy)."""
+    return eunomia_store
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +79,7 @@ def entry_persons(plan: CohortPlan, ev: pl.LazyFrame) -> list[int]:
     return sorted(entry.select("subject_id").unique().collect()["subject_id"].to_list())
 
 
+@pytest.mark.slow  # every standard concept of Eunomia: about 300 cohorts
 def test_every_standard_concept_finds_its_concept_ancestor_persons(
         store: Path, every_event: pl.LazyFrame) -> None:
     expected = reference_persons()

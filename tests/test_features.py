@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import dask
@@ -15,28 +14,7 @@ import xarray as xr
 from cohortflow import compute, events, features, manifest
 from cohortflow.errors import StoreError
 from cohortflow.spec import Features
-from tests.conftest import build_cohorts, write_study
-
-INDEX = datetime(2015, 1, 10, 9, 30)
-
-
-def ev(*rows: tuple[int, str | None, str, float | None]) -> pl.LazyFrame:
-    return pl.LazyFrame(
-        {
-            "subject_id": [r[0] for r in rows],
-            "time": [datetime.fromisoformat(r[1]) if r[1] else None for r in rows],
-            "code": [r[2] for r in rows],
-            "numeric_value": [r[3] for r in rows],
-            "unit": [None] * len(rows),
-        },
-        schema=events.POLARS_EVENT_SCHEMA,
-    )
-
-
-def cohort(*subjects: int) -> pl.LazyFrame:
-    return pl.LazyFrame({"subject_id": list(subjects), "index_time": [INDEX] * len(subjects)},
-                        schema={"subject_id": pl.Int64, "index_time": pl.Datetime("us")})
-
+from tests.helpers import build_cohorts, cohort, ev, write_study
 
 TINY = ev(
     (1, None, "GENDER//8532", None),
@@ -151,7 +129,8 @@ def test_store_opens_with_labelled_coordinates(built: tuple) -> None:
     assert set(ds["window"].values) == {"30d", "365d", "all"}
 
 
-@pytest.mark.parametrize("workers", [1, 2, 4])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow),
+                                     pytest.param(4, marks=pytest.mark.slow)])
 def test_tensor_is_identical_with_1_2_and_4_dask_workers(
     event_store: Path, built: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     workers: int,

