@@ -12,6 +12,8 @@ import base64
 import html
 import io
 import json
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from sklearn.metrics import roc_curve
 
 from cohortflow import cohorts, events, features, models
 from cohortflow.privacy import curve_shown, suppress, suppress_categories
+from cohortflow.spec import FeatureWindow
 
 GROUPS = ("target", "with_outcome", "without_outcome")
 TOP_CODES = 10
@@ -63,10 +66,9 @@ def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: li
         if w == "all" and agg == "present" and c != "MEDS_BIRTH":
             domain = c.split("//")[0].title() if "//" in c else c
             rows.append(_count_row(f"{domain}: {descriptions.get(c, c)}", x[:, j] > 0, masks))
-    windows = [w for w, agg in zip(window, aggregation, strict=True) if agg == "count"]
+    windows = {w for w, agg in zip(window, aggregation, strict=True) if agg == "count"}
     if windows:
-        longest = max(windows, key=lambda w: int(w.rstrip("d")) if w.rstrip("d").isdigit()
-                      else -1)
+        longest = longest_window(windows)
         cols = [j for j, (w, agg) in enumerate(zip(window, aggregation, strict=True))
                 if w == longest and agg == "count"]
         share = [(-(x[:, j] > 0).sum(), code[j], j) for j in cols]
@@ -78,6 +80,24 @@ def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: li
         if f"{g}_sd" not in table.columns:
             table = table.with_columns(pl.lit(None, pl.Float64).alias(f"{g}_sd"))
     return table
+
+
+def longest_window(labels: Iterable[str]) -> str:
+    """The window covering the most days (all history first); of two as long, the one
+    nearer the index.
+
+    >>> longest_window(["30d", "-1095d..-366d", "365d"]), longest_window(["365d", "all"])
+    ('-1095d..-366d', 'all')
+    >>> longest_window(["-395d..-31d", "365d", "-730d..-366d"])  # 365, 366 and 365 days
+    '365d'
+    >>> longest_window(["-730d..-366d", "-395d..-31d"])  # as long: the one nearer the index
+    '-395d..-31d'
+    """
+    def reach(label: str) -> tuple[float, int, str]:
+        window = FeatureWindow.parse(label)
+        return (math.inf if window.days is None else window.days, window.end_days, label)
+
+    return max(labels, key=reach)
 
 
 def _count_row(name: str, flag: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:

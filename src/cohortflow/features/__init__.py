@@ -52,6 +52,7 @@ from cohortflow.features._index import (
     dense_block,
     dense_sequence,
     feature_index,
+    feature_keys,
     sequence_index,
 )
 from cohortflow.features._store import COMPLETE_ATTR, Layout, open_features
@@ -69,6 +70,7 @@ __all__ = [
     "dense_sequence",
     "feature_events",
     "feature_index",
+    "feature_keys",
     "in_window",
     "open_features",
     "selected",

@@ -13,10 +13,15 @@ from collections.abc import Iterable
 import polars as pl
 
 from cohortflow import events
-from cohortflow.spec import Features
-from cohortflow.spec._features import AGGREGATION_ORDER, ALL_CODES, VALUE_AGGREGATIONS, Window
+from cohortflow.spec import (
+    AGGREGATION_ORDER,
+    ALL_CODES,
+    STATIC_WINDOW,
+    VALUE_AGGREGATIONS,
+    Features,
+    FeatureWindow,
+)
 
-STATIC_WINDOW = "all"
 SET_PREFIX = "CONCEPT_SET//"
 DEMOGRAPHIC_PREFIX = {"sex": "GENDER", "race": "RACE", "ethnicity": "ETHNICITY"}
 ZERO_FILLED = frozenset({"count", "present", "value_count"})
@@ -31,13 +36,13 @@ SEQUENCE_SCHEMA = pl.Schema(
 _DAYS_BEFORE = pl.col("days_before")
 
 
-def in_window(window: Window) -> pl.Expr:
+def in_window(window: FeatureWindow) -> pl.Expr:
     """Whether an event's whole-day distance to the index date lies in ``window``.
 
     ``days_before`` is (index date - event date) in days, so the index day is 0.
 
     >>> frame = pl.DataFrame({"days_before": [0, 30, 31]})
-    >>> frame.select(in_window(Window(start_days=-30)))["days_before"].to_list()
+    >>> frame.select(in_window(FeatureWindow(start_days=-30)))["days_before"].to_list()
     [True, True, False]
     """
     upper = -window.start_days >= _DAYS_BEFORE if window.start_days is not None else pl.lit(True)

@@ -103,6 +103,7 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
     coords: dict[str, tuple[str, np.ndarray]] = {
         "subject": ("subject", cohort["subject_id"].to_numpy()),
         "index_time": ("subject", cohort["index_time"].to_numpy()),
+        "feature": ("feature", np.array(index.keys(), dtype=object)),
         "code": ("feature", np.array(index.code, dtype=object)),
         "window": ("feature", np.array(index.window, dtype=object)),
         "aggregation": ("feature", np.array(index.aggregation, dtype=object)),
@@ -117,6 +118,7 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
             "time_bin": ("time_bin", b),
             "time_bin_start_days": ("time_bin", -(bins - b) * width + 1),
             "time_bin_end_days": ("time_bin", -(bins - 1 - b) * width),
+            "sequence_feature": ("sequence_feature", np.array(seq.keys(), dtype=object)),
             "sequence_code": ("sequence_feature", np.array(seq.code, dtype=object)),
             "sequence_aggregation": ("sequence_feature", np.array(seq.aggregation, dtype=object)),
         }

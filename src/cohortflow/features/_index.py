@@ -6,14 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import xarray as xr
 
 from cohortflow import events
-from cohortflow.features._aggregate import (
-    STATIC_WINDOW,
-    ZERO_FILLED,
-    value_aggregations,
-)
-from cohortflow.spec import Features
+from cohortflow.features._aggregate import ZERO_FILLED, value_aggregations
+from cohortflow.spec import STATIC_WINDOW, FeatureKey, Features, FeatureWindow, feature_key
 
 
 @dataclass(frozen=True)
@@ -23,6 +20,15 @@ class FeatureIndex:
     code: tuple[str, ...]
     window: tuple[str, ...]
     aggregation: tuple[str, ...]
+
+    def keys(self) -> list[str]:
+        """The text key of each column, the tensor's ``feature`` index.
+
+        >>> FeatureIndex.of([("CONDITION//1", "365d", "count")]).keys()
+        ['CONDITION//1|365d|count']
+        """
+        return [feature_key(*key) for key in zip(self.code, self.window, self.aggregation,
+                                                 strict=True)]
 
     def position(self) -> dict[tuple[str, str, str], int]:
         keys = zip(self.code, self.window, self.aggregation, strict=True)
@@ -49,6 +55,26 @@ class FeatureIndex:
     def of(cls, keys: list[tuple[str, str, str]]) -> FeatureIndex:
         code, window, aggregation = zip(*keys, strict=True) if keys else ((), (), ())
         return cls(tuple(code), tuple(window), tuple(aggregation))
+
+
+def feature_keys(ds: xr.Dataset) -> list[FeatureKey]:
+    """The tensor's feature axis read back as typed keys, windows with start and end.
+
+    >>> ds = xr.Dataset(coords={"code": ("feature", ["C//1", "MEDS_BIRTH"]),
+    ...                         "window": ("feature", ["-365d..-31d", "all"]),
+    ...                         "aggregation": ("feature", ["count", "age_years"])})
+    >>> [(k.code, k.window.start_days, k.window.end_days) for k in feature_keys(ds)]
+    [('C//1', -365, -31), ('MEDS_BIRTH', None, 0)]
+    """
+    windows: dict[str, FeatureWindow] = {}
+    keys = []
+    for code, window, aggregation in zip(ds["code"].values, ds["window"].values,
+                                         ds["aggregation"].values, strict=True):
+        label = str(window)
+        if label not in windows:
+            windows[label] = FeatureWindow.parse(label)
+        keys.append(FeatureKey(str(code), windows[label], str(aggregation)))
+    return keys
 
 
 def kept_codes(spec: Features, vocabulary: pl.DataFrame) -> pl.DataFrame:

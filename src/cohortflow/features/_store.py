@@ -173,8 +173,19 @@ def clear(*paths: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def consolidate(path: Path) -> None:
+    """Gather every node's metadata into the root ``zarr.json``, so that readers
+    (``xarray.open_zarr``) open the store with one read and no warning."""
+    with warnings.catch_warnings():
+        # zarr-python's own layout for Zarr v3 (the spec has none yet); xarray reads it.
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
+                                category=UserWarning)
+        zarr.consolidate_metadata(path)
+
+
 def finish(partial: Path, out: Path) -> None:
-    """Write the completion marker last, then swap the store into place.
+    """Write the completion marker last, consolidate the metadata (marker included), then
+    swap the store into place.
 
     An old ``out`` is renamed away first, so a kill while it is deleted never leaves a
     half-deleted store that still carries a marker under the name ``out``.
@@ -183,6 +194,7 @@ def finish(partial: Path, out: Path) -> None:
     if out.exists() or out.is_symlink():
         refuse_foreign(out)
     zarr.open_group(partial, mode="r+").attrs[COMPLETE_ATTR] = True
+    consolidate(partial)
     clear(trash)
     if out.exists():
         out.rename(trash)
@@ -212,6 +224,10 @@ def refuse_foreign(out: Path) -> None:
 def open_features(path: Path) -> xr.Dataset:
     """Open a finished feature store lazily; refuse one without its completion marker.
 
+    The same as ``xarray.open_zarr(path)``, which opens a finished store without a warning:
+    its metadata is consolidated and it holds nothing but Zarr nodes.  Features are indexed
+    by key, ``ds.sel(feature="CONDITION//317009|365d|count")``.
+
     >>> open_features(Path("nowhere.zarr"))
     Traceback (most recent call last):
     cohortflow.errors.StoreError: nowhere.zarr: not a finished feature store (no Zarr group \
@@ -220,7 +236,8 @@ the features step
     """
     path = Path(path)
     try:
-        complete = zarr.open_group(path, mode="r").attrs.get(COMPLETE_ATTR) is True
+        group = zarr.open_group(path, mode="r")
+        complete = group.attrs.get(COMPLETE_ATTR) is True
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.BaseZarrError):
         complete = False
     if not complete:
@@ -229,7 +246,8 @@ the features step
             f"{COMPLETE_ATTR}), so it may be half-written; fix: delete it and rerun the "
             "features step"
         )
-    with warnings.catch_warnings():
-        # Snakemake leaves a .snakemake_timestamp file in directory outputs.
-        warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp")
-        return xr.open_zarr(path, consolidated=False)
+    if group.metadata.consolidated_metadata is None:
+        raise StoreError(
+            f"{path}: a feature store without consolidated metadata (written by an older "
+            "cohortflow); fix: delete it and rerun the features step")
+    return xr.open_zarr(path, consolidated=True)

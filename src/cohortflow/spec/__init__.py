@@ -40,7 +40,17 @@ from cohortflow.spec._cohort import (
     Outcome,
     TimeAtRisk,
 )
-from cohortflow.spec._features import Features
+from cohortflow.spec._features import (
+    AGGREGATION_ORDER,
+    ALL_CODES,
+    STATIC_WINDOW,
+    VALUE_AGGREGATIONS,
+    FeatureKey,
+    Features,
+    FeatureWindow,
+    SequenceFeatures,
+    feature_key,
+)
 from cohortflow.spec._model import Model
 from cohortflow.spec._source import MedsSource, OmopSource, Source, SynthSource
 
@@ -48,20 +58,27 @@ DEMO_STUDY = "demo.yaml"
 """File name of the embedded default study in ``seeds/studies``."""
 
 __all__ = [
+    "AGGREGATION_ORDER",
+    "ALL_CODES",
     "DEMO_STUDY",
     "MAX_YAML_NODES",
+    "STATIC_WINDOW",
+    "VALUE_AGGREGATIONS",
     "Cohort",
     "ConceptRef",
     "ConceptSet",
     "Criterion",
     "Entry",
     "Exit",
+    "FeatureKey",
+    "FeatureWindow",
     "Features",
     "InclusionRule",
     "MedsSource",
     "Model",
     "OmopSource",
     "Outcome",
+    "SequenceFeatures",
     "Source",
     "SpecModel",
     "Study",
@@ -69,6 +86,7 @@ __all__ = [
     "TimeAtRisk",
     "content_digest",
     "demo_study_path",
+    "feature_key",
     "json_schema",
     "load_study",
     "parse_study",
@@ -101,6 +119,14 @@ class Study(SpecModel):
             if name not in self.concept_sets:
                 known = ", ".join(sorted(self.concept_sets))
                 raise ValueError(f"{where}: unknown concept set '{name}'; defined: {known}")
+        return self
+
+    @model_validator(mode="after")
+    def _feature_sets_built(self) -> Study:
+        """Every window and aggregation a feature set names is one the features build."""
+        if self.model.sweep is not None:
+            self.features.check_selections(self.model.sweep.feature_sets,
+                                           ("model", "sweep", "feature_sets"))
         return self
 
     _folder: Path = PrivateAttr(default_factory=Path.cwd)

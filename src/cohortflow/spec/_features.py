@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal, Protocol
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.spec._base import SpecModel
 
@@ -24,6 +28,13 @@ AGGREGATION_ORDER: tuple[Aggregation, ...] = (
     "value_count",
 )
 """The order of the aggregations along the feature axis, whatever the study lists."""
+TensorAggregation = Literal[Aggregation, "age_years"]
+"""An aggregation on the feature axis: one of the study's, or ``age_years`` (demographics)."""
+STATIC_WINDOW = "all"
+"""The window of demographic features (age at index, sex, race, ethnicity)."""
+KEY_SEPARATOR = "|"
+"""Joins code, window and aggregation into a feature's key, ``CONDITION//317009|365d|count``."""
+_WINDOW_LABEL = re.compile(r"(?:(\d+)d|all|(all|-\d+d)\.\.(-?\d+d))")
 
 _DEFAULT_DOMAINS: list[str] = ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"]
 _DEFAULT_DEMOGRAPHICS: list[Demographic] = ["age", "sex"]
@@ -31,11 +42,13 @@ _DEFAULT_AGGREGATIONS: list[Aggregation] = ["count", "mean"]
 _SEQUENCE_AGGREGATIONS: list[Aggregation] = ["count"]
 
 
-class Window(SpecModel):
+class FeatureWindow(SpecModel):
     """Days relative to the index date, both ends inclusive, in whole calendar days.
 
     ``{start_days: -365, end_days: -31}`` covers the year before index except its last month;
     ``start_days`` left out means all history.  Windows never reach past the index day.
+    On the feature axis a window is named by its :attr:`label`, which :meth:`parse` reads
+    back, start and end included.
     """
 
     start_days: int | None = Field(
@@ -44,7 +57,7 @@ class Window(SpecModel):
     end_days: int = Field(0, le=0, description="Last day; 0 is the index day.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> Window:
+    def _ordered(self) -> FeatureWindow:
         if self.start_days is not None and self.start_days > self.end_days:
             raise ValueError(
                 f"start_days ({self.start_days}) is after end_days ({self.end_days}); "
@@ -56,16 +69,120 @@ class Window(SpecModel):
     def label(self) -> str:
         """The window's name on the feature axis: ``30d``, ``all`` or ``-365d..-31d``.
 
-        >>> Window(start_days=-30).label, Window().label, Window(start_days=-9, end_days=-2).label
+        >>> W = FeatureWindow
+        >>> W(start_days=-30).label, W().label, W(start_days=-9, end_days=-2).label
         ('30d', 'all', '-9d..-2d')
         """
         if self.end_days == 0:
-            return "all" if self.start_days is None else f"{-self.start_days}d"
-        start = "all" if self.start_days is None else f"{self.start_days}d"
+            return STATIC_WINDOW if self.start_days is None else f"{-self.start_days}d"
+        start = STATIC_WINDOW if self.start_days is None else f"{self.start_days}d"
         return f"{start}..{self.end_days}d"
 
+    @property
+    def days(self) -> int | None:
+        """Whole days the window covers; ``None`` for all history.
 
-class Sequence(SpecModel):
+        >>> FeatureWindow(start_days=-365, end_days=-31).days, FeatureWindow().days
+        (335, None)
+        """
+        return None if self.start_days is None else self.end_days - self.start_days + 1
+
+    @classmethod
+    def parse(cls, label: str) -> FeatureWindow:
+        """The window a :attr:`label` names: ``30d``, ``all``, ``-365d..-31d``, ``all..-31d``.
+
+        >>> FeatureWindow.parse("-365d..-31d")
+        FeatureWindow(start_days=-365, end_days=-31)
+        >>> FeatureWindow.parse("365")
+        Traceback (most recent call last):
+        ...
+        ValueError: '365' is not a window label: write 'Nd' (the N days up to the index day, \
+e.g. '365d'), 'all' (all history), or 'Sd..Ed' with S <= E < 0 (e.g. '-365d..-31d', 'all..-31d')
+        """
+        match = _WINDOW_LABEL.fullmatch(label) if isinstance(label, str) else None
+        window = None
+        if match is not None:
+            days, start, end = match.groups()
+            try:
+                if days is not None:
+                    window = cls(start_days=-int(days))
+                elif end is None:
+                    window = cls()
+                else:
+                    window = cls(start_days=None if start == STATIC_WINDOW else int(start[:-1]),
+                                 end_days=int(end[:-1]))
+            except ValidationError:
+                window = None
+        if window is None or window.label != label:
+            canonical = f"; it is written '{window.label}'" if window is not None else ""
+            raise ValueError(
+                f"{label!r} is not a window label{canonical}: write 'Nd' (the N days up to "
+                "the index day, e.g. '365d'), 'all' (all history), or 'Sd..Ed' with "
+                "S <= E < 0 (e.g. '-365d..-31d', 'all..-31d')")
+        return window
+
+
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """One feature of the tensor: a code, a window (start and end kept) and an aggregation.
+
+    Its text form, the tensor's ``feature`` coordinate, joins the three with ``|``; the code
+    comes first and may itself hold a ``|``, window labels and aggregations never do.
+
+    >>> key = FeatureKey.parse("CONDITION//317009|-365d..-31d|count")
+    >>> key.window.start_days, key.window.end_days, str(key)
+    (-365, -31, 'CONDITION//317009|-365d..-31d|count')
+    >>> FeatureKey.parse("CONDITION//317009|365d")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'CONDITION//317009|365d' is not a feature key: write code|window|aggregation, \
+e.g. 'CONDITION//317009|365d|count'
+    """
+
+    code: str
+    window: FeatureWindow
+    aggregation: str
+
+    def __str__(self) -> str:
+        return feature_key(self.code, self.window.label, self.aggregation)
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureKey:
+        parts = text.rsplit(KEY_SEPARATOR, 2)
+        if len(parts) != 3 or not parts[0]:
+            raise ValueError(f"{text!r} is not a feature key: write code|window|aggregation, "
+                             "e.g. 'CONDITION//317009|365d|count'")
+        code, window, aggregation = parts
+        if aggregation not in _TENSOR_AGGREGATIONS:
+            raise ValueError(f"{text!r}: unknown aggregation {aggregation!r}; known: "
+                             f"{', '.join(_TENSOR_AGGREGATIONS)}")
+        return cls(code, FeatureWindow.parse(window), aggregation)
+
+
+_TENSOR_AGGREGATIONS: tuple[str, ...] = (*AGGREGATION_ORDER, "age_years")
+
+
+def _window_label(label: str) -> str:
+    FeatureWindow.parse(label)
+    return label
+
+
+WindowLabel = Annotated[str, AfterValidator(_window_label)]
+"""A window named by its label on the feature axis (``30d``, ``all``, ``-365d..-31d``)."""
+
+
+def feature_key(code: str, window: str, aggregation: str) -> str:
+    """The text key of a feature from its code, window label and aggregation.
+
+    >>> feature_key("MEDS_BIRTH", "all", "age_years")
+    'MEDS_BIRTH|all|age_years'
+    """
+    return f"{code}{KEY_SEPARATOR}{window}{KEY_SEPARATOR}{aggregation}"
+
+
+class SequenceFeatures(SpecModel):
     """A time-binned tensor, subject × time_bin × feature, for sequence models.
 
     Bins are ``bin_days`` whole days each, oldest first; the last bin ends on the index day.
@@ -86,7 +203,7 @@ class Features(SpecModel):
         default_factory=lambda: [30, 365],
         description="Lookback windows in days; a window of d days covers [index - d, index].",
     )
-    windows: list[Window] = Field(
+    windows: list[FeatureWindow] = Field(
         default_factory=list,
         description="More windows as [start_days, end_days] relative to the index "
         "(start_days left out = all history).",
@@ -125,7 +242,7 @@ class Features(SpecModel):
     demographics: list[Demographic] = Field(
         default_factory=lambda: list(_DEFAULT_DEMOGRAPHICS), description="Demographic features."
     )
-    sequence: Sequence | None = Field(None, description="Also build a time-binned tensor.")
+    sequence: SequenceFeatures | None = Field(None, description="Also build a time-binned tensor.")
     window_end: Literal["index_day", "before_index_time"] = Field(
         "index_day",
         description="Where windows reaching the index day end (and the last sequence bin): "
@@ -158,11 +275,88 @@ class Features(SpecModel):
             raise ValueError(f"windows repeat: {labels}; fix: list each window once")
         return self
 
-    def all_windows(self) -> list[Window]:
+    def all_windows(self) -> list[FeatureWindow]:
         """``windows_days`` (shortest first) as windows, then ``windows`` in study order.
 
         >>> [w.label for w in Features(windows_days=[365, 7], windows=[{}]).all_windows()]
         ['7d', '365d', 'all']
         """
-        days = [Window(start_days=-d) for d in sorted(self.windows_days)]
+        days = [FeatureWindow(start_days=-d) for d in sorted(self.windows_days)]
         return days + list(self.windows)
+
+    def built_windows(self) -> list[str]:
+        """Labels of the windows on the feature axis: the study's windows, and ``all`` for
+        demographics.
+
+        >>> Features(windows_days=[30], demographics=["age"]).built_windows()
+        ['30d', 'all']
+        """
+        labels = [w.label for w in self.all_windows()]
+        if self.demographics and STATIC_WINDOW not in labels:
+            labels.append(STATIC_WINDOW)
+        return labels
+
+    def built_aggregations(self) -> list[str]:
+        """Aggregations on the feature axis: the study's, ``age_years`` for the age and
+        ``present`` for sex, race and ethnicity.
+
+        >>> Features(aggregations=["mean", "count"], demographics=["age"]).built_aggregations()
+        ['count', 'mean', 'age_years']
+        """
+        built: set[str] = set(self.aggregations)
+        if set(self.demographics) - {"age"}:
+            built.add("present")
+        order: list[str] = [a for a in AGGREGATION_ORDER if a in built]
+        return [*order, "age_years"] if "age" in self.demographics else order
+
+    def check_selections(self, selections: Mapping[str, _Selection],
+                         where: tuple[str, ...]) -> None:
+        """Refuse feature-set selections that name a window or an aggregation the tensor
+        does not have, every one at once, each at its place (``where`` + name + field).
+
+        >>> from types import SimpleNamespace as S
+        >>> Features(windows_days=[30]).check_selections(
+        ...     {"recent": S(windows=["7d"], aggregations=["count"])}, ("feature_sets",))
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for Features
+        feature_sets.recent.windows.0
+          the features build no window '7d'; built: 30d, all; fix: name one of them, or \
+add the window under features.windows_days or features.windows ...
+        """
+        windows, aggregations = self.built_windows(), self.built_aggregations()
+        errors: list[InitErrorDetails] = []
+        for name, selection in selections.items():
+            for field, wanted, built, where_built in (
+                    ("windows", selection.windows, windows,
+                     "features.windows_days or features.windows"),
+                    ("aggregations", selection.aggregations, aggregations,
+                     "features.aggregations (or features.demographics)")):
+                singular = field[:-1]
+                for i, value in enumerate(wanted):
+                    if value in built:
+                        continue
+                    message = (f"the features build no {singular} {value!r}; built: "
+                               f"{', '.join(built)}; fix: name one of them, or add the "
+                               f"{singular} under {where_built}")
+                    errors.append(InitErrorDetails(
+                        type=PydanticCustomError("unknown_feature_selection", message),
+                        loc=(*where, name, field, i), input=value))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+
+
+class _Selection(Protocol):
+    """What :meth:`Features.check_selections` reads of a feature set."""
+
+    @property
+    def windows(self) -> Iterable[str]: ...
+
+    @property
+    def aggregations(self) -> Iterable[str]: ...
+
+
+# Former names, kept for one release: ``Window`` clashed with the cohort's observation window
+# (``cohortflow.spec._cohort.Window``) and ``Sequence`` with ``collections.abc.Sequence``.
+Window = FeatureWindow
+Sequence = SequenceFeatures

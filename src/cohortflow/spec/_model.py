@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from cohortflow.spec._base import SpecModel
+from cohortflow.spec._features import TensorAggregation, WindowLabel
 
 
 class Range(SpecModel):
@@ -85,8 +86,12 @@ Family = Annotated[Logistic | GradientBoosting | RandomForest, Field(discriminat
 class FeatureSet(SpecModel):
     """A named selection of the study's feature tensor (empty lists keep everything)."""
 
-    windows: list[str] = Field([], description="Windows to keep, e.g. ['365d', 'all'].")
-    aggregations: list[str] = Field([], description="Aggregations to keep, e.g. ['count'].")
+    windows: list[WindowLabel] = Field(
+        [], description="Windows to keep, by their names on the feature axis: 'Nd', 'all' or "
+        "'Sd..Ed', e.g. ['365d', 'all', '-365d..-31d'].")
+    aggregations: list[TensorAggregation] = Field(
+        [], description="Aggregations to keep, e.g. ['count'] (demographics: age_years, "
+        "present).")
     domains: list[str] = Field([], description="Code domains to keep, e.g. ['CONDITION'] "
                                "(demographic features have the domains MEDS_BIRTH, GENDER).")
 
