@@ -153,13 +153,19 @@ def run(
     profile: Annotated[str, typer.Option(help="Profile in profiles/: laptop, slurm.")] = "laptop",
     results: Annotated[Path, typer.Option(help="Results root; the study writes "
                                                 "<results>/<name>/.")] = Path("results"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Snakemake's whole "
+                                          "output, not one line per step.")] = False,
 ) -> None:
-    """Run a study end to end with Snakemake.  Extra arguments go to Snakemake."""
+    """Run a study end to end with Snakemake.  Extra arguments go to Snakemake.
+
+    The console shows one line per step and a summary; Snakemake's whole output is in
+    <results>/<name>/logs/snakemake.log.
+    """
     from cohortflow.privacy import pseudonym_key
     from cohortflow.workflow import run_workflow
 
     pseudonym_key()  # the export needs it: say so now, not after the whole study has run
-    code = run_workflow(study, profile, results, list(ctx.args))
+    code = run_workflow(study, profile, results, list(ctx.args), verbose=verbose)
     raise typer.Exit(code)
 
 

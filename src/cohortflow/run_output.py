@@ -1,6 +1,7 @@
-"""Snakemake's output under ``cohortflow run``: every line goes to a log file, the console
-gets the usual progress without stack frames, and each failing step's error is shown once,
-as one line, at the end.
+"""Snakemake's output under ``cohortflow run``: every line goes to a log file; the console
+gets one line per step (:class:`StepView`, live on a terminal), anything out of the ordinary
+(an error block, a warning) without stack frames, and each failing step's error once, as one
+line, at the end.  ``--verbose`` shows Snakemake's whole output, still without frames.
 
 A job that raises prints its exception, message and stack frames; Snakemake then repeats
 that the job failed.  :class:`ConsoleFilter` keeps those blocks off the console and collects
@@ -12,10 +13,18 @@ line its own log ends with (see :func:`cohortflow.steps.logging_to`).
 from __future__ import annotations
 
 import re
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
 
 from cohortflow import errors
+from cohortflow.run_progress import HIDDEN, NEWS, RunProgress, Step
 
 _HEADER = re.compile(r'^([A-Za-z_][\w.]*) in file "[^"]*", line \d+:$')
 _FRAME = re.compile(r'^  File "[^"]*", line \d+(?:, in (\S+))?')
@@ -164,3 +173,63 @@ def _is_cohortflow_error(name: str) -> bool:
     """
     found = getattr(errors, name.rsplit(".", 1)[-1], None)
     return isinstance(found, type) and issubclass(found, errors.CohortflowError)
+
+
+class StepView:
+    """The console of a run: Snakemake's lines that :class:`ConsoleFilter` lets through,
+    all of them (``verbose``) or only the out-of-the-ordinary ones, and one line per step:
+    redrawn live while stderr is a terminal, else printed once as each step completes."""
+
+    def __init__(self, progress: RunProgress, verbose: bool = False) -> None:
+        self.progress, self.verbose = progress, verbose
+        console = Console(stderr=True, highlight=False)
+        self._live = None if verbose or not console.is_terminal else Live(
+            _Board(progress), console=console, refresh_per_second=4,
+            redirect_stdout=False, redirect_stderr=False)
+
+    def __enter__(self) -> StepView:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def take(self, line: str, kind: str, shown: bool) -> None:
+        """One line of Snakemake's output: its kind (see :mod:`cohortflow.run_progress`)
+        and whether :class:`ConsoleFilter` would show it."""
+        if shown and (kind == NEWS or (self.verbose and kind != HIDDEN)):
+            self.write(line)
+        for step in self.progress.completed():
+            if self._live is None and not self.verbose:
+                self.write(step.line(time.monotonic()))
+
+    def write(self, line: str) -> None:
+        """A line on the console, above the live steps if they are shown."""
+        if self._live is not None:
+            self._live.console.print(Text(line))
+        else:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+
+@dataclass
+class _Board:
+    """The live lines of a run's steps, elapsed time as of each redraw."""
+
+    progress: RunProgress
+
+    def __rich__(self) -> Group:
+        now = time.monotonic()
+        return Group(*(Text(f"{_mark(step)} {step.line(now)}") for step in self.progress.shown()))
+
+
+def _mark(step: Step) -> str:
+    """✓ done, ✗ failed, ▸ running, · waiting."""
+    if step.failed:
+        return "✗"
+    if step.finished:
+        return "✓"
+    return "▸" if step.started else "·"

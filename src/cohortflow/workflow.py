@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -19,7 +20,8 @@ import yaml
 
 from cohortflow import manifest, private, quality
 from cohortflow.errors import CohortflowError
-from cohortflow.run_output import ConsoleFilter
+from cohortflow.run_output import ConsoleFilter, StepView
+from cohortflow.run_progress import DEBUG_DAG, HIDDEN, ROUTINE, RunProgress
 from cohortflow.slurm_faults import LimitWatch, resource_caps
 from cohortflow.spec import demo_study_path, load_study
 
@@ -113,7 +115,8 @@ def _without_option(extra: list[str], *names: str) -> tuple[list[str], list[str]
 HEAD_FILE = Path(".cohortflow") / "head.json"
 
 
-def run_workflow(study: Path | None, profile: str, results: Path, extra: list[str]) -> int:
+def run_workflow(study: Path | None, profile: str, results: Path, extra: list[str],
+                 verbose: bool = False) -> int:
     """Validate the study, then run Snakemake in this directory; returns its exit status.
 
     A head process killed outright (SIGKILL, a lost login session) leaves Snakemake's
@@ -125,16 +128,20 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     asked for, retried or not, the fix) next to Snakemake's output: see
     :mod:`cohortflow.slurm_faults`.
 
-    Snakemake's whole output goes to ``<results>/<study>/logs/snakemake.log``; the console
-    shows it without the stack frames of a failing step, whose one-line error comes once,
-    at the end (see :mod:`cohortflow.run_output`).
+    Snakemake's whole output goes to ``<results>/<study>/logs/snakemake.log`` (rewritten by
+    each run); the console shows one line per step, anything out of the ordinary without
+    stack frames, each failing step's one-line error at the end, and a summary: what ran,
+    what was reused, how long it took, where the report and the log are (see
+    :mod:`cohortflow.run_output`).  ``verbose`` shows all of Snakemake's output as well.
     """
     # one clear message for a bad study, before Snakemake starts
     loaded = load_study(study)
     # owner-only results (or the study's group), checked before anything is written
     private.protect(results.resolve() / loaded.name, loaded.share_with_group)
     full_log = results.resolve() / loaded.name / "logs" / "snakemake.log"
-    command = snakemake_command(study, profile, results, extra)
+    own_listing = DEBUG_DAG not in extra  # which jobs are up to date, for the summary
+    command = snakemake_command(study, profile, results,
+                                [*extra, DEBUG_DAG] if own_listing else extra)
     if _stale_head():
         log.warning("the previous run in %s was killed; releasing its lock and resuming",
                     Path.cwd())
@@ -143,7 +150,9 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     watch = LimitWatch(_snakemake_dir(extra) / "log", log.warning,
                        resource_caps(_global_resources(profile, extra)))
     console = ConsoleFilter()
+    view = StepView(RunProgress(own_dag_listing=own_listing), verbose)
     full_log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     with watch, full_log.open("w") as sink:
         head = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace",
@@ -151,29 +160,42 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
         HEAD_FILE.parent.mkdir(exist_ok=True)
         HEAD_FILE.write_text(json.dumps({"host": socket.gethostname(), "pid": head.pid}))
         try:
-            code = _relay(head, sink, console)
+            with view:
+                code = _relay(head, sink, console, view)
         except BaseException:
-            _relay(head, sink, None)  # Snakemake's shutdown: to the log, never a full pipe
+            _relay(head, sink, None, None)  # Snakemake's shutdown: to the log, never a full pipe
             raise
     quality.show(study, results)  # the ingest's data-quality warnings, counts suppressed
     if code >= 0:  # a head killed by a signal keeps its record, so the lock can be released
         HEAD_FILE.unlink(missing_ok=True)
+    for line in view.progress.summary(time.monotonic() - started, code):
+        sys.stderr.write(line + "\n")
+    report = full_log.parents[1] / "report.html"
+    if code == 0 and report.is_file():
+        sys.stderr.write(f"report: {report}\n")
     if code != 0:
         for line in console.errors():
             sys.stderr.write(f"error: {line}\n")
         sys.stderr.write(f"Snakemake's whole output, stack frames included: {full_log}\n")
+    else:
+        sys.stderr.write(f"Snakemake's whole output: {full_log}\n")
     return code
 
 
-def _relay(head: subprocess.Popen[str], sink: IO[str], console: ConsoleFilter | None) -> int:
-    """Copy the head's output to ``sink`` and, filtered, to the console, until it exits."""
+def _relay(head: subprocess.Popen[str], sink: IO[str], console: ConsoleFilter | None,
+           view: StepView | None) -> int:
+    """Copy the head's output to ``sink`` (all but the DAG listing asked for by
+    :func:`run_workflow`) and, filtered, to the console, until it exits."""
     assert head.stdout is not None
     for line in head.stdout:
+        text = line.rstrip("\n")
+        kind = view.progress.feed(text, time.monotonic()) if view is not None else ROUTINE
+        if kind == HIDDEN:
+            continue
         sink.write(line)
         sink.flush()
-        if console is not None and console.feed(line.rstrip("\n")):
-            sys.stderr.write(line)
-            sys.stderr.flush()
+        if console is not None and view is not None:
+            view.take(text, kind, console.feed(text))
     return head.wait()
 
 
