@@ -169,7 +169,8 @@ def test_killed_head_process_resumes_without_redoing_finished_steps(
     workdir = tmp_path / "run"
     workdir.mkdir()
     head = subprocess.Popen(
-        [sys.executable, "-m", "cohortflow", "run", str(study), "--results", "results"],
+        # --verbose: Snakemake's own lines, which say when each job starts
+        [sys.executable, "-m", "cohortflow", "run", str(study), "--results", "results", "-v"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
@@ -187,7 +188,7 @@ def test_killed_head_process_resumes_without_redoing_finished_steps(
                                                  *(results / "cohort" / "shards").glob("*"))}
     assert not (results / "features" / "features.zarr").exists()
 
-    rerun = cohortflow("run", str(study), "--results", "results", cwd=workdir)
+    rerun = cohortflow("run", str(study), "--results", "results", "-v", cwd=workdir)
     log = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log[-5000:]
     assert not re.search(r"rule (ingest|cohort_shard):", log), "finished steps were redone"
