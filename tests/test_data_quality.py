@@ -40,10 +40,12 @@ def _cdm(root: Path, **tables: str) -> Path:
 
 
 def _ingest(cdm: Path, out: Path, min_cell_count: int = K) -> dict[str, Any]:
+    """The store's quality record, its messages as shown under ``min_cell_count``."""
     omop.ingest(omop.open_source(cdm), out, shards=2, min_cell_count=min_cell_count)
     record = quality.read(out)
     assert record is not None
-    return record
+    return {**record, "warnings": [{**w, "message": quality.render(w["message"], min_cell_count)}
+                                   for w in record["warnings"]]}
 
 
 def _of(record: dict[str, Any], check: str) -> dict[tuple[str, str], int]:
@@ -152,7 +154,7 @@ def test_a_tolerated_event_before_birth_is_recorded() -> None:
                    {"CONDITION//1": 500}, found)
     assert found.sorted() == [quality.Finding(
         "condition_occurrence", "condition_start_date", "before_birth", 2,
-        "condition_occurrence: <11 event(s) with condition_start_date before the person's "
+        "condition_occurrence: {#2} event(s) with condition_start_date before the person's "
         "birth (kept: under 1% of the table); fix: correct the event dates, or "
         "year_of_birth/month_of_birth/day_of_birth in person")]
 
@@ -161,7 +163,9 @@ def test_the_record_is_sorted_and_the_same_under_another_hash_seed(tmp_path: Pat
     cdm = _cdm(tmp_path,
                observation_period=_base("observation_period") + "4,99,2012-01-01,2020-01-01\n",
                person=_base("person") + "4,8507,1800,,,0,38003563,D4\n")
-    record = _ingest(cdm, tmp_path / "a")
+    _ingest(cdm, tmp_path / "a")
+    record = quality.read(tmp_path / "a")
+    assert record is not None
     keys = [(w["table"], w["field"], w["check"], w["count"], w["message"])
             for w in record["warnings"]]
     assert keys == sorted(keys) and len(keys) > 5
@@ -179,18 +183,32 @@ def test_the_shared_copy_suppresses_every_small_count(tmp_path: Path) -> None:
                death=_base("death") + "99,2019-01-01\n")
     store = tmp_path / "events"
     _ingest(cdm, store, min_cell_count=5)
+    # the store keeps exact counts whatever the threshold: changing it reruns no ingest
+    _ingest(cdm, tmp_path / "events11", min_cell_count=K)
+    assert (quality.quality_path(store).read_bytes()
+            == quality.quality_path(tmp_path / "events11").read_bytes())
     quality.share(store, tmp_path / "shared.json", K)
     shared = json.loads((tmp_path / "shared.json").read_text())
     counts = {w["table"]: w["count"] for w in shared["warnings"]
               if w["check"] == "unknown_person"}
     assert counts == {"observation_period": 30, "death": "<11"}
-    # the store's messages were written for min_cell_count 5: none is shown under 11
-    assert all("<5" not in w["message"] for w in shared["warnings"])
+    assert all("{#" not in w["message"] for w in shared["warnings"])
     death = next(w for w in shared["warnings"] if w["table"] == "death" and w["count"] != 0)
-    assert death["message"] == ("death: <11 rows whose person_id is not in person: dropped, "
-                                "counted per table")
+    assert death["message"].startswith("death: <11 row(s) whose person_id is not in the "
+                                       "person table were dropped")
+    observation = next(w for w in shared["warnings"]
+                       if w["table"] == "observation_period" and w["count"] != 0)
+    assert observation["message"].startswith("observation_period: 30 row(s) whose")
+    # a record of an older store, its messages suppressed at a smaller threshold when
+    # written, shows the check's description instead
+    old = {"min_cell_count": 5, "extract_date": None, "warnings": [
+        {"table": "death", "field": "person_id", "check": "unknown_person", "count": 7,
+         "message": "death: 7 row(s) whose person_id is not in the person table were dropped"}]}
+    assert quality.shared(old, K)["warnings"][0]["message"] == (
+        "death: <11 rows whose person_id is not in person: dropped, counted per table")
     assert next(w["message"] for w in shared["warnings"] if w["table"] == "drug_era") == (
-        "drug_era: table not found in the source: the store has none of its events")
+        "drug_era: table not found in the source, so the store has none of its events; fix: "
+        "export the OMOP CDM drug_era table if the data has one")
 
 
 def test_a_damaged_record_is_a_clear_error(tmp_path: Path) -> None:
@@ -279,7 +297,8 @@ def test_eunomia_orphan_observation_periods_are_reported_and_subjects_agree(
     assert record is not None
     assert _of(record, "unknown_person") == {("observation_period", "person_id"): orphans}
     assert f"observation_period: {orphans} row(s) whose person_id is not in the person " \
-           "table were dropped" in " ".join(w["message"] for w in record["warnings"])
+           "table were dropped" in " ".join(quality.render(w["message"], 11)
+                                            for w in record["warnings"])
     assert f"{orphans} row(s) whose person_id is not in the person table" in caplog.text
     assert record["extract_date"] == latest.isoformat()
     subjects = pl.concat([pl.scan_parquet(events.shard_path(store, s)).select("subject_id")

@@ -2,12 +2,17 @@
 
 The OMOP ingest (:mod:`cohortflow.omop`) writes ``<store>/metadata/quality.json``::
 
-    {"min_cell_count": 11, "extract_date": "2019-07-03",
+    {"counts": "marked", "extract_date": "2019-07-03",
      "warnings": [{"table": "observation_period", "field": "person_id",
-                   "check": "unknown_person", "count": 2649, "message": "..."}, ...]}
+                   "check": "unknown_person", "count": 2649,
+                   "message": "observation_period: {#2649} rows whose ..."}, ...]}
 
-``count`` is exact (the event store holds person-level data and never leaves the compute);
-``message`` shows every count below ``min_cell_count`` as ``<k``.  The warnings are sorted
+``count`` is exact, and so is every count in ``message``, marked ``{#n}`` (the event store
+holds person-level data and never leaves the compute); whoever shows a message suppresses
+its marked counts at the study's ``min_cell_count`` then (:func:`render`), so the store does
+not depend on the threshold and changing it reruns no ingest.  (A record of an older store
+has ``min_cell_count`` instead of ``counts``: its messages were suppressed when written.)
+The warnings are sorted
 by (table, field, check, count, message), so the file is a pure function of the source.
 ``extract_date`` is the latest ``observation_period_end_date`` of the persons kept: the
 date "in the future" is judged against, never the clock.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -52,8 +58,8 @@ CHECKS = {
 @dataclass(frozen=True, order=True)
 class Finding:
     """One data-quality warning: the table and field it is about, the check, the exact
-    count (rows, events or persons, as the message says) and the message shown, whose
-    counts are suppressed below the ingest's ``min_cell_count``."""
+    count (rows, events or persons, as the message says) and the message, whose counts
+    are exact and marked (:func:`mark`), to be suppressed when shown (:func:`render`)."""
 
     table: str
     field: str
@@ -62,15 +68,36 @@ class Finding:
     message: str
 
 
+_MARKED = re.compile(r"\{#(\d+)\}")
+
+
+def mark(count: int) -> str:
+    """A count as a stored message holds it: exact, marked for :func:`render`.
+
+    >>> mark(7)
+    '{#7}'
+    """
+    return f"{{#{int(count)}}}"
+
+
+def render(message: str, min_cell_count: int) -> str:
+    """A stored message as it may be shown: each marked count below ``min_cell_count``
+    suppressed (``<k``), the others plain.
+
+    >>> render("death: {#7} event(s) in {#40} row(s)", 11)
+    'death: <11 event(s) in 40 row(s)'
+    """
+    return _MARKED.sub(lambda m: suppress(int(m[1]), min_cell_count), message)
+
+
 def quality_path(store: Path) -> Path:
     """Where an event store keeps its data-quality warnings."""
     return Path(store) / "metadata" / "quality.json"
 
 
-def write(store: Path, findings: list[Finding], min_cell_count: int,
-          extract_date: date | None) -> None:
+def write(store: Path, findings: list[Finding], extract_date: date | None) -> None:
     """Write ``metadata/quality.json`` of ``store``, warnings sorted."""
-    events.write_json({"min_cell_count": min_cell_count,
+    events.write_json({"counts": "marked",
                        "extract_date": extract_date.isoformat() if extract_date else None,
                        "warnings": [asdict(f) for f in sorted(findings)]},
                       quality_path(store))
@@ -84,7 +111,8 @@ def read(store: Path) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(path.read_text())
-        int(record["min_cell_count"])
+        if record.get("counts") != "marked":
+            int(record["min_cell_count"])
         for warning in record["warnings"]:
             Finding(**warning)  # each warning has exactly the fields of one
     except (ValueError, KeyError, TypeError) as exc:
@@ -96,8 +124,16 @@ def read(store: Path) -> dict[str, Any] | None:
 
 def shared(record: dict[str, Any] | None, min_cell_count: int) -> dict[str, Any]:
     """The quality record as it may leave the compute: every count suppressed below
-    ``min_cell_count``; a message written under a smaller threshold is replaced by the
-    check's description, since its counts were suppressed at that smaller threshold.
+    ``min_cell_count``, those in messages too (:func:`render`).  An older record's message,
+    suppressed when written under a smaller threshold, is replaced by the check's
+    description.
+
+    >>> rec = {"counts": "marked", "extract_date": None, "warnings": [
+    ...     {"table": "death", "field": "death_date", "check": "after_extract", "count": 7,
+    ...      "message": "death: {#7} event(s) with death_date after the extract date"}]}
+    >>> shared(rec, 11)["warnings"][0]["message"], shared(rec, 5)["warnings"][0]["message"]
+    ('death: <11 event(s) with death_date after the extract date', \
+'death: 7 event(s) with death_date after the extract date')
 
     >>> rec = {"min_cell_count": 5, "extract_date": None, "warnings": [
     ...     {"table": "death", "field": "death_date", "check": "after_extract", "count": 7,
@@ -111,10 +147,11 @@ def shared(record: dict[str, Any] | None, min_cell_count: int) -> dict[str, Any]
     """
     if record is None:
         return {"recorded": False, "warnings": []}
-    finer = int(record["min_cell_count"]) < min_cell_count
+    marked = record.get("counts") == "marked"
+    finer = not marked and int(record["min_cell_count"]) < min_cell_count
     warnings = []
     for w in record["warnings"]:
-        message = w["message"]
+        message = render(w["message"], min_cell_count) if marked else w["message"]
         if finer:
             shown = f"{suppress(w['count'], min_cell_count)} " if w["count"] else ""
             message = f"{w['table']}: {shown}{CHECKS.get(w['check'], w['check'])}"

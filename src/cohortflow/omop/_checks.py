@@ -14,9 +14,9 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from cohortflow import events
+from cohortflow import events, quality
 from cohortflow.errors import SourceError
-from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT, suppress
+from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
 from cohortflow.quality import Finding
 
 log = logging.getLogger(__name__)
@@ -189,14 +189,14 @@ def warn_unknown_concepts(codes: pl.DataFrame, counts: dict[str, int], where: st
         .group_by("domain").agg(pl.len().alias("concepts"), pl.col("events").sum())
         .sort("domain")
     )
-    detail = ", ".join(f"{d}: {suppress(c, min_cell_count)} concept(s) in "
-                       f"{suppress(e, min_cell_count)} event(s)"
+    findings = findings if findings is not None else Findings(min_cell_count)
+    n = findings.n
+    detail = ", ".join(f"{d}: {n(c)} concept(s) in {n(e)} event(s)"
                        for d, c, e in per_domain.iter_rows())
     used_by = int(per_domain["events"].sum())
-    findings = findings if findings is not None else Findings(min_cell_count)
     findings.warn(where, "concept", "concept_id", "unknown_concept", used_by,
-                  f"{suppress(unknown.height, min_cell_count)} concept id(s) used by "
-                  f"{suppress(used_by, min_cell_count)} event(s) are not in the vocabulary "
+                  f"{n(unknown.height)} concept id(s) used by "
+                  f"{n(used_by)} event(s) are not in the vocabulary "
                   f"({detail}); they keep their code as description and have no ancestors, so "
                   "concept sets match them only by exact id; fix: load the complete OMOP "
                   "vocabulary (concept, concept_ancestor)")
@@ -212,13 +212,14 @@ class Findings:
     """The ingest's data-quality warnings, each logged once with the source's location and
     kept as a :class:`cohortflow.quality.Finding` for ``metadata/quality.json``.  The kept
     message names the table, not the location, so the store does not depend on where the
-    source lies.
+    source lies, and keeps its counts exact and marked (:func:`cohortflow.quality.mark`),
+    so it does not depend on ``min_cell_count`` either: the log line is suppressed at it.
 
     >>> found = Findings(11)
     >>> found.warn("cdm/death.csv (table death)", "death", "death_date", "after_extract", 3,
     ...            f"{found.n(3)} event(s) with death_date after the extract date")
     >>> found.sorted()[0].message
-    'death: <11 event(s) with death_date after the extract date'
+    'death: {#3} event(s) with death_date after the extract date'
     """
 
     def __init__(self, min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> None:
@@ -226,15 +227,15 @@ class Findings:
         self.found: list[Finding] = []
 
     def n(self, count: int) -> str:
-        """A count as the message may show it."""
-        return suppress(count, self.min_cell_count)
+        """A count in a message: exact and marked, suppressed when shown."""
+        return quality.mark(count)
 
     def warn(self, where: str, table: str, field: str, check: str, count: int, text: str,
              logged: bool = True) -> None:
         """Keep ``<table>: <text>`` and log ``<where>: <text>`` (unless the source already
         logged it)."""
         if logged:
-            log.warning("%s: %s", where, text)
+            log.warning("%s: %s", where, quality.render(text, self.min_cell_count))
         self.found.append(Finding(table, field, check, count, f"{table}: {text}"))
 
     def sorted(self) -> list[Finding]:

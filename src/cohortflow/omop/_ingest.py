@@ -349,7 +349,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
     events.write_parquet(splits.to_arrow(), events.splits_path(work))
     summary = store_writer.write_summary(work, dataset_name, shards, int(ids.size), total,
                                          source_rows=counts)
-    quality.write(work, findings.sorted(), min_cell_count, extract)
+    quality.write(work, findings.sorted(), extract)
     events.write_json({table: source.fingerprint(table) for table in source.tables()},
                       events.source_fingerprint_path(work))
     store_guard.replace_store(work, out)
