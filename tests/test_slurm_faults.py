@@ -240,8 +240,9 @@ def cohortflow_on_slurm(study: Path, workdir: Path, env: dict[str, str],
     """``cohortflow run --profile slurm`` with the test cluster's polling intervals."""
     workdir.mkdir(parents=True)
     return subprocess.Popen(
+        # -v: Snakemake's own lines (each job's resources, SLURM's verdicts) on the console
         [sys.executable, "-m", "cohortflow", "run", str(study), "--profile", "slurm",
-         "--results", "results", *extra],
+         "--results", "results", "-v", *extra],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # --profile is cohortflow's own option; Snakemake also reads it from here
         env={**os.environ, **env, "SNAKEMAKE_PROFILE": str(TEST_PROFILE)},
