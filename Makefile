@@ -1,8 +1,11 @@
 # Shortcuts for the scripts the README documents (no make needed to use cohortflow).
-.PHONY: setup demo test test-fast schema clean
+.PHONY: setup lock demo test test-fast schema clean
 
-setup:  ## create .venv with cohortflow and its test tools
+setup:  ## create .venv with exactly the versions of requirements.lock, and cohortflow
 	bash scripts/setup.sh
+
+lock:  ## re-resolve requirements.lock after editing pyproject.toml (UPGRADE=1: newest versions)
+	bash scripts/lock.sh $(if $(UPGRADE),--upgrade)
 
 demo:  ## set up, run the demo study -> results/demo/report.html
 	bash scripts/demo.sh

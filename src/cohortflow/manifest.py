@@ -2,9 +2,10 @@
 
 A manifest records the study file (path, hash, digest), an input fingerprint per source
 table (row count and content hash, taken at ingest), the cohortflow version and git commit,
-resolved package versions, the profile, the seeds, a checksum of every output and the step
-timings (the wall time a user waited for each job, and its compute).  :func:`compare` tells,
-output by output, whether a rerun is identical, and why not.
+the version of every installed package and the hash of the lock they were installed from
+(see :mod:`cohortflow.environment`), the profile, the seeds, a checksum of every output and
+the step timings (the wall time a user waited for each job, and its compute).
+:func:`compare` tells, output by output, whether a rerun is identical, and why not.
 """
 
 from __future__ import annotations
@@ -19,17 +20,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cohortflow import __version__
+from cohortflow import __version__, environment
 
 # Files a tool adds beside the data that say nothing about the content.
 IGNORED_NAMES = frozenset({".snakemake_timestamp"})
-PACKAGES = ("cohortflow", "snakemake", "snakemake-executor-plugin-slurm", "dask", "distributed",
-            "dask-jobqueue", "zarr", "numcodecs", "xarray", "polars", "pyarrow", "duckdb",
-            "numpy", "pandas", "scikit-learn", "pydantic", "matplotlib")
 METRIC_TOLERANCE = 1e-9
 
 
@@ -69,14 +66,13 @@ def tree_digest(root: Path) -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that can change a result."""
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    """The Python version and the version of every installed package (normalised names).
+
+    >>> versions = package_versions()
+    >>> versions["python"] == platform.python_version(), versions["cohortflow"] == __version__
+    (True, True)
+    """
+    return {"python": platform.python_version(), **environment.installed_versions()}
 
 
 def git_state(root: Path) -> dict[str, Any]:
@@ -177,15 +173,17 @@ def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile
     ``source`` says where the data came from (never with a credential); ``inputs`` holds
     each source table's fingerprint; ``snakemake_logs`` give each step's wall time (see
     :func:`step_timings`)."""
+    packages = package_versions()
     return {
-        "manifest_version": 1,
+        "manifest_version": 2,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "study": {"path": str(Path(study_path).resolve()), "sha256": file_digest(study_path),
                   "digest": study_digest},
         "profile": profile,
         "seeds": seeds,
         "cohortflow": {"version": __version__, **git_state(workflow_root)},
-        "packages": package_versions(),
+        "packages": packages,
+        "lock": environment.lock_record(workflow_root, packages),
         "source": source,
         "inputs": inputs,
         "outputs": {Path(p).relative_to(results).as_posix(): tree_digest(p) for p in outputs},
@@ -243,11 +241,7 @@ def causes(recorded: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
         if recorded["cohortflow"].get(key) != rerun["cohortflow"].get(key):
             found.append(f"code changed: cohortflow {key} {recorded['cohortflow'].get(key)} "
                          f"-> {rerun['cohortflow'].get(key)}")
-    for name in sorted(set(recorded["packages"]) | set(rerun["packages"])):
-        before, after = recorded["packages"].get(name), rerun["packages"].get(name)
-        if before != after:
-            found.append(f"package changed: {name} {before} -> {after}")
-    return found
+    return found + environment.changes(recorded, rerun)
 
 
 def _close(a: Any, b: Any) -> bool:
