@@ -3,6 +3,7 @@ tensor that ``xarray.open_zarr`` opens without a warning, indexed by key."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import yaml
 from cohortflow import features, report_sections
 from cohortflow.errors import StudySpecError
 from cohortflow.spec import FeatureKey, FeatureWindow, demo_study_path, parse_study
-from tests.conftest import build_cohorts, write_study
+from tests.conftest import REPO, build_cohorts, write_study
 
 KEY = "CONDITION//317009|365d|count"  # the README's example: asthma in the year before index
 
@@ -144,6 +145,20 @@ def test_the_tensor_opens_cleanly_and_selects_a_feature_by_key(tensor: Path) -> 
     before = [k for k in keys if k.window == FeatureWindow(start_days=-365, end_days=-31)]
     assert before and all(k.window.days == 335 for k in before)
     assert ds.sel(feature=[str(k) for k in before])["values"].shape[1] == len(before)
+
+
+def test_the_readme_example_reads_the_tensor_without_a_warning(tensor: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Reading the feature tensor", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README: no example under 'Reading the feature tensor'"
+    code = match.group(1).replace("results/demo/features/features.zarr", str(tensor))
+    scope: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(code, "README.md", "exec"), scope)
+    assert scope["asthma"].dims == ("subject",)
+    assert set(scope["counts"]["aggregation"].values.tolist()) == {"count"}
 
 
 def test_the_demo_tensor_opens_cleanly_with_snakemakes_marker_beside_it(

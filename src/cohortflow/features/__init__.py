@@ -32,8 +32,14 @@ and ethnicity code.  The optional sequence tensor bins the same codes into ``bin
 ``bin_days`` days, oldest first, the last bin ending on the index day.
 
 Store: ``values`` (subject × feature) and, with a sequence, ``sequence`` (subject ×
-time_bin × sequence_feature), in one Zarr v3 store; rows in cohort-table order (shard after
-shard); see :mod:`cohortflow.features._store` for the region writes and the marker.
+time_bin × sequence_feature), in one Zarr v3 store with consolidated metadata and nothing
+else in it, so ``xarray.open_zarr`` opens it without a warning; rows in cohort-table order
+(shard after shard); see :mod:`cohortflow.features._store` for the region writes and the
+marker.  Each feature is a :class:`cohortflow.spec.FeatureKey`; the ``feature`` index holds
+its text, ``code|window|aggregation`` (``ds.sel(feature="CONDITION//317009|365d|count")``),
+beside the ``code``, ``window`` and ``aggregation`` coordinates, and :func:`feature_keys`
+reads the axis back as typed keys (a window label keeps its start and end).  The sequence
+tensor's ``sequence_feature`` index reads ``code|bin|aggregation``.
 """
 
 from cohortflow.features._aggregate import (
