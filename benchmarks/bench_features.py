@@ -115,7 +115,7 @@ def bench(persons: int, root: Path, workers: int) -> dict[str, object]:
     wall, rss, stdout = run_python(FEATURES, study, store, cohort_dir, out, workers)
     import xarray as xr
 
-    ds = xr.open_zarr(out, consolidated=False)
+    ds = xr.open_zarr(out)
     return {"persons": persons, "shards": len(shard_files), "events": n_events,
             "subjects": ds.sizes["subject"], "features": ds.sizes["feature"],
             "wall": wall, "compute": float(stdout.split()[-1]), "rss": rss,

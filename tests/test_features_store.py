@@ -68,9 +68,12 @@ def seq_study(tmp_path_factory: pytest.TempPathFactory, event_store: Path) -> tu
 
 def test_store_opens_with_labelled_coordinates_and_its_spec(seq_study: tuple) -> None:
     study_path, _, out = seq_study
-    ds = xr.open_zarr(out, consolidated=False)
+    ds = xr.open_zarr(out)
     assert ds["values"].dims == ("subject", "feature")
     assert ds["sequence"].dims == ("subject", "time_bin", "sequence_feature")
+    code = next(str(c) for c in ds["sequence_code"].values)
+    assert ds["sequence"].sel(sequence_feature=f"{code}|bin|count").dims == ("subject",
+                                                                            "time_bin")
     assert ds["time_bin_start_days"].values.tolist() == [-359, -269, -179, -89]
     assert ds["time_bin_end_days"].values.tolist() == [-270, -180, -90, 0]
     assert set(ds["window"].values) == {"30d", "365d", "-730d..-366d", "all"}
