@@ -7,10 +7,12 @@ file imports them from one place instead of keeping its own copy.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import yaml
@@ -27,13 +29,15 @@ PERSONS = 20_000  # enough held-out persons for a stable AUROC; about a minute p
 INDEX = datetime(2015, 1, 10, 9, 30)  # the index time of every subject of ``cohort()``
 
 
-def ev(*rows: tuple[int, str | None, str, float | None]) -> pl.LazyFrame:
-    """Events as (subject_id, ISO time or None, code, numeric value) rows, event-store schema."""
+def ev(*rows: tuple[Any, ...]) -> pl.LazyFrame:
+    """Events from (subject_id, ISO time or None, code[, numeric value[, unit]]) rows, in the
+    event store's schema."""
+    full = [(*r, None, None)[:5] for r in rows]
     return pl.LazyFrame(
-        {"subject_id": [r[0] for r in rows],
-         "time": [datetime.fromisoformat(r[1]) if r[1] else None for r in rows],
-         "code": [r[2] for r in rows], "numeric_value": [r[3] for r in rows],
-         "unit": [None] * len(rows)},
+        {"subject_id": [r[0] for r in full],
+         "time": [datetime.fromisoformat(r[1]) if r[1] else None for r in full],
+         "code": [r[2] for r in full], "numeric_value": [r[3] for r in full],
+         "unit": [r[4] for r in full]},
         schema=events.POLARS_EVENT_SCHEMA,
     )
 
@@ -60,6 +64,13 @@ def write_study(path: Path, **changes: object) -> Path:
         node[leaf] = value
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def make_omop_study(source: Path, root: Path) -> Path:
+    """A study reading its own copy of an OMOP Parquet directory (so a test may alter it)."""
+    root.mkdir(parents=True)
+    shutil.copytree(source, root / "cdm")
+    return write_study(root / "study.yaml", shards=2, source={"omop": {"path": "cdm"}})
 
 
 def build_cohorts(study_path: Path, store: Path, cohort_dir: Path) -> Study:

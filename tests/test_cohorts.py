@@ -12,6 +12,7 @@ from cohortflow import cohorts, events
 from cohortflow.errors import StudySpecError
 from cohortflow.spec import ConceptSet
 from cohortflow.spec._cohort import Cohort
+from tests.helpers import ev as frame  # (subject, time, code[, value[, unit]]) rows
 
 ASTHMA, CHILD_ASTHMA, EXACERBATION = "CONDITION//317009", "CONDITION//9", "CONDITION//3"
 CODES = pl.DataFrame({
@@ -29,21 +30,6 @@ CONCEPT_SETS = {
 }
 
 Row = tuple[Any, ...]
-
-
-def frame(*rows: Row) -> pl.LazyFrame:
-    """Events from (subject_id, 'YYYY-MM-DD' or None, code[, value[, unit]]) rows."""
-    full = [(*r, None, None)[:5] for r in rows]
-    return pl.LazyFrame(
-        {
-            "subject_id": [r[0] for r in full],
-            "time": [datetime.fromisoformat(r[1]) if r[1] else None for r in full],
-            "code": [r[2] for r in full],
-            "numeric_value": [r[3] for r in full],
-            "unit": [r[4] for r in full],
-        },
-        schema=events.POLARS_EVENT_SCHEMA,
-    )
 
 
 def period(subject: int, start: str, end: str) -> list[Row]:
