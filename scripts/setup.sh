@@ -27,4 +27,10 @@ print(" ".join(sorted(set(installed_versions()) - set(read_lock(sys.argv[1])) - 
 if [ -n "$unlocked" ]; then "${pip[@]}" uninstall --yes $unlocked; fi
 # Built from the locked setuptools and wheel, so nothing unhashed is fetched.
 "${pip[@]}" install --no-deps --no-build-isolation -e .
+if ! broken=$(.venv/bin/python -m pip check 2>&1); then
+  echo "$broken" >&2
+  echo "$lock does not hold what pyproject.toml asks for; fix: make lock, then" \
+       "bash scripts/setup.sh" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"
