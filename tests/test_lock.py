@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 import tomllib
 from importlib import metadata
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
+from typer.testing import CliRunner
 
-from cohortflow import environment, manifest
+from cohortflow import environment, manifest, workflow
+from cohortflow.cli import app
 from cohortflow.errors import CohortflowError
-from tests.helpers import REPO
+from tests.helpers import REPO, write_study
 
 LOCK = REPO / environment.LOCK_FILE
 
@@ -139,3 +142,27 @@ def test_a_changed_package_in_a_real_manifest_is_named(tmp_path: Path) -> None:
     rerun["packages"]["tabulate"] = "0.9.0"
     assert manifest.causes(recorded, rerun) == [
         f"package changed: tabulate {recorded['packages']['tabulate']} -> 0.9.0"]
+
+
+def test_verify_lists_a_changed_package_even_when_every_output_is_identical(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = write_study(tmp_path / "s.yaml", name="s")
+    recorded = {**tiny_manifest(tmp_path), "study": {"path": str(study), "sha256": "x"},
+                "outputs": {"cohort": {"sha256": "1"}}, "metrics": {"auroc": 0.7}}
+    (tmp_path / "manifest.json").write_text(json.dumps(recorded))
+    rerun = copy.deepcopy(recorded)
+    rerun["packages"]["tabulate"] = "0.9.0"
+
+    def snakemake(command: list[str], **_: object) -> int:
+        """Stands in for the rerun: it writes the same outputs, made with another tabulate."""
+        out = Path(command[command.index("--directory") + 1]) / "results" / "s"
+        out.mkdir(parents=True)
+        (out / "manifest.json").write_text(json.dumps(rerun))
+        return 0
+
+    monkeypatch.setattr(workflow.subprocess, "call", snakemake)
+    done = CliRunner().invoke(app, ["verify", str(tmp_path / "manifest.json")])
+    assert done.exit_code == 0, done.output
+    assert "verified: every output is identical" in done.output
+    assert (f"Though these changed since the recorded run:\n  - package changed: tabulate "
+            f"{recorded['packages']['tabulate']} -> 0.9.0\n") in done.output

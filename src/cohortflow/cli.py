@@ -199,6 +199,10 @@ def verify_command(
         out.print(f"rerun manifest: {rerun}")
     if all(f.verdict == "identical" for f in findings):
         out.print("[green]verified:[/] every output is identical")
+        if causes:  # a package or the lock changed, for example, yet gave the same outputs
+            out.print("Though these changed since the recorded run:")
+            for cause in causes:
+                out.print(f"  - {cause}")
         return
     out.print("[red]not verified.[/] What changed since the recorded run:")
     for cause in causes or ["nothing recorded changed: the difference is not explained by the "
