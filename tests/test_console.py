@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from cohortflow.run_output import ConsoleFilter, StepView
 from cohortflow.run_progress import HIDDEN, NEWS, ROUTINE, RunProgress
 
 # A run of three steps as Snakemake 9 prints it (with --debug-dag): the ingest is up to date,
@@ -172,6 +173,28 @@ def test_nothing_to_be_done_names_what_was_reused() -> None:
     assert progress.nothing_to_do
     assert progress.summary(2.0, 0) == [
         "Nothing to be done: every step is up to date (2s). Reused: ingest 1, report 1."]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_off_a_terminal_each_step_is_one_line_and_errors_show_in_full(
+        verbose: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    view, console = StepView(RunProgress(), verbose=verbose), ConsoleFilter()
+    with view:
+        for line in RUN.splitlines():
+            kind = view.progress.feed(line, 0.0)
+            if kind != HIDDEN:
+                view.take(line, kind, console.feed(line))
+    shown = capsys.readouterr().err.splitlines()
+    error = ["Error in rule cohort_shard:", "    message: None", "    jobid: 5",
+             "    log: /r/demo/logs/cohort_1.log (check log file(s) for error details)"]
+    if not verbose:
+        assert shown == ["cohort_shard: 1/2 done, 1 failed, 0s", *error]
+    else:  # Snakemake's output as it comes, less the DAG listing and the noise
+        assert error == shown[-len(error) - 2:-2]
+        assert "localrule cohort_shard:" in shown and "Job stats:" in shown
+        assert not any(line.startswith(("selected job", "file ")) for line in shown)
+        assert "Exiting because a job execution failed. Look above for error messages" \
+            not in shown
 
 
 # ---- the demo study's console (the session's laptop run) -------------------------------------

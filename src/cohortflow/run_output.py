@@ -200,11 +200,11 @@ class StepView:
     def take(self, line: str, kind: str, shown: bool) -> None:
         """One line of Snakemake's output: its kind (see :mod:`cohortflow.run_progress`)
         and whether :class:`ConsoleFilter` would show it."""
-        if shown and (kind == NEWS or (self.verbose and kind != HIDDEN)):
-            self.write(line)
-        for step in self.progress.completed():
+        for step in self.progress.completed():  # a failed job's step before its error
             if self._live is None and not self.verbose:
                 self.write(step.line(time.monotonic()))
+        if shown and (kind == NEWS or (self.verbose and kind != HIDDEN)):
+            self.write(line)
 
     def write(self, line: str) -> None:
         """A line on the console, above the live steps if they are shown."""
