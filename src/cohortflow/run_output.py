@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,7 @@ class StepView:
 
     def __init__(self, progress: RunProgress, verbose: bool = False) -> None:
         self.progress, self.verbose = progress, verbose
+        self._lock = threading.Lock()  # lines come from the relay and the SLURM limit watch
         console = Console(stderr=True, highlight=False)
         self._live = None if verbose or not console.is_terminal else Live(
             _Board(progress), console=console, refresh_per_second=4,
@@ -208,11 +210,12 @@ class StepView:
 
     def write(self, line: str) -> None:
         """A line on the console, above the live steps if they are shown."""
-        if self._live is not None:
-            self._live.console.print(Text(line))
-        else:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+        with self._lock:
+            if self._live is not None:
+                self._live.console.print(Text(line))
+            else:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
 
 
 @dataclass

@@ -147,10 +147,11 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
                     Path.cwd())
         subprocess.call([*command, "--unlock"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
-    watch = LimitWatch(_snakemake_dir(extra) / "log", log.warning,
-                       resource_caps(_global_resources(profile, extra)))
     console = ConsoleFilter()
     view = StepView(RunProgress(own_dag_listing=own_listing), verbose)
+    # above the live steps, not through logging's own handle on stderr
+    watch = LimitWatch(_snakemake_dir(extra) / "log", lambda told: view.write(f"warning: {told}"),
+                       resource_caps(_global_resources(profile, extra)))
     full_log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with watch, full_log.open("w") as sink:
