@@ -29,6 +29,8 @@ from tests.helpers import (  # noqa: F401
     REPO,
     build_cohorts,
     digests,
+    make_omop_study,
+    run_study,
     write_study,
 )
 
@@ -44,7 +46,7 @@ HEAVY_FIXTURES = frozenset({
     "laptop_run",     # the demo study, 20,000 persons, through `cohortflow run`
     "study_file",     # only the whole-study tests (laptop, SLURM) use it
     "eunomia_store",  # Eunomia (2,694 persons, 340,000 events) ingested
-    "omop_run",       # tests/test_reproducibility.py: a whole study
+    "omop_run",       # a whole study on synth_omop (2,500 persons)
     "sweep_run",      # tests/test_sweep.py: a 24-configuration sweep
     "small_run",      # tests/test_privacy_study.py: a whole study
     "target_run",     # tests/test_runner.py: a study up to its attrition
@@ -169,6 +171,16 @@ def eunomia_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("eunomia") / "events"
     omop.ingest(omop.open_source(eunomia_path()), out, shards=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def omop_run(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(study file, results) of a small study on its own copy of ``synth_omop``, run once by
+    `cohortflow run` (laptop profile).  A test that alters its input or results puts them
+    back before it ends."""
+    root = tmp_path_factory.mktemp("repro")
+    study = make_omop_study(synth_omop, root / "study")
+    return study, run_study(study, root / "laptop")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, digests
+from tests.helpers import REPO, digests
 
 
 @pytest.mark.e2e

@@ -1,9 +1,10 @@
 """Every output is a pure function of the input, never of Python's hash seed.
 
-Ingest (of Eunomia and of a synthetic CDM) and a whole small study each run twice, in
-subprocesses under two different ``PYTHONHASHSEED`` values, and every file is compared
-byte for byte.  Set and string-keyed dict iteration order changes with the hash seed, so
-a set reaching a file shows here.
+Synth, ingest (of Eunomia and of a synthetic CDM) and a whole small study each run under two
+different hash seeds, in subprocesses, and every file is compared byte for byte (the study's
+second run is the session's ``omop_run``, whose processes run under random seeds).  Set and
+string-keyed dict iteration order changes with the hash seed, so a set reaching a file
+shows here.
 """
 
 from __future__ import annotations
@@ -11,28 +12,26 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import write_study
+from tests.helpers import cohortflow as cli
 
 SEEDS = ("1", "4242")
 
 # What a results tree may legitimately hold that differs between two identical runs:
 # logs/ and benchmarks/ hold wall times, dates and host details of each job.
 VOLATILE_DIRS = ("logs", "benchmarks")
-# In the manifest: when it was written (the clock) and how long each step took (wall and
-# compute seconds).  Everything else in it, output checksums included, must be equal.
-VOLATILE_MANIFEST_KEYS = ("created_utc", "steps")
+# In the manifest: when it was written (the clock), how long each step took (wall and
+# compute seconds), and the commit of the code (the session's run may predate a commit made
+# while the suite runs).  Everything else in it, output checksums included, must be equal.
+VOLATILE_MANIFEST_KEYS = ("created_utc", "steps", "cohortflow")
 
 
 def cohortflow(*args: str, cwd: Path, hash_seed: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
-                          capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONHASHSEED": hash_seed})
+    done = cli(*args, cwd=cwd, env={"PYTHONHASHSEED": hash_seed})
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     return done
 
@@ -72,11 +71,16 @@ def test_ingest_of_eunomia_is_the_same_under_two_hash_seeds(tmp_path: Path) -> N
     assert_same_files(a, b)
 
 
-@pytest.mark.slow  # synth and two ingests in subprocesses
-def test_ingest_of_a_synthetic_cdm_is_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
-    cohortflow("synth", "--persons", "300", "--seed", "5", "--out", "cdm", "--no-progress",
-               cwd=tmp_path, hash_seed=SEEDS[0])
-    a, b = ingest_twice(tmp_path / "cdm", tmp_path)
+@pytest.mark.slow  # two synths and two ingests in subprocesses
+def test_synth_and_its_ingest_are_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
+    cdms = []
+    for seed in SEEDS:
+        cohortflow("synth", "--persons", "300", "--seed", "5", "--out", f"cdm_{seed}",
+                   "--no-progress", cwd=tmp_path, hash_seed=seed)
+        cdms.append(files_of(tmp_path / f"cdm_{seed}"))
+    assert {"person/part-00000.parquet", "oracle.json"} <= set(cdms[0])
+    assert_same_files(*cdms)
+    a, b = ingest_twice(tmp_path / f"cdm_{SEEDS[0]}", tmp_path)
     assert "metadata/codes.parquet" in a
     assert_same_files(a, b)
 
@@ -90,15 +94,14 @@ def without_timings(manifest: bytes) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_a_whole_study_is_the_same_under_two_hash_seeds(tmp_path: Path) -> None:
-    study = write_study(tmp_path / "study.yaml", source__synth__persons=2000)
-    trees = []
-    for seed in SEEDS:
-        workdir = tmp_path / f"run_{seed}"
-        workdir.mkdir()
-        cohortflow("run", str(study), "--results", "results", cwd=workdir, hash_seed=seed)
-        trees.append(files_of(workdir / "results" / "demo", skip=VOLATILE_DIRS))
-    a, b = trees
+def test_a_whole_study_is_the_same_under_two_hash_seeds(omop_run: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    """The session's study (its processes under random hash seeds, or the environment's)
+    again under a fixed seed that differs: the synth step is covered above."""
+    study, results = omop_run
+    seed = next(s for s in SEEDS if s != os.environ.get("PYTHONHASHSEED"))
+    cohortflow("run", str(study), "--results", "results", cwd=tmp_path, hash_seed=seed)
+    a, b = (files_of(r, skip=VOLATILE_DIRS) for r in (results, tmp_path / "results" / "demo"))
     assert {"manifest.json", "report.html", "events/metadata/codes.parquet"} <= set(a)
     assert without_timings(a.pop("manifest.json")) == without_timings(b.pop("manifest.json"))
     assert_same_files(a, b)

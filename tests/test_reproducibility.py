@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,38 +19,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from cohortflow import compute, features, manifest
 from cohortflow.spec import load_study
-from tests.conftest import REPO, build_cohorts, write_study
+from tests.helpers import REPO, build_cohorts, cohortflow, make_omop_study, write_study
 
 pytestmark = pytest.mark.e2e
-
-
-def make_omop_study(source: Path, root: Path) -> Path:
-    """A study reading its own copy of an OMOP Parquet directory (so a test may alter it)."""
-    root.mkdir(parents=True)
-    shutil.copytree(source, root / "cdm")
-    return write_study(root / "study.yaml", shards=2, source={"omop": {"path": "cdm"}})
-
-
-def cohortflow(*args: str, cwd: Path, env: dict[str, str] | None = None,
-               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
-                          capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
-
-
-def run_study(study: Path, workdir: Path, *extra: str) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    done = cohortflow("run", str(study), "--results", "results", *extra, cwd=workdir)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    return workdir / "results" / "demo"
-
-
-@pytest.fixture(scope="module")
-def omop_run(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A small study on an OMOP Parquet source, run on the laptop profile."""
-    root = tmp_path_factory.mktemp("repro")
-    study = make_omop_study(synth_omop, root / "study")
-    return study, run_study(study, root / "laptop")
 
 
 def test_every_run_writes_a_manifest(omop_run: tuple[Path, Path]) -> None:
@@ -88,18 +58,25 @@ def test_verify_passes_on_an_untouched_rerun(omop_run: tuple[Path, Path],
     assert done.stdout.count("identical") >= 7
 
 
-def test_verify_names_the_changed_input(synth_omop: Path, tmp_path: Path) -> None:
-    study = make_omop_study(synth_omop, tmp_path / "study")
-    results = run_study(study, tmp_path / "first")
+def test_verify_names_the_changed_input(omop_run: tuple[Path, Path], tmp_path: Path) -> None:
+    study, results = omop_run
     part = sorted((study.parent / "cdm" / "condition_occurrence").glob("*.parquet"))[0]
+    # The module's run is shared: its input is altered for this test only, then put back
+    # byte for byte, times included, so the other tests still see an up-to-date study.
+    saved, times = part.read_bytes(), {p: p.stat() for p in (part, part.parent, part.parent.parent)}
     table = pl.read_parquet(part)
     moved = pl.col("condition_start_date") + pl.duration(days=1)
     altered = table.with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(moved).otherwise(pl.col("condition_start_date"))
         .alias("condition_start_date"))
-    altered.write_parquet(part)
-    done = cohortflow("verify", str(results / "manifest.json"), "--scratch",
-                      str(tmp_path / "scratch"), cwd=tmp_path)
+    try:
+        altered.write_parquet(part)
+        done = cohortflow("verify", str(results / "manifest.json"), "--scratch",
+                          str(tmp_path / "scratch"), cwd=tmp_path)
+    finally:
+        part.write_bytes(saved)
+        for path, stat in times.items():
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert done.returncode == 1, done.stdout + done.stderr
     lines = " ".join(done.stdout.split())
     assert re.search(r"│ events │ different │", lines)

@@ -17,7 +17,7 @@ import pytest
 
 from cohortflow import models, steps
 from cohortflow.spec import load_study
-from tests.conftest import REPO, write_study
+from tests.helpers import REPO, run_study, write_study
 
 SWEEP_PERSONS = 3000  # about 800 persons in the cohort: small, but every fold has outcomes
 SWEEP_MODEL = {
@@ -37,11 +37,6 @@ SWEEP_MODEL = {
 N_CONFIGS = 24  # (6 logistic + 2 boosting + 4 forest) x 2 feature sets
 
 
-def cohortflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
-                          capture_output=True, text=True, check=False)
-
-
 @pytest.fixture(scope="module")
 def sweep_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sweep")
@@ -51,11 +46,7 @@ def sweep_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sweep_run(sweep_study: Path) -> Path:
-    workdir = sweep_study.parent / "laptop"
-    workdir.mkdir()
-    done = cohortflow("run", str(sweep_study), "--results", "results", cwd=workdir)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return workdir / "results" / "demo"
+    return run_study(sweep_study, sweep_study.parent / "laptop")
 
 
 @pytest.mark.e2e
