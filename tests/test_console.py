@@ -197,6 +197,17 @@ def test_off_a_terminal_each_step_is_one_line_and_errors_show_in_full(
             not in shown
 
 
+def test_a_dry_run_says_what_would_run() -> None:
+    progress = RunProgress()
+    for line in ["selected job ingest", "    wildcards:", "selected job report", "    wildcards:",
+                 "Job stats:", "job count", "report 1", "total 1", "[Tue Dec  1 16:13:10 2026]",
+                 "rule report:", "    jobid: 1", "This was a dry-run (flag -n). The order of "
+                 "jobs does not reflect the order of execution."]:
+        progress.feed(line, 0.0)
+    assert progress.summary(4.0, 0) == ["dry run in 4s; would run: report 1",
+                                        "reused (up to date): ingest 1"]
+
+
 # ---- the demo study's console (the session's laptop run) -------------------------------------
 
 @pytest.mark.e2e

@@ -108,6 +108,7 @@ class RunProgress:
     own_dag_listing: bool = True
     steps: dict[str, Step] = field(default_factory=dict)
     nothing_to_do: bool = False
+    dry_run: bool = False
     _in_dag: dict[str, set[str]] = field(default_factory=dict)  # rule -> wildcards
     _jobs: dict[str, str] = field(default_factory=dict)  # jobid -> rule
     _block: str = ""  # header, stats, job, error, dag, dag_file
@@ -163,6 +164,8 @@ class RunProgress:
             self._block = "header"
         elif line == "Job stats:":
             self._block, self._planning = "stats", False
+        elif line.startswith("This was a dry-run"):
+            self.dry_run = True
         elif line.startswith("Nothing to be done"):
             self.nothing_to_do, self._planning = True, False
         elif job := _JOB.match(line):
@@ -245,6 +248,10 @@ class RunProgress:
         if not steps and code == 0:
             return [f"Nothing to be done: every step is up to date ({duration(seconds)})."
                     + (f" Reused: {reused}." if reused else "")]
+        if self.dry_run and code == 0:
+            planned = ", ".join(f"{step.rule} {step.planned}" for step in steps)
+            return [f"dry run in {duration(seconds)}; would run: {planned}",
+                    f"reused (up to date): {reused or 'nothing'}"]
         ran = ", ".join(f"{step.rule} {step.done}" for step in steps if step.done)
         failed = ", ".join(f"{step.rule} {step.failed}" for step in steps if step.failed)
         left = sum(max(step.planned - step.done - step.failed, 0) for step in steps)

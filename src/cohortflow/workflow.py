@@ -132,7 +132,8 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     each run); the console shows one line per step, anything out of the ordinary without
     stack frames, each failing step's one-line error at the end, and a summary: what ran,
     what was reused, how long it took, where the report and the log are (see
-    :mod:`cohortflow.run_output`).  ``verbose`` shows all of Snakemake's output as well.
+    :mod:`cohortflow.run_output`).  ``verbose`` (or a dry run) shows all of Snakemake's
+    output as well.
     """
     # one clear message for a bad study, before Snakemake starts
     loaded = load_study(study)
@@ -148,7 +149,8 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
         subprocess.call([*command, "--unlock"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
     console = ConsoleFilter()
-    view = StepView(RunProgress(own_dag_listing=own_listing), verbose)
+    dry_run = any(arg in ("-n", "--dry-run", "--dryrun") for arg in extra)  # the plan is the news
+    view = StepView(RunProgress(own_dag_listing=own_listing), verbose or dry_run)
     # above the live steps, not through logging's own handle on stderr
     watch = LimitWatch(_snakemake_dir(extra) / "log", lambda told: view.write(f"warning: {told}"),
                        resource_caps(_global_resources(profile, extra)))
