@@ -254,6 +254,7 @@ def test_a_second_ingest_is_byte_identical_and_replaces_the_store(run: tuple) ->
     assert manifest.tree_digests(store) == before
 
 
+@pytest.mark.slow  # a dry run of the whole workflow
 def test_the_workflow_reads_the_dataset_instead_of_synth(run: tuple) -> None:
     root, *_ = run
     done = subprocess.run(

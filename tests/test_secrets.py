@@ -290,6 +290,7 @@ def test_a_password_in_the_url_is_refused_without_echoing_any_of_it(
     assert leaked_pieces(str(refused_source.value)) == []
 
 
+@pytest.mark.slow  # Snakemake parses the whole workflow
 def test_a_refused_study_leaves_the_password_in_no_snakemake_record(tmp_path: Path) -> None:
     """Plain Snakemake (no cohortflow CLI to catch the error first) records the refusal in
     .snakemake/log: that record, and everything else it leaves, holds no piece of it."""
