@@ -43,7 +43,7 @@ def _rule_jobs(stdout: str) -> list[tuple[str, str]]:
 def _dry_run(study: Path, workdir: Path) -> list[tuple[str, str]]:
     """The jobs Snakemake would run for ``study`` over the results in ``workdir``."""
     done = subprocess.run(
-        workflow.snakemake_command(study, "laptop", Path("results"), ["--dry-run"]),
+        workflow.snakemake_command(study, "laptop", workdir / "results", ["--dry-run"]),
         cwd=workdir, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     return _rule_jobs(done.stdout)
