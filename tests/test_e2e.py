@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, digests
+from tests.test_shared_cluster import IntrudedRun, intruded_run
+
+intruded_run = intruded_run  # the slurm-dask demo run (session fixture), shared
 
 
 @pytest.mark.e2e
@@ -104,14 +107,11 @@ def test_slurm_profile_runs_as_batch_jobs_with_identical_results(
 @pytest.mark.e2e
 @pytest.mark.slurm
 def test_slurm_dask_profile_runs_dask_workers_as_jobs_with_identical_results(
-    slurm_cluster, laptop_run: tuple, study_file: Path
+    intruded_run: IntrudedRun, laptop_run: tuple
 ) -> None:
-    before = slurm_cluster.submission_count()
-    workdir = study_file.parent / "slurm-dask"
-    # Worker jobs sized for the one small test node; everything else from the profile.
-    sizing = {"DASK_JOBQUEUE__SLURM__CORES": "1", "DASK_JOBQUEUE__SLURM__MEMORY": "1GiB",
-              "DASK_COHORTFLOW__ADAPT__MAXIMUM": "2"}
-    log = snakemake_from_repo(workdir, study_file, ["--workflow-profile", "profiles/slurm-dask"],
-                              {**slurm_cluster.env, **sizing})
-    assert slurm_cluster.submission_count() - before >= 1, log[-3000:]  # workers were jobs
-    assert_same_results(workdir / "results" / "demo", laptop_run[0])
+    # The demo study under `cohortflow run --profile slurm-dask` (the run that
+    # tests/test_shared_cluster.py also probes as another user; one run serves both).
+    run = intruded_run
+    assert run.returncode == 0, (run.stdout + run.stderr).decode()[-6000:]
+    assert run.submissions >= 1, (run.stdout + run.stderr).decode()[-3000:]  # workers: jobs
+    assert_same_results(run.results, laptop_run[0])

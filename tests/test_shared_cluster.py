@@ -249,6 +249,7 @@ class IntrudedRun:
     owner_control: list[str] = field(default_factory=list)
     modes_seen: dict[str, str] = field(default_factory=dict)
     after: dict = field(default_factory=dict)
+    submissions: int = 0   # SLURM jobs submitted during the run (the Dask workers)
 
 
 class Intruder:
@@ -328,7 +329,7 @@ def intruded_run(slurm_cluster: slurm_harness.SlurmCluster, tmp_path_factory:
     results = workdir / "results" / "demo"
     intruder = Intruder(user)
     out, err = (private_dir / "stdout").open("wb"), (private_dir / "stderr").open("wb")
-    started = time.monotonic()
+    started, submitted = time.monotonic(), slurm_cluster.submission_count()
     head = subprocess.Popen(
         [sys.executable, "-m", "cohortflow", "run", str(study), "--profile", "slurm-dask",
          "--results", "results"], cwd=workdir, stdout=out, stderr=err, env=env)
@@ -367,6 +368,7 @@ def intruded_run(slurm_cluster: slurm_harness.SlurmCluster, tmp_path_factory:
         out.close()
         err.close()
     run.elapsed = time.monotonic() - started
+    run.submissions = slurm_cluster.submission_count() - submitted
     run.returncode = head.returncode
     run.stdout = (private_dir / "stdout").read_bytes()
     run.stderr = (private_dir / "stderr").read_bytes()
