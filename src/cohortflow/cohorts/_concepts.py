@@ -10,8 +10,7 @@ import polars as pl
 
 from cohortflow import events
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import ConceptSet
-from cohortflow.spec._cohort import Cohort
+from cohortflow.spec import Cohort, ConceptSet
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import polars as pl
 
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._events import occurrences, persons
-from cohortflow.spec._cohort import (
+from cohortflow.spec import (
     AgeRange,
     Count,
     Criterion,

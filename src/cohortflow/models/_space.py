@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import Study
-from cohortflow.spec._model import Range
+from cohortflow.spec import Range, Study
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def family_points(family: Any, method: str, samples: int, study_seed: int,
                   where: str) -> list[dict[str, Any]]:
     """The hyperparameter settings of one family: a grid, or ``samples`` random draws.
 
-    >>> from cohortflow.spec._model import Logistic
+    >>> from cohortflow.spec import Logistic
     >>> family_points(Logistic(penalty=["l1", "l2"], C=[0.1, 1.0]), "grid", 1, 42, "f")
     ... # doctest: +NORMALIZE_WHITESPACE
     [{'penalty': 'l1', 'C': 0.1}, {'penalty': 'l1', 'C': 1.0},

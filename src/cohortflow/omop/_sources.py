@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from cohortflow.errors import SourceError
-from cohortflow.spec._source import PASSWORD_FIX, holds_password, redact
+from cohortflow.spec import PASSWORD_FIX, holds_password, redact
 
 log = logging.getLogger(__name__)
 

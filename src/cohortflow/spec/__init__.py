@@ -30,15 +30,22 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_valid
 from cohortflow.errors import StudySpecError
 from cohortflow.spec._base import SpecModel
 from cohortflow.spec._cohort import (
+    AgeRange,
     Cohort,
     ConceptRef,
     ConceptSet,
+    Count,
     Criterion,
     Entry,
     Exit,
+    Group,
     InclusionRule,
+    Occurrence,
     Outcome,
+    RuleItem,
     TimeAtRisk,
+    Washout,
+    Window,
 )
 from cohortflow.spec._features import (
     AGGREGATION_ORDER,
@@ -51,8 +58,16 @@ from cohortflow.spec._features import (
     SequenceFeatures,
     feature_key,
 )
-from cohortflow.spec._model import Model
-from cohortflow.spec._source import MedsSource, OmopSource, Source, SynthSource
+from cohortflow.spec._model import Logistic, Model, Range
+from cohortflow.spec._source import (
+    PASSWORD_FIX,
+    MedsSource,
+    OmopCdm,
+    Source,
+    SynthSource,
+    holds_password,
+    redact,
+)
 
 DEMO_STUDY = "demo.yaml"
 """File name of the embedded default study in ``seeds/studies``."""
@@ -62,35 +77,47 @@ __all__ = [
     "ALL_CODES",
     "DEMO_STUDY",
     "MAX_YAML_NODES",
+    "PASSWORD_FIX",
     "STATIC_WINDOW",
     "VALUE_AGGREGATIONS",
+    "AgeRange",
     "Cohort",
     "ConceptRef",
     "ConceptSet",
+    "Count",
     "Criterion",
     "Entry",
     "Exit",
     "FeatureKey",
     "FeatureWindow",
     "Features",
+    "Group",
     "InclusionRule",
+    "Logistic",
     "MedsSource",
     "Model",
-    "OmopSource",
+    "Occurrence",
+    "OmopCdm",
     "Outcome",
+    "Range",
+    "RuleItem",
     "SequenceFeatures",
     "Source",
     "SpecModel",
     "Study",
     "SynthSource",
     "TimeAtRisk",
+    "Washout",
+    "Window",
     "content_digest",
     "demo_study_path",
     "feature_key",
+    "holds_password",
     "json_schema",
     "load_study",
     "parse_study",
     "read_yaml",
+    "redact",
 ]
 
 

@@ -58,7 +58,7 @@ class SynthSource(SpecModel):
     seed: int = Field(0, description="Generator seed; same seed, same data.")
 
 
-class OmopSource(SpecModel):
+class OmopCdm(SpecModel):
     """An existing OMOP CDM: a DuckDB file, a directory of Parquet or CSV tables, or a
     PostgreSQL database (``url``; the password comes from PGPASSWORD or ~/.pgpass)."""
 
@@ -89,7 +89,7 @@ class OmopSource(SpecModel):
         return url
 
     @model_validator(mode="after")
-    def _path_or_url(self) -> OmopSource:
+    def _path_or_url(self) -> OmopCdm:
         if (self.path is None) == (self.url is None):
             raise ValueError("give exactly one of 'path' (a DuckDB file or a directory) or "
                              "'url' (postgresql://user@host:5432/dbname)")
@@ -128,7 +128,7 @@ class Source(SpecModel):
     """Exactly one of ``synth``, ``omop`` or ``meds``."""
 
     synth: SynthSource | None = None
-    omop: OmopSource | None = None
+    omop: OmopCdm | None = None
     meds: MedsSource | None = Field(
         None, description="An existing MEDS dataset: {path: DIR}, or just DIR.")
 
