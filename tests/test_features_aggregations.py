@@ -12,7 +12,14 @@ import pytest
 from cohortflow import cohorts, events, features
 from cohortflow.errors import StudySpecError
 from cohortflow.features._build import resolve_concept_sets
-from cohortflow.spec import AGGREGATION_ORDER, VALUE_AGGREGATIONS, Features, SequenceFeatures, Study
+from cohortflow.spec import (
+    AGGREGATION_ORDER,
+    VALUE_AGGREGATIONS,
+    Features,
+    SequenceFeatures,
+    Study,
+    parse_study,
+)
 from cohortflow.spec import FeatureWindow as Window
 from tests.helpers import INDEX, cohort, ev
 
@@ -213,10 +220,18 @@ def test_feature_concept_sets_resolve_like_cohorts_literal_codes_and_exclusions(
     assert t == {"CONCEPT_SET//bleed": [0, 2], "CONCEPT_SET//fam": [1, 0]}
 
 
-def test_feature_concept_set_unknown_name_names_the_fix() -> None:
-    study = _study_with_sets({"a": {"include": [{"concept_id": 1}]}}, ["b"])
-    with pytest.raises(StudySpecError, match=r"features.concept_sets: unknown concept set 'b'"):
-        resolve_concept_sets(study, CODES)
+def test_feature_concept_set_unknown_name_is_refused_when_the_study_loads() -> None:
+    with pytest.raises(StudySpecError) as err:
+        parse_study({
+            "name": "sets", "source": {"synth": {"persons": 10}},
+            "concept_sets": {"asthma": {"include": [{"concept_id": 1}]}},
+            "cohort": {"entry": {"concept_set": "asthma"}, "outcome": {"concept_set": "asthma"}},
+            "features": {"concept_sets": ["asthma", "asthmma", "zzz"]}}, "study.yaml")
+    message = str(err.value)
+    assert "2 problem(s)" in message
+    assert ("features.concept_sets.1: unknown concept set 'asthmma'; did you mean 'asthma'?"
+            in message)
+    assert "features.concept_sets.2: unknown concept set 'zzz'; defined: asthma; fix:" in message
 
 
 # ---- window_end and value_count against a direct reference --------------------------------

@@ -12,7 +12,7 @@ import polars as pl
 import xarray as xr
 
 from cohortflow import cohorts, events
-from cohortflow.errors import StoreError, StudySpecError
+from cohortflow.errors import StoreError
 from cohortflow.features import _aggregate as agg
 from cohortflow.features._index import (
     FeatureIndex,
@@ -83,13 +83,7 @@ def resolve_concept_sets(study: Study, codes: pl.DataFrame) -> dict[str, list[st
     A set with no code in the store is logged and gives a feature that is never set.
     """
     out = {}
-    for name in study.features.concept_sets:
-        if name not in study.concept_sets:
-            known = ", ".join(sorted(study.concept_sets))
-            raise StudySpecError(
-                f"features.concept_sets: unknown concept set '{name}'; defined: {known}; "
-                f"fix: add it under concept_sets or remove it from features.concept_sets"
-            )
+    for name in study.features.concept_sets:  # each defined: checked when the study loads
         out[name] = cohorts.concept_codes(name, study.concept_sets[name], codes,
                                           required=False)
     return out

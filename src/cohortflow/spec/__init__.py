@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.errors import StudySpecError
 from cohortflow.spec._base import SpecModel
@@ -142,10 +143,25 @@ class Study(SpecModel):
 
     @model_validator(mode="after")
     def _concept_sets_exist(self) -> Study:
-        for where, name in self.cohort.concept_set_refs():
-            if name not in self.concept_sets:
-                known = ", ".join(sorted(self.concept_sets))
-                raise ValueError(f"{where}: unknown concept set '{name}'; defined: {known}")
+        """Every concept set the cohort and the features name is defined: all unknown
+        names at once, each at its place, with the closest defined name."""
+        refs = [*self.cohort.concept_set_refs(),
+                *((f"features.concept_sets.{i}", name)
+                  for i, name in enumerate(self.features.concept_sets))]
+        known = sorted(self.concept_sets)
+        errors: list[InitErrorDetails] = []
+        for where, name in refs:
+            if name in self.concept_sets:
+                continue
+            guess = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{guess[0]}'? " if guess else ""
+            message = (f"unknown concept set '{name}'; {hint}defined: {', '.join(known)}; "
+                       "fix: name one of them, or define it under concept_sets")
+            errors.append(InitErrorDetails(
+                type=PydanticCustomError("unknown_concept_set", message),
+                loc=tuple(where.split(".")), input=name))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     @model_validator(mode="after")
