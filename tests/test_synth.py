@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cohortflow import _synth_vocab as vocab
 from cohortflow import synth
 from cohortflow.errors import CohortflowError
+from cohortflow.synth import vocab
 
 PERSONS, SEED, CHUNK = 5000, 11, 2000
 EVENT_TABLES = {  # table -> (start date column, end date column or None)
@@ -28,9 +28,8 @@ ENTRY = list(synth.ASTHMA_ENTRY)
 
 
 def _generate(out: Path, persons: int = PERSONS, seed: int = SEED) -> synth.SynthSummary:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synth, "CHUNK_PERSONS", CHUNK)  # several chunks even at small sizes
-        return synth.generate(persons, seed, out, progress=False)
+    # Several chunks even at small sizes.
+    return synth.generate(persons, seed, out, progress=False, chunk_persons=CHUNK)
 
 
 @pytest.fixture(scope="module")

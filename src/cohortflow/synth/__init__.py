@@ -1,0 +1,57 @@
+"""Deterministic synthetic OMOP CDM v5.4 data with a planted, known risk.
+
+:func:`generate` writes a pediatric population (everyone aged 0-17 throughout
+observation) as Parquet: one directory of parts per clinical table, one part per chunk of
+:data:`CHUNK_PERSONS` persons, plus the vocabulary subset (``concept.parquet``,
+``concept_ancestor.parquet``), ``oracle.json`` (the planted study and the best AUROC any
+model can reach) and ``synth.json`` (rows per table; marks the directory as ours).
+
+The planted study is the demo study: children whose first asthma code has >= 365 days of
+prior observation, and an acute exacerbation of asthma in the year after it.  The true risk
+is logistic and linear in things written before the index date (see :data:`RISK`), so a
+logistic model on lookback counts and means can recover most of it.
+
+Output depends only on ``(persons, seed)``: chunk ``i`` draws from
+``np.random.default_rng([seed, i])`` and every file is written with fixed options.
+
+The package's rooms: :mod:`~cohortflow.synth.vocab` (the concepts, their hierarchy and the
+table layouts), ``_planted`` (the planted study and :func:`auroc`), ``_population`` (one
+chunk's persons, visits and events), ``_tables`` (those arrays as OMOP tables) and
+``_generate`` (the output directory and the files written).
+"""
+
+from cohortflow.synth import vocab
+from cohortflow.synth._generate import (
+    CHUNK_PERSONS,
+    GENERATOR_VERSION,
+    TABLES,
+    SynthSummary,
+    generate,
+)
+from cohortflow.synth._planted import (
+    ASTHMA_ENTRY,
+    LOOKBACK_DAYS,
+    OUTCOME_DAYS,
+    PRIOR_OBS_DAYS,
+    RISK,
+    auroc,
+    planted_study,
+)
+from cohortflow.synth.vocab import SCHEMAS
+
+__all__ = [
+    "ASTHMA_ENTRY",
+    "CHUNK_PERSONS",
+    "GENERATOR_VERSION",
+    "LOOKBACK_DAYS",
+    "OUTCOME_DAYS",
+    "PRIOR_OBS_DAYS",
+    "RISK",
+    "SCHEMAS",
+    "TABLES",
+    "SynthSummary",
+    "auroc",
+    "generate",
+    "planted_study",
+    "vocab",
+]

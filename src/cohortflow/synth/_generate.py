@@ -1,0 +1,150 @@
+"""Writing a synthetic CDM: the output directory, chunks of persons, the vocabulary,
+``oracle.json`` and ``synth.json``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cohortflow.errors import CohortflowError
+from cohortflow.synth import vocab as V  # noqa: N812
+from cohortflow.synth._planted import auroc, planted_study
+from cohortflow.synth._population import simulate_chunk
+
+CHUNK_PERSONS = 50_000
+GENERATOR_VERSION = 1
+TABLES = tuple(V.SCHEMAS)
+_WRITE = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
+          "write_statistics": True, "version": "2.6", "row_group_size": 1 << 20}
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What :func:`generate` wrote.  ``oracle_auroc`` is NaN when the cohort has no
+    outcomes or no non-outcomes (tiny sizes); ``oracle.json`` then holds null."""
+
+    persons: int
+    rows: dict[str, int]
+    total_rows: int
+    oracle_auroc: float
+    n_eligible: int
+    n_outcomes: int
+
+
+def _prepare(out: Path) -> None:
+    """Make ``out`` ready: new or empty, or a previous synth output (whose files we remove)."""
+    if out.exists() and not out.is_dir():
+        raise CohortflowError(f"{out}: exists and is not a directory; fix: choose a new --out")
+    marker = out / "synth.json"
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            ours = json.loads(marker.read_text()).get("generator") == "cohortflow.synth"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise CohortflowError(
+                f"{out}: directory is not empty and is not a previous `cohortflow synth` output "
+                "(no synth.json); fix: choose an empty or new --out directory")
+        for name in TABLES:  # only the table directories a synth run writes
+            table = out / name
+            if table.is_symlink() or (table.exists() and not table.is_dir()):
+                raise CohortflowError(
+                    f"{table}: not a table directory of a `cohortflow synth` output (a link or "
+                    "a file), so it is left untouched; fix: move it away or choose a new --out")
+            shutil.rmtree(table, ignore_errors=True)
+        for name in ("concept.parquet", "concept_ancestor.parquet", "oracle.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(marker, {"generator": "cohortflow.synth", "complete": False})
+
+
+def _write_parts(out: Path, chunk: int, tables: dict[str, pa.Table]) -> None:
+    for name, table in tables.items():
+        (out / name).mkdir(exist_ok=True)
+        pq.write_table(table, out / name / f"part-{chunk:05d}.parquet", **_WRITE)
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
+             chunk_persons: int = CHUNK_PERSONS) -> SynthSummary:
+    """Write a synthetic OMOP CDM of ``persons`` children to ``out``; see the module docs.
+
+    ``chunk_persons`` sets how many persons each Parquet part holds (and each random stream
+    draws); the data depend on it, so ``synth.json`` records it.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     s = generate(50, 1, Path(tmp) / "cdm", progress=False)
+    >>> s.persons, s.rows["person"], s.total_rows == sum(s.rows.values())
+    (50, 50, True)
+    """
+    if isinstance(persons, bool) or not isinstance(persons, int | np.integer) or persons < 1:
+        raise CohortflowError(f"persons must be a positive integer, got {persons!r}; "
+                              "fix: --persons 1000")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise CohortflowError(f"seed must be a non-negative integer, got {seed!r}; fix: --seed 7")
+    if isinstance(chunk_persons, bool) or not isinstance(chunk_persons, int) or chunk_persons < 1:
+        raise CohortflowError(f"chunk_persons must be a positive integer, got {chunk_persons!r}; "
+                              f"fix: leave it at {CHUNK_PERSONS}")
+    persons, seed = int(persons), int(seed)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    out = Path(out)
+    _prepare(out)
+    ids = dict.fromkeys(TABLES, 0)
+    rows = dict.fromkeys(TABLES, 0)
+    risks, labels = [], []
+    n_chunks = -(-persons // chunk_persons)
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    # One writer thread: chunk i is written (pyarrow releases the GIL) while chunk i+1 is
+    # generated, so at most two chunks are in memory.
+    with Progress(*columns, disable=not progress) as bar, ThreadPoolExecutor(1) as writer:
+        task = bar.add_task(f"synth {persons:,} persons", total=n_chunks)
+        pending: Future[None] | None = None
+        for ci in range(n_chunks):
+            first = ci * chunk_persons
+            tables, risk, label = simulate_chunk(np.random.default_rng([seed, ci]), first + 1,
+                                                min(chunk_persons, persons - first), ids)
+            for name, table in tables.items():
+                rows[name] += table.num_rows
+            risks.append(risk)
+            labels.append(label)
+            if pending is not None:
+                pending.result()
+                bar.advance(task)
+            pending = writer.submit(_write_parts, out, ci, tables)
+            del tables
+        if pending is not None:
+            pending.result()
+            bar.advance(task)
+    pq.write_table(V.concept_table(), out / "concept.parquet", **_WRITE)
+    pq.write_table(V.ancestor_table(), out / "concept_ancestor.parquet", **_WRITE)
+    risk, label = np.concatenate(risks), np.concatenate(labels)
+    score = auroc(risk, label)
+    summary = SynthSummary(persons=persons, rows=rows, total_rows=sum(rows.values()),
+                           oracle_auroc=round(score, 6),
+                           n_eligible=int(label.size), n_outcomes=int(label.sum()))
+    _write_json(out / "oracle.json", {
+        "oracle_auroc": None if np.isnan(score) else summary.oracle_auroc,
+        "n_eligible": summary.n_eligible, "n_outcomes": summary.n_outcomes,
+        "persons": persons, "seed": seed, "generator": "cohortflow.synth",
+        "generator_version": GENERATOR_VERSION,
+        "planted_study": planted_study()})
+    _write_json(out / "synth.json", {
+        "generator": "cohortflow.synth", "generator_version": GENERATOR_VERSION,
+        "complete": True, "persons": persons, "seed": seed,
+        "chunk_persons": chunk_persons, "rows": rows, "total_rows": summary.total_rows})
+    return summary
