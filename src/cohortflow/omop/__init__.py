@@ -9,16 +9,13 @@ event store described in :mod:`cohortflow.events`, with memory bounded by one ba
 reading and by one shard while sorting.
 """
 
+from cohortflow.omop._csv import CsvSource
+from cohortflow.omop._duckdb import DuckDBSource
 from cohortflow.omop._ingest import CLINICAL_TABLES, EventTable, ingest
-from cohortflow.omop._sources import (
-    CsvSource,
-    DuckDBSource,
-    OmopSource,
-    ParquetSource,
-    PostgresSource,
-    is_postgres_url,
-    open_source,
-)
+from cohortflow.omop._open import open_source
+from cohortflow.omop._parquet import ParquetSource
+from cohortflow.omop._postgres import PostgresSource, is_postgres_url
+from cohortflow.omop._source_base import OmopSource
 
 __all__ = [
     "CLINICAL_TABLES",

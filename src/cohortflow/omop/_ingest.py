@@ -15,7 +15,7 @@ import polars as pl
 from cohortflow import events, quality, store_guard, store_writer
 from cohortflow.errors import SourceError
 from cohortflow.omop import _checks
-from cohortflow.omop._sources import OmopSource
+from cohortflow.omop._source_base import OmopSource
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
 
 log = logging.getLogger(__name__)
