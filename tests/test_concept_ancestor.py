@@ -17,7 +17,7 @@ import pytest
 
 from cohortflow import cohorts, events
 from cohortflow.cohorts import CohortPlan
-from cohortflow.omop._ingest import _parents
+from cohortflow.omop._codes import parents as _parents
 from cohortflow.spec import ConceptSet
 from tests.test_eunomia import EUNOMIA, study
 
