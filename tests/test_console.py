@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from cohortflow.run_output import ConsoleFilter, StepView
-from cohortflow.run_progress import HIDDEN, NEWS, ROUTINE, RunProgress
+from cohortflow.runner import HIDDEN, NEWS, ROUTINE, ConsoleFilter, RunProgress, StepView
 
 # A run of three steps as Snakemake 9 prints it (with --debug-dag): the ingest is up to date,
 # two of three cohort shards rerun, one fails.

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from cohortflow import events, omop, quality, report, workflow
+from cohortflow import events, omop, quality, report, runner
 from cohortflow.errors import StoreError
 from cohortflow.omop import _checks
 from tests.conftest import write_study
@@ -256,10 +256,10 @@ def test_run_prints_the_warnings_after_snakemake_returns(
             return 0
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(workflow.subprocess, "Popen", lambda *a, **k: Finished())
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: Finished())
     umask = os.umask(0o022)  # a run sets the process's mask: keep the suite's
     try:
-        assert workflow.run_workflow(study, "laptop", tmp_path / "results", []) == 0
+        assert runner.run_workflow(study, "laptop", tmp_path / "results", []) == 0
     finally:
         os.umask(umask)
     console = capsys.readouterr().err
@@ -339,10 +339,10 @@ def test_a_study_shows_the_warnings_and_reruns_the_report_when_they_change(
     assert "<h2>Data quality</h2>" in page and html.escape(line) in page
     # the report reads the warnings as an input: a change in them reruns it
     monkeypatch.chdir(tmp_path)
-    before = {step.rule: step.state for step in workflow.status(study, "laptop", Path("results"))}
+    before = {step.rule: step.state for step in runner.status(study, "laptop", Path("results"))}
     assert before["report"] == before["data_quality"] == "done"
     # (Snakemake compares the content of a small input, not only its time)
     changed = {**shared, "warnings": shared["warnings"][1:]}
     (results / "data_quality.json").write_text(json.dumps(changed))
-    after = {step.rule: step.state for step in workflow.status(study, "laptop", Path("results"))}
+    after = {step.rule: step.state for step in runner.status(study, "laptop", Path("results"))}
     assert after["report"] == "out of date"

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import re
+import subprocess
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
-from cohortflow import environment, manifest, workflow
+from cohortflow import environment, manifest
 from cohortflow.cli import app
 from cohortflow.errors import CohortflowError
 from tests.helpers import REPO, write_study
@@ -160,7 +161,7 @@ def test_verify_lists_a_changed_package_even_when_every_output_is_identical(
         (out / "manifest.json").write_text(json.dumps(rerun))
         return 0
 
-    monkeypatch.setattr(workflow.subprocess, "call", snakemake)
+    monkeypatch.setattr(subprocess, "call", snakemake)
     done = CliRunner().invoke(app, ["verify", str(tmp_path / "manifest.json")])
     assert done.exit_code == 0, done.output
     assert "verified: every output is identical" in done.output

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cohortflow import models, workflow
+from cohortflow import models, runner
 from cohortflow.spec import load_study
 
 EXACERBATION_LOCAL = 2_000_000_004  # any condition concept of the synthetic vocabulary
@@ -43,7 +43,7 @@ def _rule_jobs(stdout: str) -> list[tuple[str, str]]:
 def _dry_run(study: Path, workdir: Path) -> list[tuple[str, str]]:
     """The jobs Snakemake would run for ``study`` over the results in ``workdir``."""
     done = subprocess.run(
-        workflow.snakemake_command(study, "laptop", workdir / "results", ["--dry-run"]),
+        runner.snakemake_command(study, "laptop", workdir / "results", ["--dry-run"]),
         cwd=workdir, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     return _rule_jobs(done.stdout)

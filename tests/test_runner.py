@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import pytest
 from snakemake.cli import get_argument_parser
 from typer.testing import CliRunner
 
-from cohortflow import manifest, workflow
+from cohortflow import manifest, runner
 from cohortflow.cli import app
-from cohortflow.run_output import ConsoleFilter
+from cohortflow.runner import ConsoleFilter
 from tests.conftest import write_study
 
 UNKNOWN_CONCEPT = 999999999
@@ -32,7 +33,7 @@ def parsed(command: list[str]) -> object:
 def test_targets_after_double_dash_are_snakemake_targets(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    command = workflow.snakemake_command(None, "laptop", Path("results"), [
+    command = runner.snakemake_command(None, "laptop", Path("results"), [
         "results/demo/cohort/attrition.json", "results/demo/report.html", "--cores", "2"])
     args = parsed(command)
     assert args.targets == [str(tmp_path / "results/demo/cohort/attrition.json"),
@@ -43,7 +44,7 @@ def test_targets_after_double_dash_are_snakemake_targets(tmp_path: Path,
 
 
 def test_rule_names_and_options_after_double_dash_stay_as_given() -> None:
-    args = parsed(workflow.snakemake_command(None, "laptop", Path("results"),
+    args = parsed(runner.snakemake_command(None, "laptop", Path("results"),
                                              ["features", "--until", "ingest", "-n"]))
     assert args.targets == ["features"]
     assert set(args.until) == {"ingest"}
@@ -51,7 +52,7 @@ def test_rule_names_and_options_after_double_dash_stay_as_given() -> None:
 
 
 def test_a_config_after_double_dash_is_merged_and_cannot_replace_the_study() -> None:
-    args = parsed(workflow.snakemake_command(None, "laptop", Path("results"), [
+    args = parsed(runner.snakemake_command(None, "laptop", Path("results"), [
         "--config", "extra=1", "study=elsewhere.yaml", "--forceall"]))
     assert args.config[0] == "extra=1"
     studies = [entry for entry in args.config if entry.startswith("study=")]
@@ -225,8 +226,8 @@ def test_verify_removes_its_own_scratch_unless_asked_to_keep_it(
         "outputs": {"cohort": {"sha256": "1"}}, "metrics": {"auroc": 0.7}, "inputs": {},
         "cohortflow": {}, "packages": {}}))
     scratch = tmp_path / "tmp" / "cohortflow-verify-x"
-    monkeypatch.setattr(workflow.tempfile, "mkdtemp", lambda **_: str(scratch))
-    monkeypatch.setattr(workflow.subprocess, "call", fake_rerun(recorded))
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **_: str(scratch))
+    monkeypatch.setattr(subprocess, "call", fake_rerun(recorded))
     args = ["verify", str(recorded), *(["--keep-scratch"] if keep else [])]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
@@ -242,7 +243,7 @@ def test_verify_keeps_a_scratch_the_user_named(tmp_path: Path,
     recorded.write_text(json.dumps({
         "study": {"path": str(study), "sha256": "x"}, "profile": "laptop",
         "outputs": {}, "metrics": {}, "inputs": {}, "cohortflow": {}, "packages": {}}))
-    monkeypatch.setattr(workflow.subprocess, "call", fake_rerun(recorded))
+    monkeypatch.setattr(subprocess, "call", fake_rerun(recorded))
     done = CliRunner().invoke(app, ["verify", str(recorded), "--scratch",
                                     str(tmp_path / "mine")])
     assert done.exit_code == 0, done.output

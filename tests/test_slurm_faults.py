@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cohortflow.slurm_faults import LimitReader, LimitWatch
+from cohortflow.runner import LimitReader, LimitWatch
 from tests.conftest import REPO, write_study
 
 PROFILE = REPO / "profiles" / "slurm"

@@ -162,7 +162,7 @@ def run(
     <results>/<name>/logs/snakemake.log.
     """
     from cohortflow.privacy import pseudonym_key
-    from cohortflow.workflow import run_workflow
+    from cohortflow.runner import run_workflow
 
     pseudonym_key()  # the export needs it: say so now, not after the whole study has run
     code = run_workflow(study, profile, results, list(ctx.args), verbose=verbose)
@@ -186,7 +186,7 @@ def verify_command(
     from rich.table import Table
 
     from cohortflow.privacy import pseudonym_key
-    from cohortflow.workflow import verify
+    from cohortflow.runner import verify
 
     pseudonym_key()
     findings, causes, rerun = verify(manifest_file, profile, scratch, keep_scratch)
@@ -221,7 +221,7 @@ def status_command(
     """Show which steps of a study are done, pending or out of date, and why."""
     from rich.table import Table
 
-    from cohortflow.workflow import status
+    from cohortflow.runner import status
 
     table = Table("step", "outputs", "state", "why")
     colour = {"done": "green", "pending": "yellow", "out of date": "red"}

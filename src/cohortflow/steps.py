@@ -27,8 +27,8 @@ from cohortflow import (
     privacy,
     report,
     report_sections,
+    runner,
     synth,
-    workflow,
 )
 from cohortflow.spec import Study
 
@@ -222,7 +222,7 @@ def write_manifest(study: Study, study_path: Path, profile: str, results: Path, 
         study_digest=study.digest(),
         seeds=seeds,
         profile=profile,
-        workflow_root=workflow.workflow_root(),
+        workflow_root=runner.workflow_root(),
         results=Path(results),
         outputs=[Path(p) for p in outputs],
         source=_source_record(study),

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cohortflow.runner import _snakemake_log as smk
+
 __all__ = ["Limit", "LimitReader", "LimitWatch", "classify", "resource_caps"]
 
 Limit = Literal["memory", "time"]
@@ -36,18 +38,6 @@ _TIME_MARKS = ("due to time limit",)
 _KILLED_AT = re.compile(r"exceeded memory limit \((\d+) > (\d+)\)")
 _RESOURCE = {"memory": "mem_mb", "time": "runtime"}
 _DEFAULT = {"memory": 2000, "time": 60}  # what to double when the ask is unknown
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_JOB_INFO = re.compile(r"(?:local)?(?:rule|checkpoint) (\S+):$")
-_ERROR = re.compile(r"Error in rule (\S+):$")
-_FIELD = re.compile(r"(\w+): (.*)$")
-_SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$")
-_SLURM_FAILED = re.compile(r"SLURM-job '(\d+)' failed.*?SLURM status is: '(\w+)'")
-_RESTART = re.compile(r"Trying to restart job (\S+)\.$")
-#: Snakemake lines after which a failed job that was not restarted will not be.
-_MOVED_ON = ("Select jobs", "Execute ", "Finished jobid", "Shutting down", "Exiting because",
-             "Complete log", "Will exit after", "WorkflowError", "Removing output")
-_LOG_OF = re.compile(r"(\S+\.log) \(check log file")
 
 
 def classify(status: str, slurm_log: str) -> tuple[Limit, int | None] | None:
@@ -104,7 +94,7 @@ def _more(value: int) -> int:
     (300, 4000, 2, 8700)
     """
     doubled = 2 * value
-    step = 10 ** max(0, len(str(doubled)) - 2)
+    step: int = 10 ** max(0, len(str(doubled)) - 2)
     return -(-doubled // step) * step
 
 
@@ -222,36 +212,36 @@ class LimitReader:
         self._retrying: dict[str, _Fault] = {}  # jobid -> fault told with the next attempt
 
     def feed(self, line: str) -> list[str]:
-        text = _ANSI.sub("", line).rstrip()
+        text = smk.ANSI.sub("", line).rstrip()
         stripped = text.strip()
         if not stripped:
             return []
         told: list[str] = []
         if self._error is not None:
-            field_match = _FIELD.match(stripped)
+            field_match = smk.FIELD.match(stripped)
             if text[:1].isspace() and field_match:
                 self._error.setdefault(field_match.group(1), field_match.group(2))
                 return told
             told += self._settle_waiting(None)
             self._waiting = self._fault(self._error)
             self._error = None
-        if (restart := _RESTART.match(stripped)) is not None:
+        if (restart := smk.RESTART.match(stripped)) is not None:
             return told + self._settle_waiting(restart.group(1))
-        if (error := _ERROR.match(stripped)) is not None:
+        if (error := smk.FAILED.match(stripped)) is not None:
             told += self._settle_waiting(None)
             self._info = None
             self._error = {"rule": error.group(1)}
             return told
-        if (info := _JOB_INFO.match(stripped)) is not None:
+        if (info := smk.JOB.match(stripped)) is not None:
             told += self._settle_waiting(None)
             self._info = _Attempt(info.group(1))
             return told
-        if (submitted := _SUBMITTED.match(stripped)) is not None:
+        if (submitted := smk.SUBMITTED.match(stripped)) is not None:
             told += self._settle_waiting(None)
             self._submitted[submitted.group(2)] = (submitted.group(1),
                                                    Path(submitted.group(3)))
             return told
-        if self._info is not None and (field_match := _FIELD.match(stripped)):
+        if self._info is not None and (field_match := smk.FIELD.match(stripped)):
             key, value = field_match.groups()
             if key == "jobid":
                 self._info.jobid = value
@@ -264,7 +254,7 @@ class LimitReader:
             return told
         if not text[:1].isspace():
             self._info = None
-            if stripped.startswith(_MOVED_ON):
+            if smk.SCHEDULING.match(stripped) or smk.STOPPING.match(stripped):
                 told += self._settle_waiting(None)
         return told
 
@@ -300,14 +290,15 @@ class LimitReader:
         return [fault.message(self.caps)]
 
     def _fault(self, error: dict[str, str]) -> _Fault | None:
-        failed = _SLURM_FAILED.search(error.get("message", ""))
+        failed = smk.SLURM_FAILED.search(error.get("message", ""))
         if failed is None:
             return None
         slurm_job, status = failed.groups()
         jobid = error.get("jobid", "")
         log_path = self._submitted.get(slurm_job, ("", None))[1]
-        if log_path is None and (named := _LOG_OF.search(error.get("log", ""))):
-            log_path = Path(named.group(1))
+        named = smk.log_files(error.get("log", ""))
+        if log_path is None and named and named[-1].endswith(".log"):
+            log_path = Path(named[-1])
         slurm_log = self._read_log(log_path) if log_path is not None else ""
         found = classify(status, slurm_log)
         if found is None:

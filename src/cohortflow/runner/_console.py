@@ -12,7 +12,6 @@ line its own log ends with (see :func:`cohortflow.steps.logging_to`).
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -25,26 +24,18 @@ from rich.live import Live
 from rich.text import Text
 
 from cohortflow import errors
-from cohortflow.run_progress import HIDDEN, NEWS, RunProgress, Step
+from cohortflow.runner import _snakemake_log as smk
+from cohortflow.runner._progress import HIDDEN, NEWS, RunProgress, Step
 
-_HEADER = re.compile(r'^([A-Za-z_][\w.]*) in file "[^"]*", line \d+:$')
-_FRAME = re.compile(r'^  File "[^"]*", line \d+(?:, in (\S+))?')
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s?(.*))?$")
-# Snakemake's own progress lines: they end an error message that has no stack frames.
-_PROGRESS = re.compile(r"^(\[\w{3} \w{3} [ \d]\d [\d:]{8} \d{4}\]|(?:local)?rule \S+:$|"
-                       r"Error in rule |Shutting down|Complete log|Select jobs|Execute \d+ |"
-                       r"Elapsed time|Finished jobid|\d+ of \d+ steps)")
-_FAILED_RULE = re.compile(r"^Error in rule (\S+):$")
-_FAILED_LOG = re.compile(r"^    log: (.+?)(?: \(check log file\(s\) for error details\))?$")
 STEP_FAILED = "step failed: "
 """What a step's log says before the error that stopped it."""
-# Lines Snakemake prints around a failed job that only point at the frames above.
-_NOISE = frozenset({
-    "RuleException:",
-    "WorkflowError:",
-    "At least one job did not complete successfully.",
-    "Exiting because a job execution failed. Look above for error messages",
-})
+
+
+def _ends_message(line: str) -> bool:
+    """Whether a line is Snakemake's own progress, which ends an error message that has no
+    stack frames."""
+    return any(pattern.match(line) for pattern in (smk.STAMP, smk.JOB, smk.FAILED,
+                                                    smk.SCHEDULING))
 
 
 @dataclass
@@ -77,7 +68,7 @@ class ConsoleFilter:
     def feed(self, line: str) -> bool:
         """Take one line (without its newline); True when the console should show it."""
         if self._state in ("header", "frames"):
-            frame = _FRAME.match(line)
+            frame = smk.FRAME.match(line)
             if frame:
                 self._state = "frames"
                 name = frame[1] or ""
@@ -86,27 +77,27 @@ class ConsoleFilter:
                 return False
             if self._state == "frames" and line.startswith("    "):
                 return False  # a frame's source line
-            if self._state == "header" and line.strip() and line not in _NOISE \
-                    and not _PROGRESS.match(line):
+            if self._state == "header" and line.strip() and line not in smk.POINTERS \
+                    and not _ends_message(line):
                 self._message.append(line.strip())
                 return False
             self._close()
         elif self._state == "traceback":
             if line.startswith((" ", "\t")) or not line.strip():
                 return False
-            match = _EXCEPTION_LINE.match(line)
+            match = smk.EXCEPTION.match(line)
             if match:
                 self._kind, self._message = match[1], [match[2] or ""]
                 self._close()
                 return False
             self._close()
         self._note_failure(line)
-        if line in _NOISE:
+        if line in smk.POINTERS:
             return False
-        if header := _HEADER.match(line):
+        if header := smk.EXCEPTION_HEADER.match(line):
             self._state, self._kind, self._rule, self._message = "header", header[1], None, []
             return False
-        if line.startswith("Traceback (most recent call last):"):
+        if line.startswith(smk.TRACEBACK):
             self._state, self._kind, self._rule, self._message = "traceback", "", None, []
             return False
         return True
@@ -121,12 +112,12 @@ class ConsoleFilter:
 
     def _note_failure(self, line: str) -> None:
         """Remember each ``Error in rule`` block's rule and log files."""
-        if failed := _FAILED_RULE.match(line):
+        if failed := smk.FAILED.match(line):
             self._failed.append((failed[1], []))
             self._in_failure = True
         elif self._in_failure and line.startswith("    "):
-            if logs := _FAILED_LOG.match(line):
-                self._failed[-1][1].extend(part.strip() for part in logs[1].split(","))
+            if (logs := smk.FIELD.match(line)) and logs[1] == "log":
+                self._failed[-1][1].extend(smk.log_files(logs[2]))
         else:
             self._in_failure = False
 
@@ -200,7 +191,7 @@ class StepView:
             self._live.stop()
 
     def take(self, line: str, kind: str, shown: bool) -> None:
-        """One line of Snakemake's output: its kind (see :mod:`cohortflow.run_progress`)
+        """One line of Snakemake's output: its kind (see :mod:`cohortflow.runner._progress`)
         and whether :class:`ConsoleFilter` would show it."""
         for step in self.progress.completed():  # a failed job's step before its error
             if self._live is None and not self.verbose:

@@ -11,31 +11,15 @@ else: errors, warnings, a locked directory; the console shows it).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from cohortflow.runner import _snakemake_log as smk
 
 HIDDEN, ROUTINE, NEWS = "hidden", "routine", "news"
 DEBUG_DAG = "--debug-dag"
 """The Snakemake option whose DAG listing names every job of the run, up to date or not."""
 TARGET_RULES = frozenset({"all"})
 """Rules that only name the study's final outputs: not a step of their own."""
-
-_STAMP = re.compile(r"^\[\w{3} \w{3} [ \d]\d [\d:]{8} \d{4}\]$")
-_JOB = re.compile(r"^(?:local)?rule (\S+):$")
-_JOBID = re.compile(r"^\s+jobid: (\d+)$")
-_GROUP = re.compile(r"^(?:\[[^]]*\] )?Group job \S+")
-_FINISHED = re.compile(r"^Finished job(?:id:)? (\d+)(?: \(Rule: (\S+)\))?")
-_FAILED = re.compile(r"^Error in rule (\S+):$")
-_DAG_JOB = re.compile(r"^(candidate|selected) job (\S+)$")
-_DAG_FILE = re.compile(r"^file .+:$")
-_STATS_ROW = re.compile(r"^(\S+)\s+(\d+)$")
-_ROUTINE = re.compile(
-    r"^(Using workflow specific profile |Assuming |SNAKEMAKE$|=+$|Building DAG of jobs|"
-    r"Using shell:|Provided (?:cores|resources|remote nodes)|Rules claiming more threads|"
-    r"Select jobs to execute|Execute \d+ jobs|\d+ of \d+ steps? \(|Elapsed time:|"
-    r"Complete log|Shutting down|Nothing to be done|Waiting at most \d+ seconds|"
-    r"Storing output|Job \d+ has been submitted|host: |"
-    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - \S+ - (?:DEBUG|INFO|WARNING) - )")
 
 
 @dataclass
@@ -122,20 +106,19 @@ class RunProgress:
         block, self._block = self._block, ""
         if (block in ("dag", "dag_file") and line.startswith("    ")) or (
                 block == "dag_file" and not line.strip()):
-            if block == "dag" and self._dag_rule and line.startswith("    wildcards:"):
-                wildcards = line.split(":", 1)[1].strip()
-                self._in_dag.setdefault(self._dag_rule, set()).add(wildcards)
+            if block == "dag" and self._dag_rule and (listed := smk.DAG_WILDCARDS.match(line)):
+                self._in_dag.setdefault(self._dag_rule, set()).add(listed[1].strip())
             self._block, self._dag_rule = block, None
             return HIDDEN if self.own_dag_listing else ROUTINE
-        if dag := _DAG_JOB.match(line):
+        if dag := smk.DAG_JOB.match(line):
             self._block, self._dag_rule = "dag", dag[2] if dag[1] == "selected" else None
             return HIDDEN if self.own_dag_listing else ROUTINE
-        if self._planning and _DAG_FILE.match(line):
+        if self._planning and smk.DAG_FILE.match(line):
             self._block = "dag_file"
             return HIDDEN if self.own_dag_listing else ROUTINE
         if block == "stats":
             return self._stats_row(line)
-        if block == "header" and (line.startswith("  ") or _ROUTINE.match(line)):
+        if block == "header" and (line.startswith("  ") or smk.ROUTINE.match(line)):
             self._block = "header"
             return ROUTINE
         if block == "group" and not line.strip():
@@ -143,15 +126,15 @@ class RunProgress:
             return ROUTINE
         if block in ("job", "error", "group") and line.startswith("    "):
             self._block = block
-            if block == "group" and (job := _JOB.match(line.strip())):
+            if block == "group" and (job := smk.JOB.match(line.strip())):
                 self._start(job[1], now)
-            elif jobid := _JOBID.match(line):
-                self._jobs.setdefault(jobid[1], self._current)
+            elif (jobid := smk.FIELD.match(line)) and jobid[1] == "jobid":
+                self._jobs.setdefault(jobid[2], self._current)
             return NEWS if block == "error" else ROUTINE
         return self._plain(line, now)
 
     def _stats_row(self, line: str) -> str:
-        row = _STATS_ROW.match(line)
+        row = smk.STATS_ROW.match(line)
         if row and row[1] == "total":
             return ROUTINE
         self._block = "stats"
@@ -160,28 +143,28 @@ class RunProgress:
         return ROUTINE
 
     def _plain(self, line: str, now: float) -> str:
-        if line == "SNAKEMAKE":
+        if line == smk.BANNER:
             self._block = "header"
-        elif line == "Job stats:":
+        elif line == smk.JOB_STATS:
             self._block, self._planning = "stats", False
-        elif line.startswith("This was a dry-run"):
+        elif line.startswith(smk.DRY_RUN):
             self.dry_run = True
-        elif line.startswith("Nothing to be done"):
+        elif line.startswith(smk.NOTHING_TO_DO):
             self.nothing_to_do, self._planning = True, False
-        elif job := _JOB.match(line):
+        elif job := smk.JOB.match(line):
             self._start(job[1], now)
             self._block = "job"
-        elif _GROUP.match(line):
+        elif smk.GROUP_JOB.match(line):
             self._block = "group"
-        elif finished := _FINISHED.match(line):
+        elif finished := smk.FINISHED.match(line):
             rule = finished[2] or self._jobs.get(finished[1])
             if rule is not None:
                 self._end(self._step(rule), now, failed=False)
-        elif failed := _FAILED.match(line):
+        elif failed := smk.FAILED.match(line):
             self._block, self._current = "error", failed[1]
             self._end(self._step(failed[1]), now, failed=True)
             return NEWS
-        elif not (line.strip() and not _STAMP.match(line) and not _ROUTINE.match(line)):
+        elif not (line.strip() and not smk.STAMP.fullmatch(line) and not smk.ROUTINE.match(line)):
             return ROUTINE
         else:
             return NEWS
