@@ -19,16 +19,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.errors import StudySpecError
+from cohortflow.spec import _problems
 from cohortflow.spec._base import SpecModel
 from cohortflow.spec._cohort import (
     AgeRange,
@@ -69,6 +68,7 @@ from cohortflow.spec._source import (
     holds_password,
     redact,
 )
+from cohortflow.spec._yaml import MAX_YAML_NODES, read_yaml
 
 DEMO_STUDY = "demo.yaml"
 """File name of the embedded default study in ``seeds/studies``."""
@@ -262,94 +262,6 @@ def demo_study_path() -> Path:
     )
 
 
-MAX_YAML_NODES = 100_000
-"""Most values (scalars, lists, mappings) a study file may hold once its aliases are
-expanded: far above any real study, far below what a few nested aliases (an "alias
-bomb") expand to."""
-MAX_PROBLEMS = 20
-"""Problems listed one by one in a validation error; the rest are counted."""
-MAX_SHOWN = 80
-"""Characters of a received value shown in a message."""
-
-
-class _StudyLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice in one mapping (naming both lines)."""
-
-    origin = "<study>"
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                continue  # '<<' merges may be overridden by the mapping's own keys
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
-            if key in first:
-                raise StudySpecError(
-                    f"{self.origin}: key '{key}' is given twice in one mapping (lines "
-                    f"{first[key]} and {line}); YAML would silently keep only the last; "
-                    "fix: delete one of them or merge their contents")
-            first[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
-    """Values ``node`` holds once every alias is expanded, without expanding them: an
-    alias is the same node object, so each distinct node is counted once, by multiplication.
-    A node that contains itself (a recursive alias) counts as unbounded."""
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    if key in open_:
-        return MAX_YAML_NODES + 1
-    open_.add(key)
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, memo, open_) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(k, memo, open_) + _expanded_size(v, memo, open_)
-                    for k, v in node.value)
-    open_.discard(key)
-    memo[key] = min(size, MAX_YAML_NODES + 1)  # stay small: bombs multiply
-    return memo[key]
-
-
-def read_yaml(text: str, origin: str) -> Any:
-    """Parse a study file's text: safe YAML, no key given twice, at most
-    :data:`MAX_YAML_NODES` values once aliases are expanded (an alias bomb is refused
-    before it is expanded).
-
-    >>> read_yaml("a: 1\\nb: [x, y]\\n", "s.yaml")
-    {'a': 1, 'b': ['x', 'y']}
-    >>> read_yaml("name: a\\nseed: 1\\nname: b\\n", "s.yaml")
-    Traceback (most recent call last):
-    ...
-    cohortflow.errors.StudySpecError: s.yaml: key 'name' is given twice in one mapping (lines 1 \
-and 3); YAML would silently keep only the last; fix: delete one of them or merge their contents
-    """
-    loader = _StudyLoader(text)
-    loader.origin = origin
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        size = _expanded_size(node, {}, set())
-        if size > MAX_YAML_NODES:
-            raise StudySpecError(
-                f"{origin}: the file expands to more than {MAX_YAML_NODES:,} values once its "
-                "aliases (*name) are expanded, or an alias refers to itself; a study needs far "
-                "fewer; fix: write the values out, or use each alias only where one copy is "
-                "meant")
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise StudySpecError(f"{origin}: not valid YAML: {exc}") from None
-    except RecursionError:
-        raise StudySpecError(f"{origin}: values nested too deeply; fix: a study file is a few "
-                             "levels of mappings and lists") from None
-    finally:
-        loader.dispose()
-
-
 def load_study(path: str | Path | None = None) -> Study:
     """Read and validate a study file; ``None`` loads the embedded demo study.
 
@@ -397,85 +309,7 @@ def parse_study(raw: dict[str, Any], origin: str = "<study>",
     try:
         return Study.model_validate(raw, context={"folder": folder})
     except ValidationError as exc:
-        errors = exc.errors()
-        lines = [_describe(err) for err in errors[:MAX_PROBLEMS]]
-        if len(errors) > MAX_PROBLEMS:
-            lines.append(f"  - ... and {len(errors) - MAX_PROBLEMS} more")
-        raise StudySpecError(
-            f"{origin}: {len(errors)} problem(s) in the study file:\n" + "\n".join(lines)
-        ) from None
-
-
-def _describe(err: Any) -> str:
-    loc = [str(p) for p in err["loc"]]
-    field = ".".join(loc) or "<root>"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1])
-        guess = difflib.get_close_matches(loc[-1], known, n=1)
-        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys: {', '.join(known)}"
-        return f"  - {field}: unknown key; {hint}"
-    if kind == "missing":
-        return f"  - {field}: required field is missing"
-    received = err.get("input")
-    shown = repr(received) if not isinstance(received, dict) else "a mapping"
-    shown = re.sub(r"(://[^/:@\s]*:)[^@\s]*@", r"\1***@", shown)  # never echo a password
-    shown = re.sub(r"(?i)(password=)[^&\s']*", r"\1***", shown)
-    if len(shown) > MAX_SHOWN:  # a value may be huge (many aliases): show its start only
-        shown = shown[:MAX_SHOWN] + f"... ({len(shown):,} characters)"
-    return f"  - {field}: {err['msg']} (got {shown}){_example(loc) or _bound_hint(err)}"
-
-
-def _bound_hint(err: Any) -> str:
-    """A fix for a list too short or a number too small, where the field has no default."""
-    ctx = err.get("ctx") or {}
-    if err["type"] == "too_short":
-        return f"; fix: give at least {ctx.get('min_length', 1)} item(s)"
-    if err["type"] in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
-        return f"; fix: use a value {'of at least' if 'ge' in ctx else 'above'} {bound}"
-    return ""
-
-
-def _example(loc: list[str]) -> str:
-    """A corrected example for a field that has a default, e.g. '; fix: e.g. shards: 4'."""
-    model: Any = Study
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        if field is not None:
-            model = _model_of(field.annotation)
-        if model is None:
-            return ""
-    field = model.model_fields.get(loc[-1]) if loc else None
-    if field is None or field.is_required():
-        return ""
-    default = field.get_default(call_default_factory=True)
-    if isinstance(default, BaseModel):
-        return ""
-    return f"; fix: e.g. {loc[-1]}: {json.dumps(default, default=str)}"
-
-
-def _known_keys(loc: list[str]) -> list[str]:
-    """Field names accepted at a location of the study, for 'did you mean' hints."""
-    model: Any = Study
-    for part in loc:
-        field = model.model_fields.get(part)
-        if field is None:  # a concept-set name or a list index: same model below it
-            continue
-        model = _model_of(field.annotation)
-        if model is None:
-            return []
-    return sorted((f.alias or name) for name, f in model.model_fields.items())
-
-
-def _model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
+        raise StudySpecError(_problems.message(exc, origin, Study)) from None
 
 
 def json_schema() -> dict[str, Any]:
