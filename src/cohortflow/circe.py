@@ -189,7 +189,7 @@ class _Reader:
 
 
 def circe_to_study(raw: dict[str, Any], name: str, origin: str = "<circe>",
-                   outcome: str | None = None, source_path: str = "cdm.duckdb") -> dict:
+                   outcome: str | None = None, source_path: str = "cdm.duckdb") -> dict[str, Any]:
     """A study mapping (ready for YAML) from a Circe cohort expression.
 
     ``outcome`` names the outcome concept set (default: the first one), since a Circe cohort
@@ -239,7 +239,7 @@ def circe_to_study(raw: dict[str, Any], name: str, origin: str = "<circe>",
         "path": source_path}}, "concept_sets": concept_sets, "cohort": cohort}
 
 
-def import_circe(path: Path, outcome: str | None = None) -> tuple[Study, dict]:
+def import_circe(path: Path, outcome: str | None = None) -> tuple[Study, dict[str, Any]]:
     """Read a Circe JSON file; return the validated study and its mapping (for YAML)."""
     path = Path(path)
     try:

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,13 @@ from distributed.security import Security
 
 from cohortflow.errors import CohortflowError
 from cohortflow.privacy import PSEUDONYM_KEY_ENV
+
+# distributed leaves these unannotated; typed names for them let mypy check the calls.
+# (A temporary Security is Any: its fields are __slots__ mypy cannot see.)
+_new_client: Callable[..., Client] = Client
+_new_local_cluster: Callable[..., LocalCluster] = LocalCluster
+_new_security: Callable[..., Security] = Security
+_temporary_security: Callable[[], Any] = Security.temporary
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def _import_slurm_cluster() -> Any:
     install = signal.signal
     signal.signal = lambda *args: None
     try:
-        from dask_jobqueue import SLURMCluster
+        from dask_jobqueue.slurm import SLURMCluster
     finally:
         signal.signal = install
     return SLURMCluster
@@ -198,11 +205,11 @@ def tls_credentials(directory: Path) -> Security:
     >>> security.require_encryption, security.tls_worker_key.endswith("key.pem")
     (True, True)
     """
-    made = Security.temporary()
+    made = _temporary_security()
     cert = str(_write_private(Path(directory) / "cert.pem", made.tls_ca_file))
     key = str(_write_private(Path(directory) / "key.pem", made.tls_scheduler_key))
     del made
-    return Security(
+    return _new_security(
         require_encryption=True, tls_ca_file=cert,
         tls_scheduler_cert=cert, tls_scheduler_key=key,
         tls_worker_cert=cert, tls_worker_key=key,
@@ -218,7 +225,7 @@ class LocalBackend(DaskBackend):
     def make_cluster(self, max_workers: int | None) -> Any:
         alloc = Allocation.from_environment()
         n = min(alloc.workers, max_workers) if max_workers else alloc.workers
-        return LocalCluster(
+        return _new_local_cluster(
             n_workers=n,
             threads_per_worker=alloc.threads_per_worker,
             memory_limit=alloc.memory_limit_bytes or "auto",
@@ -312,10 +319,11 @@ def dask_client(max_workers: int | None = None, dask_config: Path | None = None,
     ``dask_config`` selects dask-jobqueue workers (see :class:`JobqueueBackend`).
     """
     with backend(dask_config, scheduler_dir).cluster(max_workers) as cluster:
-        client = Client(cluster, security=getattr(cluster, "security", None))
+        client = _new_client(cluster, security=getattr(cluster, "security", None))
+        close: Callable[[], object] = client.close  # unannotated in distributed
         try:
             if isinstance(cluster, LocalCluster):
                 client.wait_for_workers(len(cluster.workers))
             yield client
         finally:
-            client.close()
+            close()

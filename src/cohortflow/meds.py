@@ -265,7 +265,7 @@ def _source_dataset(root: Path) -> dict[str, Any]:
 
 
 def ingest(root: Path, out: Path, shards: int, dataset_name: str = "meds",
-           min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> dict:
+           min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> dict[str, Any]:
     """Copy the MEDS dataset at ``root`` into the event store ``out``, re-sharded into
     ``shards`` (``out`` is replaced only when complete, and only if it is new, empty or an
     earlier event store; it must not overlap the dataset).

@@ -10,12 +10,12 @@ import polars as pl
 
 from cohortflow import events
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import Cohort, ConceptSet
+from cohortflow.spec import Cohort, ConceptRef, ConceptSet
 
 log = logging.getLogger(__name__)
 
 
-def _expand(refs: list, domain: str, codes: pl.DataFrame) -> set[str]:
+def _expand(refs: list[ConceptRef], domain: str, codes: pl.DataFrame) -> set[str]:
     found: set[str] = set()
     for ref in refs:
         root = ref.code if ref.code is not None else (

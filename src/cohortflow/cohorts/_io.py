@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -35,7 +36,7 @@ def codes_read(plan: CohortPlan) -> list[str]:
     return sorted(resolved | {END_PREFIX + c for c in resolved} | fixed | set(genders))
 
 
-def build_shard(study: Study, store: Path, shard: str) -> tuple[pl.DataFrame, list[dict]]:
+def build_shard(study: Study, store: Path, shard: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """The cohort table and attrition of one event-store shard."""
     plan = plan_of(study, store)
     # One read of the shard, of the codes the cohort needs: the steps scan these events
@@ -52,7 +53,7 @@ def build_shard(study: Study, store: Path, shard: str) -> tuple[pl.DataFrame, li
     return frames[-1], attrition
 
 
-def merge_attrition(per_shard: list[list[dict]]) -> list[dict]:
+def merge_attrition(per_shard: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Sum the per-shard attrition step by step (every subject lives in one shard).
 
     >>> merge_attrition([[{"step": "a", "subjects": 2, "rows": 2}],

@@ -7,6 +7,8 @@ the entry event's end date).  Windows count whole days from the anchor to the ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 from cohortflow.cohorts._concepts import CohortPlan
@@ -99,7 +101,8 @@ def age_flag(age: AgeRange, episodes: pl.LazyFrame, people: pl.LazyFrame) -> pl.
         "episode", ok=ok.fill_null(False))
 
 
-def sex_flag(sexes: list, episodes: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
+def sex_flag(sexes: Sequence[str | int], episodes: pl.LazyFrame,
+             people: pl.LazyFrame) -> pl.LazyFrame:
     ids = [SEX_CONCEPTS[s] if isinstance(s, str) else int(s) for s in sexes]
     return episodes.join(people, on="subject_id", how="left").select(
         "episode", ok=pl.col("gender").is_in(ids).fill_null(False))

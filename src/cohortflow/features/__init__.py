@@ -43,7 +43,6 @@ tensor's ``sequence_feature`` index reads ``code|bin|aggregation``.
 """
 
 from cohortflow.features._aggregate import (
-    STATIC_WINDOW,
     code_map,
     feature_events,
     in_window,
@@ -62,6 +61,7 @@ from cohortflow.features._index import (
     sequence_index,
 )
 from cohortflow.features._store import COMPLETE_ATTR, Layout, open_features
+from cohortflow.spec import STATIC_WINDOW
 
 __all__ = [
     "COMPLETE_ATTR",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
-import dask
 import dask.array as da
 import numpy as np
 import polars as pl
 import xarray as xr
+from dask.base import compute as dask_compute
+from dask.delayed import Delayed
+from dask.delayed import delayed as dask_delayed
 
 from cohortflow import cohorts, events
 from cohortflow.errors import StoreError
@@ -32,6 +36,11 @@ from cohortflow.features._store import (
     write_region,
 )
 from cohortflow.spec import Features, Study
+
+# dask.delayed and dask.compute carry no annotations; these are the types they have here.
+_delayed = cast(Callable[..., Callable[[Callable[..., Any]], Callable[..., Delayed]]],
+                dask_delayed)
+_compute = cast(Callable[..., tuple[Any, ...]], dask_compute)
 
 WINDOW_SEMANTICS = {
     "index_day": (
@@ -148,7 +157,7 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
     clear(partial, work)
     work.mkdir(parents=True)
 
-    @dask.delayed(pure=True)
+    @_delayed(pure=True)
     def phase1(shard: str) -> ShardSummary:
         train = None if train_path is None else pl.scan_parquet(train_path).filter(
             pl.col("split") == "train")
@@ -160,7 +169,7 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
         rows = cohort.select(pl.len()).collect().item()
         return ShardSummary(rows, vocab, static["feature_code"].unique().to_list())
 
-    summaries = dask.compute(*[phase1(s) for s in shards])
+    summaries = _compute(*[phase1(s) for s in shards])
     vocabulary = pl.concat([s.vocabulary for s in summaries])
     index = feature_index(spec, vocabulary, [c for s in summaries for c in s.static_codes])
     seq = sequence_index(spec, vocabulary)
@@ -177,7 +186,7 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
     spills = [work / f"{s}.edges.npz" for s in shards]
     bins = spec.sequence.bins if spec.sequence is not None else 0
 
-    @dask.delayed(pure=True)
+    @_delayed(pure=True)
     def phase2(i: int, shard: str) -> None:
         n = layout.offsets[i + 1] - layout.offsets[i]
         cells = pl.concat([pl.read_parquet(work / f"{shard}.{k}.parquet")
@@ -188,7 +197,7 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
                 seq, pl.read_parquet(work / f"{shard}.sequence.parquet"), n, bins)
         write_region(partial, layout, i, blocks, spills[i])
 
-    dask.compute(*[phase2(i, s) for i, s in enumerate(shards)])
+    _compute(*[phase2(i, s) for i, s in enumerate(shards)])
     fills = {"values": index.fill()}
     if "sequence" in shapes:
         fills["sequence"] = np.broadcast_to(seq.fill(), (bins, len(seq))).copy()

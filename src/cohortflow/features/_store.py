@@ -22,6 +22,7 @@ import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -100,7 +101,7 @@ class Layout:
                 if not any(lo <= r < hi for lo, hi in owned)]
 
 
-def encoding(layout: Layout, arrays: dict[str, tuple[int, ...]]) -> dict[str, dict]:
+def encoding(layout: Layout, arrays: dict[str, tuple[int, ...]]) -> dict[str, dict[str, Any]]:
     """Zarr encodings: subject-chunked, every other axis whole, zstd, sharding codec."""
     out = {}
     for name, shape in arrays.items():
@@ -114,7 +115,7 @@ def encoding(layout: Layout, arrays: dict[str, tuple[int, ...]]) -> dict[str, di
     return out
 
 
-def _array(group: zarr.Group, name: str) -> zarr.Array:
+def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:
     array = group[name]
     assert isinstance(array, zarr.Array)
     return array
@@ -250,4 +251,4 @@ the features step
         raise StoreError(
             f"{path}: a feature store without consolidated metadata (written by an older "
             "cohortflow); fix: delete it and rerun the features step")
-    return xr.open_zarr(path, consolidated=True)
+    return cast(xr.Dataset, xr.open_zarr(path, consolidated=True))  # open_zarr: unannotated

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sklearn.base import ClassifierMixin
@@ -85,7 +85,7 @@ def importance(estimator: Any, x: np.ndarray, y: np.ndarray, seed: int,
     True
     """
     if isinstance(estimator, Pipeline):
-        return np.abs(estimator[-1].coef_[0][: x.shape[1]])
+        return cast(np.ndarray, np.abs(estimator[-1].coef_[0][: x.shape[1]]))
     if isinstance(estimator, RandomForestClassifier):
         return np.asarray(estimator.feature_importances_)
     pick = np.random.default_rng(seed).permutation(len(y))[:rows]
@@ -93,4 +93,4 @@ def importance(estimator: Any, x: np.ndarray, y: np.ndarray, seed: int,
         return np.zeros(x.shape[1])
     result = permutation_importance(estimator, x[pick], y[pick], scoring="roc_auc",
                                     n_repeats=1, random_state=seed)
-    return np.clip(result.importances_mean, 0, None)
+    return cast(np.ndarray, np.clip(result.importances_mean, 0, None))

@@ -7,7 +7,7 @@ Every metric is a plain function of labels (0/1) and predicted probabilities, ch
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy.stats import rankdata
@@ -58,11 +58,11 @@ def brier(label: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
+    return cast(np.ndarray, np.log(p / (1 - p)))
 
 
 def _expit(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return cast(np.ndarray, 1.0 / (1.0 + np.exp(-x)))
 
 
 def calibration_intercept(label: np.ndarray, prediction: np.ndarray) -> float:

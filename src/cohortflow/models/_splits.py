@@ -9,6 +9,7 @@ a model.
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def stratified_test(subject_ids: np.ndarray, label: np.ndarray, fraction: float,
     ranks = _rank_within(label, person_hash(subject_ids, seed, salt=1))
     counts = np.bincount(label, minlength=2)
     quota = np.floor(counts * fraction + 0.5).astype(np.int64)
-    return ranks < quota[label]
+    return cast(np.ndarray, ranks < quota[label])
 
 
 def time_test(index_time: np.ndarray, test_from: dt.date) -> np.ndarray:

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -150,7 +151,7 @@ def _end_events(frame: pl.DataFrame, table: EventTable, where: str) -> pl.DataFr
 
 
 def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop",
-           min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> dict:
+           min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> dict[str, Any]:
     """Write the event store for ``source`` into ``out`` (replaced atomically at the end).
 
     ``out`` must be new, an empty directory or an event store an earlier ingest wrote, and
@@ -168,7 +169,7 @@ def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop
 
 
 def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
-                 min_cell_count: int) -> dict:
+                 min_cell_count: int) -> dict[str, Any]:
     _checks.require_tables(source.tables(), source.location)
     work = out.with_name(f".{out.name}.partial")
     writer = store_writer.ShardWriter(work, shards)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -63,7 +64,7 @@ class PostgresSource(OmopSource):
     def close(self) -> None:
         self.con.close()
 
-    def _query(self, sql: str, *params: object) -> list[tuple]:
+    def _query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         with self.con.cursor() as cur:
             cur.execute(sql, params or None)
             return list(cur.fetchall())

@@ -7,6 +7,8 @@ Every draw comes from the chunk's generator in a fixed order, so a chunk depends
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pyarrow as pa
 
@@ -138,7 +140,8 @@ def simulate_chunk(rng: np.random.Generator, first_id: int, n: int, ids: dict[st
     # Planted risk, from what was written in [index - 365, index].
     def in_lookback(visits: np.ndarray) -> np.ndarray:
         p = vperson[visits]
-        return (vdate[visits] >= index[p] - LOOKBACK_DAYS) & (vdate[visits] <= index[p])
+        return cast(np.ndarray,
+                    (vdate[visits] >= index[p] - LOOKBACK_DAYS) & (vdate[visits] <= index[p]))
 
     def count(visits: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(vperson[visits], weights, minlength=n)
