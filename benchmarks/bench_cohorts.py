@@ -43,7 +43,7 @@ ENGINE = """
 import sys, polars as pl
 from pathlib import Path
 from cohortflow import cohorts, events
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 study, store, out = load_study(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 tables = [cohorts.build_shard(study, store, s)[0] for s in events.list_shards(store)]
 pl.concat(tables).select("subject_id", "index_time", "label").write_parquet(out)
@@ -115,7 +115,7 @@ def study_file(root: Path, name: str, changes: dict) -> Path:
 
 def codes_sql(study: Path, store: Path, names: list[str]) -> dict[str, str]:
     from cohortflow import cohorts
-    from cohortflow.spec import load_study
+    from cohortflow.study import load_study
 
     plan = cohorts.plan_of(load_study(study), store)
     return {n: ", ".join(f"'{c}'" for c in plan.codes_of(n)) for n in names}

@@ -34,7 +34,7 @@ COHORTS = """
 import sys
 from pathlib import Path
 from cohortflow import events, steps
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 study, store, out = load_study(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 for shard in events.list_shards(store):
     steps.cohort_shard(study, store, shard, out / "shards" / f"{shard}.parquet",
@@ -44,7 +44,7 @@ FEATURES = """
 import sys, time
 from pathlib import Path
 from cohortflow import features, steps
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 build = features.build_store
 def timed(*args):
     start = time.perf_counter()

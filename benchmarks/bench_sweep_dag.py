@@ -52,7 +52,7 @@ def dry_run(study: Path, root: Path) -> tuple[float, float]:
 
 
 def expand_seconds(study: Path) -> float:
-    code = ("import time, sys; from cohortflow.spec import load_study; "
+    code = ("import time, sys; from cohortflow.study import load_study; "
             "from cohortflow import models; s = load_study(sys.argv[1]); "
             "t = time.perf_counter(); n = len(models.configurations(s)); "
             "print(time.perf_counter() - t, n)")

@@ -18,7 +18,7 @@ import polars as pl
 import yaml
 
 from cohortflow import events, manifest, steps
-from cohortflow.spec import Study, demo_study_path, load_study
+from cohortflow.study import Study, demo_study_path, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 

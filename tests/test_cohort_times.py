@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from cohortflow import events
-from cohortflow.spec import demo_study_path
+from cohortflow.study import demo_study_path
 from tests.conftest import build_cohorts
 from tests.test_cohorts import ASTHMA, EXACERBATION, frame, period, plan, run
 

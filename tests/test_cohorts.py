@@ -10,7 +10,7 @@ import pytest
 
 from cohortflow import cohorts, events
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import Cohort, ConceptSet
+from cohortflow.study import Cohort, ConceptSet
 from tests.helpers import ev as frame  # (subject, time, code[, value[, unit]]) rows
 
 ASTHMA, CHILD_ASTHMA, EXACERBATION = "CONDITION//317009", "CONDITION//9", "CONDITION//3"

@@ -18,7 +18,7 @@ import pytest
 from cohortflow import cohorts, events
 from cohortflow.cohorts import CohortPlan
 from cohortflow.omop._codes import parents as _parents
-from cohortflow.spec import ConceptSet
+from cohortflow.study import ConceptSet
 from tests.test_eunomia import EUNOMIA, study
 
 TABLES = {  # event-store domain -> (clinical table, concept column)

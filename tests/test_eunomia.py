@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from cohortflow import cohorts, events
-from cohortflow.spec import Study, load_study
+from cohortflow.study import Study, load_study
 from tests.conftest import eunomia_path
 from tests.helpers import REPO
 

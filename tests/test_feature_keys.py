@@ -15,7 +15,7 @@ import yaml
 
 from cohortflow import features, report_sections
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import FeatureKey, FeatureWindow, demo_study_path, parse_study
+from cohortflow.study import FeatureKey, FeatureWindow, demo_study_path, parse_study
 from tests.conftest import REPO, build_cohorts, write_study
 
 KEY = "CONDITION//317009|365d|count"  # the README's example: asthma in the year before index

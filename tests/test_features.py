@@ -13,7 +13,7 @@ import xarray as xr
 
 from cohortflow import compute, events, features, manifest
 from cohortflow.errors import StoreError
-from cohortflow.spec import Features
+from cohortflow.study import Features
 from tests.helpers import build_cohorts, cohort, ev, write_study
 
 TINY = ev(

@@ -12,7 +12,7 @@ import pytest
 from cohortflow import cohorts, events, features
 from cohortflow.errors import StudySpecError
 from cohortflow.features._build import resolve_concept_sets
-from cohortflow.spec import (
+from cohortflow.study import (
     AGGREGATION_ORDER,
     VALUE_AGGREGATIONS,
     Features,
@@ -20,7 +20,7 @@ from cohortflow.spec import (
     Study,
     parse_study,
 )
-from cohortflow.spec import FeatureWindow as Window
+from cohortflow.study import FeatureWindow as Window
 from tests.helpers import INDEX, cohort, ev
 
 M = "MEASUREMENT//7"

@@ -18,7 +18,7 @@ import zarr
 from cohortflow import events, features, manifest, steps
 from cohortflow.errors import StoreError
 from cohortflow.features import _store
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 from tests.conftest import REPO, write_study
 
 
@@ -108,7 +108,7 @@ from pathlib import Path
 import dask
 from cohortflow import features
 from cohortflow.features import _build
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 
 study_path, store, cohort_dir, out, flag, hook = sys.argv[1:]
 original = getattr(_build, hook)

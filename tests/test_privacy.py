@@ -11,7 +11,7 @@ import pytest
 
 from cohortflow import privacy, report
 from cohortflow.errors import CohortflowError
-from cohortflow.spec import Study
+from cohortflow.study import Study
 
 K = 11
 

@@ -18,7 +18,7 @@ import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from cohortflow import compute, features, manifest
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 from tests.helpers import REPO, build_cohorts, cohortflow, make_omop_study, write_study
 
 pytestmark = pytest.mark.e2e

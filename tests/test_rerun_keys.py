@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cohortflow import models, runner
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 
 EXACERBATION_LOCAL = 2_000_000_004  # any condition concept of the synthetic vocabulary
 OUTCOME_SET = "asthma_exacerbation"  # the demo's outcome concept set

@@ -41,7 +41,7 @@ import zarr
 from cohortflow import manifest, omop
 from cohortflow.errors import SourceError, StudySpecError
 from cohortflow.privacy import PSEUDONYM_KEY_ENV
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 from tests.conftest import REPO, write_study
 from tests.harness import postgres as postgres_harness
 from tests.harness.postgres import PostgresServer

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import MAX_YAML_NODES, load_study, read_yaml
+from cohortflow.study import MAX_YAML_NODES, load_study, read_yaml
 
 STUDY = """name: s
 source: {synth: {persons: 100}}

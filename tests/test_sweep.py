@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from cohortflow import models, steps
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 from tests.helpers import REPO, run_study, write_study
 
 SWEEP_PERSONS = 3000  # about 800 persons in the cohort: small, but every fold has outcomes

@@ -11,7 +11,7 @@ import pytest
 
 from cohortflow import models
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 from tests.conftest import write_study
 
 SWEEP = {"families": [

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import Study, parse_study
+from cohortflow.study import Study, parse_study
 
 DOMAINS = {
     "ConditionOccurrence": "CONDITION", "DrugExposure": "DRUG", "DrugEra": "DRUG_ERA",

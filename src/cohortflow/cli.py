@@ -98,7 +98,7 @@ def ingest(
 @_friendly
 def validate(study: Annotated[Path, typer.Argument(help="Study YAML file.")]) -> None:
     """Check a study file; print what is wrong, with the fix."""
-    from cohortflow.spec import load_study
+    from cohortflow.study import load_study
 
     parsed = load_study(study)
     err.print(f"{study}: valid study '{parsed.name}' (digest {parsed.digest()})")
@@ -110,7 +110,7 @@ def schema(
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
 ) -> None:
     """Print (or write) the JSON Schema of the study file."""
-    from cohortflow.spec import json_schema
+    from cohortflow.study import json_schema
 
     if out is not None:
         _file_path(out, "the JSON Schema file to write, e.g. study.schema.json", False)

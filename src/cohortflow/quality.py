@@ -188,7 +188,7 @@ def lines(record: dict[str, Any]) -> list[str]:
 def show(study: Path | None, results: Path, stream: IO[str] | None = None) -> None:
     """After ``cohortflow run``: print the study's ingest warnings (counts suppressed at
     the study's ``min_cell_count``), if its event store has any.  Never fails the run."""
-    from cohortflow.spec import load_study
+    from cohortflow.study import load_study
 
     try:
         parsed = load_study(study)

@@ -21,7 +21,7 @@ from cohortflow.privacy import (
     suppress_categories,
     suppress_steps,
 )
-from cohortflow.spec import Study
+from cohortflow.study import Study
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }

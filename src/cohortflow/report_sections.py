@@ -27,7 +27,7 @@ from sklearn.metrics import roc_curve
 
 from cohortflow import cohorts, events, features, models
 from cohortflow.privacy import curve_shown, suppress, suppress_categories
-from cohortflow.spec import FeatureWindow
+from cohortflow.study import FeatureWindow
 
 GROUPS = ("target", "with_outcome", "without_outcome")
 TOP_CODES = 10

@@ -30,7 +30,7 @@ from cohortflow import (
     runner,
     synth,
 )
-from cohortflow.spec import Study
+from cohortflow.study import Study
 
 log = logging.getLogger(__name__)
 

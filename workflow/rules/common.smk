@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from cohortflow import events, private, steps
-from cohortflow.spec import demo_study_path, load_study
+from cohortflow.study import demo_study_path, load_study
 
 
 STUDY_FILE = Path(config.get("study") or demo_study_path())

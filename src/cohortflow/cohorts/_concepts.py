@@ -10,7 +10,7 @@ import polars as pl
 
 from cohortflow import events
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import Cohort, ConceptRef, ConceptSet
+from cohortflow.study import Cohort, ConceptRef, ConceptSet
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from cohortflow import events
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._engine import make_cohort
 from cohortflow.cohorts._events import END_PREFIX
-from cohortflow.spec import Study
+from cohortflow.study import Study
 
 
 def plan_of(study: Study, store: Path) -> CohortPlan:

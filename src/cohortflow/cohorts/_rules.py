@@ -13,7 +13,7 @@ import polars as pl
 
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._events import occurrences, persons
-from cohortflow.spec import (
+from cohortflow.study import (
     AgeRange,
     Count,
     Criterion,

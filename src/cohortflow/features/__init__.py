@@ -35,7 +35,7 @@ Store: ``values`` (subject × feature) and, with a sequence, ``sequence`` (subje
 time_bin × sequence_feature), in one Zarr v3 store with consolidated metadata and nothing
 else in it, so ``xarray.open_zarr`` opens it without a warning; rows in cohort-table order
 (shard after shard); see :mod:`cohortflow.features._store` for the region writes and the
-marker.  Each feature is a :class:`cohortflow.spec.FeatureKey`; the ``feature`` index holds
+marker.  Each feature is a :class:`cohortflow.study.FeatureKey`; the ``feature`` index holds
 its text, ``code|window|aggregation`` (``ds.sel(feature="CONDITION//317009|365d|count")``),
 beside the ``code``, ``window`` and ``aggregation`` coordinates, and :func:`feature_keys`
 reads the axis back as typed keys (a window label keeps its start and end).  The sequence
@@ -61,7 +61,7 @@ from cohortflow.features._index import (
     sequence_index,
 )
 from cohortflow.features._store import COMPLETE_ATTR, Layout, open_features
-from cohortflow.spec import STATIC_WINDOW
+from cohortflow.study import STATIC_WINDOW
 
 __all__ = [
     "COMPLETE_ATTR",

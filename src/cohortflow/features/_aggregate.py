@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import polars as pl
 
 from cohortflow import events
-from cohortflow.spec import (
+from cohortflow.study import (
     AGGREGATION_ORDER,
     ALL_CODES,
     STATIC_WINDOW,

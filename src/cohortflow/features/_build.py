@@ -35,7 +35,7 @@ from cohortflow.features._store import (
     write_boundaries,
     write_region,
 )
-from cohortflow.spec import Features, Study
+from cohortflow.study import Features, Study
 
 # dask.delayed and dask.compute carry no annotations; these are the types they have here.
 _delayed = cast(Callable[..., Callable[[Callable[..., Any]], Callable[..., Delayed]]],

@@ -10,7 +10,7 @@ import xarray as xr
 
 from cohortflow import events
 from cohortflow.features._aggregate import ZERO_FILLED, value_aggregations
-from cohortflow.spec import STATIC_WINDOW, FeatureKey, Features, FeatureWindow, feature_key
+from cohortflow.study import STATIC_WINDOW, FeatureKey, Features, FeatureWindow, feature_key
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import Range, Study
+from cohortflow.study import Range, Study
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def family_points(family: Any, method: str, samples: int, study_seed: int,
                   where: str) -> list[dict[str, Any]]:
     """The hyperparameter settings of one family: a grid, or ``samples`` random draws.
 
-    >>> from cohortflow.spec import Logistic
+    >>> from cohortflow.study import Logistic
     >>> family_points(Logistic(penalty=["l1", "l2"], C=[0.1, 1.0]), "grid", 1, 42, "f")
     ... # doctest: +NORMALIZE_WHITESPACE
     [{'penalty': 'l1', 'C': 0.1}, {'penalty': 'l1', 'C': 1.0},
@@ -117,7 +117,7 @@ def family_points(family: Any, method: str, samples: int, study_seed: int,
 def configurations(study: Study) -> dict[str, Configuration]:
     """Every configuration of the study's sweep, by id, in spec order.
 
-    >>> from cohortflow.spec import load_study
+    >>> from cohortflow.study import load_study
     >>> configs = configurations(load_study())
     >>> len(configs) >= 1 and all(len(i) == 12 for i in configs)
     True
@@ -164,7 +164,7 @@ def rerun_digest(study: Study, config: Configuration) -> str:
     Other configurations, the selection metric and the display threshold
     (``min_cell_count``: the report pools calibration bins) leave its job alone.
 
-    >>> from cohortflow.spec import load_study
+    >>> from cohortflow.study import load_study
     >>> s = load_study(); c = next(iter(configurations(s).values()))
     >>> len(rerun_digest(s, c))
     12

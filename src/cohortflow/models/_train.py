@@ -15,7 +15,7 @@ from cohortflow import cohorts, events, features
 from cohortflow.errors import StoreError
 from cohortflow.models import _estimators, _metrics, _splits
 from cohortflow.models._space import Configuration
-from cohortflow.spec import Study
+from cohortflow.study import Study
 
 TOP_FEATURES = 20
 

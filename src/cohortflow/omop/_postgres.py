@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from cohortflow.errors import SourceError
 from cohortflow.omop._source_base import OmopSource, first_line
-from cohortflow.spec import PASSWORD_FIX, holds_password, redact
+from cohortflow.study import PASSWORD_FIX, holds_password, redact
 
 
 class PostgresSource(OmopSource):
@@ -123,7 +123,7 @@ def check_postgres_url(url: str) -> str:
     cohortflow.errors.SourceError: postgresql://***@db/cdm: the URL holds a password; fix: ...
 
     The password is looked for first, in every form libpq reads (see
-    :func:`cohortflow.spec._source.holds_password`), so that no message, not even the one for
+    :func:`cohortflow.study._source.holds_password`), so that no message, not even the one for
     a string that is not a URL, can show it.
     """
     if holds_password(url):

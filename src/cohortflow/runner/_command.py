@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from cohortflow.errors import CohortflowError
-from cohortflow.spec import demo_study_path
+from cohortflow.study import demo_study_path
 
 
 def workflow_root() -> Path:

@@ -16,7 +16,7 @@ from cohortflow.runner._console import ConsoleFilter, StepView
 from cohortflow.runner._lock import forget_head, record_head, release_stale_lock
 from cohortflow.runner._progress import DEBUG_DAG, HIDDEN, ROUTINE, RunProgress
 from cohortflow.runner._slurm_faults import LimitWatch, resource_caps
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 
 
 def run_workflow(study: Path | None, profile: str, results: Path, extra: list[str],

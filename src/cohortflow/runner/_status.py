@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cohortflow.errors import CohortflowError
 from cohortflow.runner._command import snakemake_command
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 
 
 @dataclass(frozen=True)

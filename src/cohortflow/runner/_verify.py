@@ -11,7 +11,7 @@ from pathlib import Path
 from cohortflow import manifest
 from cohortflow.errors import CohortflowError
 from cohortflow.runner._command import snakemake_command, workflow_root
-from cohortflow.spec import load_study
+from cohortflow.study import load_study
 
 
 def verify(manifest_path: Path, profile: str | None = None, scratch: Path | None = None,

@@ -19,8 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from cohortflow.spec._base import SpecModel
-from cohortflow.spec._features import TensorAggregation, WindowLabel
+from cohortflow.study._base import SpecModel
+from cohortflow.study._features import TensorAggregation, WindowLabel
 
 
 class Range(SpecModel):

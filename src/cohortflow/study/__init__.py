@@ -27,9 +27,9 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import _problems
-from cohortflow.spec._base import SpecModel
-from cohortflow.spec._cohort import (
+from cohortflow.study import _problems
+from cohortflow.study._base import SpecModel
+from cohortflow.study._cohort import (
     AgeRange,
     Cohort,
     ConceptRef,
@@ -47,7 +47,7 @@ from cohortflow.spec._cohort import (
     Washout,
     Window,
 )
-from cohortflow.spec._features import (
+from cohortflow.study._features import (
     AGGREGATION_ORDER,
     ALL_CODES,
     STATIC_WINDOW,
@@ -58,8 +58,8 @@ from cohortflow.spec._features import (
     SequenceFeatures,
     feature_key,
 )
-from cohortflow.spec._model import Logistic, Model, Range
-from cohortflow.spec._source import (
+from cohortflow.study._model import Logistic, Model, Range
+from cohortflow.study._source import (
     PASSWORD_FIX,
     MedsSource,
     OmopCdm,
@@ -68,7 +68,7 @@ from cohortflow.spec._source import (
     holds_password,
     redact,
 )
-from cohortflow.spec._yaml import MAX_YAML_NODES, read_yaml
+from cohortflow.study._yaml import MAX_YAML_NODES, read_yaml
 
 DEMO_STUDY = "demo.yaml"
 """File name of the embedded default study in ``seeds/studies``."""

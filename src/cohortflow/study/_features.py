@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Protocol
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from cohortflow.spec._base import SpecModel
+from cohortflow.study._base import SpecModel
 
 ALL_CODES = "*"
 """In ``domains``: every code of the event store."""
@@ -357,6 +357,6 @@ class _Selection(Protocol):
 
 
 # Former names, kept for one release: ``Window`` clashed with the cohort's observation window
-# (``cohortflow.spec._cohort.Window``) and ``Sequence`` with ``collections.abc.Sequence``.
+# (``cohortflow.study._cohort.Window``) and ``Sequence`` with ``collections.abc.Sequence``.
 Window = FeatureWindow
 Sequence = SequenceFeatures

@@ -10,7 +10,7 @@ from pydantic import Field, GetJsonSchemaHandler, field_validator, model_validat
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from cohortflow.spec._base import SpecModel
+from cohortflow.study._base import SpecModel
 
 _PASSWORD_PARAM = re.compile(r"(?i)password\s*=")
 _PASSWORD_TO_END = re.compile(r"(?i)password\s*=.*", re.DOTALL)

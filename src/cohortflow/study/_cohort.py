@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
-from cohortflow.spec._base import SpecModel
+from cohortflow.study._base import SpecModel
 
 Domain = Literal["CONDITION", "DRUG", "DRUG_ERA", "PROCEDURE", "MEASUREMENT", "OBSERVATION",
                  "VISIT", "DEATH"]

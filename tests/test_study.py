@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cohortflow.errors import StudySpecError
-from cohortflow.spec import json_schema, load_study, parse_study
+from cohortflow.study import json_schema, load_study, parse_study
 from tests.conftest import REPO, write_study
 
 
