@@ -97,11 +97,12 @@ def cohortflow(*args: str, cwd: Path, env: dict[str, str] | None = None
                ) -> subprocess.CompletedProcess[str]:
     """``cohortflow ARGS`` in a subprocess (as a user types it), output captured; never raises.
 
-    ``env`` adds to (or overrides) this process's environment.
+    ``env`` adds to (or overrides) this process's environment; output is unbuffered, so a
+    killed run's output is whole up to the kill.
     """
     return subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
                           capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def run_study(study: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None,

@@ -4,10 +4,8 @@ console view of a failing step, the wall time of each step, the scratch of a ver
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from typer.testing import CliRunner
 from cohortflow import manifest, runner
 from cohortflow.cli import app
 from cohortflow.runner import ConsoleFilter
-from tests.conftest import write_study
+from tests.helpers import cohortflow, write_study
 
 UNKNOWN_CONCEPT = 999999999
 
@@ -99,12 +97,6 @@ def test_a_step_failing_out_of_sight_is_explained_by_its_log(tmp_path: Path) -> 
     assert console.errors() == [
         "the workflow failed: WorkflowError: the job failed",
         "step features failed: features.windows: no window; fix: add one"]
-
-
-def cohortflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cohortflow", *args], cwd=cwd,
-                          capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,8 @@ from pathlib import Path
 
 import pytest
 
+from cohortflow.runner import process_alive
+
 #: Binaries the harness needs. Missing ones make the fixture skip (fail under CI=true).
 REQUIRED_BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scontrol")
 #: Line slurmctld logs (at ``info`` level) for every accepted ``sbatch`` submission.
@@ -188,21 +190,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("0.0.0.0", 0))
         return int(s.getsockname()[1])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours still "exists"; treat it as dead
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -385,10 +372,10 @@ class SlurmCluster:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in victims):
+        while time.monotonic() < deadline and any(process_alive(p) for p in victims):
             time.sleep(0.2)
         for pid in victims:
-            if _pid_alive(pid):
+            if process_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
         return sorted(victims)
@@ -528,7 +515,7 @@ class SlurmCluster:
             return False
         if state.get("owner_pid") != os.getpid():
             return False
-        if not all(_pid_alive(p) for p in state.get("pids", {}).values()):
+        if not all(process_alive(p) for p in state.get("pids", {}).values()):
             return False
         self.ctld_port = state.get("ctld_port", self.ctld_port)
         self.slurmd_port = state.get("slurmd_port", self.slurmd_port)

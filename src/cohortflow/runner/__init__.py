@@ -16,6 +16,7 @@ Every line of Snakemake's log that these read is described once, in
 
 from cohortflow.runner._command import snakemake_command, workflow_root
 from cohortflow.runner._console import STEP_FAILED, ConsoleFilter, StepView
+from cohortflow.runner._lock import process_alive
 from cohortflow.runner._progress import (
     DEBUG_DAG,
     HIDDEN,
@@ -52,6 +53,7 @@ __all__ = [
     "StepView",
     "classify",
     "duration",
+    "process_alive",
     "resource_caps",
     "run_workflow",
     "snakemake_command",

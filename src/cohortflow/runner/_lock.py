@@ -51,10 +51,10 @@ def _stale_head() -> bool:
         return False
     if head.get("host") != socket.gethostname():
         return False  # another login node may still be running it: never steal its lock
-    return not _alive(int(head["pid"]))
+    return not process_alive(int(head["pid"]))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether a process runs on this host (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
