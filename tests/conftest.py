@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cohortflow import omop, synth
+from tests.harness.intruded import intruded_run  # noqa: F401  (session fixture)
 from tests.harness.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 # Re-exported for test files that still import them from here; new code: tests.helpers.

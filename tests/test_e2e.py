@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.intruded import IntrudedRun
 from tests.helpers import REPO, digests
-from tests.test_shared_cluster import IntrudedRun, intruded_run
-
-intruded_run = intruded_run  # the slurm-dask demo run (session fixture), shared
 
 
 @pytest.mark.e2e

@@ -44,12 +44,12 @@ from cohortflow.privacy import PSEUDONYM_KEY_ENV
 from cohortflow.study import load_study
 from tests.conftest import REPO, write_study
 from tests.harness import postgres as postgres_harness
+from tests.harness.intruded import IntrudedRun
 from tests.harness.postgres import PostgresServer
 from tests.harness.slurm import SlurmCluster
-from tests.test_shared_cluster import IntrudedRun, intruded_run, slurm_records
+from tests.test_shared_cluster import slurm_records
 
 postgres_server = postgres_harness.postgres_server  # the session fixture, shared
-intruded_run = intruded_run  # the slurm-dask study run (session fixture), shared
 
 SCHEMA = "secret_cdm"
 #: A whole study leaves well over this many files (event shards, cohort shards, Zarr chunks,
