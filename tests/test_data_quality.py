@@ -22,7 +22,9 @@ import polars as pl
 import pytest
 
 from cohortflow import events, omop, quality, report, runner
+from cohortflow.disclosure import Disclosure
 from cohortflow.errors import StoreError
+from cohortflow.layout import Layout
 from cohortflow.omop import _checks
 from tests.conftest import write_study
 
@@ -187,8 +189,9 @@ def test_the_shared_copy_suppresses_every_small_count(tmp_path: Path) -> None:
     _ingest(cdm, tmp_path / "events11", min_cell_count=K)
     assert (quality.quality_path(store).read_bytes()
             == quality.quality_path(tmp_path / "events11").read_bytes())
-    quality.share(store, tmp_path / "shared.json", K)
-    shared = json.loads((tmp_path / "shared.json").read_text())
+    gate = Disclosure(Layout(tmp_path), K)
+    quality.share(store, gate.layout.data_quality, gate)
+    shared = json.loads(gate.layout.data_quality.read_text())
     counts = {w["table"]: w["count"] for w in shared["warnings"]
               if w["check"] == "unknown_person"}
     assert counts == {"observation_period": 30, "death": "<11"}

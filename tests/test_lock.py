@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 
 from cohortflow import environment, manifest
 from cohortflow.cli import app
+from cohortflow.disclosure import Disclosure
 from cohortflow.errors import CohortflowError
+from cohortflow.layout import Layout
 from tests.helpers import REPO, write_study
 
 LOCK = REPO / environment.LOCK_FILE
@@ -91,7 +93,8 @@ def tiny_manifest(tmp_path: Path) -> dict[str, Any]:
     """A manifest of a run with no outputs and no steps, made in this environment."""
     study = tmp_path / "study.yaml"
     study.write_text("name: tiny\n")
-    return manifest.build(study_path=study, study_digest="d", seeds={"study": 1},
+    gate = Disclosure(Layout(tmp_path), min_cell_count=11)
+    return manifest.build(disclosure=gate, study_path=study, study_digest="d", seeds={"study": 1},
                           profile="laptop", workflow_root=REPO, results=tmp_path, outputs=[],
                           source={"kind": "synth"}, inputs={}, metrics={}, benchmarks=[],
                           snakemake_logs=[])

@@ -22,6 +22,8 @@ import polars as pl
 import pytest
 
 from cohortflow import models, privacy, synth
+from cohortflow.disclosure import audit
+from cohortflow.layout import SHARED, Layout
 from tests.conftest import write_study
 
 K = 11
@@ -37,8 +39,8 @@ IMAGES = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 
 def shared_files(results: Path) -> list[Path]:
-    """The study's files meant to leave the compute (:data:`privacy.SHARED_OUTPUTS`)."""
-    found = {p for pattern in privacy.SHARED_OUTPUTS for p in results.glob(pattern)}
+    """The study's files meant to leave the compute (:data:`cohortflow.layout.SHARED`)."""
+    found = {p for pattern in SHARED for p in results.glob(pattern)}
     return sorted(p for p in found if p.is_file())
 
 
@@ -159,6 +161,8 @@ def test_no_shared_output_shows_a_small_count_an_id_or_a_birth_date(
         assert str(results / name) in flagged, name
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["inputs"]["death"]["rows"] == f"<{K}"
+    # and every one of them came through the disclosure gate, unchanged since
+    assert audit(Layout(results)) == []
     assert manifest["inputs"]["person"]["rows"] == 600
 
 

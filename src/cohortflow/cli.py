@@ -182,13 +182,27 @@ def verify_command(
     keep_scratch: Annotated[bool, typer.Option(help="Keep the temporary rerun directory "
                                                     "for inspection.")] = False,
 ) -> None:
-    """Rerun a run's study and report, output by output, identical or different, and why."""
+    """Rerun a run's study and report, output by output, identical or different, and why.
+
+    First, the run's shared files are audited against the disclosure gate's ledger: one
+    written or changed by anything else fails the verification."""
     from rich.table import Table
 
+    from cohortflow.disclosure import LEDGER, audit
+    from cohortflow.layout import Layout
     from cohortflow.privacy import pseudonym_key
     from cohortflow.runner import verify
 
     pseudonym_key()
+    recorded = Layout(manifest_file.resolve().parent)
+    if (recorded.root / LEDGER).is_dir():  # the results tree the manifest sits in
+        leaks = audit(recorded)
+        if leaks:
+            out.print("[red]not verified.[/] Shared files that did not come through the "
+                      "disclosure gate (written or changed some other way):")
+            for leak in leaks:
+                out.print(f"  - {leak}")
+            raise typer.Exit(1)
     findings, causes, rerun = verify(manifest_file, profile, scratch, keep_scratch)
     table = Table("output", "verdict")
     for finding in findings:

@@ -14,7 +14,6 @@ checks that those hold nothing but its timing columns.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ import pyarrow as pa
 from cohortflow import events, privacy
 from cohortflow.errors import CohortflowError
 from cohortflow.layout import SHARED, Layout
+from cohortflow.manifest import file_digest
 
 if TYPE_CHECKING:
     from cohortflow.study import Study
@@ -71,14 +71,6 @@ def is_shared(relative: str) -> bool:
     (True, True, False)
     """
     return any(r.match(relative) for r in _SHARED)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -142,7 +134,7 @@ class Disclosure:
     def _record(self, relative: str) -> None:
         path = self.layout.root / relative
         entry = self.layout.root / LEDGER / f"{relative}.json"
-        events.write_json({"sha256": _sha256(path), "min_cell_count": self.min_cell_count},
+        events.write_json({"sha256": file_digest(path), "min_cell_count": self.min_cell_count},
                           entry)
 
     def write_bytes(self, path: str | Path, data: bytes) -> None:
@@ -244,6 +236,6 @@ def audit(layout: Layout) -> list[str]:
         entry = root / LEDGER / f"{relative}.json"
         if not entry.is_file():
             problems.append(f"{path}: a shared file not written through the disclosure gate")
-        elif json.loads(entry.read_text())["sha256"] != _sha256(path):
+        elif json.loads(entry.read_text())["sha256"] != file_digest(path):
             problems.append(f"{path}: changed after the disclosure gate wrote it")
     return problems

@@ -139,6 +139,14 @@ class Layout:
         return self.root / "export"
 
     @property
+    def export_predictions(self) -> Path:
+        return self.export / "predictions.parquet"
+
+    @property
+    def export_attrition(self) -> Path:
+        return self.export / "attrition.json"
+
+    @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 

@@ -21,9 +21,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cohortflow import __version__, environment
+from cohortflow import __version__, environment, events
+
+if TYPE_CHECKING:
+    from cohortflow.disclosure import Disclosure
+    from cohortflow.study import Study
 
 # Files a tool adds beside the data that say nothing about the content.
 IGNORED_NAMES = frozenset({".snakemake_timestamp"})
@@ -164,15 +168,18 @@ def step_timings(benchmarks: list[Path], logs: list[Path] | None = None
     return timings
 
 
-def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile: str,
-          workflow_root: Path, results: Path, outputs: list[Path], source: dict[str, Any],
-          inputs: dict[str, Any], metrics: dict[str, Any], benchmarks: list[Path],
+def build(*, disclosure: Disclosure, study_path: Path, study_digest: str,
+          seeds: dict[str, int], profile: str, workflow_root: Path, results: Path,
+          outputs: list[Path], source: dict[str, Any], inputs: dict[str, Any],
+          metrics: dict[str, Any], benchmarks: list[Path],
           snakemake_logs: list[Path] | None = None) -> dict[str, Any]:
-    """The manifest of one finished run (outputs are checksummed here).
+    """The manifest of one finished run (outputs are checksummed here), as it may leave
+    the compute.
 
     ``source`` says where the data came from (never with a credential); ``inputs`` holds
-    each source table's fingerprint; ``snakemake_logs`` give each step's wall time (see
-    :func:`step_timings`)."""
+    each source table's fingerprint, exact: the row counts of the source tables are counts
+    too (a death table of 3 rows), suppressed here by ``disclosure``; ``snakemake_logs``
+    give each step's wall time (see :func:`step_timings`)."""
     packages = package_versions()
     return {
         "manifest_version": 2,
@@ -185,7 +192,7 @@ def build(*, study_path: Path, study_digest: str, seeds: dict[str, int], profile
         "packages": packages,
         "lock": environment.lock_record(workflow_root, packages),
         "source": source,
-        "inputs": inputs,
+        "inputs": disclosure.counts(inputs, frozenset({"rows"})),
         "outputs": {Path(p).relative_to(results).as_posix(): tree_digest(p) for p in outputs},
         "metrics": metrics,
         "steps": step_timings(benchmarks, snakemake_logs),
@@ -250,6 +257,38 @@ def _close(a: Any, b: Any) -> bool:
     if isinstance(a, float | int) and isinstance(b, float | int):
         return math.isclose(a, b, rel_tol=0, abs_tol=METRIC_TOLERANCE)
     return bool(a == b)
+
+
+def source_record(study: Study) -> dict[str, Any]:
+    """Where a study's data came from: a database url has no password (the study refuses
+    one), a file source its resolved path."""
+    if study.source.synth is not None:
+        return {"kind": "synth", **study.source.synth.model_dump(mode="json")}
+    if study.source.meds is not None:
+        return {"kind": "meds", "location": str(study.source_path())}
+    assert study.source.omop is not None
+    spec = study.source.omop
+    path = study.source_path()
+    return {"kind": "omop", "location": spec.url if path is None else str(path),
+            "format": spec.format, "schema": spec.schema_name}
+
+
+def write(study: Study, disclosure: Disclosure, study_path: Path, profile: str,
+          workflow_root: Path, outputs: list[Path], benchmarks: list[Path]) -> None:
+    """The study's run manifest (``manifest.json``), written through the disclosure gate:
+    inputs, code, packages, seeds, output checksums, step timings."""
+    layout = disclosure.layout
+    seeds = {"study": study.seed}
+    if study.source.synth is not None:
+        seeds["synth"] = study.source.synth.seed
+    record = build(
+        disclosure=disclosure, study_path=Path(study_path), study_digest=study.digest(),
+        seeds=seeds, profile=profile, workflow_root=workflow_root, results=layout.root,
+        outputs=[Path(p) for p in outputs], source=source_record(study),
+        inputs=json.loads(events.source_fingerprint_path(layout.store).read_text()),
+        metrics=json.loads(layout.model_metrics.read_text())["test"],
+        benchmarks=[Path(p) for p in benchmarks])
+    disclosure.write_json(layout.manifest, record)
 
 
 def read(path: Path) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""Small-cell suppression for every count that leaves the compute, and keyed pseudonyms.
+"""The rules of small-cell suppression for every count that leaves the compute, and keyed
+pseudonyms.
 
-What leaves the compute is :data:`SHARED_OUTPUTS` (the report, its figures, the export, the
-leaderboard, the manifest, logs and step timings); everything else under
-``results/<study>/`` (event store, cohort tables, tensors, per-configuration predictions)
-holds person-level data and stays inside.
+What leaves the compute is :data:`cohortflow.layout.SHARED` (the report, its figures, the
+export, the leaderboard, the manifest, logs and step timings), written only through the
+disclosure gate (:class:`cohortflow.disclosure.Disclosure`), which applies these rules at
+the study's ``min_cell_count``; everything else under ``results/<study>/`` (event store,
+cohort tables, tensors, per-configuration predictions) holds person-level data and stays
+inside.
 """
 
 from __future__ import annotations
@@ -105,13 +108,6 @@ COMPLEMENTARY = "*"
 
 PSEUDONYM_KEY_ENV = "COHORTFLOW_PSEUDONYM_KEY"
 """Environment variable holding the secret key of :func:`pseudonyms`."""
-
-SHARED_OUTPUTS = ("report.html", "data_quality.json", "figures/*", "export/*",
-                  "sweep/leaderboard.parquet",
-                  "manifest.json", "logs/**/*.log", "benchmarks/**/*.tsv")
-"""The files under ``results/<study>/`` meant to leave the compute (globs): no raw subject
-id, no date of birth, no count below the study's ``min_cell_count``."""
-
 
 def small(count: int, min_cell_count: int) -> bool:
     """Whether a count must not be shown: positive and below the threshold.

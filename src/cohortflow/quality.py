@@ -31,10 +31,14 @@ import sys
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cohortflow import events
+
+if TYPE_CHECKING:
+    from cohortflow.disclosure import Disclosure
 from cohortflow.errors import CohortflowError, StoreError
+from cohortflow.layout import Layout
 from cohortflow.privacy import suppress, suppress_value
 
 log = logging.getLogger(__name__)
@@ -161,10 +165,10 @@ def shared(record: dict[str, Any] | None, min_cell_count: int) -> dict[str, Any]
             "warnings": warnings}
 
 
-def share(store: Path, out: Path, min_cell_count: int) -> None:
-    """Write the shareable copy of ``store``'s quality record to ``out`` (the report's
-    input; see :func:`shared`)."""
-    events.write_json(shared(read(store), min_cell_count), Path(out))
+def share(store: Path, out: Path, disclosure: Disclosure) -> None:
+    """Write the shareable copy of ``store``'s quality record to ``out`` through the
+    disclosure gate (the report's input; see :func:`shared`)."""
+    disclosure.write_json(out, shared(read(store), disclosure.min_cell_count))
 
 
 def lines(record: dict[str, Any]) -> list[str]:
@@ -192,7 +196,7 @@ def show(study: Path | None, results: Path, stream: IO[str] | None = None) -> No
 
     try:
         parsed = load_study(study)
-        store = Path(results) / parsed.name / "events"  # STORE in workflow/rules/common.smk
+        store = Layout.of(results, parsed.name).store
         text = lines(shared(read(store), parsed.min_cell_count))
     except CohortflowError as exc:
         log.warning("data quality not shown: %s", exc)

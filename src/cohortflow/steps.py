@@ -20,14 +20,12 @@ from cohortflow import (
     compute,
     events,
     features,
-    manifest,
     meds,
     models,
     omop,
     privacy,
     report,
     report_sections,
-    runner,
     synth,
 )
 from cohortflow.study import Study
@@ -175,62 +173,3 @@ def write_report(study: Study, attrition: Path, metrics: Path, predictions: Path
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page)
     tmp.replace(out)
-
-
-def export_shared(study: Study, attrition: Path, predictions: Path, out: Path) -> None:
-    """The export meant to leave the compute, in ``out``: ``predictions.parquet`` with a
-    keyed pseudonym (``person``) instead of the subject id and no dates, and
-    ``attrition.json`` with small counts suppressed (and their complements)."""
-    out = Path(out)
-    frame = pl.read_parquet(predictions)
-    exported = pl.DataFrame({
-        "person": privacy.pseudonyms(frame["subject_id"].to_list()),
-        "split": frame["split"],
-        "label": frame["label"],
-        "prediction": frame["prediction"],
-    }).sort("person")  # not in subject-id order, which would hint at the ids
-    steps_ = json.loads(Path(attrition).read_text())
-    shown = privacy.suppress_steps([s["subjects"] for s in steps_], study.min_cell_count)
-    events.write_parquet(exported.to_arrow(), out / "predictions.parquet")
-    events.write_json([{"step": s["step"], "persons": int(n) if n.isdigit() else n}
-                       for s, n in zip(steps_, shown, strict=True)], out / "attrition.json")
-
-
-def _source_record(study: Study) -> dict[str, object]:
-    """Where a study's data came from, for the manifest: a database url has no password
-    (the study refuses one), a file source its resolved path."""
-    if study.source.synth is not None:
-        return {"kind": "synth", **study.source.synth.model_dump(mode="json")}
-    if study.source.meds is not None:
-        return {"kind": "meds", "location": str(study.source_path())}
-    assert study.source.omop is not None
-    spec = study.source.omop
-    path = study.source_path()
-    return {"kind": "omop", "location": spec.url if path is None else str(path),
-            "format": spec.format, "schema": spec.schema_name}
-
-
-def write_manifest(study: Study, study_path: Path, profile: str, results: Path, store: Path,
-                   outputs: list[Path], metrics: Path, benchmarks: list[Path],
-                   out: Path) -> None:
-    """The run manifest: inputs, code, packages, seeds, output checksums, step timings."""
-    seeds = {"study": study.seed}
-    if study.source.synth is not None:
-        seeds["synth"] = study.source.synth.seed
-    record = manifest.build(
-        study_path=Path(study_path),
-        study_digest=study.digest(),
-        seeds=seeds,
-        profile=profile,
-        workflow_root=runner.workflow_root(),
-        results=Path(results),
-        outputs=[Path(p) for p in outputs],
-        source=_source_record(study),
-        # row counts of the source tables are counts too (a death table of 3 rows)
-        inputs=privacy.suppress_counts(
-            json.loads(events.source_fingerprint_path(Path(store)).read_text()),
-            frozenset({"rows"}), study.min_cell_count),
-        metrics=json.loads(Path(metrics).read_text())["test"],
-        benchmarks=[Path(p) for p in benchmarks],
-    )
-    events.write_json(record, Path(out))

@@ -1,24 +1,27 @@
+from cohortflow import manifest, runner
+
+
 rule manifest:
     input:
-        store=STORE,
-        cohort=COHORT / "attrition.json",
-        features=FEATURES_DIR,
-        metrics=RESULTS / "model" / "metrics.json",
-        predictions=RESULTS / "model" / "predictions.parquet",
-        leaderboard=SWEEP / "leaderboard.parquet",
-        report=RESULTS / "report.html",
-        export=RESULTS / "export" / "predictions.parquet",
+        store=LAYOUT.store,
+        cohort=LAYOUT.attrition,
+        features=LAYOUT.features,
+        metrics=LAYOUT.model_metrics,
+        predictions=LAYOUT.model_predictions,
+        leaderboard=LAYOUT.leaderboard,
+        report=LAYOUT.report,
+        export=LAYOUT.export_predictions,
         benchmarks=get_benchmarks,
     output:
-        RESULTS / "manifest.json",
+        LAYOUT.manifest,
     log:
-        RESULTS / "logs" / "manifest.log",
+        LAYOUT.log("manifest"),
     benchmark:
-        BENCHMARKS / "manifest.tsv"
+        LAYOUT.benchmark("manifest")
     run:
         with steps.logging_to(log[0]):
-            steps.write_manifest(STUDY, STUDY_FILE, PROFILE, RESULTS, input.store,
-                                 [input.store, COHORT, FEATURES, input.metrics,
-                                  input.predictions, SWEEP, input.report,
-                                  Path(input.export).parent],
-                                 input.metrics, input.benchmarks, output[0])
+            manifest.write(STUDY, DISCLOSURE, STUDY_FILE, PROFILE, runner.workflow_root(),
+                           [LAYOUT.store, LAYOUT.cohort, LAYOUT.tensor, LAYOUT.model_metrics,
+                            LAYOUT.model_predictions, LAYOUT.sweep, LAYOUT.report,
+                            LAYOUT.export],
+                           input.benchmarks)

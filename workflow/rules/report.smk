@@ -1,4 +1,8 @@
-from cohortflow import quality
+from cohortflow import export, quality
+from cohortflow.disclosure import Disclosure
+
+# The one writer of every file meant to leave the compute (cohortflow.disclosure).
+DISCLOSURE = Disclosure(LAYOUT, STUDY.min_cell_count)
 
 
 # The ingest's data-quality warnings as they may leave the compute (counts suppressed), for
@@ -7,49 +11,52 @@ rule data_quality:
     input:
         store=STORE,
     output:
-        RESULTS / "data_quality.json",
+        LAYOUT.data_quality,
     params:
         digest=STUDY.display_digest(),
     log:
-        RESULTS / "logs" / "data_quality.log",
+        LAYOUT.log("data_quality"),
     run:
         with steps.logging_to(log[0]):
-            quality.share(input.store, output[0], STUDY.min_cell_count)
+            quality.share(input.store, output[0], DISCLOSURE)
+
+
+from cohortflow import report as study_report  # not `report`: Snakemake's report() flag
 
 
 rule report:
     input:
-        attrition=COHORT / "attrition.json",
-        metrics=RESULTS / "model" / "metrics.json",
-        predictions=RESULTS / "model" / "predictions.parquet",
+        attrition=LAYOUT.attrition,
+        metrics=LAYOUT.model_metrics,
+        predictions=LAYOUT.model_predictions,
         oracle=get_oracle,
-        store=STORE,
-        quality=RESULTS / "data_quality.json",
-        cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
-        features=FEATURES_DIR,
-        leaderboard=SWEEP / "leaderboard.parquet",
+        store=LAYOUT.store,
+        quality=LAYOUT.data_quality,
+        cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
+        features=LAYOUT.features,
+        leaderboard=LAYOUT.leaderboard,
         sweep_metrics=get_sweep_files("metrics.json"),
         sweep_predictions=get_sweep_files("predictions.parquet"),
     output:
-        page=report(RESULTS / "report.html", caption="../report/study.rst", category="Study"),
-        roc=report(RESULTS / "figures" / "roc.png", caption="../report/roc.rst",
-                   category="Best models"),
-        calibration=report(RESULTS / "figures" / "calibration.png",
-                           caption="../report/calibration.rst", category="Best models"),
+        page=report(LAYOUT.report, caption="../report/study.rst", category="Study"),
+        roc=report(LAYOUT.figure("roc"), caption="../report/roc.rst", category="Best models"),
+        calibration=report(LAYOUT.figure("calibration"), caption="../report/calibration.rst",
+                           category="Best models"),
     params:
         digest=STUDY.report_digest(),
     log:
-        RESULTS / "logs" / "report.log",
+        LAYOUT.log("report"),
     benchmark:
-        BENCHMARKS / "report.tsv"
+        LAYOUT.benchmark("report")
     run:
-        with steps.logging_to(log[0]):
-            steps.write_report(STUDY, input.attrition, input.metrics, input.predictions,
-                               output.page, oracle_dirs=input.oracle, quality=input.quality,
-                               sweep={"features": FEATURES, "store": input.store,
-                                      "cohort": COHORT, "leaderboard": input.leaderboard,
-                                      "sweep_dir": SWEEP, "roc": output.roc,
-                                      "calibration": output.calibration})
+        with DISCLOSURE.step_log(log[0]):
+            study_report.write(
+                STUDY, DISCLOSURE, input.attrition, input.metrics, input.predictions,
+                output.page, oracle_dirs=input.oracle, quality=input.quality,
+                sweep=study_report.Sweep(features=LAYOUT.tensor, store=input.store,
+                                         cohort=LAYOUT.cohort, leaderboard=input.leaderboard,
+                                         folder=LAYOUT.sweep, roc=output.roc,
+                                         calibration=output.calibration))
 
 
 # What leaves the compute besides the report: pseudonymous predictions, suppressed attrition.
@@ -57,18 +64,17 @@ rule report:
 # from a param (params are stored in .snakemake/metadata).
 rule export:
     input:
-        attrition=COHORT / "attrition.json",
-        predictions=RESULTS / "model" / "predictions.parquet",
+        attrition=LAYOUT.attrition,
+        predictions=LAYOUT.model_predictions,
     output:
-        predictions=RESULTS / "export" / "predictions.parquet",
-        attrition=RESULTS / "export" / "attrition.json",
+        predictions=LAYOUT.export_predictions,
+        attrition=LAYOUT.export_attrition,
     params:
         digest=STUDY.display_digest(),
     log:
-        RESULTS / "logs" / "export.log",
+        LAYOUT.log("export"),
     benchmark:
-        BENCHMARKS / "export.tsv"
+        LAYOUT.benchmark("export")
     run:
         with steps.logging_to(log[0]):
-            steps.export_shared(STUDY, input.attrition, input.predictions,
-                                Path(output.predictions).parent)
+            export.write(DISCLOSURE, input.attrition, input.predictions)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from cohortflow import private, quality
+from cohortflow.disclosure import Disclosure
 from cohortflow.runner._command import global_resources, snakemake_command, snakemake_dir
 from cohortflow.runner._console import ConsoleFilter, StepView
 from cohortflow.runner._lock import forget_head, record_head, release_stale_lock
@@ -42,7 +43,8 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     loaded = load_study(study)
     # owner-only results (or the study's group), checked before anything is written
     private.protect(results.resolve() / loaded.name, loaded.share_with_group)
-    full_log = results.resolve() / loaded.name / "logs" / "snakemake.log"
+    gate = Disclosure.of(loaded, results.resolve())
+    full_log = gate.layout.snakemake_log
     own_listing = DEBUG_DAG not in extra  # which jobs are up to date, for the summary
     command = snakemake_command(study, profile, results,
                                 [*extra, DEBUG_DAG] if own_listing else extra)
@@ -53,9 +55,8 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     # above the live steps, not through logging's own handle on stderr
     watch = LimitWatch(snakemake_dir(extra) / "log", lambda told: view.write(f"warning: {told}"),
                        resource_caps(global_resources(profile, extra)))
-    full_log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with watch, full_log.open("w") as sink:
+    with watch, gate.open_log(full_log) as sink:
         head = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace",
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -71,7 +72,7 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
         forget_head()
     for line in view.progress.summary(time.monotonic() - started, code):
         sys.stderr.write(line + "\n")
-    report = full_log.parents[1] / "report.html"
+    report = gate.layout.report
     if code == 0 and report.is_file():
         sys.stderr.write(f"report: {report}\n")
     if code != 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cohortflow import manifest
 from cohortflow.errors import CohortflowError
+from cohortflow.layout import Layout
 from cohortflow.runner._command import snakemake_command, workflow_root
 from cohortflow.study import load_study
 
@@ -43,7 +44,7 @@ def verify(manifest_path: Path, profile: str | None = None, scratch: Path | None
             snakemake_command(study, chosen, scratch / "results", ["--directory", str(scratch)]),
             stdout=log, stderr=subprocess.STDOUT,
         )
-    rerun_path = scratch / "results" / load_study(study).name / "manifest.json"
+    rerun_path = Layout.of(scratch / "results", load_study(study).name).manifest
     if code != 0 or not rerun_path.is_file():
         raise CohortflowError(
             f"{manifest_path}: the rerun in {scratch} failed (exit {code}); its log is "

@@ -27,6 +27,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.errors import StudySpecError
+from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
 from cohortflow.study import _problems
 from cohortflow.study._base import SpecModel
 from cohortflow.study._cohort import (
@@ -129,8 +130,8 @@ class Study(SpecModel):
     seed: int = Field(42, description="Study seed for splits and models.")
     shards: int = Field(4, ge=1, le=4096, description="Event-store shards (by subject).")
     min_cell_count: int = Field(
-        11, ge=1, description="Counts below this are suppressed in every shared output."
-    )
+        DEFAULT_MIN_CELL_COUNT, ge=1,
+        description="Counts below this are suppressed in every shared output.")
     source: Source
     concept_sets: dict[str, ConceptSet] = Field(min_length=1)
     cohort: Cohort
