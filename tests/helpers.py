@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from cohortflow import events, manifest, steps
+from cohortflow import cohorts, events, manifest
 from cohortflow.study import Study, demo_study_path, load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,8 +77,8 @@ def build_cohorts(study_path: Path, store: Path, cohort_dir: Path) -> Study:
     """Cohort tables of every shard of ``store`` for a study file; returns the study."""
     study = load_study(study_path)
     for shard in events.list_shards(store):
-        steps.cohort_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
-                           cohort_dir / "shards" / f"{shard}.attrition.json")
+        cohorts.write_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
+                            cohort_dir / "shards" / f"{shard}.attrition.json")
     return study
 
 

@@ -15,9 +15,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from cohortflow import cohorts, events
+from cohortflow import cohorts, events, omop
 from cohortflow.cohorts import CohortPlan
-from cohortflow.omop._codes import parents as _parents
 from cohortflow.study import ConceptSet
 from tests.test_eunomia import EUNOMIA, study
 
@@ -166,7 +165,7 @@ def test_parents_keep_the_closure_where_a_level_is_skipped() -> None:
          (5, 1, 2)],
         schema={"concept_id": pl.Int64, "ancestor": pl.Int64, "levels": pl.Int64},
         orient="row").with_columns(domain=pl.lit("C"))
-    parents = _parents(up)
+    parents = omop.parent_links(up)
     assert parents.select("concept_id", "ancestor").rows() == [
         (2, 1), (3, 2), (4, 3), (5, 2), (5, 3)]
     as_codes = {f"C//{c}": [f"C//{a}" for a in g["ancestor"]]

@@ -11,7 +11,6 @@ import pytest
 
 from cohortflow import cohorts, events, features
 from cohortflow.errors import StudySpecError
-from cohortflow.features._build import resolve_concept_sets
 from cohortflow.study import (
     AGGREGATION_ORDER,
     VALUE_AGGREGATIONS,
@@ -207,7 +206,7 @@ def test_feature_concept_sets_resolve_like_cohorts_literal_codes_and_exclusions(
     sets = {"bleed": {"domain": "MEASUREMENT", "include": [{"code": "ICD10CM//K92.2"}]},
             "fam": {"include": [{"concept_id": 1}], "exclude": [{"concept_id": 3}]}}
     study = _study_with_sets(sets, ["bleed", "fam"])
-    resolved = resolve_concept_sets(study, codes)
+    resolved = features.resolve_concept_sets(study, codes)
     for name, concept_set in study.concept_sets.items():
         assert resolved[name] == cohorts.concept_codes(name, concept_set, codes,
                                                        required=False)

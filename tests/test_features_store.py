@@ -15,7 +15,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from cohortflow import events, features, manifest, steps
+from cohortflow import cohorts, events, features, manifest
 from cohortflow.errors import StoreError
 from cohortflow.features import _store
 from cohortflow.study import load_study
@@ -57,9 +57,9 @@ def seq_study(tmp_path_factory: pytest.TempPathFactory, event_store: Path) -> tu
     ))
     cohort_dir = root / "cohort"
     for shard in events.list_shards(event_store):
-        steps.cohort_shard(study, event_store, shard,
-                           cohort_dir / "shards" / f"{shard}.parquet",
-                           cohort_dir / "shards" / f"{shard}.attrition.json")
+        cohorts.write_shard(study, event_store, shard,
+                            cohort_dir / "shards" / f"{shard}.parquet",
+                            cohort_dir / "shards" / f"{shard}.attrition.json")
     out = root / "f.zarr"
     with dask.config.set(scheduler="synchronous"):
         features.build_store(study, event_store, cohort_dir, out)

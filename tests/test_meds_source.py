@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cohortflow import events, features, manifest, meds, steps
+from cohortflow import cohorts, events, features, manifest, meds, omop
 from cohortflow.errors import SourceError, StoreError, StudySpecError
 from cohortflow.study import load_study
 from tests.conftest import REPO
@@ -128,10 +128,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     study = load_study(root / "study.yaml")
     results = root / "results"
     store, cohort_dir = results / "events", results / "cohort"
-    steps.ingest(study, study.source_path(), store)
+    omop.ingest_study(study, study.source_path(), store)
     for shard in events.shard_names(study.shards):
-        steps.cohort_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
-                           cohort_dir / "shards" / f"{shard}.attrition.json")
+        cohorts.write_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
+                            cohort_dir / "shards" / f"{shard}.attrition.json")
     with dask.config.set(scheduler="synchronous"):
         features.build_store(study, store, cohort_dir, results / "features.zarr")
     return root, study, store, cohort_dir, results / "features.zarr"
@@ -250,7 +250,7 @@ def test_features_of_any_code_equal_sql_on_the_dataset(run: tuple) -> None:
 def test_a_second_ingest_is_byte_identical_and_replaces_the_store(run: tuple) -> None:
     _, study, store, _, _ = run
     before = manifest.tree_digests(store)
-    steps.ingest(study, study.source_path(), store)  # over the earlier store
+    omop.ingest_study(study, study.source_path(), store)  # over the earlier store
     assert manifest.tree_digests(store) == before
 
 

@@ -180,13 +180,15 @@ def test_a_foreign_directory_where_the_old_store_goes_is_refused_before_any_work
     def no_work(*args: object) -> None:
         raise AssertionError("the ingest started before refusing")
 
-    monkeypatch.setattr("cohortflow.omop._ingest._write_store", no_work)
+    source = omop.open_source(cdm)  # reading any table of it is work
+    monkeypatch.setattr(source, "tables", no_work)
+    monkeypatch.setattr(source, "batches", no_work)
     trash = tmp_path / ".events.old"
     trash.mkdir()
     (trash / "mine.txt").write_text("not cohortflow's")
     before = _files(tmp_path)
     with pytest.raises(StoreError, match="not left by an earlier ingest"):
-        omop.ingest(omop.open_source(cdm), out, shards=2)
+        omop.ingest(source, out, shards=2)
     assert _files(tmp_path) == before and not (tmp_path / ".events.partial").exists()
 
 

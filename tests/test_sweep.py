@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import models, steps
+from cohortflow import models
 from cohortflow.study import load_study
 from tests.helpers import REPO, run_study, write_study
 
@@ -111,8 +111,11 @@ def test_a_configuration_trains_to_the_same_bytes_again(sweep_study: Path, sweep
     study = load_study(sweep_study)
     config = next(c for c in models.configurations(study).values()
                   if c.family == "gradient_boosting")
-    steps.train_configuration(study, config, sweep_run / "events", sweep_run / "cohort",
-                              sweep_run / "features" / "features.zarr", tmp_path, threads=2)
+    models.train_configuration(study, config, sweep_run / "events", sweep_run / "cohort",
+                               sweep_run / "features" / "features.zarr",
+                               params_out=tmp_path / "params.json",
+                               metrics_out=tmp_path / "metrics.json",
+                               predictions_out=tmp_path / "predictions.parquet", threads=2)
     for name in ("params.json", "metrics.json", "predictions.parquet"):
         assert (tmp_path / name).read_bytes() == (
             sweep_run / "sweep" / config.id / name).read_bytes(), name

@@ -144,8 +144,6 @@ def test_feature_sets_select_by_domain_window_and_aggregation() -> None:
 
 
 def test_assign_split_follows_the_study_method(tmp_path: Path) -> None:
-    from cohortflow.models._train import assign_split
-
     frame = pl.DataFrame({
         "subject_id": np.arange(1, 41),
         "index_time": np.array(["2018-01-01"] * 30 + ["2019-06-01"] * 10,
@@ -159,7 +157,7 @@ def test_assign_split_follows_the_study_method(tmp_path: Path) -> None:
     }
     for method, (split, n_test) in cases.items():
         study = study_with(tmp_path, {"family": "logistic_l2", "split": split})
-        is_test, folds = assign_split(study, frame)
+        is_test, folds = models.assign_split(study, frame)
         assert int(is_test.sum()) == n_test, method
         assert (folds[is_test] == -1).all() and set(folds[~is_test]) == {0, 1}, method
         if method == "stratified":

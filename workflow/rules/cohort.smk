@@ -1,29 +1,33 @@
+from cohortflow import cohorts
+
+
 rule cohort_shard:
     input:
-        STORE,
+        LAYOUT.store,
     output:
-        table=COHORT / "shards" / "{shard}.parquet",
-        attrition=COHORT / "shards" / "{shard}.attrition.json",
+        table=LAYOUT.cohort_table("{shard}"),
+        attrition=LAYOUT.cohort_attrition("{shard}"),
     params:
         digest=STUDY.cohort_digest(),
     log:
-        RESULTS / "logs" / "cohort_{shard}.log",
+        LAYOUT.log("cohort_{shard}"),
     benchmark:
-        BENCHMARKS / "cohort_shard_{shard}.tsv"
+        LAYOUT.benchmark("cohort_shard_{shard}")
     run:
         with steps.logging_to(log[0]):
-            steps.cohort_shard(STUDY, input[0], wildcards.shard, output.table, output.attrition)
+            cohorts.write_shard(STUDY, input[0], wildcards.shard, output.table,
+                                output.attrition)
 
 
 rule attrition:
     input:
-        expand(COHORT / "shards" / "{shard}.attrition.json", shard=SHARDS),
+        expand(LAYOUT.cohort_attrition("{shard}"), shard=SHARDS),
     output:
-        COHORT / "attrition.json",
+        LAYOUT.attrition,
     log:
-        RESULTS / "logs" / "attrition.log",
+        LAYOUT.log("attrition"),
     benchmark:
-        BENCHMARKS / "attrition.tsv"
+        LAYOUT.benchmark("attrition")
     run:
         with steps.logging_to(log[0]):
-            steps.merge_attrition(input, output[0])
+            cohorts.write_attrition(input, output[0])

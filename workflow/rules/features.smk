@@ -1,17 +1,21 @@
+from cohortflow import features
+
+
 rule features:
     input:
-        store=STORE,
-        cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
+        store=LAYOUT.store,
+        cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
     output:
-        directory(FEATURES_DIR),
+        directory(LAYOUT.features),
     params:
         digest=STUDY.features_digest(),
     threads: 2
     log:
-        RESULTS / "logs" / "features.log",
+        LAYOUT.log("features"),
     benchmark:
-        BENCHMARKS / "features.tsv"
+        LAYOUT.benchmark("features")
     run:
         with steps.logging_to(log[0]):
-            steps.build_features(STUDY, input.store, COHORT, FEATURES, workers=threads,
-                                 dask_config=get_dask_config(resources))
+            features.build_tensor(STUDY, input.store, LAYOUT.cohort, LAYOUT.tensor,
+                                  scratch=LAYOUT.scratch, workers=threads,
+                                  dask_config=get_dask_config(resources))

@@ -3,7 +3,7 @@
 from cohortflow import models
 
 CONFIGS = models.configurations(STUDY)  # id -> configuration; the sweep's parameter space
-SWEEP = RESULTS / "sweep"
+SWEEP = LAYOUT.sweep
 
 wildcard_constraints:
     config=r"[0-9a-f]{12}",
@@ -11,18 +11,18 @@ wildcard_constraints:
 
 def get_sweep_files(name):
     """One file (metrics.json, predictions.parquet) of every configuration."""
-    return lambda wildcards: [SWEEP / c / name for c in CONFIGS]
+    return lambda wildcards: [LAYOUT.config_file(c, name) for c in CONFIGS]
 
 
 rule sweep_config:
     input:
-        store=STORE,
-        cohort=expand(COHORT / "shards" / "{shard}.parquet", shard=SHARDS),
-        features=FEATURES_DIR,
+        store=LAYOUT.store,
+        cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
+        features=LAYOUT.features,
     output:
-        params=SWEEP / "{config}" / "params.json",
-        metrics=SWEEP / "{config}" / "metrics.json",
-        predictions=SWEEP / "{config}" / "predictions.parquet",
+        params=LAYOUT.config_file("{config}", "params.json"),
+        metrics=LAYOUT.config_file("{config}", "metrics.json"),
+        predictions=LAYOUT.config_file("{config}", "predictions.parquet"),
     params:
         # Only what this configuration depends on: adding one to the sweep reruns no other.
         digest=lambda wildcards: models.rerun_digest(STUDY, CONFIGS[wildcards.config]),
@@ -36,13 +36,15 @@ rule sweep_config:
         # that hit its time limit comes back with more on the profile's retry.
         runtime=lambda wildcards, attempt: 15 * attempt,
     log:
-        RESULTS / "logs" / "sweep" / "{config}.log",
+        LAYOUT.log("sweep/{config}"),
     benchmark:
-        BENCHMARKS / "sweep" / "{config}.tsv"
+        LAYOUT.benchmark("sweep/{config}")
     run:
         with steps.logging_to(log[0]):
-            steps.train_configuration(STUDY, CONFIGS[wildcards.config], input.store, COHORT,
-                                      FEATURES, Path(output.metrics).parent, threads)
+            models.train_configuration(STUDY, CONFIGS[wildcards.config], input.store,
+                                       LAYOUT.cohort, LAYOUT.tensor,
+                                       params_out=output.params, metrics_out=output.metrics,
+                                       predictions_out=output.predictions, threads=threads)
 
 
 rule model:
@@ -50,18 +52,18 @@ rule model:
         metrics=get_sweep_files("metrics.json"),
         predictions=get_sweep_files("predictions.parquet"),
     output:
-        leaderboard=report(SWEEP / "leaderboard.parquet", caption="../report/leaderboard.rst",
+        leaderboard=report(LAYOUT.leaderboard, caption="../report/leaderboard.rst",
                            category="Sweep"),
-        metrics=RESULTS / "model" / "metrics.json",
-        predictions=RESULTS / "model" / "predictions.parquet",
+        metrics=LAYOUT.model_metrics,
+        predictions=LAYOUT.model_predictions,
     params:
         configs=sorted(CONFIGS),
         select_by=STUDY.model.select_by,
     log:
-        RESULTS / "logs" / "model.log",
+        LAYOUT.log("model"),
     benchmark:
-        BENCHMARKS / "model.tsv"
+        LAYOUT.benchmark("model")
     run:
         with steps.logging_to(log[0]):
-            steps.select_models(STUDY, input.metrics, output.leaderboard, output.metrics,
-                                output.predictions)
+            models.select_models(STUDY, input.metrics, input.predictions, output.leaderboard,
+                                 output.metrics, output.predictions)

@@ -1,15 +1,18 @@
+from cohortflow import omop, synth
+
+
 rule synth:
     output:
-        directory(RESULTS / "omop"),
+        directory(LAYOUT.omop),
     params:
         digest=STUDY.synth_digest(),
     log:
-        RESULTS / "logs" / "synth.log",
+        LAYOUT.log("synth"),
     benchmark:
-        BENCHMARKS / "synth.tsv"
+        LAYOUT.benchmark("synth")
     run:
         with steps.logging_to(log[0]):
-            steps.synthesize(STUDY, output[0])
+            synth.synthesize(STUDY, output[0])
 
 
 # OMOP sources are ingested; a MEDS source (source.meds) is checked against the MEDS schema
@@ -19,16 +22,16 @@ rule ingest:
     input:
         get_omop_source,
     output:
-        directory(STORE),
+        directory(LAYOUT.store),
     params:
         digest=STUDY.ingest_digest(),
     resources:
         # One pass over the whole source: twice the default memory, and more on a retry.
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
     log:
-        RESULTS / "logs" / "ingest.log",
+        LAYOUT.log("ingest"),
     benchmark:
-        BENCHMARKS / "ingest.tsv"
+        LAYOUT.benchmark("ingest")
     run:
         with steps.logging_to(log[0]):
-            steps.ingest(STUDY, input[0] if input else None, output[0])
+            omop.ingest_study(STUDY, input[0] if input else None, output[0])

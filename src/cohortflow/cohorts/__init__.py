@@ -5,7 +5,8 @@ window, named inclusion rules (occurrence counts in windows, age, sex, washout; 
 with ALL / ANY / AT_MOST / AT_LEAST), an exit strategy with censoring and era collapse, then
 the prediction label (time at risk, time to event, censoring).  The logic is pure functions
 over one shard's events (:func:`make_cohort`), testable on a five-row frame;
-:func:`build_shard` adds the I/O.
+:func:`build_shard` adds the I/O; :func:`write_shard` and :func:`write_attrition` are the
+workflow's cohort steps.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from cohortflow.cohorts._io import (
     merge_attrition,
     plan_of,
     read_cohort,
+    write_attrition,
+    write_shard,
 )
 
 __all__ = [
@@ -47,4 +50,6 @@ __all__ = [
     "occurrences",
     "plan_of",
     "read_cohort",
+    "write_attrition",
+    "write_shard",
 ]

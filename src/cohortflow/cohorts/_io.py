@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,21 @@ def merge_attrition(per_shard: list[list[dict[str, Any]]]) -> list[dict[str, Any
             total["subjects"] += step["subjects"]
             total["rows"] += step["rows"]
     return merged
+
+
+def write_shard(study: Study, store: Path, shard: str, table: Path, attrition: Path) -> None:
+    """The cohort step of one shard: its cohort table into ``table`` (Parquet) and its
+    attrition counts into ``attrition`` (JSON), each written atomically."""
+    frame, steps = build_shard(study, Path(store), shard)
+    events.write_parquet(frame.to_arrow(), Path(table))
+    events.write_json(steps, Path(attrition))
+
+
+def write_attrition(parts: list[Path], out: Path) -> None:
+    """The attrition step: the per-shard attrition files ``parts`` summed
+    (:func:`merge_attrition`) into ``out``, written atomically."""
+    per_shard = [json.loads(Path(p).read_text()) for p in parts]
+    events.write_json(merge_attrition(per_shard), Path(out))
 
 
 def cohort_shard_path(cohort_dir: Path, shard: str) -> Path:

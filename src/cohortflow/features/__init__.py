@@ -24,9 +24,10 @@ Feature codes are the event codes of the study's ``domains`` (code prefixes: an 
 every code equal to it or starting with it and a ``/``, so ``CONDITION``, ``MEDS_DEATH``,
 ``OBSERVATION_PERIOD``, or ``SNOMED`` and ``LAB//50912`` of a MEDS dataset; ``*`` is every
 code) and of ``codes`` (exact codes), each concept set of ``concept_sets`` as
-``CONCEPT_SET//<name>``, and with ``rollup: ancestors`` every ancestor of a code
-(``codes.parquet`` parent_codes).  A code stays only if at least
-``min_code_subjects`` subjects of the train split have it (demographics always stay).
+``CONCEPT_SET//<name>`` (resolved as a cohort resolves it: :func:`resolve_concept_sets`),
+and with ``rollup: ancestors`` every ancestor of a code (``codes.parquet`` parent_codes).
+A code stays only if at least ``min_code_subjects`` subjects of the train split have it
+(demographics always stay).
 Demographics: ``age_years`` at index (code MEDS_BIRTH) and ``present`` for each sex, race
 and ethnicity code.  The optional sequence tensor bins the same codes into ``bins`` bins of
 ``bin_days`` days, oldest first, the last bin ending on the index day.
@@ -40,6 +41,9 @@ its text, ``code|window|aggregation`` (``ds.sel(feature="CONDITION//317009|365d|
 beside the ``code``, ``window`` and ``aggregation`` coordinates, and :func:`feature_keys`
 reads the axis back as typed keys (a window label keeps its start and end).  The sequence
 tensor's ``sequence_feature`` index reads ``code|bin|aggregation``.
+
+:func:`build_store` writes the store with the active Dask scheduler; :func:`build_tensor`,
+the workflow's features step, runs it on the profile's Dask cluster.
 """
 
 from cohortflow.features._aggregate import (
@@ -51,7 +55,14 @@ from cohortflow.features._aggregate import (
     static_cells,
     window_cells,
 )
-from cohortflow.features._build import WINDOW_SEMANTICS, aggregate_shard, build_store, shard_block
+from cohortflow.features._build import (
+    WINDOW_SEMANTICS,
+    aggregate_shard,
+    build_store,
+    build_tensor,
+    resolve_concept_sets,
+    shard_block,
+)
 from cohortflow.features._index import (
     FeatureIndex,
     dense_block,
@@ -71,6 +82,7 @@ __all__ = [
     "Layout",
     "aggregate_shard",
     "build_store",
+    "build_tensor",
     "code_map",
     "dense_block",
     "dense_sequence",
@@ -79,6 +91,7 @@ __all__ = [
     "feature_keys",
     "in_window",
     "open_features",
+    "resolve_concept_sets",
     "selected",
     "sequence_cells",
     "sequence_index",

@@ -15,7 +15,7 @@ from dask.base import compute as dask_compute
 from dask.delayed import Delayed
 from dask.delayed import delayed as dask_delayed
 
-from cohortflow import cohorts, events
+from cohortflow import cohorts, compute, events
 from cohortflow.errors import StoreError
 from cohortflow.features import _aggregate as agg
 from cohortflow.features._index import (
@@ -134,6 +134,17 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
         "shard_offsets": list(layout.offsets),
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def build_tensor(study: Study, store: Path, cohort_dir: Path, out: Path, *, scratch: Path,
+                 workers: int | None = None, dask_config: Path | None = None) -> None:
+    """The features step: :func:`build_store` run by Dask workers over the shards, on the
+    active profile's cluster (:func:`cohortflow.compute.dask_client`: at most ``workers``
+    local workers, or dask-jobqueue ones from ``dask_config``), with the scheduler's files
+    in ``scratch``."""
+    with compute.dask_client(max_workers=workers, dask_config=dask_config,
+                             scheduler_dir=Path(scratch)):
+        build_store(study, Path(store), Path(cohort_dir), Path(out))
 
 
 def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Dataset:

@@ -3,7 +3,9 @@
 A study's ``model`` section expands into configurations (:func:`configurations`), each
 trained by one Snakemake job (:func:`train`) into ``sweep/<id>/`` (``params.json``,
 ``metrics.json``, ``predictions.parquet``); :func:`leaderboard` ranks them and picks the
-best per outcome by its cross-validated metric.
+best per outcome by its cross-validated metric.  The workflow's sweep steps are
+:func:`train_configuration` (one job per configuration) and :func:`select_models` (the
+leaderboard and the chosen model).
 """
 
 from cohortflow.models._estimators import describe, importance, make_estimator
@@ -28,11 +30,19 @@ from cohortflow.models._space import (
     rerun_digest,
 )
 from cohortflow.models._splits import cv_folds, stratified_test, time_test
-from cohortflow.models._train import feature_names, load_matrix, select_features, train
+from cohortflow.models._sweep import select_models, train_configuration
+from cohortflow.models._train import (
+    assign_split,
+    feature_names,
+    load_matrix,
+    select_features,
+    train,
+)
 
 __all__ = [
     "TEST_COLUMNS",
     "Configuration",
+    "assign_split",
     "auroc_ci",
     "best_per",
     "brier",
@@ -55,8 +65,10 @@ __all__ = [
     "pool_calibration",
     "rerun_digest",
     "select_features",
+    "select_models",
     "smoothed_observed",
     "stratified_test",
     "time_test",
     "train",
+    "train_configuration",
 ]

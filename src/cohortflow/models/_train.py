@@ -75,7 +75,15 @@ def cohort_frame(store: Path, cohort_dir: Path, subjects: np.ndarray) -> pl.Data
 
 
 def assign_split(study: Study, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Test membership and CV folds (-1 = test) of every cohort row."""
+    """Test membership and CV folds of every cohort row, by the study's ``model.split``.
+
+    ``frame`` holds the cohort rows in tensor order: ``subject_id``, ``index_time``,
+    ``label`` and the event store's ``split``.  Returns ``is_test`` (bool per row) and the
+    fold of each row (``0 .. cv_folds - 1``, ``-1`` for a test row).  The test rows are a
+    ``stratified`` draw of ``test_fraction`` of each label (seeded by the study), the rows
+    indexed on or after ``test_from`` (``time``), or the ``held_out`` subjects (``meds``);
+    folds are stratified by label over the rest.
+    """
     spec = study.model.split
     ids = frame["subject_id"].to_numpy()
     y = frame["label"].to_numpy().astype(np.int8)

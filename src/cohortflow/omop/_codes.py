@@ -28,13 +28,19 @@ def _ancestry(source: OmopSource, descendants: pl.Series) -> pl.DataFrame:
             .sort("concept_id", "ancestor"))
 
 
-def parents(up: pl.DataFrame) -> pl.DataFrame:
-    """Parent links ``domain, concept_id, ancestor`` of each node, from its ancestor rows.
+def parent_links(up: pl.DataFrame) -> pl.DataFrame:
+    """Parent links ``domain, concept_id, ancestor`` of each node, from its ancestor rows
+    ``domain, concept_id, ancestor, levels`` (``concept_ancestor``, self rows left out).
 
     The direct parents (``min_levels_of_separation`` 1), plus, for ancestors that no direct
     parent leads to (a vocabulary that skips a level, as Eunomia's clinical drugs reach
     their ingredient only at level 2), the nearest of those: each one that is not an
     ancestor of another of them.  So walking ``parent_codes`` reaches exactly the ancestors.
+
+    >>> up = pl.DataFrame({"domain": ["C"] * 4, "concept_id": [2, 3, 3, 4],
+    ...                    "ancestor": [1, 1, 2, 3], "levels": [1, 2, 1, 2]})
+    >>> parent_links(up).rows()  # 4 reaches 3 only at level 2: 3 is its nearest
+    [('C', 2, 1), ('C', 3, 2), ('C', 4, 3)]
     """
     keys = ["domain", "concept_id", "ancestor"]
     direct = up.filter(pl.col("levels") == 1).select(keys)
@@ -60,7 +66,7 @@ def codes_table(source: OmopSource, seen: set[str]) -> pl.DataFrame:
     ``ancestor_codes`` lists every ancestor of the code in ``concept_ancestor`` (all
     levels), so descendant sets are exactly the vocabulary's closure.  ``parent_codes``
     are the direct parents and, where the table skips a level, the nearest ancestors (see
-    :func:`parents`); walking them reaches the same ancestors.  Ancestors take the domain
+    :func:`parent_links`); walking them reaches the same ancestors.  Ancestors take the domain
     prefix of the code below them: ``CONDITION//317009`` is the parent of
     ``CONDITION//2000000001``, and a concept used in two tables (``DRUG//1125315`` and
     ``DRUG_ERA//1125315``) gets its description, parents and ancestors in each.
@@ -88,7 +94,7 @@ def codes_table(source: OmopSource, seen: set[str]) -> pl.DataFrame:
                 .agg(pl.format("{}//{}", "domain", "ancestor").alias(column)))
 
     described = (
-        nodes.join(code_lists(parents(up), "parent_codes"), on=["domain", "concept_id"],
+        nodes.join(code_lists(parent_links(up), "parent_codes"), on=["domain", "concept_id"],
                    how="left")
         .join(code_lists(up, events.ANCESTOR_CODES), on=["domain", "concept_id"], how="left")
         .select(pl.format("{}//{}", "domain", "concept_id").alias("code"),

@@ -17,7 +17,8 @@ Output depends only on ``(persons, seed)``: chunk ``i`` draws from
 The package's rooms: :mod:`~cohortflow.synth.vocab` (the concepts, their hierarchy and the
 table layouts), ``_planted`` (the planted study and :func:`auroc`), ``_population`` (one
 chunk's persons, visits and events), ``_tables`` (those arrays as OMOP tables) and
-``_generate`` (the output directory and the files written).
+``_generate`` (the output directory and the files written; :func:`synthesize`, the
+workflow's synth step).
 """
 
 from cohortflow.synth import vocab
@@ -27,6 +28,7 @@ from cohortflow.synth._generate import (
     TABLES,
     SynthSummary,
     generate,
+    synthesize,
 )
 from cohortflow.synth._planted import (
     ASTHMA_ENTRY,
@@ -53,5 +55,6 @@ __all__ = [
     "auroc",
     "generate",
     "planted_study",
+    "synthesize",
     "vocab",
 ]

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cohortflow.errors import CohortflowError
+from cohortflow.study import Study
 from cohortflow.synth import vocab as V  # noqa: N812
 from cohortflow.synth._planted import auroc, planted_study
 from cohortflow.synth._population import simulate_chunk
@@ -148,3 +149,9 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         "complete": True, "persons": persons, "seed": seed,
         "chunk_persons": chunk_persons, "rows": rows, "total_rows": summary.total_rows})
     return summary
+
+
+def synthesize(study: Study, out: Path) -> None:
+    """The synth step: the synthetic OMOP CDM of a ``source.synth`` study, into ``out``."""
+    assert study.source.synth is not None, "only a source.synth study has a synthetic CDM"
+    generate(study.source.synth.persons, study.source.synth.seed, Path(out), progress=False)
