@@ -1,0 +1,44 @@
+"""Pharmacogene diplotypes and CPIC phenotypes from VCF Zarr genotypes.
+
+The allele definitions and diplotype → phenotype rules are seeds (``seeds/pgx``, transcribed
+from PharmCAT/CPIC; see its README for sources and the alleles covered).  CYP2D6 is not
+called (it needs copy-number calling).
+
+>>> definitions = load_definitions()
+>>> list(definitions)
+['CYP2C19', 'CYP2C9', 'SLCO1B1', 'TPMT', 'NUDT15', 'DPYD']
+"""
+
+from cohortflow.pgx._call import SCHEMA, Call, call_gene, call_phenotypes
+from cohortflow.pgx._genotypes import REQUIRED, GeneGenotypes, PgxGenotypeError, SiteIndex
+from cohortflow.pgx._seeds import (
+    FUNCTIONS,
+    INDETERMINATE,
+    PHENOTYPES,
+    Allele,
+    GeneDefinition,
+    PgxSeedError,
+    Variant,
+    load_definitions,
+    seeds_folder,
+)
+
+__all__ = [
+    "FUNCTIONS",
+    "INDETERMINATE",
+    "PHENOTYPES",
+    "REQUIRED",
+    "SCHEMA",
+    "Allele",
+    "Call",
+    "GeneDefinition",
+    "GeneGenotypes",
+    "PgxGenotypeError",
+    "PgxSeedError",
+    "SiteIndex",
+    "Variant",
+    "call_gene",
+    "call_phenotypes",
+    "load_definitions",
+    "seeds_folder",
+]
