@@ -96,12 +96,12 @@ def test_e_avg_on_a_grid_matches_the_exact_smoother() -> None:
 
 
 def test_calibration_curve_by_hand() -> None:
-    assert models.calibration_curve(Y8, P8, bins=2) == [
+    assert models.calibration_curve(Y8, P8, min_cell_count=0, bins=2) == [
         {"predicted": 0.2, "observed": 0.25}, {"predicted": 0.6, "observed": 0.75}]
     # Deciles of 0.05 .. 1.0: ten bins of two persons; observed = share of outcomes.
     p = np.arange(1, 21) / 20
     y = np.array([0, 1] * 10)
-    curve = models.calibration_curve(y, p, bins=10)
+    curve = models.calibration_curve(y, p, min_cell_count=0, bins=10)
     assert len(curve) == 10
     assert curve[0] == {"predicted": pytest.approx(0.075), "observed": 0.5}
 

@@ -65,5 +65,5 @@ rule model:
         LAYOUT.benchmark("model")
     run:
         with steps.logging_to(log[0]):
-            models.select_models(STUDY, input.metrics, input.predictions, output.leaderboard,
+            models.select_models(STUDY, DISCLOSURE, input.metrics, input.predictions,
                                  output.metrics, output.predictions)

@@ -187,15 +187,16 @@ def calibration_bins(label: np.ndarray, prediction: np.ndarray, bins: int = 10
             for b in np.unique(which)]
 
 
-def pool_calibration(bins: list[dict[str, Any]], min_cell_count: int = 0
+def pool_calibration(bins: list[dict[str, Any]], min_cell_count: int
                      ) -> list[dict[str, float]]:
-    """Calibration-plot points (mean prediction, observed rate) of :func:`calibration_bins`;
-    with ``min_cell_count``, adjacent bins are pooled until none holds a small number of
-    persons with or without the outcome (:func:`cohortflow.privacy.pool_bins`).
+    """Calibration-plot points (mean prediction, observed rate) of :func:`calibration_bins`,
+    adjacent bins pooled until none holds fewer than the study's ``min_cell_count`` persons
+    with or without the outcome (:func:`cohortflow.privacy.pool_bins`); 0 pools nothing
+    (points for people allowed to see every count).
 
     >>> raw = [{"persons": 4, "outcomes": 1, "predicted_sum": 0.8},
     ...        {"persons": 4, "outcomes": 3, "predicted_sum": 2.4}]
-    >>> pool_calibration(raw)
+    >>> pool_calibration(raw, min_cell_count=0)
     [{'predicted': 0.2, 'observed': 0.25}, {'predicted': 0.6, 'observed': 0.75}]
     >>> pool_calibration(raw, min_cell_count=2)
     [{'predicted': 0.4, 'observed': 0.5}]
@@ -213,13 +214,13 @@ def pool_calibration(bins: list[dict[str, Any]], min_cell_count: int = 0
     return out
 
 
-def calibration_curve(label: np.ndarray, prediction: np.ndarray, bins: int = 10,
-                      min_cell_count: int = 0) -> list[dict[str, float]]:
+def calibration_curve(label: np.ndarray, prediction: np.ndarray, min_cell_count: int,
+                      bins: int = 10) -> list[dict[str, float]]:
     """Calibration-plot data: mean prediction and observed rate in quantile bins of the
     predictions, pooled below ``min_cell_count`` (:func:`pool_calibration`).
 
     >>> y, p = np.array([0, 0, 0, 1, 0, 1, 1, 1]), np.array([.2] * 4 + [.6] * 4)
-    >>> calibration_curve(y, p, bins=2)
+    >>> calibration_curve(y, p, min_cell_count=0, bins=2)
     [{'predicted': 0.2, 'observed': 0.25}, {'predicted': 0.6, 'observed': 0.75}]
     >>> calibration_curve(y, p, bins=2, min_cell_count=2)
     [{'predicted': 0.4, 'observed': 0.5}]

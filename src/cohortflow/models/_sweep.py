@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from cohortflow import events
+from cohortflow.disclosure import Disclosure
 from cohortflow.models._leaderboard import leaderboard
 from cohortflow.models._space import Configuration
 from cohortflow.models._train import train
@@ -28,15 +29,17 @@ def train_configuration(study: Study, config: Configuration, store: Path, cohort
     events.write_json(metrics, Path(metrics_out))
 
 
-def select_models(study: Study, metric_files: list[Path], prediction_files: list[Path],
-                  leaderboard_out: Path, metrics_out: Path, predictions_out: Path) -> None:
+def select_models(study: Study, disclosure: Disclosure, metric_files: list[Path],
+                  prediction_files: list[Path], metrics_out: Path, predictions_out: Path
+                  ) -> None:
     """The model step: the leaderboard of every configuration (``metric_files`` and
-    ``prediction_files`` list their files in the same order), and a copy of the best (by
-    CV) of the study's first outcome as ``metrics_out`` and ``predictions_out``."""
+    ``prediction_files`` list their files in the same order), shared, so written through
+    the disclosure gate, and a copy of the best (by CV) of the study's first outcome as
+    ``metrics_out`` and ``predictions_out``."""
     assert len(prediction_files) == len(metric_files), "one predictions file per metrics file"
     all_metrics = [json.loads(Path(f).read_text()) for f in metric_files]
     table = leaderboard(all_metrics, study.model.select_by)
-    events.write_parquet(table.to_arrow(), Path(leaderboard_out))
+    disclosure.write_parquet(disclosure.layout.leaderboard, table)
     best = table.filter(pl.col("best") & (pl.col("outcome") == all_metrics[0]["outcome"]))
     chosen = [m["config_id"] for m in all_metrics].index(best["config_id"][0])
     events.write_parquet(pl.read_parquet(prediction_files[chosen]).to_arrow(),
