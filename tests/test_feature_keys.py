@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from cohortflow import features, report_sections
+from cohortflow import features, report
 from cohortflow.errors import StudySpecError
 from cohortflow.study import FeatureKey, FeatureWindow, demo_study_path, parse_study
 from tests.conftest import REPO, build_cohorts, write_study
@@ -100,7 +100,7 @@ def test_every_unknown_window_and_aggregation_is_named_in_one_message() -> None:
 def test_table_one_lists_codes_of_the_longest_window_whatever_its_form() -> None:
     """A '-365d..-31d' window (335 days) is longer than '30d'; its label once parsed as -1."""
     x = np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 1.0]])
-    table = report_sections.table_one(
+    table = report.table_one(
         x, ["CONDITION//1", "CONDITION//1"], ["-365d..-31d", "30d"], ["count", "count"],
         np.array([1, 0, 1]), {"CONDITION//1": "Asthma"})
     assert table["characteristic"].to_list() == ["Persons", "Asthma (CONDITION//1), -365d..-31d"]

@@ -10,7 +10,9 @@ import polars as pl
 import pytest
 
 from cohortflow import privacy, report
+from cohortflow.disclosure import Disclosure
 from cohortflow.errors import CohortflowError
+from cohortflow.layout import Layout
 from cohortflow.study import Study
 
 K = 11
@@ -81,7 +83,8 @@ def test_report_shows_no_count_below_the_threshold() -> None:
     })
     metrics = {"model": "logistic", "C": 1.0, "n_train": 200, "n_test": 5, "n_features": 40,
                "test": {"auroc": 0.5, "auprc": 0.2, "brier": 0.25}}
-    page = report.render(_study(), attrition, metrics, predictions)
+    gate = Disclosure(Layout.of("results", "small"), K)
+    page = report.render(_study(), gate, attrition, metrics, predictions)
     cells = re.findall(r"<td class=n>([^<]*)</td>", page)
     assert cells[:4] == ["260", "*", "200", "&lt;11"]
     assert "trained on * persons, tested on &lt;11 held-out persons" in " ".join(page.split())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cohortflow import models, report_sections
+from cohortflow import models, report
+from cohortflow.disclosure import Disclosure
+from cohortflow.layout import Layout
 
 
 def metrics(cid: str, outcome: str, cv: dict[str, float], test_auroc: float) -> dict:
@@ -35,7 +37,7 @@ def test_table_one_counts_means_and_top_codes_by_hand() -> None:
     x = np.array([[4.0, 1, 2, 0, 1], [6.0, 0, 0, 1, 0], [8.0, 1, 1, 0, 0],
                   [10.0, 1, 0, 0, 0], [12.0, 0, 3, 1, 0]])
     label = np.array([1, 1, 0, 0, 0])
-    table = report_sections.table_one(
+    table = report.table_one(
         x, ["MEDS_BIRTH", "GENDER//8532", "CONDITION//1", "CONDITION//2", "CONDITION//1"],
         ["all", "all", "365d", "365d", "30d"], ["age_years", "present", "count", "count",
                                                  "count"],
@@ -62,7 +64,7 @@ def test_table_one_suppresses_small_counts_and_their_complement() -> None:
         "without_outcome": [400.0, 9.3, 35.0, 240.0], "target_sd": [None, 3.0, None, None],
         "with_outcome_sd": [None, 2.5, None, None],
         "without_outcome_sd": [None, 3.1, None, None]})
-    page = report_sections.table_one_html(table, 11)
+    page = report.table_one_html(table, Disclosure(Layout.of("results", "s"), 11))
     cells = [row.split("<td class=n>")[1:] for row in page.split("<tr>")[2:]]
     values = [[c.split("</td>")[0] for c in row] for row in cells]
     assert values[0] == ["500", "100", "400"]
