@@ -61,11 +61,14 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed; same seed, same bytes.")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory of Parquet tables.")] = Path("omop"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    preset: Annotated[str, typer.Option(
+        help="demo (67 codes, small and fast) or warehouse (20,000+ codes in a deep "
+             "hierarchy, Zipf-like frequencies, heavy-tailed events per person).")] = "demo",
 ) -> None:
     """Generate a synthetic pediatric OMOP CDM v5.4 with a planted outcome risk."""
     from cohortflow import synth as synth_module
 
-    summary = synth_module.generate(persons, seed, out, progress=progress)
+    summary = synth_module.generate(persons, seed, out, progress=progress, preset=preset)
     err.print(f"wrote {summary.total_rows:,} rows for {summary.persons:,} persons to {out}; "
               f"oracle AUROC {summary.oracle_auroc:.3f}")
 

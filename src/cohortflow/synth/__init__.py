@@ -11,7 +11,14 @@ prior observation, and an acute exacerbation of asthma in the year after it.  Th
 is logistic and linear in things written before the index date (see :data:`RISK`), so a
 logistic model on lookback counts and means can recover most of it.
 
-Output depends only on ``(persons, seed)``: chunk ``i`` draws from
+The ``warehouse`` preset (``generate(..., preset="warehouse")``) writes the same planted study
+into a realistic warehouse: over 20,000 concepts in five domains with a 5-level hierarchy
+(``_warehouse_vocab``), Zipf-like code frequencies, 1,200 measurement codes with units and
+values, an ``observation`` table, and heavy-tailed utilisation (events per person: median
+about 110, 99th percentile in the thousands); ``_warehouse`` and ``_warehouse_tables`` draw
+it per block of 1,000 persons, so its rows do not depend on ``chunk_persons``.
+
+Demo output depends only on ``(persons, seed)``: chunk ``i`` draws from
 ``np.random.default_rng([seed, i])`` and every file is written with fixed options.
 
 The package's rooms: :mod:`~cohortflow.synth.vocab` (the concepts, their hierarchy and the
@@ -25,7 +32,9 @@ from cohortflow.synth import vocab
 from cohortflow.synth._generate import (
     CHUNK_PERSONS,
     GENERATOR_VERSION,
+    PRESETS,
     TABLES,
+    WAREHOUSE_CHUNK_PERSONS,
     SynthSummary,
     generate,
     synthesize,
@@ -39,6 +48,9 @@ from cohortflow.synth._planted import (
     auroc,
     planted_study,
 )
+from cohortflow.synth._warehouse_tables import SCHEMAS as WAREHOUSE_SCHEMAS
+from cohortflow.synth._warehouse_tables import TABLES as WAREHOUSE_TABLES
+from cohortflow.synth._warehouse_vocab import Vocabulary, warehouse_vocabulary
 from cohortflow.synth.vocab import SCHEMAS
 
 __all__ = [
@@ -47,14 +59,20 @@ __all__ = [
     "GENERATOR_VERSION",
     "LOOKBACK_DAYS",
     "OUTCOME_DAYS",
+    "PRESETS",
     "PRIOR_OBS_DAYS",
     "RISK",
     "SCHEMAS",
     "TABLES",
+    "WAREHOUSE_CHUNK_PERSONS",
+    "WAREHOUSE_SCHEMAS",
+    "WAREHOUSE_TABLES",
     "SynthSummary",
+    "Vocabulary",
     "auroc",
     "generate",
     "planted_study",
     "synthesize",
     "vocab",
+    "warehouse_vocabulary",
 ]

@@ -18,10 +18,16 @@ from cohortflow.study import Study
 from cohortflow.synth import vocab as V  # noqa: N812
 from cohortflow.synth._planted import auroc, planted_study
 from cohortflow.synth._population import simulate_chunk
+from cohortflow.synth._warehouse import BLOCK_PERSONS, TAG, Block, simulate_block
+from cohortflow.synth._warehouse_tables import TABLES as WAREHOUSE_TABLES
+from cohortflow.synth._warehouse_tables import block_tables
+from cohortflow.synth._warehouse_vocab import warehouse_vocabulary
 
 CHUNK_PERSONS = 50_000
+WAREHOUSE_CHUNK_PERSONS = 10_000  # ~2.5 M rows per part, about 1 GB at peak
 GENERATOR_VERSION = 1
 TABLES = tuple(V.SCHEMAS)
+PRESETS = ("demo", "warehouse")
 _WRITE = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
           "write_statistics": True, "version": "2.6", "row_group_size": 1 << 20}
 
@@ -53,7 +59,7 @@ def _prepare(out: Path) -> None:
             raise CohortflowError(
                 f"{out}: directory is not empty and is not a previous `cohortflow synth` output "
                 "(no synth.json); fix: choose an empty or new --out directory")
-        for name in TABLES:  # only the table directories a synth run writes
+        for name in WAREHOUSE_TABLES:  # only the table directories a synth run writes
             table = out / name
             if table.is_symlink() or (table.exists() and not table.is_dir()):
                 raise CohortflowError(
@@ -79,11 +85,14 @@ def _write_json(path: Path, data: dict[str, object]) -> None:
 
 
 def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
-             chunk_persons: int = CHUNK_PERSONS) -> SynthSummary:
+             chunk_persons: int | None = None, preset: str = "demo") -> SynthSummary:
     """Write a synthetic OMOP CDM of ``persons`` children to ``out``; see the module docs.
 
-    ``chunk_persons`` sets how many persons each Parquet part holds (and each random stream
-    draws); the data depend on it, so ``synth.json`` records it.
+    ``chunk_persons`` sets how many persons each Parquet part holds (default
+    :data:`CHUNK_PERSONS`, or :data:`WAREHOUSE_CHUNK_PERSONS` for the warehouse).  In the
+    demo preset each chunk is also a random stream, so the data depend on it and
+    ``synth.json`` records it; the warehouse preset draws per block of 1,000 persons, so its
+    rows do not depend on it (only how they are split into parts).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -96,6 +105,11 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
                               "fix: --persons 1000")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise CohortflowError(f"seed must be a non-negative integer, got {seed!r}; fix: --seed 7")
+    if preset not in PRESETS:
+        raise CohortflowError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}; "
+                              "fix: --preset warehouse")
+    if chunk_persons is None:
+        chunk_persons = CHUNK_PERSONS if preset == "demo" else WAREHOUSE_CHUNK_PERSONS
     if isinstance(chunk_persons, bool) or not isinstance(chunk_persons, int) or chunk_persons < 1:
         raise CohortflowError(f"chunk_persons must be a positive integer, got {chunk_persons!r}; "
                               f"fix: leave it at {CHUNK_PERSONS}")
@@ -104,8 +118,10 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
 
     out = Path(out)
     _prepare(out)
-    ids = dict.fromkeys(TABLES, 0)
-    rows = dict.fromkeys(TABLES, 0)
+    tables_written = TABLES if preset == "demo" else WAREHOUSE_TABLES
+    ids = dict.fromkeys(tables_written, 0)
+    rows = dict.fromkeys(tables_written, 0)
+    chunk_of = _demo_chunk if preset == "demo" else _WarehouseChunks(seed).chunk
     risks, labels = [], []
     n_chunks = -(-persons // chunk_persons)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -117,8 +133,8 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         pending: Future[None] | None = None
         for ci in range(n_chunks):
             first = ci * chunk_persons
-            tables, risk, label = simulate_chunk(np.random.default_rng([seed, ci]), first + 1,
-                                                min(chunk_persons, persons - first), ids)
+            tables, risk, label = chunk_of(seed, ci, first, min(chunk_persons, persons - first),
+                                           ids)
             for name, table in tables.items():
                 rows[name] += table.num_rows
             risks.append(risk)
@@ -131,8 +147,14 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         if pending is not None:
             pending.result()
             bar.advance(task)
-    pq.write_table(V.concept_table(), out / "concept.parquet", **_WRITE)
-    pq.write_table(V.ancestor_table(), out / "concept_ancestor.parquet", **_WRITE)
+    if preset == "demo":
+        pq.write_table(V.concept_table(), out / "concept.parquet", **_WRITE)
+        pq.write_table(V.ancestor_table(), out / "concept_ancestor.parquet", **_WRITE)
+    else:
+        vocabulary = warehouse_vocabulary()
+        pq.write_table(vocabulary.concept, out / "concept.parquet", **_WRITE)
+        pq.write_table(vocabulary.ancestor, out / "concept_ancestor.parquet", **_WRITE)
+    extra = {} if preset == "demo" else {"preset": preset}
     risk, label = np.concatenate(risks), np.concatenate(labels)
     score = auroc(risk, label)
     summary = SynthSummary(persons=persons, rows=rows, total_rows=sum(rows.values()),
@@ -142,16 +164,53 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         "oracle_auroc": None if np.isnan(score) else summary.oracle_auroc,
         "n_eligible": summary.n_eligible, "n_outcomes": summary.n_outcomes,
         "persons": persons, "seed": seed, "generator": "cohortflow.synth",
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": GENERATOR_VERSION, **extra,
         "planted_study": planted_study()})
     _write_json(out / "synth.json", {
         "generator": "cohortflow.synth", "generator_version": GENERATOR_VERSION,
-        "complete": True, "persons": persons, "seed": seed,
+        "complete": True, "persons": persons, "seed": seed, **extra,
         "chunk_persons": chunk_persons, "rows": rows, "total_rows": summary.total_rows})
     return summary
+
+
+def _demo_chunk(seed: int, ci: int, first: int, n: int, ids: dict[str, int]
+                ) -> tuple[dict[str, pa.Table], np.ndarray, np.ndarray]:
+    return simulate_chunk(np.random.default_rng([seed, ci]), first + 1, n, ids)
+
+
+class _WarehouseChunks:
+    """Warehouse chunks from blocks of :data:`BLOCK_PERSONS` persons; a block that straddles
+    two chunks is kept from the first for the second."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.last: tuple[int, Block] | None = None
+
+    def block(self, b: int) -> Block:
+        if self.last is None or self.last[0] != b:
+            self.last = (b, simulate_block(np.random.default_rng([self.seed, TAG, b]),
+                                           BLOCK_PERSONS))
+        return self.last[1]
+
+    def chunk(self, seed: int, ci: int, first: int, n: int, ids: dict[str, int]
+              ) -> tuple[dict[str, pa.Table], np.ndarray, np.ndarray]:
+        del seed, ci  # the blocks carry the streams
+        parts: dict[str, list[pa.Table]] = {name: [] for name in WAREHOUSE_TABLES}
+        risks, labels = [], []
+        for b in range(first // BLOCK_PERSONS, -(-(first + n) // BLOCK_PERSONS)):
+            lo = max(first, b * BLOCK_PERSONS) - b * BLOCK_PERSONS
+            hi = min(first + n, (b + 1) * BLOCK_PERSONS) - b * BLOCK_PERSONS
+            piece = self.block(b).slice(lo, hi)
+            for name, table in block_tables(piece, b * BLOCK_PERSONS + lo + 1, ids).items():
+                parts[name].append(table)
+            risks.append(piece.risk)
+            labels.append(piece.label)
+        tables = {name: pa.concat_tables(ts) for name, ts in parts.items()}
+        return tables, np.concatenate(risks), np.concatenate(labels)
 
 
 def synthesize(study: Study, out: Path) -> None:
     """The synth step: the synthetic OMOP CDM of a ``source.synth`` study, into ``out``."""
     assert study.source.synth is not None, "only a source.synth study has a synthetic CDM"
-    generate(study.source.synth.persons, study.source.synth.seed, Path(out), progress=False)
+    generate(study.source.synth.persons, study.source.synth.seed, Path(out), progress=False,
+             preset=study.source.synth.preset)
