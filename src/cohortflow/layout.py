@@ -33,6 +33,17 @@ study's root): no raw subject id, no date of birth, no count below the study's
 ``min_cell_count``.  Everything else holds person-level data and stays inside."""
 
 
+def shard_table(cohort_dir: str | Path, shard: str) -> Path:
+    """One shard's table in a cohort folder (the folder's contract, read by the features and
+    the models as well as written by the cohort step)."""
+    return Path(cohort_dir) / "shards" / f"{shard}.parquet"
+
+
+def shard_attrition(cohort_dir: str | Path, shard: str) -> Path:
+    """One shard's attrition counts in a cohort folder."""
+    return Path(cohort_dir) / "shards" / f"{shard}.attrition.json"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The results tree of one study, rooted at ``results/<study>``.
@@ -72,11 +83,11 @@ class Layout:
 
     def cohort_table(self, shard: str) -> Path:
         """One shard's cohort table."""
-        return self.cohort / "shards" / f"{shard}.parquet"
+        return shard_table(self.cohort, shard)
 
     def cohort_attrition(self, shard: str) -> Path:
         """One shard's attrition counts."""
-        return self.cohort / "shards" / f"{shard}.attrition.json"
+        return shard_attrition(self.cohort, shard)
 
     @property
     def attrition(self) -> Path:

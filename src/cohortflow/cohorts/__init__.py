@@ -26,7 +26,6 @@ from cohortflow.cohorts._events import (
 )
 from cohortflow.cohorts._io import (
     build_shard,
-    cohort_shard_path,
     merge_attrition,
     plan_of,
     read_cohort,
@@ -40,7 +39,6 @@ __all__ = [
     "EPISODE_COLUMNS",
     "CohortPlan",
     "build_shard",
-    "cohort_shard_path",
     "concept_codes",
     "make_cohort",
     "make_episodes",

@@ -12,6 +12,7 @@ from cohortflow import events
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._engine import make_cohort
 from cohortflow.cohorts._events import END_PREFIX
+from cohortflow.layout import shard_table
 from cohortflow.study import Study
 
 
@@ -84,13 +85,9 @@ def write_attrition(parts: list[Path], out: Path) -> None:
     events.write_json(merge_attrition(per_shard), Path(out))
 
 
-def cohort_shard_path(cohort_dir: Path, shard: str) -> Path:
-    return Path(cohort_dir) / "shards" / f"{shard}.parquet"
-
-
 def read_cohort(cohort_dir: Path, shards: list[str]) -> pl.DataFrame:
     """The whole cohort table, shard after shard (the order of the feature tensor rows)."""
     return pl.concat(
-        [pl.read_parquet(cohort_shard_path(cohort_dir, s)).with_columns(shard=pl.lit(s))
+        [pl.read_parquet(shard_table(cohort_dir, s)).with_columns(shard=pl.lit(s))
          for s in shards]
     )

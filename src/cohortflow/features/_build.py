@@ -35,6 +35,7 @@ from cohortflow.features._store import (
     write_boundaries,
     write_region,
 )
+from cohortflow.layout import shard_table
 from cohortflow.study import Features, Study
 
 # dask.delayed and dask.compute carry no annotations; these are the types they have here.
@@ -172,7 +173,7 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
     def phase1(shard: str) -> ShardSummary:
         train = None if train_path is None else pl.scan_parquet(train_path).filter(
             pl.col("split") == "train")
-        cohort = pl.scan_parquet(cohorts.cohort_shard_path(cohort_dir, shard))
+        cohort = pl.scan_parquet(shard_table(cohort_dir, shard))
         window, sequence, static, vocab = aggregate_shard(
             spec, mapping, events.scan_shard(store, shard), cohort, train)
         for name, frame in (("window", window), ("sequence", sequence), ("static", static)):
