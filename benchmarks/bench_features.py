@@ -7,7 +7,7 @@ of its tree, Dask workers included):
 
 * the scan limit: one Polars pass over the same event shards computing
   ``group_by(subject_id, code).len()``;
-* the features step (``steps.build_features``: Dask LocalCluster, 2 workers).
+* the features step (``features.build_tensor``: Dask LocalCluster, 2 workers).
 
     python benchmarks/bench_features.py                       # 100k, 300k, 1M persons
     python benchmarks/bench_features.py 20000 --keep /tmp/b   # one size, keep the data
@@ -33,26 +33,28 @@ print(sum(f.height for f in pl.collect_all(frames)))
 COHORTS = """
 import sys
 from pathlib import Path
-from cohortflow import events, steps
+from cohortflow import cohorts, events, layout
 from cohortflow.study import load_study
 study, store, out = load_study(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 for shard in events.list_shards(store):
-    steps.cohort_shard(study, store, shard, out / "shards" / f"{shard}.parquet",
-                       out / "shards" / f"{shard}.attrition.json")
+    cohorts.write_shard(study, store, shard, layout.shard_table(out, shard),
+                        layout.shard_attrition(out, shard))
 """
 FEATURES = """
 import sys, time
 from pathlib import Path
-from cohortflow import features, steps
+from cohortflow import features
+from cohortflow.features import _build
 from cohortflow.study import load_study
-build = features.build_store
+build = _build.build_store
 def timed(*args):
     start = time.perf_counter()
     build(*args)
     print(time.perf_counter() - start)
-features.build_store = timed  # the step's compute, without the Dask cluster's start and stop
-steps.build_features(load_study(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]),
-                     Path(sys.argv[4]), workers=int(sys.argv[5]))
+_build.build_store = timed  # the step's compute, without the Dask cluster's start and stop
+out = Path(sys.argv[4])
+features.build_tensor(load_study(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), out,
+                      scratch=out.parent / ".dask", workers=int(sys.argv[5]))
 """
 
 
