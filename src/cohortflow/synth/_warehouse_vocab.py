@@ -135,8 +135,9 @@ def warehouse_vocabulary() -> Vocabulary:
     """Build the warehouse vocabulary (deterministic; cached per process).
 
     >>> voc = warehouse_vocabulary()
-    >>> voc.concept.num_rows > 20_000, int(voc.ancestor["max_levels_of_separation"].max()[0])
-    (True, 6)
+    >>> depth = max(voc.ancestor.column("max_levels_of_separation").to_pylist())
+    >>> voc.concept.num_rows, depth, voc.pools["measurement"].concept.size
+    (21788, 6, 1200)
     """
     rng = np.random.default_rng(VOCAB_SEED)
     frames, edges, pools = [], [], {}
