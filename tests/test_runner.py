@@ -83,9 +83,9 @@ def test_console_filter_keeps_progress_and_gives_each_error_once() -> None:
 def test_a_step_failing_out_of_sight_is_explained_by_its_log(tmp_path: Path) -> None:
     """A SLURM job's output never reaches the head: its own log says why it failed."""
     log = tmp_path / "features.log"
-    log.write_text("2026-12-01 13:00:01 INFO cohortflow.steps: reading\n"
-                   "2026-12-01 13:00:02 ERROR cohortflow.steps: step failed: features.windows: "
-                   "no window; fix: add one\nTraceback (most recent call last):\n"
+    log.write_text("2026-12-01 13:00:01 INFO cohortflow.features: reading\n"
+                   "2026-12-01 13:00:02 ERROR cohortflow.disclosure: step failed: "
+                   "features.windows: no window; fix: add one\nTraceback (most recent call last):\n"
                    '  File "x.py", line 1, in f\n')
     console = ConsoleFilter()
     lines = ["[Tue Dec  1 13:09:43 2026]", "Error in rule features:", "    message: None",

@@ -14,7 +14,7 @@ rule cohort_shard:
     benchmark:
         LAYOUT.benchmark("cohort_shard_{shard}")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             cohorts.write_shard(STUDY, input[0], wildcards.shard, output.table,
                                 output.attrition)
 
@@ -29,5 +29,5 @@ rule attrition:
     benchmark:
         LAYOUT.benchmark("attrition")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             cohorts.write_attrition(input, output[0])

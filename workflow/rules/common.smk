@@ -1,7 +1,8 @@
 # Loads and validates the study once; defines paths and input functions.  No logic here.
 from pathlib import Path
 
-from cohortflow import events, private, steps
+from cohortflow import events, private
+from cohortflow.disclosure import Disclosure
 from cohortflow.layout import Layout
 from cohortflow.study import demo_study_path, load_study
 
@@ -13,6 +14,9 @@ PROFILE = config.get("profile", "unrecorded (run with --config profile=NAME)")
 LAYOUT = Layout.of(config.get("results", "results"), STUDY.name)
 RESULTS = LAYOUT.root
 private.protect(RESULTS, STUDY.share_with_group)  # owner-only files from here on, every job
+# The one writer of every file meant to leave the compute (report, figures, export,
+# leaderboard, manifest, step logs): cohortflow.disclosure.
+DISCLOSURE = Disclosure(LAYOUT, STUDY.min_cell_count)
 BENCHMARKS = LAYOUT.benchmarks
 SHARDS = events.shard_names(STUDY.shards)
 STORE = LAYOUT.store
@@ -45,8 +49,8 @@ def get_oracle(wildcards):
 
 def get_benchmarks(wildcards):
     """Timing files of every step before the manifest, for its step timings."""
-    steps = ["ingest", "attrition", "features", "model", "report", "export"]
-    steps += [f"cohort_shard_{shard}" for shard in SHARDS]
+    names = ["ingest", "attrition", "features", "model", "report", "export"]
+    names += [f"cohort_shard_{shard}" for shard in SHARDS]
     if STUDY.source.synth is not None:
-        steps.append("synth")
-    return [LAYOUT.benchmark(step) for step in sorted(steps)]
+        names.append("synth")
+    return [LAYOUT.benchmark(name) for name in sorted(names)]

@@ -15,7 +15,7 @@ rule features:
     benchmark:
         LAYOUT.benchmark("features")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             features.build_tensor(STUDY, input.store, LAYOUT.cohort, LAYOUT.tensor,
                                   scratch=LAYOUT.scratch, workers=threads,
                                   dask_config=get_dask_config(resources))

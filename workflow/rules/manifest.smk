@@ -19,7 +19,7 @@ rule manifest:
     benchmark:
         LAYOUT.benchmark("manifest")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             manifest.write(STUDY, DISCLOSURE, STUDY_FILE, PROFILE, runner.workflow_root(),
                            [LAYOUT.store, LAYOUT.cohort, LAYOUT.tensor, LAYOUT.model_metrics,
                             LAYOUT.model_predictions, LAYOUT.sweep, LAYOUT.report,

@@ -40,7 +40,7 @@ rule sweep_config:
     benchmark:
         LAYOUT.benchmark("sweep/{config}")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             models.train_configuration(STUDY, CONFIGS[wildcards.config], input.store,
                                        LAYOUT.cohort, LAYOUT.tensor,
                                        params_out=output.params, metrics_out=output.metrics,
@@ -64,6 +64,6 @@ rule model:
     benchmark:
         LAYOUT.benchmark("model")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             models.select_models(STUDY, DISCLOSURE, input.metrics, input.predictions,
                                  output.metrics, output.predictions)

@@ -1,8 +1,4 @@
 from cohortflow import export, quality
-from cohortflow.disclosure import Disclosure
-
-# The one writer of every file meant to leave the compute (cohortflow.disclosure).
-DISCLOSURE = Disclosure(LAYOUT, STUDY.min_cell_count)
 
 
 # The ingest's data-quality warnings as they may leave the compute (counts suppressed), for
@@ -17,7 +13,7 @@ rule data_quality:
     log:
         LAYOUT.log("data_quality"),
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             quality.share(input.store, output[0], DISCLOSURE)
 
 
@@ -76,5 +72,5 @@ rule export:
     benchmark:
         LAYOUT.benchmark("export")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             export.write(DISCLOSURE, input.attrition, input.predictions)

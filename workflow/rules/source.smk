@@ -11,7 +11,7 @@ rule synth:
     benchmark:
         LAYOUT.benchmark("synth")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             synth.synthesize(STUDY, output[0])
 
 
@@ -33,5 +33,5 @@ rule ingest:
     benchmark:
         LAYOUT.benchmark("ingest")
     run:
-        with steps.logging_to(log[0]):
+        with DISCLOSURE.step_log(log[0]):
             omop.ingest_study(STUDY, input[0] if input else None, output[0])

@@ -7,7 +7,7 @@ A job that raises prints its exception, message and stack frames; Snakemake then
 that the job failed.  :class:`ConsoleFilter` keeps those blocks off the console and collects
 their messages; :meth:`ConsoleFilter.errors` gives one line per distinct (step, message).
 A job whose output the head never sees (a SLURM job) is explained by the ``step failed:``
-line its own log ends with (see :func:`cohortflow.steps.logging_to`).
+line its own log ends with (see :meth:`cohortflow.disclosure.Disclosure.step_log`).
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def _logged_error(logs: list[str]) -> str | None:
 
     >>> import tempfile
     >>> with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as fh:
-    ...     _ = fh.write("2026 ERROR cohortflow.steps: step failed: bad id; fix: x\\nTraceback\\n")
+    ...     _ = fh.write("2026 ERROR cohortflow.disclosure: step failed: bad id; fix: x\\n"
+    ...                  "Traceback\\n")
     >>> _logged_error([fh.name]), _logged_error(["/nonexistent.log"])
     ('bad id; fix: x', None)
     """
