@@ -84,7 +84,7 @@ def test_the_gate_writes_shared_paths_only(gate: Disclosure, tmp_path: Path) -> 
     lay = gate.layout
     for path in (lay.cohort_table("0"), lay.model_predictions, lay.tensor / "x",
                  tmp_path / "elsewhere.json", lay.benchmark("ingest"),
-                 lay.config_file("0123456789ab", "metrics.json")):
+                 lay.config_file("0123456789ab", "metrics")):
         with pytest.raises(CohortflowError, match="not a shared output"):
             gate.write_json(path, {})
         assert not path.exists()
@@ -97,7 +97,7 @@ def test_the_layouts_shared_paths_are_what_the_gate_accepts() -> None:
               lay.export_attrition, lay.leaderboard, lay.manifest, lay.snakemake_log,
               lay.log("cohort_0"), lay.benchmark("features")]
     person_level = [lay.store / "data" / "0.parquet", lay.cohort_table("1"), lay.attrition,
-                    lay.tensor / "zarr.json", lay.config_file("c", "predictions.parquet"),
+                    lay.tensor / "zarr.json", lay.config_file("c", "predictions"),
                     lay.model_metrics, lay.omop / "person.parquet", lay.scratch / "x"]
     assert [is_shared(p.relative_to(lay.root).as_posix()) for p in shared] == [True] * 10
     assert [is_shared(p.relative_to(lay.root).as_posix()) for p in person_level] == [False] * 8

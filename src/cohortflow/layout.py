@@ -44,6 +44,22 @@ def shard_attrition(cohort_dir: str | Path, shard: str) -> Path:
     return Path(cohort_dir) / "shards" / f"{shard}.attrition.json"
 
 
+CONFIG_FILES = {"params": "params.json", "metrics": "metrics.json",
+                "predictions": "predictions.parquet"}
+"""What each sweep configuration's folder holds (metrics last written: it marks the folder
+complete)."""
+
+
+def config_file(sweep_dir: str | Path, config: str, kind: str) -> Path:
+    """A file of one configuration in a sweep folder: ``kind`` is one of
+    :data:`CONFIG_FILES` (params, metrics, predictions).
+
+    >>> config_file("sweep", "0123456789ab", "metrics").as_posix()
+    'sweep/0123456789ab/metrics.json'
+    """
+    return Path(sweep_dir) / config / CONFIG_FILES[kind]
+
+
 @dataclass(frozen=True)
 class Layout:
     """The results tree of one study, rooted at ``results/<study>``.
@@ -110,9 +126,9 @@ class Layout:
         """The model sweep: one folder per configuration, and the leaderboard."""
         return self.root / "sweep"
 
-    def config_file(self, config: str, name: str) -> Path:
-        """A file (params.json, metrics.json, predictions.parquet) of one configuration."""
-        return self.sweep / config / name
+    def config_file(self, config: str, kind: str) -> Path:
+        """A file of one configuration: ``kind`` is params, metrics or predictions."""
+        return config_file(self.sweep, config, kind)
 
     @property
     def model(self) -> Path:

@@ -9,9 +9,9 @@ wildcard_constraints:
     config=r"[0-9a-f]{12}",
 
 
-def get_sweep_files(name):
-    """One file (metrics.json, predictions.parquet) of every configuration."""
-    return lambda wildcards: [LAYOUT.config_file(c, name) for c in CONFIGS]
+def get_sweep_files(kind):
+    """One file (kind: metrics, predictions) of every configuration."""
+    return lambda wildcards: [LAYOUT.config_file(c, kind) for c in CONFIGS]
 
 
 rule sweep_config:
@@ -20,9 +20,9 @@ rule sweep_config:
         cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
         features=LAYOUT.features,
     output:
-        params=LAYOUT.config_file("{config}", "params.json"),
-        metrics=LAYOUT.config_file("{config}", "metrics.json"),
-        predictions=LAYOUT.config_file("{config}", "predictions.parquet"),
+        params=LAYOUT.config_file("{config}", "params"),
+        metrics=LAYOUT.config_file("{config}", "metrics"),
+        predictions=LAYOUT.config_file("{config}", "predictions"),
     params:
         # Only what this configuration depends on: adding one to the sweep reruns no other.
         digest=lambda wildcards: models.rerun_digest(STUDY, CONFIGS[wildcards.config]),
@@ -49,8 +49,8 @@ rule sweep_config:
 
 rule model:
     input:
-        metrics=get_sweep_files("metrics.json"),
-        predictions=get_sweep_files("predictions.parquet"),
+        metrics=get_sweep_files("metrics"),
+        predictions=get_sweep_files("predictions"),
     output:
         leaderboard=report(LAYOUT.leaderboard, caption="../report/leaderboard.rst",
                            category="Sweep"),

@@ -31,8 +31,8 @@ rule report:
         cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
         features=LAYOUT.features,
         leaderboard=LAYOUT.leaderboard,
-        sweep_metrics=get_sweep_files("metrics.json"),
-        sweep_predictions=get_sweep_files("predictions.parquet"),
+        sweep_metrics=get_sweep_files("metrics"),
+        sweep_predictions=get_sweep_files("predictions"),
     output:
         page=report(LAYOUT.report, caption="../report/study.rst", category="Study"),
         roc=report(LAYOUT.figure("roc"), caption="../report/roc.rst", category="Best models"),

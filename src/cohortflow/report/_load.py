@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cohortflow import cohorts, events, features, models
+from cohortflow import cohorts, events, features, layout, models
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,10 @@ def best_models(board: pl.DataFrame, folder: Path
                             ["outcome", "family"]).sort("rank")
     best = {}
     for row in picks.iter_rows(named=True):
-        config = Path(folder) / row["config_id"]
-        best[f"{row['family']} ({row['config_id']})"] = (
-            read_json(config / "metrics.json"), pl.read_parquet(config / "predictions.parquet"))
+        config = row["config_id"]
+        best[f"{row['family']} ({config})"] = (
+            read_json(layout.config_file(folder, config, "metrics")),
+            pl.read_parquet(layout.config_file(folder, config, "predictions")))
     return best
 
 
