@@ -25,7 +25,6 @@ from cohortflow import events, omop, quality, report, runner
 from cohortflow.disclosure import Disclosure
 from cohortflow.errors import StoreError
 from cohortflow.layout import Layout
-from cohortflow.omop import _checks
 from tests.conftest import write_study
 
 BASE = Path(__file__).parent / "bad_inputs" / "omop_base"
@@ -149,9 +148,9 @@ def test_unknown_concepts_are_recorded(tmp_path: Path) -> None:
 
 
 def test_a_tolerated_event_before_birth_is_recorded() -> None:
-    lifespan = _checks.Lifespan()
+    lifespan = omop.Lifespan()
     lifespan.before_birth = {"CONDITION": 2}
-    found = _checks.Findings(K)
+    found = omop.Findings(K)
     lifespan.check({"CONDITION": ("condition_occurrence", "cdm/c.csv", "condition_start_date")},
                    {"CONDITION//1": 500}, found)
     assert found.sorted() == [quality.Finding(

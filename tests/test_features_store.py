@@ -17,7 +17,6 @@ import zarr
 
 from cohortflow import cohorts, events, features, manifest
 from cohortflow.errors import StoreError
-from cohortflow.features import _store
 from cohortflow.study import load_study
 from tests.conftest import REPO, write_study
 
@@ -28,7 +27,7 @@ def test_region_writes_and_boundary_units_give_the_stacked_blocks(
 ) -> None:
     """Shards of any size (empty, smaller than a write unit, unaligned) land exactly."""
     offsets = tuple(int(x) for x in np.cumsum([0, *shard_rows]))
-    layout = _store.Layout(offsets, unit_rows=4, chunk_rows=2)
+    layout = features.ChunkPlan(offsets, unit_rows=4, chunk_rows=2)
     blocks = [np.arange(n * 3, dtype=np.float32).reshape(n, 3) + 100 * i
               for i, n in enumerate(shard_rows)]
     root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
@@ -37,8 +36,8 @@ def test_region_writes_and_boundary_units_give_the_stacked_blocks(
                       fill_value=np.nan)
     spills = [tmp_path / f"{i}.npz" for i in range(len(shard_rows))]
     for i in reversed(range(len(shard_rows))):  # any order
-        _store.write_region(tmp_path / "s.zarr", layout, i, {"values": blocks[i]}, spills[i])
-    _store.write_boundaries(tmp_path / "s.zarr", layout, spills,
+        features.write_region(tmp_path / "s.zarr", layout, i, {"values": blocks[i]}, spills[i])
+    features.write_boundaries(tmp_path / "s.zarr", layout, spills,
                             {"values": np.full(3, -1, dtype=np.float32)})
     got = zarr.open_array(tmp_path / "s.zarr" / "values", mode="r")[:]
     np.testing.assert_array_equal(got, np.concatenate(blocks))
@@ -107,7 +106,7 @@ import sys, time
 from pathlib import Path
 import dask
 from cohortflow import features
-from cohortflow.features import _build
+from cohortflow.features import _build  # white-box: the step's own writer is the fault hook
 from cohortflow.study import load_study
 
 study_path, store, cohort_dir, out, flag, hook = sys.argv[1:]
@@ -139,7 +138,7 @@ def test_killed_mid_write_leaves_nothing_trusted_and_rerun_is_identical(
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    partial, _, _ = _store.work_paths(out)
+    partial, _, _ = features.work_paths(out)
     assert list((partial / "values").rglob("c/*")), "the kill should leave written chunks"
     with pytest.raises(StoreError, match="not a finished feature store"):
         features.open_features(out)

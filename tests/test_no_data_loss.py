@@ -15,10 +15,9 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-from cohortflow import events, omop, store_guard, synth
+from cohortflow import events, features, omop, store_guard, synth
 from cohortflow.cli import app
 from cohortflow.errors import CohortflowError, StoreError
-from cohortflow.features import _store
 
 BASE = Path(__file__).parent / "bad_inputs" / "omop_base"
 
@@ -141,19 +140,19 @@ def test_the_feature_store_replaces_only_a_feature_store(tmp_path: Path) -> None
     out = tmp_path / "features.zarr"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    partial, _, _ = _store.work_paths(out)
+    partial, _, _ = features.work_paths(out)
     xr.Dataset({"values": (("subject", "feature"), np.zeros((2, 2), np.float32))}).to_zarr(
         partial, zarr_format=3, consolidated=False)
     with pytest.raises(StoreError, match="is not a feature store"):
-        _store.finish(partial, out)
+        features.finish(partial, out)
     assert (out / "notes.txt").read_text() == "mine"
     (out / "notes.txt").unlink()  # an empty directory (as Snakemake may leave) is replaced
-    _store.finish(partial, out)
-    assert _store.open_features(out)["values"].shape == (2, 2)
+    features.finish(partial, out)
+    assert features.open_features(out)["values"].shape == (2, 2)
     xr.Dataset({"values": (("subject", "feature"), np.ones((3, 2), np.float32))}).to_zarr(
         partial, zarr_format=3, consolidated=False)
-    _store.finish(partial, out)  # a finished feature store is replaced
-    assert _store.open_features(out)["values"].shape == (3, 2)
+    features.finish(partial, out)  # a finished feature store is replaced
+    assert features.open_features(out)["values"].shape == (3, 2)
 
 
 def test_synth_keeps_what_it_did_not_write(tmp_path: Path) -> None:

@@ -71,15 +71,23 @@ from cohortflow.features._index import (
     feature_keys,
     sequence_index,
 )
-from cohortflow.features._store import COMPLETE_ATTR, Layout, open_features
+from cohortflow.features._store import (
+    COMPLETE_ATTR,
+    ChunkPlan,
+    finish,
+    open_features,
+    work_paths,
+    write_boundaries,
+    write_region,
+)
 from cohortflow.study import STATIC_WINDOW
 
 __all__ = [
     "COMPLETE_ATTR",
     "STATIC_WINDOW",
     "WINDOW_SEMANTICS",
+    "ChunkPlan",
     "FeatureIndex",
-    "Layout",
     "aggregate_shard",
     "build_store",
     "build_tensor",
@@ -89,6 +97,7 @@ __all__ = [
     "feature_events",
     "feature_index",
     "feature_keys",
+    "finish",
     "in_window",
     "open_features",
     "resolve_concept_sets",
@@ -98,4 +107,7 @@ __all__ = [
     "shard_block",
     "static_cells",
     "window_cells",
+    "work_paths",
+    "write_boundaries",
+    "write_region",
 ]

@@ -26,7 +26,7 @@ from cohortflow.features._index import (
     sequence_index,
 )
 from cohortflow.features._store import (
-    Layout,
+    ChunkPlan,
     clear,
     encoding,
     finish,
@@ -100,7 +100,7 @@ def resolve_concept_sets(study: Study, codes: pl.DataFrame) -> dict[str, list[st
 
 
 def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: FeatureIndex,
-              layout: Layout, shards: list[str]) -> xr.Dataset:
+              layout: ChunkPlan, shards: list[str]) -> xr.Dataset:
     n = cohort.height
     data: dict[str, tuple[tuple[str, ...], da.Array]] = {"values": (("subject", "feature"),
                        da.zeros((n, len(index)), dtype=np.float32, chunks=-1))}
@@ -187,7 +187,7 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
     seq = sequence_index(spec, vocabulary)
     cohort = cohorts.read_cohort(cohort_dir, shards)
     row_bytes = 4 * (len(index) + (spec.sequence.bins * len(seq) if spec.sequence else 0))
-    layout = Layout.plan([s.rows for s in summaries], row_bytes)
+    layout = ChunkPlan.plan([s.rows for s in summaries], row_bytes)
     if layout.rows != cohort.height:
         raise StoreError(f"{cohort_dir}: cohort tables changed while features were built; "
                          "fix: rerun the features step")

@@ -45,7 +45,7 @@ ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True)
-class Layout:
+class ChunkPlan:
     """Where each cohort shard's rows go along the subject axis, and the Zarr grid."""
 
     offsets: tuple[int, ...]
@@ -54,16 +54,16 @@ class Layout:
 
     @classmethod
     def plan(cls, shard_rows: list[int], row_bytes: int, unit_rows: int = UNIT_ROWS,
-             chunk_bytes: int = CHUNK_BYTES) -> Layout:
+             chunk_bytes: int = CHUNK_BYTES) -> ChunkPlan:
         """Chunks of about ``chunk_bytes``, write units of ``unit_rows`` but at most a
         quarter of a mean shard, so that most of each shard's region is its own.
 
-        >>> Layout.plan([100_000, 90_000], row_bytes=4 * 68)
-        Layout(offsets=(0, 100000, 190000), unit_rows=4096, chunk_rows=4096)
-        >>> Layout.plan([100_000, 90_000], row_bytes=4 * 5000)
-        Layout(offsets=(0, 100000, 190000), unit_rows=4096, chunk_rows=64)
-        >>> Layout.plan([1000, 900, 1100], row_bytes=4 * 68)
-        Layout(offsets=(0, 1000, 1900, 3000), unit_rows=250, chunk_rows=250)
+        >>> ChunkPlan.plan([100_000, 90_000], row_bytes=4 * 68)
+        ChunkPlan(offsets=(0, 100000, 190000), unit_rows=4096, chunk_rows=4096)
+        >>> ChunkPlan.plan([100_000, 90_000], row_bytes=4 * 5000)
+        ChunkPlan(offsets=(0, 100000, 190000), unit_rows=4096, chunk_rows=64)
+        >>> ChunkPlan.plan([1000, 900, 1100], row_bytes=4 * 68)
+        ChunkPlan(offsets=(0, 1000, 1900, 3000), unit_rows=250, chunk_rows=250)
         """
         offsets = tuple(int(x) for x in np.concatenate([[0], np.cumsum(shard_rows)]))
         fit = max(1, chunk_bytes // max(1, row_bytes))
@@ -80,7 +80,7 @@ class Layout:
     def own_units(self, shard: int) -> tuple[int, int]:
         """Row range [lo, hi) of the write units wholly inside ``shard`` (lo == hi: none).
 
-        >>> layout = Layout((0, 5, 12, 13), unit_rows=4, chunk_rows=2)
+        >>> layout = ChunkPlan((0, 5, 12, 13), unit_rows=4, chunk_rows=2)
         >>> [layout.own_units(i) for i in range(3)]
         [(0, 4), (8, 12), (12, 13)]
         """
@@ -92,7 +92,7 @@ class Layout:
     def boundary_units(self) -> list[tuple[int, int]]:
         """Row ranges of the write units no single shard owns.
 
-        >>> Layout((0, 5, 12, 13), unit_rows=4, chunk_rows=2).boundary_units()
+        >>> ChunkPlan((0, 5, 12, 13), unit_rows=4, chunk_rows=2).boundary_units()
         [(4, 8)]
         """
         owned = [self.own_units(i) for i in range(len(self.offsets) - 1)]
@@ -101,7 +101,7 @@ class Layout:
                 if not any(lo <= r < hi for lo, hi in owned)]
 
 
-def encoding(layout: Layout, arrays: dict[str, tuple[int, ...]]) -> dict[str, dict[str, Any]]:
+def encoding(layout: ChunkPlan, arrays: dict[str, tuple[int, ...]]) -> dict[str, dict[str, Any]]:
     """Zarr encodings: subject-chunked, every other axis whole, zstd, sharding codec."""
     out = {}
     for name, shape in arrays.items():
@@ -121,7 +121,7 @@ def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:
     return array
 
 
-def write_region(partial: Path, layout: Layout, shard: int, blocks: dict[str, np.ndarray],
+def write_region(partial: Path, layout: ChunkPlan, shard: int, blocks: dict[str, np.ndarray],
                  spill: Path) -> None:
     """Write the units ``shard`` owns; spill its rows in boundary units to ``spill``."""
     a = layout.offsets[shard]
@@ -137,7 +137,7 @@ def write_region(partial: Path, layout: Layout, shard: int, blocks: dict[str, np
     tmp.replace(spill)
 
 
-def write_boundaries(partial: Path, layout: Layout, spills: list[Path],
+def write_boundaries(partial: Path, layout: ChunkPlan, spills: list[Path],
                      fills: dict[str, np.ndarray]) -> None:
     """Assemble each boundary unit from the spilled rows of its shards and write it."""
     group = zarr.open_group(partial, mode="r+")

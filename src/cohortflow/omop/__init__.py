@@ -10,6 +10,7 @@ reading and by one shard while sorting.  :func:`ingest_study` is the workflow's 
 step: a study's source, OMOP CDM or MEDS dataset (:mod:`cohortflow.meds`), into its store.
 """
 
+from cohortflow.omop._checks import Findings, Lifespan
 from cohortflow.omop._codes import parent_links
 from cohortflow.omop._csv import CsvSource
 from cohortflow.omop._duckdb import DuckDBSource
@@ -25,6 +26,8 @@ __all__ = [
     "CsvSource",
     "DuckDBSource",
     "EventTable",
+    "Findings",
+    "Lifespan",
     "OmopSource",
     "ParquetSource",
     "PostgresSource",
