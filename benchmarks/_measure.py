@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,3 +25,16 @@ def measure(cmd: list[str], cwd: Path) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{stderr.decode()[-3000:]}")
     return wall, usage.ru_maxrss / 1024
+
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def run_child(code: str, *args: object) -> dict[str, float]:
+    """Run ``python -c code args`` against this checkout's package; the JSON record its
+    last line of output holds (the child measures itself)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)],
+                          env=env, check=True, capture_output=True, text=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))

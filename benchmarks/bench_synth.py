@@ -9,13 +9,8 @@ Each size runs in a fresh subprocess, so peak RSS (``ru_maxrss``) is per size.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from _measure import run_child  # beside this script
 
 CHILD = """
 import json, resource, sys, tempfile, time
@@ -35,11 +30,7 @@ print(json.dumps({"persons": persons, "rows": s.total_rows, "wall_s": wall,
 
 
 def run(persons: int, seed: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(persons), str(seed)],
-                          env=env, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, persons, seed)
 
 
 def main() -> None:

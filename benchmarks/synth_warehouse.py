@@ -11,13 +11,8 @@ measurements, observations); depth is the largest ``max_levels_of_separation``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from _measure import run_child  # beside this script
 
 CHILD = """
 import json, resource, sys, tempfile, time
@@ -54,11 +49,7 @@ print(json.dumps({"persons": persons, "events": int(per_person.sum()),
 
 
 def run(persons: int, seed: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(persons), str(seed)],
-                          env=env, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, persons, seed)
 
 
 def main() -> None:

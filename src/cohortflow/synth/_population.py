@@ -69,6 +69,21 @@ def _periods(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
             "dead": dead, "death": death}
 
 
+def visits(rng: np.random.Generator, obs: dict[str, np.ndarray], rate: np.ndarray, n: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Visit days: a Poisson number in each observation period at the person's ``rate``
+    per year, on uniform days of the period, sorted per person.  Returns each visit's
+    period, day and person, and the visits per person."""
+    p_start, p_len = obs["p_start"], obs["p_end"] - obs["p_start"] + 1
+    per_period = rng.poisson(rate[obs["p_person"]] * p_len / 365.25)
+    vperiod = np.repeat(np.arange(p_start.size), per_period)
+    key = np.sort((vperiod << 12) | (rng.random(vperiod.size) * p_len[vperiod]).astype(np.int64))
+    vperiod = key >> 12
+    vdate = p_start[vperiod] + (key & 4095)
+    vperson = obs["p_person"][vperiod]
+    return vperiod, vdate, vperson, np.bincount(vperson, minlength=n)
+
+
 def simulate_chunk(rng: np.random.Generator, first_id: int, n: int, ids: dict[str, int]
                    ) -> tuple[dict[str, pa.Table], np.ndarray, np.ndarray]:
     """Generate persons ``first_id .. first_id+n-1``; returns tables and eligible (risk, label).
@@ -89,14 +104,7 @@ def simulate_chunk(rng: np.random.Generator, first_id: int, n: int, ids: dict[st
     birth, p_start, p_end = obs["birth"], obs["p_start"], obs["p_end"]
 
     # Visits: Poisson in each period with a person-level (frailty) rate, sorted per person.
-    p_len = p_end - p_start + 1
-    per_period = rng.poisson(3.0 * frailty[obs["p_person"]] * p_len / 365.25)
-    vperiod = np.repeat(np.arange(p_start.size), per_period)
-    key = np.sort((vperiod << 12) | (rng.random(vperiod.size) * p_len[vperiod]).astype(np.int64))
-    vperiod = key >> 12
-    vdate = p_start[vperiod] + (key & 4095)
-    vperson = obs["p_person"][vperiod]
-    nv = np.bincount(vperson, minlength=n)
+    vperiod, vdate, vperson, nv = visits(rng, obs, 3.0 * frailty, n)
     vidx = np.arange(vdate.size)
 
     # Asthma onset: one of the person's visits, favouring the middle of their history.

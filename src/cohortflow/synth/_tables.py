@@ -29,8 +29,14 @@ def _stamp(day: np.ndarray, us: np.ndarray | int = 0) -> pa.Array:
 def _table(name: str, cols: dict[str, object]) -> pa.Table:
     """Build a table in ``SCHEMAS[name]`` order; absent columns are all null."""
     n = len(next(iter(cols.values())))  # type: ignore[arg-type]
+    return table_of(SCHEMAS[name], n, cols)
+
+
+def table_of(schema: pa.Schema, n: int, cols: dict[str, object]) -> pa.Table:
+    """``n`` rows in ``schema``'s column order: a scalar is repeated, an absent column is
+    all null."""
     arrays = []
-    for field in SCHEMAS[name]:
+    for field in schema:
         value = cols.get(field.name)
         if value is None:
             arrays.append(pa.nulls(n, field.type))
@@ -38,7 +44,7 @@ def _table(name: str, cols: dict[str, object]) -> pa.Table:
             arrays.append(pa.repeat(pa.scalar(value, field.type), n))
         else:
             arrays.append(value if isinstance(value, pa.Array) else pa.array(value, field.type))
-    return pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _lookup(keys: tuple[int, ...], values: Mapping[int, float], concepts: np.ndarray,

@@ -22,7 +22,7 @@ from cohortflow.synth._planted import (
     PRIOR_OBS_DAYS,
     RISK,
 )
-from cohortflow.synth._population import _measure, _periods
+from cohortflow.synth._population import _measure, _periods, visits
 from cohortflow.synth._warehouse_vocab import warehouse_vocabulary
 
 BLOCK_PERSONS = 1000
@@ -114,14 +114,7 @@ def simulate_block(rng: np.random.Generator, n: int) -> Block:
 
     rate = VISITS_PER_YEAR * frailty
     damp = np.minimum(1.0, DEMO_VISITS_PER_YEAR / rate)  # planted codes: per year, not visit
-    p_len = p_end - p_start + 1
-    per_period = rng.poisson(rate[obs["p_person"]] * p_len / 365.25)
-    vperiod = np.repeat(np.arange(p_start.size), per_period)
-    key = np.sort((vperiod << 12) | (rng.random(vperiod.size) * p_len[vperiod]).astype(np.int64))
-    vperiod = key >> 12
-    vdate = p_start[vperiod] + (key & 4095)
-    vperson = obs["p_person"][vperiod]
-    nv = np.bincount(vperson, minlength=n)
+    vperiod, vdate, vperson, nv = visits(rng, obs, rate, n)
     vidx = np.arange(vdate.size)
     p_in = np.minimum(0.03 * frailty, 0.3)[vperson]
     u = rng.random(vdate.size)

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from cohortflow.synth import vocab as V  # noqa: N812
-from cohortflow.synth._tables import _days, _micros, _stamp
+from cohortflow.synth._tables import _days, _micros, _stamp, table_of
 from cohortflow.synth._warehouse import Block, Events
 from cohortflow.synth._warehouse_vocab import warehouse_vocabulary
 
@@ -27,16 +27,7 @@ TABLES = tuple(SCHEMAS)
 
 def _table(name: str, n: int, cols: dict[str, object]) -> pa.Table:
     """A table in ``SCHEMAS[name]`` order; absent columns are all null."""
-    arrays = []
-    for field in SCHEMAS[name]:
-        value = cols.get(field.name)
-        if value is None:
-            arrays.append(pa.nulls(n, field.type))
-        elif np.isscalar(value):
-            arrays.append(pa.repeat(pa.scalar(value, field.type), n))
-        else:
-            arrays.append(value if isinstance(value, pa.Array) else pa.array(value, field.type))
-    return pa.Table.from_arrays(arrays, schema=SCHEMAS[name])
+    return table_of(SCHEMAS[name], n, cols)
 
 
 def block_tables(block: Block, first_id: int, ids: dict[str, int]) -> dict[str, pa.Table]:
