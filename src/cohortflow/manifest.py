@@ -200,14 +200,15 @@ def build(*, disclosure: Disclosure, study_path: Path, study_digest: str,
 
 
 @dataclass(frozen=True)
-class Finding:
+class OutputVerdict:
     """The verdict on one output of a rerun."""
 
     output: str
     verdict: str  # "identical", "different" or "missing"
 
 
-def compare(recorded: dict[str, Any], rerun: dict[str, Any]) -> tuple[list[Finding], list[str]]:
+def compare(recorded: dict[str, Any], rerun: dict[str, Any]
+            ) -> tuple[list[OutputVerdict], list[str]]:
     """Output-by-output verdicts, and the recorded causes that can explain a difference.
 
     >>> a = {"outputs": {"x": {"sha256": "1"}}, "metrics": {"auroc": 0.7}, "inputs": {},
@@ -221,12 +222,13 @@ def compare(recorded: dict[str, Any], rerun: dict[str, Any]) -> tuple[list[Findi
     for name, digest in recorded["outputs"].items():
         other = rerun["outputs"].get(name)
         if other is None:
-            findings.append(Finding(name, "missing"))
+            findings.append(OutputVerdict(name, "missing"))
         else:
             same = other["sha256"] == digest["sha256"]
-            findings.append(Finding(name, "identical" if same else "different"))
+            findings.append(OutputVerdict(name, "identical" if same else "different"))
     same_metrics = _close(recorded.get("metrics"), rerun.get("metrics"))
-    findings.append(Finding("metrics (to 1e-9)", "identical" if same_metrics else "different"))
+    findings.append(OutputVerdict("metrics (to 1e-9)",
+                                  "identical" if same_metrics else "different"))
     return findings, causes(recorded, rerun)
 
 

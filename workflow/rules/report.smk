@@ -49,7 +49,7 @@ rule report:
             study_report.write(
                 STUDY, DISCLOSURE, input.attrition, input.metrics, input.predictions,
                 output.page, oracle_dirs=input.oracle, quality=input.quality,
-                sweep=study_report.Sweep(features=LAYOUT.tensor, store=input.store,
+                sweep=study_report.SweepInputs(features=LAYOUT.tensor, store=input.store,
                                          cohort=LAYOUT.cohort, leaderboard=input.leaderboard,
                                          folder=LAYOUT.sweep, roc=output.roc,
                                          calibration=output.calibration))

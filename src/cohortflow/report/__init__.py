@@ -26,7 +26,7 @@ from cohortflow.report._figures import (
     roc_points,
     roc_shown,
 )
-from cohortflow.report._load import Sweep, SweepResults, Tensor
+from cohortflow.report._load import SweepInputs, SweepResults, Tensor
 from cohortflow.report._page import CHOSEN, render, render_sections
 from cohortflow.report._tables import (
     attrition_html,
@@ -43,7 +43,7 @@ from cohortflow.study import Study
 __all__ = [
     "CHOSEN",
     "NOT_DRAWN",
-    "Sweep",
+    "SweepInputs",
     "SweepResults",
     "Tensor",
     "attrition_html",
@@ -67,7 +67,7 @@ __all__ = [
 
 def write(study: Study, disclosure: Disclosure, attrition: Path, metrics: Path,
           predictions: Path, out: Path, oracle_dirs: list[Path] | None = None,
-          sweep: Sweep | None = None, quality: Path | None = None) -> None:
+          sweep: SweepInputs | None = None, quality: Path | None = None) -> None:
     """Write the report page ``out`` (with the oracle AUROC of a synthetic study) through
     ``disclosure``.
 

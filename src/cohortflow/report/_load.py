@@ -16,7 +16,7 @@ from cohortflow import cohorts, events, features, layout, models
 
 
 @dataclass(frozen=True)
-class Sweep:
+class SweepInputs:
     """The sweep's files the report reads (Table 1, leaderboard, best models) and where its
     figures go (``figures/roc.png``, ``figures/calibration.png``)."""
 
@@ -95,7 +95,7 @@ def best_models(board: pl.DataFrame, folder: Path
     return best
 
 
-def sweep_results(sweep: Sweep) -> SweepResults:
+def sweep_results(sweep: SweepInputs) -> SweepResults:
     """Read what the sweep sections need."""
     cohort = cohorts.read_cohort(Path(sweep.cohort), events.list_shards(Path(sweep.store)))
     board = pl.read_parquet(sweep.leaderboard)

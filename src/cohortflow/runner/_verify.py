@@ -17,7 +17,7 @@ from cohortflow.study import load_study
 
 def verify(manifest_path: Path, profile: str | None = None, scratch: Path | None = None,
            keep_scratch: bool = False
-           ) -> tuple[list[manifest.Finding], list[str], Path | None]:
+           ) -> tuple[list[manifest.OutputVerdict], list[str], Path | None]:
     """Rerun the study of a manifest into a scratch directory and compare every output.
 
     Returns the verdicts, the recorded causes of any difference, and the rerun's manifest
