@@ -228,6 +228,23 @@ def verify_command(
     raise typer.Exit(1)
 
 
+@app.command("package")
+@_friendly
+def package_command(
+    results: Annotated[Path, typer.Argument(help="A finished study's results: "
+                                                 "results/<study>.")],
+    out: Annotated[Path, typer.Option(help="The new package folder.")] = Path("model-pkg"),
+    study: Annotated[Path | None, typer.Option(help="The study file it ran with; default: "
+                                                    "the one its manifest names.")] = None,
+) -> None:
+    """Package a study's chosen model (safe arrays, definitions, columns, calibration,
+    checksums) into a self-contained folder for scoring."""
+    from cohortflow.package import write
+
+    digest = write(results, out, study)
+    err.print(f"wrote the model package {out} (digest {digest})")
+
+
 @app.command("status")
 @_friendly
 def status_command(

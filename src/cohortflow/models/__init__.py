@@ -34,6 +34,7 @@ from cohortflow.models._sweep import select_models, train_configuration
 from cohortflow.models._train import (
     assign_split,
     feature_names,
+    fit_configuration,
     load_matrix,
     select_features,
     train,
@@ -58,6 +59,7 @@ __all__ = [
     "e_avg",
     "evaluate",
     "feature_names",
+    "fit_configuration",
     "importance",
     "leaderboard",
     "load_matrix",

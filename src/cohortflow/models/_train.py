@@ -127,9 +127,7 @@ def train(study: Study, config: Configuration, store: Path, cohort_dir: Path,
                 x[fit_rows], y[fit_rows])
             out_of_fold[held] = model.predict_proba(x[held])[:, 1]
             fold_metrics.append(_fold_metrics(y[held], out_of_fold[held]))
-        model = _estimators.fit(
-            _estimators.make_estimator(config.family, config.hyperparameters, config.seed),
-            x[~is_test], y[~is_test])
+        model = _final_fit(config, x, y, is_test)
         prediction = model.predict_proba(x)[:, 1]
         weight = _estimators.importance(model, x[~is_test], y[~is_test], config.seed)
     top = np.argsort(-weight, kind="stable")[:TOP_FEATURES]
@@ -160,6 +158,28 @@ def train(study: Study, config: Configuration, store: Path, cohort_dir: Path,
         pl.Series("prediction", prediction),
     )
     return metrics, predictions
+
+
+def _final_fit(config: Configuration, x: np.ndarray, y: np.ndarray, is_test: np.ndarray) -> Any:
+    """The configuration's model: fitted on every train row (the one :func:`train` scores)."""
+    return _estimators.fit(
+        _estimators.make_estimator(config.family, config.hyperparameters, config.seed),
+        x[~is_test], y[~is_test])
+
+
+def fit_configuration(study: Study, config: Configuration, store: Path, cohort_dir: Path,
+                      features_path: Path, threads: int = 1
+                      ) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Refit one configuration's final model exactly as :func:`train` fits it (same split,
+    seed and feature selection; no CV), for a model package.  Returns the fitted estimator,
+    the selected feature matrix (tensor row order) and each row's test membership."""
+    x, _, subjects = load_matrix(Path(features_path), config.selection)
+    frame = cohort_frame(Path(store), Path(cohort_dir), subjects)
+    y = frame["label"].to_numpy().astype(np.int8)
+    is_test, _ = assign_split(study, frame)
+    with threadpool_limits(limits=threads):
+        model = _final_fit(config, x, y, is_test)
+    return model, x, is_test
 
 
 def _fold_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

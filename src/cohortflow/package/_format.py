@@ -1,0 +1,46 @@
+"""The files of a model package and its checksums (the one place that names them)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from cohortflow.errors import CohortflowError
+
+FORMAT = 1
+META = "package.json"
+STUDY = "study.json"
+CHECKSUMS = "CHECKSUMS"
+COLUMNS = "columns.json"
+CALIBRATION = "calibration.json"
+ARRAYS = "model"
+REMAKE = ("fix: copy the package again from where it was made, or make it anew with "
+          "`cohortflow package results/<study> --out <new folder>`")
+
+
+class PackageError(CohortflowError):
+    """A model package cannot be made from a study, or is tampered with or incomplete."""
+
+
+def analysis_dir(outcome: str) -> str:
+    """The folder of one analysis (today: the study's outcome) inside a package.
+
+    >>> analysis_dir("asthma_exacerbation")
+    'analyses/asthma_exacerbation'
+    """
+    return f"analyses/{outcome}"
+
+
+def checksums_text(files: dict[str, bytes]) -> str:
+    """CHECKSUMS: ``<sha256>  <path>`` per file but itself, sorted by path (the format of
+    ``sha256sum``, so ``sha256sum -c CHECKSUMS`` checks a package too).
+
+    >>> checksums_text({"b": b"", "a": b"a"}).splitlines()[0][:12], len(checksums_text({}))
+    ('ca978112ca1b', 0)
+    """
+    return "".join(f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n"
+                   for name in sorted(files) if name != CHECKSUMS)
+
+
+def package_digest(checksums: bytes) -> str:
+    """One digest of the whole package: the SHA-256 of its CHECKSUMS."""
+    return hashlib.sha256(checksums).hexdigest()

@@ -1,0 +1,171 @@
+"""``cohortflow package``: a finished study's chosen model as a self-contained folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from cohortflow import __version__, features, manifest, models
+from cohortflow.layout import Layout
+from cohortflow.package._estimators import export, predict_proba
+from cohortflow.package._format import (
+    ARRAYS,
+    CALIBRATION,
+    CHECKSUMS,
+    COLUMNS,
+    FORMAT,
+    META,
+    STUDY,
+    PackageError,
+    analysis_dir,
+    checksums_text,
+    package_digest,
+)
+from cohortflow.privacy import pool_bins
+from cohortflow.study import Study, load_study
+
+REFIT_TOLERANCE = 1e-9  # the refit's predictions against the sweep's, as metrics compare
+EXPORT_TOLERANCE = 1e-12  # the packaged arrays' predictions against scikit-learn's
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise PackageError(f"{path}: not found, so the study has no {what}; fix: run the study "
+                           "to its end first (`cohortflow run <study.yaml>`)")
+    return dict(json.loads(path.read_text()))
+
+
+def _study(layout: Layout, recorded: dict[str, Any], study_path: Path | None) -> Study:
+    path = Path(study_path) if study_path is not None else Path(recorded["study"]["path"])
+    if not path.is_file():
+        raise PackageError(f"{path}: the study file of {layout.root} is not there; fix: give "
+                           "its path: `cohortflow package <results> --study <study.yaml>`")
+    study = load_study(path)
+    if study.digest() != recorded["study"]["digest"]:
+        raise PackageError(
+            f"{path}: the study changed since {layout.manifest} was written (digest "
+            f"{study.digest()}, recorded {recorded['study']['digest']}); fix: rerun the study "
+            "(`cohortflow run`), or give the study file it ran with (--study)")
+    return study
+
+
+def _pooled(bins: list[dict[str, Any]], min_cell_count: int) -> list[dict[str, Any]]:
+    """The test calibration bins, adjacent bins pooled so none shows a small count."""
+    groups = pool_bins([b["outcomes"] for b in bins], [b["persons"] for b in bins],
+                       min_cell_count)
+    return [{"persons": sum(bins[i]["persons"] for i in g),
+             "outcomes": sum(bins[i]["outcomes"] for i in g),
+             "predicted_sum": round(sum(bins[i]["predicted_sum"] for i in g), 10)}
+            for g in groups]
+
+
+def _columns(tensor: Path, selection: dict[str, list[str]]) -> list[str]:
+    ds = features.open_features(tensor)
+    keep = models.select_features(ds["code"].values, ds["window"].values,
+                                  ds["aggregation"].values, selection)
+    return [str(f) for f in ds["feature"].values[keep]]
+
+
+def _check_refit(layout: Layout, config_id: str, family: str, arrays: dict[str, np.ndarray],
+                 fitted: Any, x: np.ndarray, is_test: np.ndarray) -> None:
+    recorded = pl.read_parquet(layout.config_file(config_id, "predictions"))["prediction"]
+    refit = fitted.predict_proba(x)[:, 1]
+    gap = np.abs(refit - recorded.to_numpy())
+    if not gap.max() <= REFIT_TOLERANCE:
+        raise PackageError(
+            f"{layout.config_file(config_id, 'predictions')}: the refitted model {config_id} "
+            f"predicts differently from the sweep on {int((gap > REFIT_TOLERANCE).sum())} "
+            f"rows (at most {gap.max():.3g} apart; tolerance {REFIT_TOLERANCE}); fix: rerun "
+            "the study with this cohortflow and its packages, then package it")
+    packaged = predict_proba(family, arrays, x[is_test])
+    worst = float(np.abs(packaged - refit[is_test]).max())
+    if not worst <= EXPORT_TOLERANCE:
+        raise PackageError(
+            f"the packaged {family} model predicts up to {worst:.3g} away from scikit-learn "
+            "on the test rows; fix: report this as a cohortflow bug")
+
+
+def contents(results: Path, study_path: Path | None = None, threads: int = 1
+             ) -> dict[str, bytes]:
+    """Every file of the package of the study at ``results`` (``results/<study>``), by
+    relative path, CHECKSUMS included: a pure function of the study's files."""
+    layout = Layout(Path(results))
+    recorded = _read_json(layout.manifest, "run manifest (manifest.json)")
+    chosen = _read_json(layout.model_metrics, "chosen model (model/metrics.json)")
+    study = _study(layout, recorded, study_path)
+    config_id = chosen["config_id"]
+    config = models.configurations(study).get(config_id)
+    params = _read_json(layout.config_file(config_id, "params"), "configuration parameters")
+    if config is None or config.params() != params:
+        raise PackageError(
+            f"{layout.config_file(config_id, 'params')}: the chosen configuration {config_id} "
+            "is not one of the study's sweep; fix: rerun the study (`cohortflow run`)")
+    fitted, x, is_test = models.fit_configuration(
+        study, config, layout.store, layout.cohort, layout.tensor, threads=threads)
+    arrays = export(config.family, fitted)
+    _check_refit(layout, config_id, config.family, arrays, fitted, x, is_test)
+    columns = _columns(layout.tensor, config.selection)
+    where = analysis_dir(config.outcome)
+    files: dict[str, bytes] = {
+        STUDY: _json({"name": study.name, "digest": study.digest(),
+                      "cohort_digest": study.cohort_digest(),
+                      "features_digest": study.features_digest(),
+                      "min_cell_count": study.min_cell_count,
+                      **study.model_dump(mode="json",
+                                         include={"concept_sets", "cohort", "features"})}),
+        f"{where}/{COLUMNS}": _json({"columns": columns}),
+        f"{where}/{CALIBRATION}": _json({"test": _pooled(chosen["calibration"]["test"],
+                                                         study.min_cell_count)}),
+        **{f"{where}/{ARRAYS}/{name}.npy": _npy(a) for name, a in sorted(arrays.items())},
+    }
+    files[META] = _json({
+        "format": FORMAT, "cohortflow_version": __version__,
+        "study": {"name": study.name, "digest": study.digest()},
+        "training_manifest_sha256": manifest.file_digest(layout.manifest),
+        "analyses": {config.outcome: {
+            "config_id": config_id, "family": config.family,
+            "model": chosen["model"], "params": params, "n_features": len(columns),
+            "arrays": sorted(arrays), "test_metrics": chosen["test"]}},
+    })
+    files[CHECKSUMS] = checksums_text(files).encode()
+    return files
+
+
+def write(results: Path, out: Path, study_path: Path | None = None, threads: int = 1) -> str:
+    """Write the package of the study at ``results`` into the new folder ``out``; returns
+    the package digest (the SHA-256 of its CHECKSUMS)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PackageError(f"{out}: already exists and is not an empty folder; fix: give a "
+                           "new folder (--out model-pkg-2) or remove this one yourself")
+    files = contents(Path(results), study_path, threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return package_digest(files[CHECKSUMS])
