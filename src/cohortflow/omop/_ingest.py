@@ -3,6 +3,7 @@ while reading and by one shard while sorting."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ class EventTable:
     def required(self) -> list[str]:
         return ["person_id", self.concept, self.date]
 
+    def optional(self) -> list[str]:
+        """The other columns the ingest reads, where the table has them."""
+        return [c for c in (self.datetime, self.value, self.unit, self.end, self.supply) if c]
+
 
 CLINICAL_TABLES = (
     EventTable("visit_occurrence", "VISIT", "visit_concept_id", "visit_start_date",
@@ -61,6 +66,8 @@ CLINICAL_TABLES = (
 PERSON_REQUIRED = ["person_id", "gender_concept_id", "year_of_birth"]
 PERIOD_REQUIRED = ["person_id", "observation_period_start_date", "observation_period_end_date"]
 DEATH_REQUIRED = ["person_id", "death_date"]
+PERSON_OPTIONAL = ["month_of_birth", "day_of_birth", "birth_datetime", "race_concept_id",
+                   "ethnicity_concept_id"]
 
 
 def _as_datetime(frame: pl.DataFrame, date: str, datetime: str | None, where: str) -> pl.Expr:
@@ -172,7 +179,18 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
                  min_cell_count: int) -> dict[str, Any]:
     _checks.require_tables(source.tables(), source.location)
     work = out.with_name(f".{out.name}.partial")
-    writer = store_writer.ShardWriter(work, shards)
+    writer = store_writer.ShardWriter(work, shards, background=True)
+    try:
+        return _write_events(source, work, out, writer, dataset_name, min_cell_count)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            writer.close()
+        raise
+
+
+def _write_events(source: OmopSource, work: Path, out: Path, writer: store_writer.ShardWriter,
+                  dataset_name: str, min_cell_count: int) -> dict[str, Any]:
+    shards = writer.shards
     lifespan = _checks.Lifespan()
     counts: dict[str, int] = {}
     findings = _checks.Findings(min_cell_count)
@@ -189,7 +207,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
         units.update(zip(hit["concept_id"].to_list(), hit["concept_name"].to_list(), strict=True))
 
     subjects: list[np.ndarray] = []
-    for frame in source.batches("person", PERSON_REQUIRED):
+    for frame in source.batches("person", PERSON_REQUIRED, PERSON_OPTIONAL):
         _checks.no_nulls(frame, PERSON_REQUIRED, source.where("person"), counts.get("person", 0))
         subjects.append(frame["person_id"].cast(pl.Int64).to_numpy())
         born.update(dict(frame["year_of_birth"].cast(pl.Int64).value_counts().iter_rows()))
@@ -220,7 +238,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
         ends_early["observation_period"] += early
         if latest is not None:
             extract = max(extract or latest.date(), latest.date())
-    for frame in source.batches("death", DEATH_REQUIRED):
+    for frame in source.batches("death", DEATH_REQUIRED, ["death_datetime"]):
         where = source.where("death")
         frame = with_person(frame, "death")
         deaths = _checks.dated(_events(frame, pl.col("person_id"),
@@ -230,7 +248,7 @@ def _write_store(source: OmopSource, out: Path, shards: int, dataset_name: str,
         future["death"] += _checks.after_extract(deaths, extract)
         writer.add(deaths)
     for table in CLINICAL_TABLES:
-        for frame in source.batches(table.name, table.required()):
+        for frame in source.batches(table.name, table.required(), table.optional()):
             found = _clinical_events(with_person(frame, table.name), table, units,
                                      source.where(table.name))
             ends_early[table.name] += _checks.ends_before_starts(found)

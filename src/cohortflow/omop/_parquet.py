@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -37,6 +37,14 @@ class ParquetSource(OmopSource):
         return f"{file if file.exists() else self.path / name} (table {table})"
 
     def _batches(self, table: str) -> Iterator[pa.RecordBatch]:
+        return self._read(table, [], None)
+
+    def _read(self, table: str, required: list[str],
+              optional: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
+        """With ``optional`` given, only ``required`` and the columns of ``optional`` the
+        table has are decoded when it has every required one (a measurement row has 21
+        columns; the ingest reads 7); otherwise all, so the caller's checks see the table
+        as it is."""
         file = self.path / f"{table}.parquet"
         target = file if file.exists() else self.path / table
         if not file.exists():
@@ -44,7 +52,11 @@ class ParquetSource(OmopSource):
             target = matches[0]
         try:
             dataset = pads.dataset(target, format="parquet")
-            yield from dataset.to_batches(batch_size=BATCH_ROWS)
+            names = {name.lower(): name for name in dataset.schema.names}
+            kept = None
+            if optional is not None and required and all(c in names for c in required):
+                kept = [names[c] for c in dict.fromkeys([*required, *optional]) if c in names]
+            yield from dataset.to_batches(columns=kept, batch_size=BATCH_ROWS)
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(self.where(table.lower()), "Parquet", exc) from None
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -83,8 +83,18 @@ class OmopSource:
     def has(self, table: str) -> bool:
         return table in self._index
 
-    def batches(self, table: str, required: list[str]) -> Iterator[pl.DataFrame]:
-        """Stream ``table`` as Polars frames with lower-case columns.
+    def _read(self, table: str, required: list[str],
+              optional: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
+        """Batches of ``table``: every column, or (when ``optional`` is given) at least
+        those of ``required`` and ``optional`` it has (lower-case names); a backend that
+        can read fewer columns than the table's overrides this."""
+        return self._batches(table)
+
+    def batches(self, table: str, required: list[str],
+                optional: Sequence[str] | None = None) -> Iterator[pl.DataFrame]:
+        """Stream ``table`` as Polars frames with lower-case columns: every column, or, when
+        ``optional`` is given, at least ``required`` and those of ``optional`` the table
+        has (a backend may then leave out the others).
 
         Yields nothing (after a warning) for a missing, empty or placeholder table; raises
         :class:`SourceError` naming the table and column when a required column is absent.
@@ -93,7 +103,7 @@ class OmopSource:
             log.warning("%s: table %s not found; skipped", self.location, table)
             return
         seen_rows = 0
-        for batch in self._batches(self._index[table]):
+        for batch in self._read(self._index[table], required, optional):
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
             frame = frame.rename({c: c.lower() for c in frame.columns})

@@ -1,0 +1,103 @@
+"""Benchmark the OMOP → event-store ingest from a Parquet CDM: events/s and peak RSS, with
+a reference measured in the same run.
+
+Per size, a synthetic CDM (``cohortflow synth``, demo or warehouse preset) is written once;
+then, each in a fresh process measured with ``os.wait4`` (wall seconds, peak RSS):
+
+* ``cohortflow ingest <cdm> --out <store> --shards N``, the command a user types;
+* the reference: a plain Polars program that scans the same clinical Parquet tables, makes
+  the same ``subject_id, time, code, numeric_value`` rows (start events only: no end
+  events, unit names, person or death rows, no checks, no codes table), and writes each
+  shard sorted by (subject_id, time, code) as zstd Parquet, streaming per shard.
+
+The ratio is the ingest's events/s over the reference's rows/s.
+
+    python benchmarks/bench_ingest.py                          # 100000 demo persons
+    python benchmarks/bench_ingest.py 20000 100000 --preset warehouse
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from _measure import measure  # beside this script
+
+REFERENCE = """
+import sys
+from pathlib import Path
+import polars as pl
+cdm, out, shards = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+TABLES = [("visit_occurrence", "VISIT", "visit_concept_id", "visit_start_datetime", None),
+          ("condition_occurrence", "CONDITION", "condition_concept_id",
+           "condition_start_datetime", None),
+          ("drug_exposure", "DRUG", "drug_concept_id", "drug_exposure_start_datetime", None),
+          ("procedure_occurrence", "PROCEDURE", "procedure_concept_id", "procedure_datetime",
+           None),
+          ("measurement", "MEASUREMENT", "measurement_concept_id", "measurement_datetime",
+           "value_as_number")]
+def rows(name, domain, concept, time, value):
+    frame = pl.scan_parquet(cdm / name / "*.parquet")
+    return frame.select(
+        pl.col("person_id").cast(pl.Int64).alias("subject_id"),
+        pl.col(time).cast(pl.Datetime("us")).alias("time"),
+        pl.format(f"{domain}//{{}}", concept).alias("code"),
+        (pl.col(value) if value else pl.lit(None)).cast(pl.Float32).alias("numeric_value"))
+every = pl.concat([rows(*t) for t in TABLES if (cdm / t[0]).exists()])
+total = 0
+out.mkdir(parents=True)
+for shard in range(shards):
+    part = every.filter(pl.col("subject_id").hash(7) % shards == shard)
+    part.sort("subject_id", "time", "code", nulls_last=False).sink_parquet(
+        out / f"{shard}.parquet", compression="zstd")
+    total += pl.scan_parquet(out / f"{shard}.parquet").select(pl.len()).collect().item()
+print(total)
+"""
+
+
+def _row(label: str, persons: int, events: int, wall: float, rss: float,
+         ratio: str) -> str:
+    return (f"| {label:<22} | {persons:>9,} | {events:>12,} | {wall:>7.2f} | "
+            f"{events / wall:>11,.0f} | {rss:>11,.0f} | {ratio:>6} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[100_000])
+    parser.add_argument("--preset", default="demo", choices=["demo", "warehouse"])
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    cli = [sys.executable, "-m", "cohortflow"]
+    print(f"\nIngest of a synthetic {args.preset} CDM (Parquet) into {args.shards} shards; "
+          "reference: a plain Polars scan of the same tables to sorted shards\n")
+    print(f"| {'program':<22} | {'persons':>9} | {'events':>12} | {'wall s':>7} | "
+          f"{'events/s':>11} | {'peak RSS MB':>11} | {'ratio':>6} |")
+    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 14}|{'-' * 9}|{'-' * 13}|{'-' * 13}|{'-' * 8}|")
+    for persons in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="cohortflow-bench-") as tmp:
+            root = Path(tmp)
+            cdm, store = root / "cdm", root / "events"
+            measure([*cli, "synth", "--persons", str(persons), "--seed", str(args.seed),
+                     "--preset", args.preset, "--out", str(cdm), "--no-progress"], root)
+            wall, rss = measure([*cli, "ingest", str(cdm), "--out", str(store),
+                                 "--shards", str(args.shards)], root)
+            summary = json.loads((store / "metadata" / "dataset.json").read_text())
+            ref_out = root / "reference"
+            ref_wall, ref_rss = measure([sys.executable, "-c", REFERENCE, str(cdm),
+                                         str(ref_out), str(args.shards)], root)
+            ref_rows = sum(summary["source_rows"].get(t, 0) for t in (
+                "visit_occurrence", "condition_occurrence", "drug_exposure",
+                "procedure_occurrence", "measurement"))
+            rate, ref_rate = summary["events"] / wall, ref_rows / ref_wall
+            print(_row("cohortflow ingest", persons, summary["events"], wall, rss,
+                       f"{rate / ref_rate:.2f}"), flush=True)
+            print(_row("reference (Polars)", persons, ref_rows, ref_wall, ref_rss, "1.00"),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
