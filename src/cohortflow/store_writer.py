@@ -47,17 +47,12 @@ class ShardWriter:
 
     @property
     def codes(self) -> set[str]:
-        """The distinct codes added so far."""
+        """The distinct codes added (complete after :meth:`close` or :meth:`finish`)."""
         return set(self.code_counts)
 
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
             return
-        frame = frame.select(pl.col(name).cast(dtype)
-                             for name, dtype in events.POLARS_EVENT_SCHEMA.items())
-        for code, n in frame["code"].value_counts().iter_rows():
-            self.code_counts[code] = self.code_counts.get(code, 0) + n
-        self.units.update(frame["unit"].drop_nulls().unique().to_list())
         self._wait()
         if self._spiller is None:
             self._spill(frame, self.parts)
@@ -66,6 +61,11 @@ class ShardWriter:
         self.parts += 1
 
     def _spill(self, frame: pl.DataFrame, number: int) -> None:
+        frame = frame.select(pl.col(name).cast(dtype)
+                             for name, dtype in events.POLARS_EVENT_SCHEMA.items())
+        for code, n in frame["code"].value_counts().iter_rows():
+            self.code_counts[code] = self.code_counts.get(code, 0) + n
+        self.units.update(frame["unit"].drop_nulls().unique().to_list())
         shard = events.shard_of(frame["subject_id"].to_numpy(), self.shards)
         frame = frame.with_columns(pl.Series("_shard", shard))
         for (index,), part in frame.partition_by("_shard", as_dict=True).items():
