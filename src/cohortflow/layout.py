@@ -4,15 +4,20 @@
 
     omop/                      synthetic OMOP CDM (synth source only)
     events/                    sharded event store (person-level)
-    cohort/shards/<shard>.parquet, .attrition.json    cohort table per shard (person-level)
-    cohort/attrition.json      attrition counts, exact
-    features/features.zarr     the feature tensor (person-level)
+    cohorts/<cohort>/shards/<shard>.parquet, .attrition.json
+                               one cohort's episodes per shard (person-level); every cohort
+                               of the library an analysis uses, targets and outcomes alike
+    cohorts/<cohort>/attrition.json   its attrition, summed over shards (exact counts)
+    features/<target>/features.zarr   one feature tensor per target cohort (person-level)
+    analyses/<analysis>/       one (target, outcome, time at risk):
+        labels.parquet         the labels, one row per kept target episode (person-level)
+        attrition.json         the target's attrition and the label exclusions (exact)
+        model/                 metrics.json, predictions.parquet of the chosen model
+        leaderboard.parquet    every configuration's scores                (shared)
     sweep/<config>/            params.json, metrics.json, predictions.parquet per configuration
-    sweep/leaderboard.parquet  every configuration's scores                (shared)
-    model/                     metrics.json, predictions.parquet of the chosen model
     data_quality.json          the ingest's warnings, counts suppressed    (shared)
-    report.html, figures/      the report and its figures                  (shared)
-    export/                    pseudonymous predictions, suppressed attrition (shared)
+    report.html, figures/      the report and its figures, per analysis    (shared)
+    export/<analysis>/         pseudonymous predictions, suppressed attrition (shared)
     manifest.json              the run manifest                            (shared)
     logs/, benchmarks/         step logs and timings                       (shared)
 
@@ -25,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED = ("report.html", "data_quality.json", "figures/*", "export/*",
-          "sweep/leaderboard.parquet", "manifest.json", "logs/**/*.log",
+SHARED = ("report.html", "data_quality.json", "figures/**/*.png", "export/**/*",
+          "analyses/*/leaderboard.parquet", "manifest.json", "logs/**/*.log",
           "benchmarks/**/*.tsv")
 """The files under ``results/<study>/`` meant to leave the compute (globs relative to the
 study's root): no raw subject id, no date of birth, no count below the study's
@@ -68,10 +73,10 @@ class Layout:
     such as ``"{shard}"``, so the rules and the code share one spelling of each path.
 
     >>> lay = Layout.of("results", "demo")
-    >>> lay.cohort_table("{shard}").as_posix()
-    'results/demo/cohort/shards/{shard}.parquet'
-    >>> lay.tensor.relative_to(lay.root).as_posix()
-    'features/features.zarr'
+    >>> lay.cohort_table("{cohort}", "{shard}").as_posix()
+    'results/demo/cohorts/{cohort}/shards/{shard}.parquet'
+    >>> lay.tensor("asthma").relative_to(lay.root).as_posix()
+    'features/asthma/features.zarr'
     """
 
     root: Path
@@ -92,61 +97,71 @@ class Layout:
         """The sharded event store."""
         return self.root / "events"
 
-    @property
-    def cohort(self) -> Path:
-        """The cohort folder: per-shard tables and the merged attrition."""
-        return self.root / "cohort"
+    def cohort(self, name: str) -> Path:
+        """A cohort's folder: its per-shard tables and its merged attrition."""
+        return self.root / "cohorts" / name
 
-    def cohort_table(self, shard: str) -> Path:
-        """One shard's cohort table."""
-        return shard_table(self.cohort, shard)
+    def cohort_table(self, name: str, shard: str) -> Path:
+        """One shard's table of a cohort's episodes."""
+        return shard_table(self.cohort(name), shard)
 
-    def cohort_attrition(self, shard: str) -> Path:
-        """One shard's attrition counts."""
-        return shard_attrition(self.cohort, shard)
+    def cohort_shard_attrition(self, name: str, shard: str) -> Path:
+        """One shard's attrition counts of a cohort."""
+        return shard_attrition(self.cohort(name), shard)
 
-    @property
-    def attrition(self) -> Path:
-        """The cohort's attrition, summed over shards (exact counts)."""
-        return self.cohort / "attrition.json"
+    def cohort_attrition(self, name: str) -> Path:
+        """A cohort's attrition, summed over shards (exact counts)."""
+        return self.cohort(name) / "attrition.json"
 
-    @property
-    def features(self) -> Path:
-        """The features rule's output: the folder around the tensor, so that Snakemake's
+    def features(self, target: str) -> Path:
+        """A target's features folder, around its tensor, so that Snakemake's
         ``.snakemake_timestamp`` lands beside the Zarr store, never inside it."""
-        return self.root / "features"
+        return self.root / "features" / target
 
-    @property
-    def tensor(self) -> Path:
-        """The feature tensor (Zarr)."""
-        return self.features / "features.zarr"
+    def tensor(self, target: str) -> Path:
+        """A target cohort's feature tensor (Zarr)."""
+        return self.features(target) / "features.zarr"
+
+    def scratch(self, target: str) -> Path:
+        """Dask's scheduler files while a features step runs (inside its output folder,
+        so that Snakemake removes them with a failed step's output)."""
+        return self.features(target) / ".dask"
+
+    def analysis(self, analysis: str) -> Path:
+        """One analysis's folder (``<target>__<outcome>__<time at risk>``)."""
+        return self.root / "analyses" / analysis
+
+    def labels(self, analysis: str) -> Path:
+        """An analysis's labels: one row per kept target episode, with its tensor row."""
+        return self.analysis(analysis) / "labels.parquet"
+
+    def attrition(self, analysis: str) -> Path:
+        """An analysis's attrition: the target cohort's steps, then the label exclusions."""
+        return self.analysis(analysis) / "attrition.json"
 
     @property
     def sweep(self) -> Path:
-        """The model sweep: one folder per configuration, and the leaderboard."""
+        """The model sweep: one folder per configuration (of every analysis)."""
         return self.root / "sweep"
 
     def config_file(self, config: str, kind: str) -> Path:
         """A file of one configuration: ``kind`` is params, metrics or predictions."""
         return config_file(self.sweep, config, kind)
 
-    @property
-    def model(self) -> Path:
-        """The chosen model's metrics.json and predictions.parquet."""
-        return self.root / "model"
+    def model(self, analysis: str) -> Path:
+        """An analysis's chosen model: metrics.json, predictions.parquet."""
+        return self.analysis(analysis) / "model"
 
-    @property
-    def model_metrics(self) -> Path:
-        return self.model / "metrics.json"
+    def model_metrics(self, analysis: str) -> Path:
+        return self.model(analysis) / "metrics.json"
 
-    @property
-    def model_predictions(self) -> Path:
-        return self.model / "predictions.parquet"
+    def model_predictions(self, analysis: str) -> Path:
+        return self.model(analysis) / "predictions.parquet"
 
     # -- shared: may leave the compute (SHARED) ----------------------------------------------
-    @property
-    def leaderboard(self) -> Path:
-        return self.sweep / "leaderboard.parquet"
+    def leaderboard(self, analysis: str) -> Path:
+        """Every configuration of an analysis, scored."""
+        return self.analysis(analysis) / "leaderboard.parquet"
 
     @property
     def data_quality(self) -> Path:
@@ -156,22 +171,20 @@ class Layout:
     def report(self) -> Path:
         return self.root / "report.html"
 
-    def figure(self, name: str) -> Path:
-        """A figure of the report as a PNG file (``roc``, ``calibration``)."""
-        return self.root / "figures" / f"{name}.png"
+    def figure(self, analysis: str, name: str) -> Path:
+        """A figure of an analysis's section of the report (``roc``, ``calibration``)."""
+        return self.root / "figures" / analysis / f"{name}.png"
 
     @property
     def export(self) -> Path:
-        """Pseudonymous predictions and suppressed attrition."""
+        """Pseudonymous predictions and suppressed attrition, per analysis."""
         return self.root / "export"
 
-    @property
-    def export_predictions(self) -> Path:
-        return self.export / "predictions.parquet"
+    def export_predictions(self, analysis: str) -> Path:
+        return self.export / analysis / "predictions.parquet"
 
-    @property
-    def export_attrition(self) -> Path:
-        return self.export / "attrition.json"
+    def export_attrition(self, analysis: str) -> Path:
+        return self.export / analysis / "attrition.json"
 
     @property
     def manifest(self) -> Path:
@@ -197,9 +210,3 @@ class Layout:
     def benchmark(self, step: str) -> Path:
         """A step's timing file (``step`` may hold a folder: ``sweep/{config}``)."""
         return self.benchmarks / f"{step}.tsv"
-
-    @property
-    def scratch(self) -> Path:
-        """Dask's scheduler files while the features step runs (inside its output folder,
-        so that Snakemake removes them with a failed step's output)."""
-        return self.features / ".dask"

@@ -1,33 +1,61 @@
 from cohortflow import cohorts
 
 
+# One job per (cohort, shard) for every cohort an analysis reads, as target or outcome: a
+# cohort shared by many analyses is built once.
 rule cohort_shard:
     input:
         LAYOUT.store,
     output:
-        table=LAYOUT.cohort_table("{shard}"),
-        attrition=LAYOUT.cohort_attrition("{shard}"),
+        table=LAYOUT.cohort_table("{cohort}", "{shard}"),
+        attrition=LAYOUT.cohort_shard_attrition("{cohort}", "{shard}"),
     params:
-        digest=STUDY.cohort_digest(),
+        digest=lambda wildcards: STUDY.cohort_digest(wildcards.cohort),
     log:
-        LAYOUT.log("cohort_{shard}"),
+        LAYOUT.log("cohort_shard/{cohort}/{shard}"),
     benchmark:
-        LAYOUT.benchmark("cohort_shard_{shard}")
+        LAYOUT.benchmark("cohort_shard/{cohort}/{shard}")
     run:
         with DISCLOSURE.step_log(log[0]):
-            cohorts.write_shard(STUDY, input[0], wildcards.shard, output.table,
-                                output.attrition)
+            cohorts.write_shard(STUDY, wildcards.cohort, input[0], wildcards.shard,
+                                output.table, output.attrition)
 
 
 rule attrition:
     input:
-        expand(LAYOUT.cohort_attrition("{shard}"), shard=SHARDS),
+        lambda wildcards: [LAYOUT.cohort_shard_attrition(wildcards.cohort, shard)
+                           for shard in SHARDS],
     output:
-        LAYOUT.attrition,
+        LAYOUT.cohort_attrition("{cohort}"),
     log:
-        LAYOUT.log("attrition"),
+        LAYOUT.log("attrition/{cohort}"),
     benchmark:
-        LAYOUT.benchmark("attrition")
+        LAYOUT.benchmark("attrition/{cohort}")
     run:
         with DISCLOSURE.step_log(log[0]):
             cohorts.write_attrition(input, output[0])
+
+
+# The labels of one (target, outcome, time at risk): the target's episodes and the outcome
+# cohort's rows, joined; no event is read again.
+rule labels:
+    input:
+        target=lambda wildcards: cohort_tables(ANALYSES[wildcards.analysis].target),
+        target_attrition=lambda wildcards: LAYOUT.cohort_attrition(
+            ANALYSES[wildcards.analysis].target),
+        outcome=lambda wildcards: cohort_tables(ANALYSES[wildcards.analysis].outcome_cohort),
+    output:
+        labels=LAYOUT.labels("{analysis}"),
+        attrition=LAYOUT.attrition("{analysis}"),
+    params:
+        digest=lambda wildcards: STUDY.labels_digest(wildcards.analysis),
+    log:
+        LAYOUT.log("labels/{analysis}"),
+    benchmark:
+        LAYOUT.benchmark("labels/{analysis}")
+    run:
+        analysis = ANALYSES[wildcards.analysis]
+        with DISCLOSURE.step_log(log[0]):
+            cohorts.write_labels(STUDY, analysis, LAYOUT.cohort(analysis.target),
+                                 LAYOUT.cohort(analysis.outcome_cohort), SHARDS,
+                                 output.labels, output.attrition)

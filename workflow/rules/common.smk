@@ -20,12 +20,20 @@ DISCLOSURE = Disclosure(LAYOUT, STUDY.min_cell_count)
 BENCHMARKS = LAYOUT.benchmarks
 SHARDS = events.shard_names(STUDY.shards)
 STORE = LAYOUT.store
-COHORT = LAYOUT.cohort
-FEATURES_DIR = LAYOUT.features
-FEATURES = LAYOUT.tensor
+# Every (target, outcome, time at risk) of the study, by id; each cohort and tensor they
+# read is built once (see the cohort and features rules).
+ANALYSES = {a.id: a for a in STUDY.analysis_list()}
 
 wildcard_constraints:
     shard=r"\d+",
+    cohort=r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*",
+    target=r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*",
+    analysis=r"[A-Za-z0-9_-]+",
+
+
+def cohort_tables(name):
+    """Every shard's table of cohort ``name``."""
+    return [LAYOUT.cohort_table(name, shard) for shard in SHARDS]
 
 
 def get_omop_source(wildcards):
@@ -49,8 +57,13 @@ def get_oracle(wildcards):
 
 def get_benchmarks(wildcards):
     """Timing files of every step before the manifest, for its step timings."""
-    names = ["ingest", "attrition", "features", "model", "report", "export"]
-    names += [f"cohort_shard_{shard}" for shard in SHARDS]
+    names = ["ingest", "report"]
+    for cohort in STUDY.cohorts_used():
+        names += [f"cohort_shard/{cohort}/{shard}" for shard in SHARDS]
+        names.append(f"attrition/{cohort}")
+    names += [f"features/{target}" for target in STUDY.targets()]
+    for analysis in ANALYSES:
+        names += [f"labels/{analysis}", f"model/{analysis}", f"export/{analysis}"]
     if STUDY.source.synth is not None:
         names.append("synth")
     return [LAYOUT.benchmark(name) for name in sorted(names)]

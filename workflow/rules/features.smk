@@ -1,21 +1,24 @@
 from cohortflow import features
 
 
+# One tensor per target cohort, read by every outcome and time at risk of that target.
 rule features:
     input:
         store=LAYOUT.store,
-        cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
+        cohort=lambda wildcards: cohort_tables(wildcards.target),
     output:
-        directory(LAYOUT.features),
+        directory(LAYOUT.features("{target}")),
     params:
-        digest=STUDY.features_digest(),
+        digest=lambda wildcards: STUDY.features_digest(wildcards.target),
     threads: 2
     log:
-        LAYOUT.log("features"),
+        LAYOUT.log("features/{target}"),
     benchmark:
-        LAYOUT.benchmark("features")
+        LAYOUT.benchmark("features/{target}")
     run:
         with DISCLOSURE.step_log(log[0]):
-            features.build_tensor(STUDY, input.store, LAYOUT.cohort, LAYOUT.tensor,
-                                  scratch=LAYOUT.scratch, workers=threads,
+            features.build_tensor(STUDY, wildcards.target, input.store,
+                                  LAYOUT.cohort(wildcards.target),
+                                  LAYOUT.tensor(wildcards.target),
+                                  scratch=LAYOUT.scratch(wildcards.target), workers=threads,
                                   dask_config=get_dask_config(resources))

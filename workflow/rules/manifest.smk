@@ -4,13 +4,13 @@ from cohortflow import manifest, runner
 rule manifest:
     input:
         store=LAYOUT.store,
-        cohort=LAYOUT.attrition,
-        features=LAYOUT.features,
-        metrics=LAYOUT.model_metrics,
-        predictions=LAYOUT.model_predictions,
-        leaderboard=LAYOUT.leaderboard,
+        attrition=every_analysis(LAYOUT.attrition),
+        features=[LAYOUT.features(t) for t in STUDY.targets()],
+        metrics=every_analysis(LAYOUT.model_metrics),
+        predictions=every_analysis(LAYOUT.model_predictions),
+        leaderboard=every_analysis(LAYOUT.leaderboard),
         report=LAYOUT.report,
-        export=LAYOUT.export_predictions,
+        export=every_analysis(LAYOUT.export_predictions),
         benchmarks=get_benchmarks,
     output:
         LAYOUT.manifest,
@@ -21,7 +21,7 @@ rule manifest:
     run:
         with DISCLOSURE.step_log(log[0]):
             manifest.write(STUDY, DISCLOSURE, STUDY_FILE, PROFILE, runner.workflow_root(),
-                           [LAYOUT.store, LAYOUT.cohort, LAYOUT.tensor, LAYOUT.model_metrics,
-                            LAYOUT.model_predictions, LAYOUT.sweep, LAYOUT.report,
+                           [LAYOUT.store, LAYOUT.root / "cohorts", LAYOUT.root / "features",
+                            LAYOUT.root / "analyses", LAYOUT.sweep, LAYOUT.report,
                             LAYOUT.export],
                            input.benchmarks)

@@ -1,8 +1,9 @@
-# The model sweep: one job per configuration (id = hash of its parameters), then the
-# leaderboard and the best configuration per outcome, chosen by cross-validation alone.
+# The model sweep: one job per configuration (id = hash of its parameters and its analysis),
+# then per analysis the leaderboard and the best configuration, chosen by cross-validation
+# alone.
 from cohortflow import models
 
-CONFIGS = models.configurations(STUDY)  # id -> configuration; the sweep's parameter space
+CONFIGS = models.configurations(STUDY)  # id -> configuration; every analysis's sweep
 SWEEP = LAYOUT.sweep
 
 wildcard_constraints:
@@ -10,15 +11,16 @@ wildcard_constraints:
 
 
 def get_sweep_files(kind):
-    """One file (kind: metrics, predictions) of every configuration."""
-    return lambda wildcards: [LAYOUT.config_file(c, kind) for c in CONFIGS]
+    """One file (kind: metrics, predictions) of every configuration of an analysis."""
+    return lambda wildcards: [LAYOUT.config_file(c.id, kind) for c in CONFIGS.values()
+                              if c.analysis == wildcards.analysis]
 
 
 rule sweep_config:
     input:
         store=LAYOUT.store,
-        cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
-        features=LAYOUT.features,
+        labels=lambda wildcards: LAYOUT.labels(CONFIGS[wildcards.config].analysis),
+        features=lambda wildcards: LAYOUT.features(CONFIGS[wildcards.config].cohort),
     output:
         params=LAYOUT.config_file("{config}", "params"),
         metrics=LAYOUT.config_file("{config}", "metrics"),
@@ -40,9 +42,10 @@ rule sweep_config:
     benchmark:
         LAYOUT.benchmark("sweep/{config}")
     run:
+        config = CONFIGS[wildcards.config]
         with DISCLOSURE.step_log(log[0]):
-            models.train_configuration(STUDY, CONFIGS[wildcards.config], input.store,
-                                       LAYOUT.cohort, LAYOUT.tensor,
+            models.train_configuration(STUDY, config, input.store, input.labels,
+                                       LAYOUT.tensor(config.cohort),
                                        params_out=output.params, metrics_out=output.metrics,
                                        predictions_out=output.predictions, threads=threads)
 
@@ -52,18 +55,20 @@ rule model:
         metrics=get_sweep_files("metrics"),
         predictions=get_sweep_files("predictions"),
     output:
-        leaderboard=report(LAYOUT.leaderboard, caption="../report/leaderboard.rst",
-                           category="Sweep"),
-        metrics=LAYOUT.model_metrics,
-        predictions=LAYOUT.model_predictions,
+        leaderboard=report(LAYOUT.leaderboard("{analysis}"),
+                           caption="../report/leaderboard.rst", category="Sweep",
+                           subcategory="{analysis}"),
+        metrics=LAYOUT.model_metrics("{analysis}"),
+        predictions=LAYOUT.model_predictions("{analysis}"),
     params:
-        configs=sorted(CONFIGS),
-        select_by=STUDY.model.select_by,
+        configs=lambda wildcards: sorted(c.id for c in CONFIGS.values()
+                                         if c.analysis == wildcards.analysis),
+        digest=STUDY.selection_digest(),
     log:
-        LAYOUT.log("model"),
+        LAYOUT.log("model/{analysis}"),
     benchmark:
-        LAYOUT.benchmark("model")
+        LAYOUT.benchmark("model/{analysis}")
     run:
         with DISCLOSURE.step_log(log[0]):
             models.select_models(STUDY, DISCLOSURE, input.metrics, input.predictions,
-                                 output.metrics, output.predictions)
+                                 output.leaderboard, output.metrics, output.predictions)

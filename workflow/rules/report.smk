@@ -20,24 +20,30 @@ rule data_quality:
 from cohortflow import report as study_report  # not `report`: Snakemake's report() flag
 
 
+def every_analysis(path_of):
+    """One path per analysis, ``path_of(analysis id)``."""
+    return [path_of(a) for a in ANALYSES]
+
+
+# One page for the whole study: the overview grid of targets x outcomes, then one section
+# per analysis.
 rule report:
     input:
-        attrition=LAYOUT.attrition,
-        metrics=LAYOUT.model_metrics,
-        predictions=LAYOUT.model_predictions,
+        attrition=every_analysis(LAYOUT.attrition),
+        labels=every_analysis(LAYOUT.labels),
+        metrics=every_analysis(LAYOUT.model_metrics),
+        predictions=every_analysis(LAYOUT.model_predictions),
+        leaderboard=every_analysis(LAYOUT.leaderboard),
+        features=[LAYOUT.features(t) for t in STUDY.targets()],
+        sweep_metrics=[LAYOUT.config_file(c, "metrics") for c in CONFIGS],
+        sweep_predictions=[LAYOUT.config_file(c, "predictions") for c in CONFIGS],
         oracle=get_oracle,
         store=LAYOUT.store,
         quality=LAYOUT.data_quality,
-        cohort=expand(LAYOUT.cohort_table("{shard}"), shard=SHARDS),
-        features=LAYOUT.features,
-        leaderboard=LAYOUT.leaderboard,
-        sweep_metrics=get_sweep_files("metrics"),
-        sweep_predictions=get_sweep_files("predictions"),
     output:
         page=report(LAYOUT.report, caption="../report/study.rst", category="Study"),
-        roc=report(LAYOUT.figure("roc"), caption="../report/roc.rst", category="Best models"),
-        calibration=report(LAYOUT.figure("calibration"), caption="../report/calibration.rst",
-                           category="Best models"),
+        roc=every_analysis(lambda a: LAYOUT.figure(a, "roc")),
+        calibration=every_analysis(lambda a: LAYOUT.figure(a, "calibration")),
     params:
         digest=STUDY.report_digest(),
     log:
@@ -46,31 +52,27 @@ rule report:
         LAYOUT.benchmark("report")
     run:
         with DISCLOSURE.step_log(log[0]):
-            study_report.write(
-                STUDY, DISCLOSURE, input.attrition, input.metrics, input.predictions,
-                output.page, oracle_dirs=input.oracle, quality=input.quality,
-                sweep=study_report.SweepInputs(features=LAYOUT.tensor, store=input.store,
-                                         cohort=LAYOUT.cohort, leaderboard=input.leaderboard,
-                                         folder=LAYOUT.sweep, roc=output.roc,
-                                         calibration=output.calibration))
+            study_report.write(STUDY, DISCLOSURE, CONFIGS, oracle_dirs=input.oracle,
+                               quality=input.quality)
 
 
-# What leaves the compute besides the report: pseudonymous predictions, suppressed attrition.
-# The pseudonym key comes from $COHORTFLOW_PSEUDONYM_KEY in the job's environment, never
-# from a param (params are stored in .snakemake/metadata).
+# What leaves the compute besides the report: pseudonymous predictions, suppressed attrition,
+# per analysis.  The pseudonym key comes from $COHORTFLOW_PSEUDONYM_KEY in the job's
+# environment, never from a param (params are stored in .snakemake/metadata).
 rule export:
     input:
-        attrition=LAYOUT.attrition,
-        predictions=LAYOUT.model_predictions,
+        attrition=LAYOUT.attrition("{analysis}"),
+        predictions=LAYOUT.model_predictions("{analysis}"),
     output:
-        predictions=LAYOUT.export_predictions,
-        attrition=LAYOUT.export_attrition,
+        predictions=LAYOUT.export_predictions("{analysis}"),
+        attrition=LAYOUT.export_attrition("{analysis}"),
     params:
         digest=STUDY.display_digest(),
     log:
-        LAYOUT.log("export"),
+        LAYOUT.log("export/{analysis}"),
     benchmark:
-        LAYOUT.benchmark("export")
+        LAYOUT.benchmark("export/{analysis}")
     run:
         with DISCLOSURE.step_log(log[0]):
-            export.write(DISCLOSURE, input.attrition, input.predictions)
+            export.write(DISCLOSURE, input.attrition, input.predictions, output.predictions,
+                         output.attrition)

@@ -1,7 +1,7 @@
 """The parameter space of a sweep: every configuration, its stable id and its seed.
 
-A configuration is one point of families × hyperparameters × outcomes × cohorts × feature
-sets × seeds.  Its id is a hash of its parameters (so adding a configuration to a sweep
+A configuration is one point of analyses (target × outcome × time at risk) × families ×
+hyperparameters × feature sets × seeds.  Its id is a hash of its parameters (so adding a configuration to a sweep
 leaves every other id, directory and result alone), and its seed derives from the study
 seed and that id.
 """
@@ -28,8 +28,10 @@ class Configuration:
     id: str
     family: str
     hyperparameters: dict[str, Any]
+    analysis: str
     cohort: str
     outcome: str
+    time_at_risk: str
     feature_set: str
     selection: dict[str, list[str]]
     replicate: int
@@ -38,8 +40,8 @@ class Configuration:
     def params(self) -> dict[str, Any]:
         """Everything that defines the configuration (written to ``params.json``)."""
         return {"id": self.id, "family": self.family, "hyperparameters": self.hyperparameters,
-                "cohort": self.cohort, "outcome": self.outcome,
-                "feature_set": self.feature_set, "feature_selection": self.selection,
+                "analysis": self.analysis, "cohort": self.cohort, "outcome": self.outcome,
+                "time_at_risk": self.time_at_risk, "feature_set": self.feature_set, "feature_selection": self.selection,
                 "replicate": self.replicate, "seed": self.seed}
 
 
@@ -124,37 +126,53 @@ def configurations(study: Study) -> dict[str, Configuration]:
     """
     model = study.model
     sweep = model.sweep
-    outcome = study.cohort.outcome.concept_set
-    outcomes = (sweep.outcomes if sweep and sweep.outcomes else [outcome])
-    cohorts = sweep.cohorts if sweep else ["cohort"]
+    _check_axes(study)
     feature_sets = ({n: s.model_dump() for n, s in sweep.feature_sets.items()} if sweep
                     else {"all": {"windows": [], "aggregations": [], "domains": []}})
     seeds = sweep.seeds if sweep else [0]
     method, samples = (sweep.search.method, sweep.search.samples) if sweep else ("grid", 1)
-    for name in outcomes:
+    points = [(family.family, point) for i, family in enumerate(model.families())
+              for point in family_points(family, method, samples, study.seed,
+                                         f"model.sweep.families[{i}]")]
+    out: dict[str, Configuration] = {}
+    for analysis in study.analysis_list():
+        for (family, point), (fs_name, fs), replicate in itertools.product(
+                points, feature_sets.items(), seeds):
+            key = {"family": family, "hyperparameters": point, "cohort": analysis.target,
+                   "outcome": analysis.outcome, "time_at_risk": analysis.time_at_risk,
+                   "feature_set": fs_name, "feature_selection": fs, "replicate": replicate}
+            cid = config_id(key)
+            out[cid] = Configuration(cid, family, point, analysis.id, analysis.target,
+                                     analysis.outcome, analysis.time_at_risk, fs_name, fs,
+                                     replicate, derive_seed(study.seed, cid))
+    return out
+
+
+def _check_axes(study: Study) -> None:
+    """The sweep's old ``outcomes`` and ``cohorts`` axes name the single-analysis study's
+    outcome and cohort; a study with analyses crosses them there instead."""
+    sweep = study.model.sweep
+    if sweep is None:
+        return
+    if study.cohort is None:
+        if sweep.outcomes or sweep.cohorts != ["cohort"]:
+            raise StudySpecError(
+                "model.sweep.outcomes / cohorts: a study with analyses crosses targets and "
+                "outcomes there; fix: remove them from model.sweep and list the targets and "
+                "outcomes under analyses:")
+        return
+    outcome = next(iter(study.outcome_specs()))
+    for name in sweep.outcomes:
         if name != outcome:
             raise StudySpecError(
                 f"model.sweep.outcomes: unknown outcome '{name}'; this study's cohort has "
                 f"the outcome '{outcome}' (cohort.outcome.concept_set); fix: outcomes: "
                 f"[{outcome}]")
-    for name in cohorts:
+    for name in sweep.cohorts:
         if name != "cohort":
             raise StudySpecError(
                 f"model.sweep.cohorts: unknown cohort '{name}'; a study defines one cohort, "
                 "named `cohort` after its key; fix: cohorts: [cohort]")
-    out: dict[str, Configuration] = {}
-    for i, family in enumerate(model.families()):
-        points = family_points(family, method, samples, study.seed,
-                               f"model.sweep.families[{i}]")
-        for point, cohort, target, (fs_name, fs), replicate in itertools.product(
-                points, cohorts, outcomes, feature_sets.items(), seeds):
-            key = {"family": family.family, "hyperparameters": point, "cohort": cohort,
-                   "outcome": target, "feature_set": fs_name, "feature_selection": fs,
-                   "replicate": replicate}
-            cid = config_id(key)
-            out[cid] = Configuration(cid, family.family, point, cohort, target, fs_name, fs,
-                                     replicate, derive_seed(study.seed, cid))
-    return out
 
 
 def rerun_digest(study: Study, config: Configuration) -> str:

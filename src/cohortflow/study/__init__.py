@@ -29,6 +29,15 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from cohortflow.errors import StudySpecError
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
 from cohortflow.study import _problems
+from cohortflow.study._analyses import (
+    SEPARATOR,
+    Analysis,
+    AnalysisGrid,
+    Name,
+    OutcomeSpec,
+    RiskWindow,
+    analysis_id,
+)
 from cohortflow.study._base import SpecModel
 from cohortflow.study._cohort import (
     AgeRange,
@@ -71,6 +80,12 @@ from cohortflow.study._source import (
 )
 from cohortflow.study._yaml import MAX_YAML_NODES, read_yaml
 
+SINGLE_TARGET = "cohort"
+"""The target cohort's name in a single-analysis study (``cohort:``), as the sweep's
+``cohorts`` axis has always called it."""
+SINGLE_TIME_AT_RISK = "tar"
+"""The time at risk's name in a single-analysis study (``cohort.outcome.time_at_risk``)."""
+
 DEMO_STUDY = "demo.yaml"
 """File name of the embedded default study in ``seeds/studies``."""
 
@@ -82,7 +97,10 @@ __all__ = [
     "PASSWORD_FIX",
     "STATIC_WINDOW",
     "VALUE_AGGREGATIONS",
+    "SEPARATOR",
     "AgeRange",
+    "Analysis",
+    "AnalysisGrid",
     "Cohort",
     "ConceptRef",
     "ConceptSet",
@@ -101,7 +119,9 @@ __all__ = [
     "Occurrence",
     "OmopCdm",
     "Outcome",
+    "OutcomeSpec",
     "Range",
+    "RiskWindow",
     "RuleItem",
     "SequenceFeatures",
     "Source",
@@ -111,6 +131,7 @@ __all__ = [
     "TimeAtRisk",
     "Washout",
     "Window",
+    "analysis_id",
     "content_digest",
     "demo_study_path",
     "feature_key",
@@ -124,7 +145,13 @@ __all__ = [
 
 
 class Study(SpecModel):
-    """A whole study: data source, cohort, features, model, privacy."""
+    """A whole study: data source, cohorts, outcomes, analyses, features, model, privacy.
+
+    Two forms: one target cohort with its outcome label (``cohort:``, one analysis), or a
+    cohort library crossed into many analyses (``cohorts:``, ``outcomes:``,
+    ``times_at_risk:``, ``analyses:``).  Downstream code reads either through
+    :meth:`library`, :meth:`analysis_list` and :meth:`risk_windows`, never the fields.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Study name; names the results.")
     seed: int = Field(42, description="Study seed for splits and models.")
@@ -134,7 +161,18 @@ class Study(SpecModel):
         description="Counts below this are suppressed in every shared output.")
     source: Source
     concept_sets: dict[str, ConceptSet] = Field(min_length=1)
-    cohort: Cohort
+    cohort: Cohort | None = Field(
+        None, description="One target cohort with its outcome (a study of one analysis); "
+                          "or use cohorts, outcomes, times_at_risk and analyses.")
+    cohorts: dict[Name, Cohort] = Field(
+        {}, description="The cohort library: target (and outcome) cohorts by name.")
+    outcomes: dict[Name, OutcomeSpec] = Field(
+        {}, description="Outcomes by name: a concept set ({concept_set: gi_bleed}) or a "
+                        "cohort of the library ({cohort: er_visit}).")
+    times_at_risk: dict[Name, RiskWindow] = Field(
+        {}, description="Times at risk by name, with their population settings.")
+    analyses: list[AnalysisGrid] = Field(
+        [], description="Targets x outcomes x times at risk, each entry a cross product.")
     features: Features = Features()
     model: Model = Model()
     share_with_group: str | None = Field(
@@ -146,7 +184,7 @@ class Study(SpecModel):
     def _concept_sets_exist(self) -> Study:
         """Every concept set the cohort and the features name is defined: all unknown
         names at once, each at its place, with the closest defined name."""
-        refs = [*self.cohort.concept_set_refs(),
+        refs = [*self._concept_set_refs(),
                 *((f"features.concept_sets.{i}", name)
                   for i, name in enumerate(self.features.concept_sets))]
         known = sorted(self.concept_sets)
@@ -165,6 +203,88 @@ class Study(SpecModel):
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        """``cohort:`` or the library keys, not both and not neither."""
+        if not isinstance(data, dict):
+            return data
+        library = [k for k in ("cohorts", "outcomes", "times_at_risk", "analyses") if k in data]
+        if "cohort" in data and library:
+            raise PydanticCustomError(
+                "two_forms", f"give cohort (one analysis) or {', '.join(library)} (a cohort "
+                "library), not both; fix: move the cohort under cohorts: and its outcome "
+                "under outcomes:")
+        if "cohort" not in data:
+            missing = [k for k in ("cohorts", "outcomes", "times_at_risk", "analyses")
+                       if not data.get(k)]
+            if missing:
+                raise PydanticCustomError(
+                    "no_cohort", f"no cohort: give cohort (one analysis), or all of cohorts, "
+                    f"outcomes, times_at_risk and analyses (missing: {', '.join(missing)})")
+        return data
+
+    def _concept_set_refs(self) -> list[tuple[str, str]]:
+        if self.cohort is not None:
+            return list(self.cohort.concept_set_refs())
+        refs = [ref for name, cohort in self.cohorts.items()
+                for ref in cohort.concept_set_refs(f"cohorts.{name}")]
+        refs += [(f"outcomes.{name}.concept_set", o.concept_set)
+                 for name, o in self.outcomes.items() if o.concept_set is not None]
+        return refs
+
+    @model_validator(mode="after")
+    def _library_names_known(self) -> Study:
+        """Every cohort, outcome and time at risk an analysis or an outcome names is
+        defined, and each form has what it needs: all problems at once, each at its place,
+        with the closest defined name."""
+        errors: list[InitErrorDetails] = []
+
+        def problem(kind: str, loc: tuple[str | int, ...], name: str, message: str) -> None:
+            errors.append(InitErrorDetails(type=PydanticCustomError(kind, message),
+                                           loc=loc, input=name))
+
+        def unknown(what: str, key: str, loc: tuple[str | int, ...], name: str,
+                    known: list[str]) -> None:
+            guess = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{guess[0]}'? " if guess else ""
+            problem(f"unknown_{key}", loc, name,
+                    f"unknown {what} '{name}'; {hint}defined: {', '.join(known) or 'none'}; "
+                    f"fix: name one of them, or define it under {key}")
+
+        if self.cohort is not None:
+            if self.cohort.outcome is None:
+                problem("missing_outcome", ("cohort", "outcome"), "",
+                        "a study's cohort needs its outcome; fix: cohort: {..., outcome: "
+                        "{concept_set: NAME}}")
+        for name, cohort in self.cohorts.items():
+            if cohort.outcome is not None:
+                problem("library_outcome", ("cohorts", name, "outcome"), "",
+                        "a cohort of the library has no outcome; fix: name it under "
+                        "outcomes: and cross it with the cohort in analyses:")
+        cohort_names = sorted(self.cohorts)
+        for name, outcome in self.outcomes.items():
+            if outcome.cohort is not None and outcome.cohort not in self.cohorts:
+                unknown("cohort", "cohorts", ("outcomes", name, "cohort"), outcome.cohort,
+                        cohort_names)
+            if outcome.cohort is None and name in self.cohorts:
+                problem("outcome_name", ("outcomes", name), name,
+                        f"outcome '{name}' has the name of a cohort; fix: rename the outcome, "
+                        f"or make it that cohort ({name}: {{cohort: {name}}})")
+        libraries = {"targets": ("cohort", "cohorts", cohort_names),
+                     "outcomes": ("outcome", "outcomes", sorted(self.outcomes)),
+                     "times_at_risk": ("time at risk", "times_at_risk",
+                                       sorted(self.times_at_risk))}
+        for i, grid in enumerate(self.analyses):
+            for axis, names in grid.axes().items():
+                what, key, known = libraries[axis]
+                for j, name in enumerate(names):
+                    if name not in known:
+                        unknown(what, key, ("analyses", i, axis, j), name, known)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
     @model_validator(mode="after")
     def _feature_sets_built(self) -> Study:
         """Every window and aggregation a feature set names is one the features build."""
@@ -174,6 +294,79 @@ class Study(SpecModel):
         return self
 
     _folder: Path = PrivateAttr(default_factory=Path.cwd)
+
+    # -- the cohort library and its analyses (both forms) -------------------------------------
+    def outcome_specs(self) -> dict[str, OutcomeSpec]:
+        """Every outcome by name (a single-analysis study's is named after its concept set,
+        or ``death``)."""
+        if self.cohort is None:
+            return dict(self.outcomes)
+        out = self._single_outcome()
+        spec = OutcomeSpec(concept_set=out.concept_set, domain=out.domain,
+                           first_occurrence=out.first_occurrence, value=out.value,
+                           units=out.units)
+        return {out.concept_set or "death": spec}
+
+    def _single_outcome(self) -> Outcome:
+        assert self.cohort is not None and self.cohort.outcome is not None  # validated
+        return self.cohort.outcome
+
+    def risk_windows(self) -> dict[str, RiskWindow]:
+        """Every time at risk by name, with its population settings."""
+        if self.cohort is None:
+            return dict(self.times_at_risk)
+        out = self._single_outcome()
+        return {SINGLE_TIME_AT_RISK: RiskWindow(
+            **out.time_at_risk.model_dump(),
+            exclude_prior_outcome=out.exclude_prior_outcome,
+            prior_outcome_lookback_days=out.prior_outcome_lookback_days,
+            min_days_at_risk=out.min_days_at_risk,
+            keep_outcomes_under_min=out.keep_outcomes_under_min)}
+
+    def outcome_cohort(self, outcome: str) -> str:
+        """The library cohort whose rows are ``outcome``'s dates."""
+        spec = self.outcome_specs()[outcome]
+        return spec.cohort if spec.cohort is not None else outcome
+
+    def library(self) -> dict[str, Cohort]:
+        """Every cohort by name, outcome label left out: the study's cohorts and one cohort
+        of events per concept-set outcome (named after the outcome)."""
+        cohorts = ({SINGLE_TARGET: self.cohort.without_outcome()} if self.cohort is not None
+                   else dict(self.cohorts))
+        for name, spec in self.outcome_specs().items():
+            if spec.cohort is None:
+                cohorts[name] = Cohort.of_events(spec.criterion())
+        return cohorts
+
+    def analysis_list(self) -> list[Analysis]:
+        """Every analysis of the study, once each, in spec order."""
+        grids = (self.analyses if self.cohort is None else [AnalysisGrid(
+            target=SINGLE_TARGET, outcome=next(iter(self.outcome_specs())),
+            time_at_risk=SINGLE_TIME_AT_RISK)])
+        out: dict[str, Analysis] = {}
+        for grid in grids:
+            for target, outcome, tar in grid.designs():
+                aid = analysis_id(target, outcome, tar)
+                out.setdefault(aid, Analysis(aid, target, outcome, tar,
+                                             self.outcome_cohort(outcome)))
+        return list(out.values())
+
+    def analysis(self, analysis: str) -> Analysis:
+        """One analysis by id."""
+        found = {a.id: a for a in self.analysis_list()}
+        if analysis not in found:
+            raise StudySpecError(f"unknown analysis '{analysis}'; this study has: "
+                                 f"{', '.join(found)}")
+        return found[analysis]
+
+    def targets(self) -> list[str]:
+        """Every target cohort of an analysis, sorted (one feature tensor each)."""
+        return sorted({a.target for a in self.analysis_list()})
+
+    def cohorts_used(self) -> list[str]:
+        """Every library cohort an analysis reads, as target or outcome, sorted."""
+        return sorted({name for a in self.analysis_list()
+                       for name in (a.target, a.outcome_cohort)})
 
     def source_path(self) -> Path | None:
         """The OMOP or MEDS source's path (None for synthetic or database sources), a
@@ -212,22 +405,39 @@ class Study(SpecModel):
         return content_digest({"name": self.name, "shards": self.shards,
                                "source": self.source.model_dump(mode="json")})
 
-    def cohort_digest(self) -> str:
-        """A cohort shard's key: the cohort definition and the concept sets it resolves
+    def cohort_digest(self, name: str) -> str:
+        """A cohort shard's key: the cohort's definition and the concept sets it resolves
         (the vocabulary is the event store's ``codes.parquet``, an input file)."""
-        names = sorted({name for _, name in self.cohort.concept_set_refs()})
+        cohort = self.library()[name]
+        names = sorted({n for _, n in cohort.concept_set_refs()})
         return content_digest({
-            "cohort": self.cohort.model_dump(mode="json"),
+            "cohort": cohort.model_dump(mode="json"),
             "concept_sets": {n: self.concept_sets[n].model_dump(mode="json") for n in names}})
 
-    def features_digest(self) -> str:
-        """The feature tensor's key: the feature spec and the concept sets it turns into
-        features (the cohort's rows are input files); also the tensor's ``features_digest``
-        attribute.  The study name is written into the tensor's attributes."""
+    def labels_digest(self, analysis: str) -> str:
+        """An analysis's labels' key: its time at risk with the population settings (the
+        target's and the outcome cohort's rows are input files)."""
+        a = self.analysis(analysis)
+        return content_digest({"analysis": a.id, "outcome_cohort": a.outcome_cohort,
+                               "time_at_risk": self.risk_windows()[a.time_at_risk]
+                               .model_dump(mode="json")})
+
+    def features_digest(self, target: str) -> str:
+        """A target's feature tensor's key: the feature spec and the concept sets it turns
+        into features (the cohort's rows are input files); also the tensor's
+        ``features_digest`` attribute.  The study and target names are written into the
+        tensor's attributes."""
         names = sorted(set(self.features.concept_sets) & set(self.concept_sets))
         return content_digest({
-            "name": self.name, "features": self.features.model_dump(mode="json"),
+            "name": self.name, "target": target,
+            "features": self.features.model_dump(mode="json"),
             "concept_sets": {n: self.concept_sets[n].model_dump(mode="json") for n in names}})
+
+    def selection_digest(self) -> str:
+        """The model step's key: how the best configuration is picked and the leaderboard's
+        suppression threshold."""
+        return content_digest({"select_by": self.model.select_by,
+                               "min_cell_count": self.min_cell_count})
 
     def display_digest(self) -> str:
         """The key of steps that only suppress for display (data quality, export): the

@@ -260,7 +260,9 @@ class Outcome(Criterion):
 
 
 class Cohort(SpecModel):
-    """Target cohort (entry, observation, inclusion rules, exit) and the outcome label."""
+    """A cohort (entry, observation, inclusion rules, exit); in the single-analysis form
+    (``cohort:``) also the outcome label.  A cohort of the library (``cohorts:``) has no
+    outcome: outcomes and times at risk are named on their own and crossed by analyses."""
 
     entry: Entry
     prior_observation_days: int = Field(
@@ -273,7 +275,8 @@ class Cohort(SpecModel):
     limit: Literal["all", "first", "last"] = Field(
         "all", description="After the inclusion rules: all, first or last episode per person.")
     exit: Exit = Exit()
-    outcome: Outcome
+    outcome: Outcome | None = Field(
+        None, description="The outcome label (single-analysis form `cohort:` only).")
 
     @model_validator(mode="after")
     def _exit_needs_observation(self) -> Cohort:
@@ -282,22 +285,36 @@ class Cohort(SpecModel):
                              "fix: exit: {strategy: date_offset, date_field: end}")
         return self
 
-    def concept_set_refs(self) -> Iterator[tuple[str, str]]:
-        """(field, concept set name) of every concept set the cohort uses."""
+    def concept_set_refs(self, where: str = "cohort") -> Iterator[tuple[str, str]]:
+        """(field, concept set name) of every concept set the cohort uses; ``where`` is the
+        cohort's own field (``cohort``, ``cohorts.<name>``)."""
         if self.entry.concept_set is not None:
-            yield "cohort.entry.concept_set", self.entry.concept_set
+            yield f"{where}.entry.concept_set", self.entry.concept_set
         for i, c in enumerate(self.entry.criteria):
             if c.concept_set is not None:
-                yield f"cohort.entry.criteria.{i}.concept_set", c.concept_set
+                yield f"{where}.entry.criteria.{i}.concept_set", c.concept_set
         for i, rule in enumerate(self.inclusion_rules):
-            yield from _group_refs(rule, f"cohort.inclusion_rules.{i}")
+            yield from _group_refs(rule, f"{where}.inclusion_rules.{i}")
         if self.exit.concept_set is not None:
-            yield "cohort.exit.concept_set", self.exit.concept_set
+            yield f"{where}.exit.concept_set", self.exit.concept_set
         for i, c in enumerate(self.exit.censoring):
             if c.concept_set is not None:
-                yield f"cohort.exit.censoring.{i}.concept_set", c.concept_set
-        if self.outcome.concept_set is not None:
-            yield "cohort.outcome.concept_set", self.outcome.concept_set
+                yield f"{where}.exit.censoring.{i}.concept_set", c.concept_set
+        if self.outcome is not None and self.outcome.concept_set is not None:
+            yield f"{where}.outcome.concept_set", self.outcome.concept_set
+
+    def without_outcome(self) -> Cohort:
+        """The cohort alone, its outcome label left out (what a cohort step builds)."""
+        return self.model_copy(update={"outcome": None})
+
+    @classmethod
+    def of_events(cls, criterion: Criterion) -> Cohort:
+        """The cohort of every event matching ``criterion``, observed or not: a concept-set
+        outcome as a cohort of the library (OHDSI outcomes are cohorts).  Its start dates
+        are the outcome dates."""
+        return cls(entry=Entry(criteria=[criterion], first_only=False),
+                   require_observation=False, prior_observation_days=0,
+                   exit=Exit(strategy="date_offset", date_field="end"))
 
 
 def _group_refs(group: Group, where: str) -> Iterator[tuple[str, str]]:

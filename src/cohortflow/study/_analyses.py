@@ -1,0 +1,141 @@
+"""Many questions over one warehouse: the cohort library, the outcomes, the times at risk
+and the analyses that cross them (OHDSI PatientLevelPrediction's model designs).
+
+A study names its cohorts once (``cohorts:``), its outcomes once (``outcomes:``: a concept
+set, or a cohort of the library) and its times at risk once (``times_at_risk:``), then lists
+``analyses:``, each a cross product of targets × outcomes × times at risk.  Every piece is
+computed once and reused: a cohort by every analysis that uses it, as target or outcome; a
+target's feature tensor by every outcome and time at risk.
+
+>>> grid = AnalysisGrid.model_validate({"targets": ["a", "b"], "outcome": "x",
+...                                     "times_at_risk": ["1y"]})
+>>> [analysis_id(t, o, r) for t, o, r in grid.designs()]
+['a__x__1y', 'b__x__1y']
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from cohortflow.study._base import SpecModel
+from cohortflow.study._cohort import Criterion, TimeAtRisk
+
+SEPARATOR = "__"
+"""Joins an analysis id's parts: ``<target>__<outcome>__<time at risk>``."""
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$",
+                            description="Letters, digits, '-' and single '_' inside "
+                                        "('__' joins analysis ids).")]
+"""The name of a cohort, an outcome or a time at risk: a path part and part of an analysis
+id, so letters, digits, ``-`` and single ``_``."""
+
+
+def analysis_id(target: str, outcome: str, time_at_risk: str) -> str:
+    """The id of one (target, outcome, time at risk): its folder and its wildcard.
+
+    >>> analysis_id("asthma", "exacerbation", "1y")
+    'asthma__exacerbation__1y'
+    """
+    return SEPARATOR.join((target, outcome, time_at_risk))
+
+
+class RiskWindow(TimeAtRisk):
+    """A time at risk with the population settings that go with it (PLP's
+    ``createStudyPopulationSettings``): who is dropped before the labels are counted."""
+
+    exclude_prior_outcome: bool = Field(
+        False, description="Drop episodes with an outcome before the time at risk.")
+    prior_outcome_lookback_days: int | None = Field(
+        None, ge=1, description="Days before index searched for a prior outcome; null: all.")
+    min_days_at_risk: int = Field(
+        0, ge=0, description="Drop episodes observed fewer days at risk (both ends counted).")
+    keep_outcomes_under_min: bool = Field(
+        True, description="Keep episodes with an outcome even if under min_days_at_risk.")
+
+
+class OutcomeSpec(Criterion):
+    """An outcome: events of a concept set (the ``Criterion`` fields), or a cohort of the
+    library (``cohort: NAME``; its entry dates are the outcome dates)."""
+
+    cohort: str | None = Field(None, description="A cohort of `cohorts:` whose start dates "
+                                                 "are the outcome (instead of a concept set).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cohort_needs_no_concepts(cls, data: Any) -> Any:
+        # a cohort outcome has no concept set; mark it so the Criterion check passes
+        if isinstance(data, dict) and data.get("cohort") is not None:
+            if data.get("concept_set") is not None:
+                raise ValueError("give concept_set or cohort, not both, e.g. "
+                                 "{cohort: er_visit}")
+            return {**data, "domain": data.get("domain", "DEATH")}
+        return data
+
+    @model_validator(mode="after")
+    def _cohort_alone(self) -> OutcomeSpec:
+        if self.cohort is not None and (self.value is not None or self.units is not None
+                                        or self.first_occurrence):
+            raise ValueError("a cohort outcome takes no value, units or first_occurrence; "
+                             "fix: put them in the cohort's entry")
+        return self
+
+    def criterion(self) -> Criterion:
+        """The concept-set outcome as an event criterion."""
+        return Criterion(concept_set=self.concept_set, domain=self.domain,
+                         first_occurrence=self.first_occurrence, value=self.value,
+                         units=self.units)
+
+
+def _names(one: str | None, many: list[str]) -> list[str]:
+    return ([one] if one is not None else []) + list(many)
+
+
+class AnalysisGrid(SpecModel):
+    """Targets × outcomes × times at risk, each given as one name (``target: a``) or a list
+    (``targets: [a, b]``); an explicit analysis is a grid of one."""
+
+    target: str | None = None
+    targets: list[str] = Field([], description="Target cohorts, by name in cohorts.")
+    outcome: str | None = None
+    outcomes: list[str] = Field([], description="Outcomes, by name in outcomes.")
+    time_at_risk: str | None = None
+    times_at_risk: list[str] = Field([], description="Times at risk, by name in "
+                                                     "times_at_risk.")
+
+    @model_validator(mode="after")
+    def _each_axis_given(self) -> AnalysisGrid:
+        for one, many in (("target", "targets"), ("outcome", "outcomes"),
+                          ("time_at_risk", "times_at_risk")):
+            if not _names(getattr(self, one), getattr(self, many)):
+                raise ValueError(f"give {one} or {many}, e.g. {many}: [...]")
+        return self
+
+    def axes(self) -> dict[str, list[str]]:
+        """Each axis's names, by the library it names (cohorts, outcomes, times_at_risk)."""
+        return {"targets": _names(self.target, self.targets),
+                "outcomes": _names(self.outcome, self.outcomes),
+                "times_at_risk": _names(self.time_at_risk, self.times_at_risk)}
+
+    def designs(self) -> list[tuple[str, str, str]]:
+        """(target, outcome, time at risk) of every point of the grid, in spec order."""
+        axes = self.axes()
+        return list(itertools.product(axes["targets"], axes["outcomes"],
+                                      axes["times_at_risk"]))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One prediction question: a target cohort, an outcome, a time at risk.
+
+    ``outcome_cohort`` is the library cohort whose rows are the outcome dates (a concept-set
+    outcome is a cohort of its own, named after the outcome)."""
+
+    id: str
+    target: str
+    outcome: str
+    time_at_risk: str
+    outcome_cohort: str
