@@ -434,10 +434,9 @@ class Study(SpecModel):
             "concept_sets": {n: self.concept_sets[n].model_dump(mode="json") for n in names}})
 
     def selection_digest(self) -> str:
-        """The model step's key: how the best configuration is picked and the leaderboard's
-        suppression threshold."""
-        return content_digest({"select_by": self.model.select_by,
-                               "min_cell_count": self.min_cell_count})
+        """The model step's key: how the best configuration is picked.  The leaderboard
+        holds scores, no counts, so ``min_cell_count`` is not in it."""
+        return content_digest({"select_by": self.model.select_by})
 
     def display_digest(self) -> str:
         """The key of steps that only suppress for display (data quality, export): the
