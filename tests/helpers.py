@@ -18,7 +18,8 @@ import polars as pl
 import yaml
 
 from cohortflow import cohorts, events, manifest
-from cohortflow.study import Study, demo_study_path, load_study
+from cohortflow.layout import shard_attrition, shard_table
+from cohortflow.study import SINGLE_TARGET, Study, demo_study_path, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,22 +74,29 @@ def make_omop_study(source: Path, root: Path) -> Path:
     return write_study(root / "study.yaml", shards=2, source={"omop": {"path": "cdm"}})
 
 
-def build_cohorts(study_path: Path, store: Path, cohort_dir: Path) -> Study:
-    """Cohort tables of every shard of ``store`` for a study file; returns the study."""
+def build_cohorts(study_path: Path, store: Path, cohort_dir: Path,
+                  cohort: str = SINGLE_TARGET) -> Study:
+    """The episode tables of cohort ``cohort`` (default: a single-cohort study's target) on
+    every shard of ``store`` for a study file; returns the study."""
     study = load_study(study_path)
     for shard in events.list_shards(store):
-        cohorts.write_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
-                            cohort_dir / "shards" / f"{shard}.attrition.json")
+        cohorts.write_shard(study, cohort, store, shard, shard_table(cohort_dir, shard),
+                            shard_attrition(cohort_dir, shard))
     return study
 
 
 def digests(results: Path) -> dict[str, str]:
-    """Checksums of the cohort tables and the feature tensor of a study's results."""
-    return {
-        **{f"cohort/{k}": v for k, v in manifest.tree_digests(results / "cohort").items()},
-        **{f"features/{k}": v
-           for k, v in manifest.tree_digests(results / "features" / "features.zarr").items()},
-    }
+    """Checksums of the cohort tables, the labels and the feature tensors of a study's
+    results (each tree as Snakemake wrote it, its timestamps left out)."""
+    out: dict[str, str] = {}
+    for tree in ("cohorts", "features", "analyses"):
+        for key, value in manifest.tree_digests(results / tree).items():
+            name = Path(key).name
+            if name == ".snakemake_timestamp" or (tree == "analyses" and not (
+                    name == "labels.parquet" or name == "attrition.json")):
+                continue
+            out[f"{tree}/{key}"] = value
+    return out
 
 
 # ---- the command line ----------------------------------------------------------------------

@@ -98,6 +98,8 @@ __all__ = [
     "STATIC_WINDOW",
     "VALUE_AGGREGATIONS",
     "SEPARATOR",
+    "SINGLE_TARGET",
+    "SINGLE_TIME_AT_RISK",
     "AgeRange",
     "Analysis",
     "AnalysisGrid",
