@@ -24,6 +24,7 @@ localrules:
     all,
     manifest,
     data_quality,
+    attrition,
 
 
 rule all:

@@ -93,9 +93,8 @@ def main() -> None:
             rows = [run_once(mode, root / "study.yaml", root)
                     for _ in range(args.repeats) for mode in ("plain", "tls")]
             same = {
-                str(row["mode"]): {**tree_digests(Path(str(row["results"])) / "cohort"),
-                                   **tree_digests(Path(str(row["results"])) / "features"
-                                                  / "features.zarr")}
+                str(row["mode"]): {**tree_digests(Path(str(row["results"])) / "cohorts"),
+                                   **tree_digests(Path(str(row["results"])) / "features")}
                 for row in rows}
     finally:
         if cluster is not None:

@@ -18,11 +18,13 @@ import polars as pl
 import yaml
 
 from cohortflow import cohorts, events, manifest
-from cohortflow.layout import shard_attrition, shard_table
+from cohortflow.layout import Layout, shard_attrition, shard_table
 from cohortflow.study import SINGLE_TARGET, Study, demo_study_path, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 
+DEMO_ANALYSIS = "cohort__asthma_exacerbation__tar"
+"""The demo study's one analysis (target ``cohort``, its outcome, its time at risk)."""
 PERSONS = 20_000  # enough held-out persons for a stable AUROC; about a minute per run
 
 # ---- tiny hand-built frames ----------------------------------------------------------------
@@ -83,6 +85,23 @@ def build_cohorts(study_path: Path, store: Path, cohort_dir: Path,
         cohorts.write_shard(study, cohort, store, shard, shard_table(cohort_dir, shard),
                             shard_attrition(cohort_dir, shard))
     return study
+
+
+def build_labels(study_path: Path, store: Path, results: Path) -> tuple[Study, pl.DataFrame]:
+    """Every cohort the study's first analysis reads, its attrition and its labels under
+    ``results`` (a study's results tree), as the workflow's rules build them; returns the
+    study and the label table."""
+    study = load_study(study_path)
+    layout, analysis = Layout(Path(results)), study.analysis_list()[0]
+    shards = events.list_shards(store)
+    for name in sorted({analysis.target, analysis.outcome_cohort}):
+        build_cohorts(study_path, store, layout.cohort(name), name)
+        cohorts.write_attrition([layout.cohort_shard_attrition(name, s) for s in shards],
+                                layout.cohort_attrition(name))
+    cohorts.write_labels(study, analysis, layout.cohort(analysis.target),
+                         layout.cohort(analysis.outcome_cohort), shards,
+                         layout.labels(analysis.id), layout.attrition(analysis.id))
+    return study, pl.read_parquet(layout.labels(analysis.id))
 
 
 def digests(results: Path) -> dict[str, str]:

@@ -61,7 +61,7 @@ Execute 2 jobs...
 [Tue Dec  1 16:13:20 2026]
 localrule cohort_shard:
     input: /r/demo/events
-    output: /r/demo/cohort/shards/0.parquet
+    output: /r/demo/cohorts/cohort/shards/0.parquet
     jobid: 3
     reason: Params have changed since last execution
     wildcards: shard=0

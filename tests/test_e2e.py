@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cohortflow.layout import Layout
+
 from tests.harness.intruded import IntrudedRun
-from tests.helpers import REPO, digests
+from tests.helpers import DEMO_ANALYSIS, REPO, digests
 
 
 @pytest.mark.e2e
@@ -30,7 +32,7 @@ def test_demo_study_leaves_a_self_contained_report(laptop_run: tuple) -> None:
 @pytest.mark.e2e
 def test_demo_model_auroc_is_within_005_of_the_oracle(laptop_run: tuple) -> None:
     results, _ = laptop_run
-    metrics = json.loads((results / "model" / "metrics.json").read_text())
+    metrics = json.loads(Layout(results).model_metrics(DEMO_ANALYSIS).read_text())
     oracle = json.loads((results / "omop" / "oracle.json").read_text())
     assert metrics["n_test"] > 1000
     assert abs(metrics["test"]["auroc"] - oracle["oracle_auroc"]) <= 0.05, (metrics, oracle)
@@ -39,7 +41,7 @@ def test_demo_model_auroc_is_within_005_of_the_oracle(laptop_run: tuple) -> None
 @pytest.mark.e2e
 def test_attrition_counts_add_up(laptop_run: tuple) -> None:
     results, _ = laptop_run
-    attrition = json.loads((results / "cohort" / "attrition.json").read_text())
+    attrition = json.loads(Layout(results).attrition(DEMO_ANALYSIS).read_text())
     counts = [step["subjects"] for step in attrition]
     assert counts[0] >= counts[-1] > 0
     oracle = json.loads((results / "omop" / "oracle.json").read_text())
@@ -76,8 +78,8 @@ def snakemake_from_repo(workdir: Path, study_file: Path, profile_args: list[str]
 def assert_same_results(results: Path, laptop_results: Path) -> None:
     """Cohort tables and tensors byte for byte, metrics to 1e-9: the profile changes nothing."""
     assert digests(results) == digests(laptop_results)
-    laptop_metrics = json.loads((laptop_results / "model" / "metrics.json").read_text())
-    metrics = json.loads((results / "model" / "metrics.json").read_text())
+    laptop_metrics = json.loads(Layout(laptop_results).model_metrics(DEMO_ANALYSIS).read_text())
+    metrics = json.loads(Layout(results).model_metrics(DEMO_ANALYSIS).read_text())
     for key, value in laptop_metrics["test"].items():
         assert metrics["test"][key] == pytest.approx(value, abs=1e-9)
     assert (results / "report.html").is_file()
@@ -95,9 +97,10 @@ def test_slurm_profile_runs_as_batch_jobs_with_identical_results(
         ["--workflow-profile", "profiles/slurm", "--profile", "tests/harness/slurm-test-profile"],
         slurm_cluster.env)
     jobs = len(re.findall(r"Job \S+ has been submitted with SLURM jobid \d+", log))
-    # synth, ingest, 4 cohort shards, attrition, features, one batch of the sweep's
-    # configurations (group-components), model (leaderboard), report, export
-    assert jobs == 12, log[-3000:]
+    # synth, ingest, 4 shards of the target cohort and 4 of the outcome's, labels, features,
+    # one batch of the sweep's configurations (group-components), model (leaderboard),
+    # report, export
+    assert jobs == 16, log[-3000:]
     assert slurm_cluster.submission_count() - before == jobs
     assert_same_results(workdir / "results" / "demo", laptop_run[0])
 

@@ -32,9 +32,9 @@ def test_targets_after_double_dash_are_snakemake_targets(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     command = runner.snakemake_command(None, "laptop", Path("results"), [
-        "results/demo/cohort/attrition.json", "results/demo/report.html", "--cores", "2"])
+        "results/demo/cohorts/cohort/attrition.json", "results/demo/report.html", "--cores", "2"])
     args = parsed(command)
-    assert args.targets == [str(tmp_path / "results/demo/cohort/attrition.json"),
+    assert args.targets == [str(tmp_path / "results/demo/cohorts/cohort/attrition.json"),
                             str(tmp_path / "results/demo/report.html")]
     assert str(args.cores) == "2"
     assert sorted(entry.split("=")[0] for entry in args.config) == [
@@ -106,7 +106,7 @@ def target_run(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory
     workdir = tmp_path_factory.mktemp("target")
     study = write_study(workdir / "small.yaml", name="small", shards=2,
                         source={"omop": {"path": str(synth_omop)}})
-    done = cohortflow("run", str(study), "--", "results/small/cohort/attrition.json",
+    done = cohortflow("run", str(study), "--", "results/small/cohorts/cohort/attrition.json",
                       cwd=workdir)
     return workdir, done
 
@@ -116,7 +116,7 @@ def test_a_target_after_double_dash_runs_only_what_it_needs(target_run: tuple) -
     workdir, done = target_run
     assert done.returncode == 0, done.stderr[-4000:]
     results = workdir / "results" / "small"
-    assert json.loads((results / "cohort" / "attrition.json").read_text())
+    assert json.loads((results / "cohorts" / "cohort" / "attrition.json").read_text())
     assert not (results / "features").exists()
     assert not (results / "report.html").exists()
     assert "Traceback" not in done.stdout + done.stderr
@@ -172,7 +172,7 @@ def test_a_failing_step_shows_its_error_once_and_no_stack_frames(synth_omop: Pat
                         source={"omop": {"path": str(synth_omop)}},
                         concept_sets__asthma_exacerbation__include=[
                             {"concept_id": UNKNOWN_CONCEPT}])
-    done = cohortflow("run", str(study), "--", "results/bad/cohort/attrition.json",
+    done = cohortflow("run", str(study), "--", "results/bad/cohorts/cohort/attrition.json",
                       cwd=tmp_path)
     console = done.stdout + done.stderr
     assert done.returncode != 0

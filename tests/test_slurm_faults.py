@@ -47,11 +47,11 @@ def snakemake_log(tmp_path: Path, status: str, *, restart: bool, resources: str,
     text = f"""\
 [Tue Nov 24 09:17:41 2026]
 rule features:
-    input: results/demo/events, results/demo/cohort/shards/0.parquet
-    output: results/demo/features/features.zarr
-    log: results/demo/logs/features.log
+    input: results/demo/events, results/demo/cohorts/cohort/shards/0.parquet
+    output: results/demo/features/cohort
+    log: results/demo/logs/features/cohort.log
     jobid: 8
-    reason: Missing output files: results/demo/features/features.zarr
+    reason: Missing output files: results/demo/features/cohort
     threads: 2
     resources: tmpdir=<TBD>, {resources}, disk_mb=1000, slurm_partition=debug, cpus_per_task=1
 Shell command: None
@@ -62,9 +62,9 @@ Error in rule features:
 unavailable (status command is not 'sacct').For further error details see the cluster/cloud \
 log and the log files of the involved rule(s).
     jobid: 8
-    input: results/demo/events, results/demo/cohort/shards/0.parquet
-    output: results/demo/features/features.zarr
-    log: results/demo/logs/features.log, {log_file} (check log file(s) for error details)
+    input: results/demo/events, results/demo/cohorts/cohort/shards/0.parquet
+    output: results/demo/features/cohort
+    log: results/demo/logs/features/cohort.log, {log_file} (check log file(s) for error details)
     external_jobid: 7
 """
     if restart:
@@ -295,7 +295,7 @@ def test_a_job_over_its_memory_is_told_and_retried_with_more(
     assert "Exceeded job memory limit" in slurm_log.read_text()
     # the retry: the command line's amount, and the profile's runtime of attempt 2 (60 * 2)
     assert re.search(r"mem_mb=2000, .*runtime=120", retried_resources(log, "features")), log
-    assert (workdir / "results" / "demo" / "features" / "features.zarr").is_dir()
+    assert (workdir / "results" / "demo" / "features" / "cohort" / "features.zarr").is_dir()
 
 
 def freeze(job_id: str, env: dict[str, str], frozen: set[int]) -> None:

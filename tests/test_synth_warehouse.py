@@ -15,7 +15,7 @@ from cohortflow import omop, synth
 from cohortflow.errors import CohortflowError
 from cohortflow.study import load_study
 from cohortflow.synth import vocab
-from tests.helpers import build_cohorts, cohortflow, write_study
+from tests.helpers import build_labels, cohortflow, write_study
 
 PERSONS, SEED, CHUNK = 2000, 5, 700  # chunks cut through the generator's 1,000-person blocks
 EVENT_TABLES = {"visit_occurrence": "visit", "condition_occurrence": "condition",
@@ -182,8 +182,7 @@ def test_ingest_reads_it_and_the_demo_cohort_matches_the_oracle(cdm, tmp_path):
     codes = pl.read_parquet(store / "metadata" / "codes.parquet")
     assert codes.height > 5000
     study = write_study(tmp_path / "study.yaml", shards=2, source={"omop": {"path": str(out)}})
-    build_cohorts(study, store, tmp_path / "cohort")
-    cohort = pl.read_parquet(tmp_path / "cohort" / "shards" / "*.parquet")
+    _, cohort = build_labels(study, store, tmp_path / "results")
     assert cohort.height == summary.n_eligible
     assert cohort["label"].sum() == summary.n_outcomes
 
