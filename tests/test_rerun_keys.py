@@ -100,9 +100,10 @@ EDITS = {
     # the feature spec: the tensor, every configuration trained on it, and what follows
     "feature window": (_window, {"features", "sweep_config"} | DOWNSTREAM_OF_MODEL,
                        EVERY_CONFIG),
-    # a concept set the cohort resolves: each shard's cohort table and everything from it
+    # the outcome's concept set: the outcome cohort's shards, the labels and what reads
+    # them; the target cohort and its tensor are left alone
     "outcome concept": (_outcome_concept,
-                        {"cohort_shard", "attrition", "features", "sweep_config"}
+                        {"cohort_shard", "attrition", "labels", "sweep_config"}
                         | DOWNSTREAM_OF_MODEL, EVERY_CONFIG),
     # a display threshold: suppression only; no model, no cohort, no ingest
     "min_cell_count": (_min_cell_count, {"data_quality", "report", "export", "manifest"},
@@ -123,6 +124,7 @@ def test_an_edit_reruns_exactly_what_reads_it(name: str, finished: tuple[Path, P
     assert _configs(jobs) == (every if configs == EVERY_CONFIG else configs)
     shards = [w for r, w in jobs if r == "cohort_shard"]
     assert len(shards) == (load_study(study_file).shards if "cohort_shard" in rules else 0)
+    assert all(f"cohort={OUTCOME_SET}" in w for w in shards)  # the outcome's cohort only
     assert len(jobs) == len(set(jobs))
 
 
