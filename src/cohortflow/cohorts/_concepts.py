@@ -60,8 +60,8 @@ def concept_codes(name: str, concept_set: ConceptSet, codes: pl.DataFrame,
 class CohortPlan:
     """A cohort definition with its concept sets, resolving each (set, domain) to codes once.
 
-    ``required`` concept sets (entry and outcome) must occur in the store; the others may be
-    absent (a washout of a drug nobody takes is simply always passed).
+    ``required`` concept sets (entry, and a single-form cohort's outcome) must occur in the
+    store; the others may be absent (a washout of a drug nobody takes is simply always passed).
     """
 
     cohort: Cohort
@@ -94,7 +94,10 @@ class CohortPlan:
         return list(self._cache.values())
 
     def check(self) -> None:
-        """Resolve the entry and outcome concept sets now, so a typo fails before any work."""
+        """Resolve the entry concept sets now (and a single-form cohort's outcome, when it has
+        one), so a typo fails before any work."""
         for criterion in self.cohort.entry.all_criteria():
             self.codes_of(criterion.concept_set, criterion.domain, required=True)
-        self.codes_of(self.cohort.outcome.concept_set, self.cohort.outcome.domain, required=True)
+        if self.cohort.outcome is not None:
+            self.codes_of(self.cohort.outcome.concept_set, self.cohort.outcome.domain,
+                          required=True)

@@ -1,7 +1,9 @@
 """The cohort engine: entry events → observation window → inclusion rules → exit and
-censoring → era collapse → outcome labels, each step a named LazyFrame (the attrition).
+censoring → era collapse (a cohort's episodes), then outcome labels (an analysis's), each step
+a named LazyFrame (the attrition).
 
-Everything is a pure function of one shard's events, so memory is bounded by the shard.
+The episodes are a pure function of one shard's events, so memory is bounded by the shard;
+the labels are a pure function of the target's episodes and the outcome's rows.
 Dates follow OHDSI Circe: whole days between calendar dates, windows inclusive unless asked.
 """
 
@@ -14,6 +16,8 @@ import polars as pl
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._events import merge_intervals, observation_periods, occurrences
 from cohortflow.cohorts._rules import group_flag, matching
+from cohortflow.errors import StudySpecError
+from cohortflow.study import Outcome, RiskWindow
 
 COHORT_SCHEMA = pl.Schema(
     [
@@ -24,6 +28,8 @@ COHORT_SCHEMA = pl.Schema(
         ("censor_time", pl.Datetime("us")),
     ]
 )
+LABEL_SCHEMA = pl.Schema([*COHORT_SCHEMA.items(), ("row", pl.Int64())])
+"""An analysis's labels: the cohort table's columns and the target episode's tensor row."""
 EPISODE_COLUMNS = ["subject_id", "index_time", "start", "end", "obs_start", "obs_end"]
 """Episode rows between steps: dates ``start`` (index), ``end`` (entry event's end, later the
 exit) and the observation period around the index."""
@@ -171,8 +177,31 @@ def make_episodes(plan: CohortPlan) -> Callable[[pl.LazyFrame], Steps]:
     return run
 
 
-def label_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> Steps:
+def risk_window(outcome: Outcome) -> RiskWindow:
+    """The time at risk and population settings of a single-form cohort's outcome (what
+    ``Study.risk_windows`` names for that form), for :func:`make_cohort`."""
+    return RiskWindow(**outcome.time_at_risk.model_dump(),
+                      exclude_prior_outcome=outcome.exclude_prior_outcome,
+                      prior_outcome_lookback_days=outcome.prior_outcome_lookback_days,
+                      min_days_at_risk=outcome.min_days_at_risk,
+                      keep_outcomes_under_min=outcome.keep_outcomes_under_min)
+
+
+def number_rows(episodes: pl.LazyFrame, offset: int = 0) -> pl.LazyFrame:
+    """Episodes with ``row`` (Int64): their position, from ``offset`` (the tensor row when
+    the episodes are a target's shard tables in shard order)."""
+    return episodes.with_row_index("row", offset=offset).with_columns(
+        pl.col("row").cast(pl.Int64))
+
+
+def label_steps(risk: RiskWindow, episodes: pl.LazyFrame, outcome_rows: pl.LazyFrame) -> Steps:
     """The prediction labels: first outcome in the time at risk, censoring, exclusions.
+
+    ``episodes`` are the target's (``EPISODE_COLUMNS`` plus ``row``, their tensor row, see
+    :func:`number_rows`); ``outcome_rows`` are the outcome's ``(subject_id, time, day)``: the
+    outcome cohort's index times and start dates.  The steps are the label exclusions
+    ``risk`` asks for; the last one is the table (``COHORT_SCHEMA`` plus ``row``, sorted by
+    ``row``), named after the last exclusion, or ``""`` when there is none (no row dropped).
 
     The time at risk is whole days, both ends included (OHDSI): an outcome on any day from
     its first to its last (the earlier of the time at risk's end and the end of observation)
@@ -182,60 +211,68 @@ def label_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> S
     precedes ``event_time``, and ``censor_time - index_time`` with ``label`` is the
     time-to-event pair.
     """
-    outcome = plan.cohort.outcome
-    tar = outcome.time_at_risk
     anchor = {"index": pl.col("start"), "exit": pl.col("end")}
-    rows = episodes.with_row_index("episode").with_columns(
-        tar_start=anchor[tar.start_anchor] + _days(tar.start_days),
-        tar_end=anchor[tar.end_anchor] + _days(tar.end_days),
+    rows = episodes.with_columns(
+        tar_start=anchor[risk.start_anchor] + _days(risk.start_days),
+        tar_end=anchor[risk.end_anchor] + _days(risk.end_days),
     ).with_columns(censor=pl.min_horizontal("tar_end", "obs_end"))
     rows = _checkpoint(rows)
-    events_ = matching(plan, outcome, ev).select("subject_id", "time", day="start")
-    joined = rows.select("episode", "subject_id", "start", "tar_start", "censor").join(
-        events_, on="subject_id")
+    joined = rows.select("row", "subject_id", "start", "tar_start", "censor").join(
+        outcome_rows.select("subject_id", "time", "day"), on="subject_id")
     first = (
         joined.filter(pl.col("day").is_between("tar_start", "censor"))
-        .group_by("episode").agg(event_time=pl.col("time").min())
+        .group_by("row").agg(event_time=pl.col("time").min())
     )
     # Follow-up ends at the first outcome: an outcome later on the last day at risk than
     # that day's midnight must not be followed by its own censoring.
-    labelled = rows.join(first, on="episode", how="left").with_columns(
+    labelled = rows.join(first, on="row", how="left").with_columns(
         label=pl.col("event_time").is_not_null(),
         censor_time=pl.coalesce("event_time", pl.col("censor").cast(pl.Datetime("us"))),
     )
     steps: Steps = []
-    if outcome.exclude_prior_outcome:
+    if risk.exclude_prior_outcome:
         before = pl.col("day") < pl.col("tar_start")
-        if outcome.prior_outcome_lookback_days is not None:
+        if risk.prior_outcome_lookback_days is not None:
             before = before & (pl.col("day") >= pl.col("start")
-                               - _days(outcome.prior_outcome_lookback_days))
-        prior = joined.filter(before).select("episode").unique()
-        labelled = labelled.join(prior, on="episode", how="anti")
+                               - _days(risk.prior_outcome_lookback_days))
+        prior = joined.filter(before).select("row").unique()
+        labelled = labelled.join(prior, on="row", how="anti")
         steps.append(("No outcome before the time at risk", labelled))
-    if outcome.min_days_at_risk:
+    if risk.min_days_at_risk:
         at_risk = (pl.col("censor") - pl.col("tar_start")).dt.total_days() + 1
-        keep = at_risk >= outcome.min_days_at_risk
-        if outcome.keep_outcomes_under_min:
+        keep = at_risk >= risk.min_days_at_risk
+        if risk.keep_outcomes_under_min:
             keep = keep | pl.col("label")
         labelled = labelled.filter(keep)
-        steps.append((f"At least {outcome.min_days_at_risk} days at risk", labelled))
-    table = labelled.select(list(COHORT_SCHEMA)).cast(COHORT_SCHEMA).sort(list(COHORT_SCHEMA))
+        steps.append((f"At least {risk.min_days_at_risk} days at risk", labelled))
+    table = labelled.select(*COHORT_SCHEMA, "row").cast(LABEL_SCHEMA).sort("row")
     return [*steps[:-1], (steps[-1][0] if steps else "", table)]
 
 
 def make_cohort(plan: CohortPlan) -> Callable[[pl.LazyFrame], Steps]:
-    """Build the cohort step by step; each step is a named LazyFrame of the rows kept.
+    """A single-form cohort (with its outcome) on one shard's events, step by step: the
+    episodes (:func:`make_episodes`), then the labels (:func:`label_steps`) with the
+    outcome's matching events as outcome rows.
 
-    The last step is the cohort table (``COHORT_SCHEMA``); the row counts of the steps are
-    the attrition.
+    The last step is the cohort table (``COHORT_SCHEMA``, sorted by its columns); the row
+    counts of the steps are the attrition.  The workflow builds the same rows in two steps
+    (a cohort's episodes, an analysis's labels); this is their composition, for tests.
     """
+    outcome = plan.cohort.outcome
+    if outcome is None:
+        raise StudySpecError("make_cohort needs a cohort with its outcome (the single form "
+                             "cohort: {..., outcome: {concept_set: NAME}}); fix: build the "
+                             "episodes with make_episodes and the labels with label_steps")
     episodes = make_episodes(plan)
+    risk = risk_window(outcome)
 
     def run(ev: pl.LazyFrame) -> Steps:
         steps = episodes(ev)
-        labels = label_steps(plan, steps[-1][1], ev)
+        outcome_rows = matching(plan, outcome, ev).select("subject_id", "time", day="start")
+        labels = label_steps(risk, number_rows(steps[-1][1]), outcome_rows)
+        table = labels[-1][1].drop("row").sort(list(COHORT_SCHEMA))
         if not labels[-1][0]:  # no label exclusion: the table takes the last step's name
-            return [*steps[:-1], (steps[-1][0], labels[-1][1])]
-        return steps + labels
+            return [*steps[:-1], (steps[-1][0], table)]
+        return [*steps, *labels[:-1], (labels[-1][0], table)]
 
     return run

@@ -1,4 +1,5 @@
-"""The I/O around the engine: one shard in, its cohort table and attrition out."""
+"""The I/O around the engine: a cohort's episodes from one shard of events (with their
+attrition), an analysis's labels from its target's and outcome's episodes."""
 
 from __future__ import annotations
 
@@ -10,15 +11,23 @@ import polars as pl
 
 from cohortflow import events
 from cohortflow.cohorts._concepts import CohortPlan
-from cohortflow.cohorts._engine import make_cohort
+from cohortflow.cohorts._engine import (
+    EPISODE_COLUMNS,
+    Steps,
+    label_steps,
+    make_episodes,
+    number_rows,
+)
 from cohortflow.cohorts._events import END_PREFIX
+from cohortflow.errors import StudySpecError
 from cohortflow.layout import shard_table
-from cohortflow.study import Study
+from cohortflow.study import Analysis, Cohort, Study
 
 
-def plan_of(study: Study, store: Path) -> CohortPlan:
-    """The study's cohort resolved against the store's ``codes.parquet`` (checked now)."""
-    plan = CohortPlan(study.cohort, study.concept_sets, events.read_codes(store))
+def plan_of(study: Study, cohort: Cohort, store: Path) -> CohortPlan:
+    """``cohort`` (one of ``study.library()``) resolved against the store's ``codes.parquet``
+    with the study's concept sets; its entry concept sets are checked now."""
+    plan = CohortPlan(cohort, study.concept_sets, events.read_codes(store))
     plan.check()
     return plan
 
@@ -28,30 +37,45 @@ NO_EVENTS = pl.Schema({"subject_id": pl.Int64(), "time": pl.Datetime("us"), "cod
 
 
 def codes_read(plan: CohortPlan) -> list[str]:
-    """Every code the engine reads for this plan: those of the concept sets it resolves while
-    its steps are built (found by building them once over no events), their end-date codes,
-    and the observation periods, births, deaths and genders."""
-    make_cohort(plan)(pl.LazyFrame(schema=NO_EVENTS))
+    """Every code the episodes read for this plan: those of the concept sets it resolves
+    while its steps are built (found by building them once over no events), their end-date
+    codes, and the observation periods, births, deaths and genders."""
+    make_episodes(plan)(pl.LazyFrame(schema=NO_EVENTS))
     resolved = {code for codes in plan.resolved() for code in codes}
     fixed = {events.OBSERVATION_START, events.OBSERVATION_END, events.BIRTH, events.DEATH}
     genders = plan.codes.filter(pl.col("code").str.starts_with("GENDER//"))["code"]
     return sorted(resolved | {END_PREFIX + c for c in resolved} | fixed | set(genders))
 
 
-def build_shard(study: Study, store: Path, shard: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """The cohort table and attrition of one event-store shard."""
-    plan = plan_of(study, store)
-    # One read of the shard, of the codes the cohort needs: the steps scan these events
-    # several times (memory: one shard).
-    wanted = pl.Series(codes_read(plan), dtype=pl.String).implode()
-    shard_events = events.scan_shard(store, shard).filter(
-        pl.col("code").is_in(wanted)).collect().lazy()
-    steps = make_cohort(plan)(shard_events)
+def _library_cohort(study: Study, cohort: str) -> Cohort:
+    library = study.library()
+    if cohort not in library:
+        raise StudySpecError(f"unknown cohort '{cohort}'; this study's cohorts: "
+                             f"{', '.join(sorted(library))}")
+    return library[cohort]
+
+
+def _collect_steps(steps: Steps) -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
+    """Every step's rows (computed together) and the attrition: subjects and rows per step."""
     frames = pl.collect_all([frame for _, frame in steps])
     attrition = [
         {"step": name, "subjects": frame["subject_id"].n_unique(), "rows": frame.height}
         for (name, _), frame in zip(steps, frames, strict=True)
     ]
+    return frames, attrition
+
+
+def build_shard(study: Study, cohort: str, store: Path, shard: str
+                ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """The episodes (``EPISODE_COLUMNS``) of the library cohort ``cohort`` on one event-store
+    shard, and the attrition of the steps that made them."""
+    plan = plan_of(study, _library_cohort(study, cohort), store)
+    # One read of the shard, of the codes the cohort needs: the steps scan these events
+    # several times (memory: one shard).
+    wanted = pl.Series(codes_read(plan), dtype=pl.String).implode()
+    shard_events = events.scan_shard(store, shard).filter(
+        pl.col("code").is_in(wanted)).collect().lazy()
+    frames, attrition = _collect_steps(make_episodes(plan)(shard_events))
     return frames[-1], attrition
 
 
@@ -70,10 +94,11 @@ def merge_attrition(per_shard: list[list[dict[str, Any]]]) -> list[dict[str, Any
     return merged
 
 
-def write_shard(study: Study, store: Path, shard: str, table: Path, attrition: Path) -> None:
-    """The cohort step of one shard: its cohort table into ``table`` (Parquet) and its
-    attrition counts into ``attrition`` (JSON), each written atomically."""
-    frame, steps = build_shard(study, Path(store), shard)
+def write_shard(study: Study, cohort: str, store: Path, shard: str, table: Path,
+                attrition: Path) -> None:
+    """The cohort step of one (cohort, shard): the episodes into ``table`` (Parquet) and
+    the attrition counts into ``attrition`` (JSON), each written atomically."""
+    frame, steps = build_shard(study, cohort, Path(store), shard)
     events.write_parquet(frame.to_arrow(), Path(table))
     events.write_json(steps, Path(attrition))
 
@@ -86,8 +111,45 @@ def write_attrition(parts: list[Path], out: Path) -> None:
 
 
 def read_cohort(cohort_dir: Path, shards: list[str]) -> pl.DataFrame:
-    """The whole cohort table, shard after shard (the order of the feature tensor rows)."""
+    """A cohort's episodes, shard after shard (the order of the feature tensor rows), with
+    the ``shard`` of each."""
     return pl.concat(
         [pl.read_parquet(shard_table(cohort_dir, s)).with_columns(shard=pl.lit(s))
          for s in shards]
     )
+
+
+def read_episodes(cohort_dir: Path, shards: list[str]) -> pl.DataFrame:
+    """A cohort's episodes (``EPISODE_COLUMNS``), shard after shard, numbered ``row``
+    0..n-1 in that order: a target's tensor rows."""
+    tables = [pl.read_parquet(shard_table(cohort_dir, s)).select(EPISODE_COLUMNS)
+              for s in shards]
+    return number_rows(pl.concat(tables).lazy()).collect()
+
+
+def outcome_rows(episodes: pl.DataFrame) -> pl.DataFrame:
+    """An outcome cohort's episodes as the labels read them: ``(subject_id, time, day)``,
+    the index time and the start date of each (for a concept-set outcome: its events)."""
+    return episodes.select("subject_id", time="index_time", day="start")
+
+
+def write_labels(study: Study, analysis: Analysis, target_dir: Path, outcome_dir: Path,
+                 shards: list[str], labels_out: Path, attrition_out: Path) -> None:
+    """The labels step of one analysis: the target's episodes labelled with the outcome
+    cohort's rows in the analysis's time at risk (:func:`label_steps`), over all shards at
+    once (episodes and outcome rows are cohort-sized; no event is read).
+
+    ``labels_out``: ``LABEL_SCHEMA`` (the cohort table and the episode's tensor ``row``),
+    sorted by ``row``.  ``attrition_out``: the target cohort's summed attrition
+    (``<target_dir>/attrition.json``) followed by the label exclusion steps.
+    """
+    risk = study.risk_windows()[analysis.time_at_risk]
+    target = read_episodes(Path(target_dir), shards)
+    outcome = pl.concat([pl.read_parquet(shard_table(outcome_dir, s)).select(EPISODE_COLUMNS)
+                         for s in shards])
+    steps = label_steps(risk, target.lazy(), outcome_rows(outcome).lazy())
+    frames, counts = _collect_steps(steps)
+    cohort_steps = json.loads((Path(target_dir) / "attrition.json").read_text())
+    exclusions = counts if steps[-1][0] else []  # "": no exclusion, no row dropped
+    events.write_parquet(frames[-1].to_arrow(), Path(labels_out))
+    events.write_json([*cohort_steps, *exclusions], Path(attrition_out))
