@@ -95,11 +95,11 @@ __all__ = [
     "DEMO_STUDY",
     "MAX_YAML_NODES",
     "PASSWORD_FIX",
-    "STATIC_WINDOW",
-    "VALUE_AGGREGATIONS",
     "SEPARATOR",
     "SINGLE_TARGET",
     "SINGLE_TIME_AT_RISK",
+    "STATIC_WINDOW",
+    "VALUE_AGGREGATIONS",
     "AgeRange",
     "Analysis",
     "AnalysisGrid",
@@ -182,10 +182,9 @@ class Study(SpecModel):
         description="Unix group that may read (never write) the results tree; without "
                     "it the results are readable by their owner only.")
 
-    @model_validator(mode="after")
-    def _concept_sets_exist(self) -> Study:
-        """Every concept set the cohort and the features name is defined: all unknown
-        names at once, each at its place, with the closest defined name."""
+    def _unknown_concept_sets(self) -> list[InitErrorDetails]:
+        """Every concept set the cohorts, the outcomes and the features name that is not
+        defined, each at its place, with the closest defined name."""
         refs = [*self._concept_set_refs(),
                 *((f"features.concept_sets.{i}", name)
                   for i, name in enumerate(self.features.concept_sets))]
@@ -201,9 +200,7 @@ class Study(SpecModel):
             errors.append(InitErrorDetails(
                 type=PydanticCustomError("unknown_concept_set", message),
                 loc=tuple(where.split(".")), input=name))
-        if errors:
-            raise ValidationError.from_exception_data(type(self).__name__, errors)
-        return self
+        return errors
 
     @model_validator(mode="before")
     @classmethod
@@ -211,13 +208,16 @@ class Study(SpecModel):
         """``cohort:`` or the library keys, not both and not neither."""
         if not isinstance(data, dict):
             return data
-        library = [k for k in ("cohorts", "outcomes", "times_at_risk", "analyses") if k in data]
-        if "cohort" in data and library:
+        # an empty or null key is not given: a dumped study holds both forms' keys
+        library = [k for k in ("cohorts", "outcomes", "times_at_risk", "analyses")
+                   if data.get(k)]
+        single = data.get("cohort") is not None
+        if single and library:
             raise PydanticCustomError(
                 "two_forms", f"give cohort (one analysis) or {', '.join(library)} (a cohort "
                 "library), not both; fix: move the cohort under cohorts: and its outcome "
                 "under outcomes:")
-        if "cohort" not in data:
+        if not single:
             missing = [k for k in ("cohorts", "outcomes", "times_at_risk", "analyses")
                        if not data.get(k)]
             if missing:
@@ -236,11 +236,11 @@ class Study(SpecModel):
         return refs
 
     @model_validator(mode="after")
-    def _library_names_known(self) -> Study:
-        """Every cohort, outcome and time at risk an analysis or an outcome names is
-        defined, and each form has what it needs: all problems at once, each at its place,
+    def _names_known(self) -> Study:
+        """Every concept set, cohort, outcome and time at risk the study names is defined,
+        and each form has what it needs: all problems in one error, each at its place,
         with the closest defined name."""
-        errors: list[InitErrorDetails] = []
+        errors = self._unknown_concept_sets()
 
         def problem(kind: str, loc: tuple[str | int, ...], name: str, message: str) -> None:
             errors.append(InitErrorDetails(type=PydanticCustomError(kind, message),
@@ -250,15 +250,16 @@ class Study(SpecModel):
                     known: list[str]) -> None:
             guess = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean '{guess[0]}'? " if guess else ""
+            if key == "outcomes" and name in self.cohorts:  # a cohort named as an outcome
+                hint = f"'{name}' is a cohort: add {name}: {{cohort: {name}}} under outcomes; "
             problem(f"unknown_{key}", loc, name,
                     f"unknown {what} '{name}'; {hint}defined: {', '.join(known) or 'none'}; "
                     f"fix: name one of them, or define it under {key}")
 
-        if self.cohort is not None:
-            if self.cohort.outcome is None:
-                problem("missing_outcome", ("cohort", "outcome"), "",
-                        "a study's cohort needs its outcome; fix: cohort: {..., outcome: "
-                        "{concept_set: NAME}}")
+        if self.cohort is not None and self.cohort.outcome is None:
+            problem("missing_outcome", ("cohort", "outcome"), "",
+                    "a study's cohort needs its outcome; fix: cohort: {..., outcome: "
+                    "{concept_set: NAME}}")
         for name, cohort in self.cohorts.items():
             if cohort.outcome is not None:
                 problem("library_outcome", ("cohorts", name, "outcome"), "",
@@ -282,7 +283,7 @@ class Study(SpecModel):
                 what, key, known = libraries[axis]
                 for j, name in enumerate(names):
                     if name not in known:
-                        unknown(what, key, ("analyses", i, axis, j), name, known)
+                        unknown(what, key, ("analyses", i, *grid.place(axis, j)), name, known)
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self

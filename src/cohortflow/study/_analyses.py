@@ -27,7 +27,9 @@ from cohortflow.study._cohort import Criterion, TimeAtRisk
 SEPARATOR = "__"
 """Joins an analysis id's parts: ``<target>__<outcome>__<time at risk>``."""
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$",
+NAME = r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$"
+"""The pattern of a :data:`Name`."""
+Name = Annotated[str, Field(pattern=NAME,
                             description="Letters, digits, '-' and single '_' inside "
                                         "('__' joins analysis ids).")]
 """The name of a cohort, an outcome or a time at risk: a path part and part of an analysis
@@ -94,6 +96,10 @@ def _names(one: str | None, many: list[str]) -> list[str]:
     return ([one] if one is not None else []) + list(many)
 
 
+_ONE = {"targets": "target", "outcomes": "outcome", "times_at_risk": "time_at_risk"}
+"""Each axis's one-name key."""
+
+
 class AnalysisGrid(SpecModel):
     """Targets × outcomes × times at risk, each given as one name (``target: a``) or a list
     (``targets: [a, b]``); an explicit analysis is a grid of one."""
@@ -119,6 +125,19 @@ class AnalysisGrid(SpecModel):
         return {"targets": _names(self.target, self.targets),
                 "outcomes": _names(self.outcome, self.outcomes),
                 "times_at_risk": _names(self.time_at_risk, self.times_at_risk)}
+
+    def place(self, axis: str, index: int) -> tuple[str | int, ...]:
+        """Where the ``index``-th name of ``axis`` (as :meth:`axes` lists them) is written:
+        the one-name key comes first, then the list's items.
+
+        >>> AnalysisGrid(target="a", targets=["b"], outcome="x", time_at_risk="r").place(
+        ...     "targets", 1)
+        ('targets', 0)
+        """
+        one = _ONE[axis]
+        if getattr(self, one) is None:
+            return (axis, index)
+        return (one,) if index == 0 else (axis, index - 1)
 
     def designs(self) -> list[tuple[str, str, str]]:
         """(target, outcome, time at risk) of every point of the grid, in spec order."""

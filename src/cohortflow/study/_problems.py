@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from cohortflow.study._analyses import NAME, SEPARATOR
+
 MAX_PROBLEMS = 20
 """Problems listed one by one in a validation error; the rest are counted."""
 MAX_SHOWN = 80
@@ -30,6 +32,8 @@ def describe(err: Any, root: type[BaseModel]) -> str:
     loc = [str(p) for p in err["loc"]]
     field = ".".join(loc) or "<root>"
     kind = err["type"]
+    if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == NAME:
+        return f"  - {field.removesuffix('.[key]')}: {_bad_name(str(err.get('input')))}"
     if kind == "extra_forbidden":
         known = _known_keys(loc[:-1], root)
         guess = difflib.get_close_matches(loc[-1], known, n=1)
@@ -38,12 +42,32 @@ def describe(err: Any, root: type[BaseModel]) -> str:
     if kind == "missing":
         return f"  - {field}: required field is missing"
     received = err.get("input")
+    if "fix:" in err["msg"]:  # the check's own message: the problem and its fix
+        got = "" if not loc or received in ("", None) else f" (got {_shown(received)})"
+        return f"  - {field}: {err['msg']}{got}"
+    return (f"  - {field}: {err['msg']} (got {_shown(received)})"
+            f"{_example(loc, root) or _bound_hint(err)}")
+
+
+def _shown(received: Any) -> str:
+    """A received value as a message shows it: short, a mapping by its kind, no password."""
     shown = repr(received) if not isinstance(received, dict) else "a mapping"
     shown = re.sub(r"(://[^/:@\s]*:)[^@\s]*@", r"\1***@", shown)  # never echo a password
     shown = re.sub(r"(?i)(password=)[^&\s']*", r"\1***", shown)
     if len(shown) > MAX_SHOWN:  # a value may be huge (many aliases): show its start only
         shown = shown[:MAX_SHOWN] + f"... ({len(shown):,} characters)"
-    return f"  - {field}: {err['msg']} (got {shown}){_example(loc, root) or _bound_hint(err)}"
+    return shown
+
+
+def _bad_name(name: str) -> str:
+    """Why a cohort, outcome or time-at-risk name is refused, with a name that fits.
+
+    >>> _bad_name("a__b").split("; ")[1]
+    "fix: e.g. 'a_b'"
+    """
+    fixed = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "-", name)).strip("_") or "name"
+    return (f"{name!r} is not a name: letters, digits, '-' and single '_' between them "
+            f"('{SEPARATOR}' joins the parts of an analysis id); fix: e.g. {fixed!r}")
 
 
 def _bound_hint(err: Any) -> str:
