@@ -312,14 +312,20 @@ def backend(dask_config: Path | None, scheduler_dir: Path | None = None) -> Dask
 
 @contextlib.contextmanager
 def dask_client(max_workers: int | None = None, dask_config: Path | None = None,
-                scheduler_dir: Path | None = None) -> Iterator[Client]:
+                scheduler_dir: Path | None = None, *, as_default: bool = True
+                ) -> Iterator[Client]:
     """A distributed client for one step; closed (with its cluster) on exit.
 
     ``max_workers`` caps the workers at what the workflow granted the step (its threads);
     ``dask_config`` selects dask-jobqueue workers (see :class:`JobqueueBackend`).
+    ``as_default``: the client becomes the process's default Dask scheduler while it is
+    open (what a plain ``dask.compute`` uses).  A workflow step passes False and hands the
+    client to its computations: Snakemake may run several steps as threads of one process,
+    and a process-wide default would send one step's work to another step's cluster.
     """
     with backend(dask_config, scheduler_dir).cluster(max_workers) as cluster:
-        client = _new_client(cluster, security=getattr(cluster, "security", None))
+        client = _new_client(cluster, security=getattr(cluster, "security", None),
+                             set_as_default=as_default)
         close: Callable[[], object] = client.close  # unannotated in distributed
         try:
             if isinstance(cluster, LocalCluster):

@@ -99,8 +99,8 @@ def resolve_concept_sets(study: Study, codes: pl.DataFrame) -> dict[str, list[st
     return out
 
 
-def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: FeatureIndex,
-              layout: ChunkPlan, shards: list[str]) -> xr.Dataset:
+def _skeleton(study: Study, target: str, cohort: pl.DataFrame, index: FeatureIndex,
+              seq: FeatureIndex, layout: ChunkPlan, shards: list[str]) -> xr.Dataset:
     n = cohort.height
     data: dict[str, tuple[tuple[str, ...], da.Array]] = {"values": (("subject", "feature"),
                        da.zeros((n, len(index)), dtype=np.float32, chunks=-1))}
@@ -128,7 +128,9 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
         }
     attrs = {
         "study": study.name,
-        "features_digest": study.features_digest(),  # what shapes it (the features rule's key)
+        "target": target,
+        # what shapes it (the features rule's key)
+        "features_digest": study.features_digest(target),
         "feature_spec": spec.model_dump_json(),
         "window_semantics": WINDOW_SEMANTICS[spec.window_end],
         "shards": shards,
@@ -137,28 +139,39 @@ def _skeleton(study: Study, cohort: pl.DataFrame, index: FeatureIndex, seq: Feat
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
-def build_tensor(study: Study, store: Path, cohort_dir: Path, out: Path, *, scratch: Path,
-                 workers: int | None = None, dask_config: Path | None = None) -> None:
-    """The features step: :func:`build_store` run by Dask workers over the shards, on the
-    active profile's cluster (:func:`cohortflow.compute.dask_client`: at most ``workers``
-    local workers, or dask-jobqueue ones from ``dask_config``), with the scheduler's files
-    in ``scratch``."""
+def build_tensor(study: Study, target: str, store: Path, cohort_dir: Path, out: Path, *,
+                 scratch: Path, workers: int | None = None,
+                 dask_config: Path | None = None) -> None:
+    """The features step of one target cohort: :func:`build_store` run by Dask workers over
+    the shards, on a cluster of its own (:func:`cohortflow.compute.dask_client`: at most
+    ``workers`` local workers, or dask-jobqueue ones from ``dask_config``), with the
+    scheduler's files in ``scratch``.
+
+    The step's client is never the process's default and every computation names it: in a
+    profile that runs jobs as threads of one process (``force-use-threads``), two features
+    steps at once each compute on their own cluster, and no other job's Dask work lands on
+    this one."""
     with compute.dask_client(max_workers=workers, dask_config=dask_config,
-                             scheduler_dir=Path(scratch)):
-        build_store(study, Path(store), Path(cohort_dir), Path(out))
+                             scheduler_dir=Path(scratch), as_default=False) as client:
+        build_store(study, target, Path(store), Path(cohort_dir), Path(out), scheduler=client)
 
 
-def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Dataset:
-    """Compute the study's feature tensors over all shards (Dask tasks) and write them to Zarr.
+def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: Path, *,
+                scheduler: Any = None) -> xr.Dataset:
+    """Compute the feature tensors of the target cohort ``target`` over all shards (Dask
+    tasks) and write them to Zarr: one row per episode of the cohort tables in
+    ``cohort_dir`` (``cohorts/<target>``), shard after shard, in each table's order.
 
     Phase 1 scans each shard's events once and spills its tidy cells; the driver merges
     the vocabularies into the feature axis; phase 2 turns each shard's cells into dense
     blocks and writes its own region.  Everything goes to ``.<out>.partial``; the completion
     marker is written last and the store renamed into place, so a killed step never leaves
-    a store that looks finished, and a rerun starts clean.  Uses the active Dask scheduler.
+    a store that looks finished, and a rerun starts clean.  ``scheduler`` is what Dask
+    computes with (a :class:`distributed.Client`, or a name such as ``"synchronous"``);
+    None: the active scheduler.
     """
     spec = study.features
-    store, out = Path(store), Path(out)
+    store, cohort_dir, out = Path(store), Path(cohort_dir), Path(out)
     shards = events.list_shards(store)
     codes = events.read_codes(store)
     mapping = agg.code_map(spec, codes, resolve_concept_sets(study, codes))
@@ -181,17 +194,17 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
         rows = cohort.select(pl.len()).collect().item()
         return ShardSummary(rows, vocab, static["feature_code"].unique().to_list())
 
-    summaries = _compute(*[phase1(s) for s in shards])
+    summaries = _compute(*[phase1(s) for s in shards], scheduler=scheduler)
     vocabulary = pl.concat([s.vocabulary for s in summaries])
     index = feature_index(spec, vocabulary, [c for s in summaries for c in s.static_codes])
     seq = sequence_index(spec, vocabulary)
-    cohort = cohorts.read_cohort(cohort_dir, shards)
+    cohort = _episode_rows(cohort_dir, shards)
     row_bytes = 4 * (len(index) + (spec.sequence.bins * len(seq) if spec.sequence else 0))
     layout = ChunkPlan.plan([s.rows for s in summaries], row_bytes)
     if layout.rows != cohort.height:
         raise StoreError(f"{cohort_dir}: cohort tables changed while features were built; "
                          "fix: rerun the features step")
-    ds = _skeleton(study, cohort, index, seq, layout, shards)
+    ds = _skeleton(study, target, cohort, index, seq, layout, shards)
     shapes = {str(name): ds[name].shape for name in ds.data_vars}
     ds.to_zarr(partial, mode="w", encoding=encoding(layout, shapes), compute=False,
                zarr_format=3, consolidated=False)
@@ -209,7 +222,7 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
                 seq, pl.read_parquet(work / f"{shard}.sequence.parquet"), n, bins)
         write_region(partial, layout, i, blocks, spills[i])
 
-    _compute(*[phase2(i, s) for i, s in enumerate(shards)])
+    _compute(*[phase2(i, s) for i, s in enumerate(shards)], scheduler=scheduler)
     fills = {"values": index.fill()}
     if "sequence" in shapes:
         fills["sequence"] = np.broadcast_to(seq.fill(), (bins, len(seq))).copy()
@@ -217,6 +230,15 @@ def build_store(study: Study, store: Path, cohort_dir: Path, out: Path) -> xr.Da
     finish(partial, out)
     clear(work)
     return open_features(out)
+
+
+def _episode_rows(cohort_dir: Path, shards: list[str]) -> pl.DataFrame:
+    """The (subject_id, index_time) of every episode of the cohort, shard after shard: the
+    tensor's rows.  Only these two columns are read (never a label: a tensor serves every
+    outcome and time at risk of its target)."""
+    return pl.concat([pl.read_parquet(shard_table(cohort_dir, s),
+                                      columns=["subject_id", "index_time"])
+                      for s in shards])
 
 
 def shard_block(spec: Features, ev: pl.LazyFrame, cohort: pl.LazyFrame,

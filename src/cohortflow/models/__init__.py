@@ -1,11 +1,13 @@
 """Model sweeps: parameter spaces, splits, estimators, training, evaluation, leaderboard.
 
-A study's ``model`` section expands into configurations (:func:`configurations`), each
-trained by one Snakemake job (:func:`train`) into ``sweep/<id>/`` (``params.json``,
-``metrics.json``, ``predictions.parquet``); :func:`leaderboard` ranks them and picks the
-best per outcome by its cross-validated metric.  The workflow's sweep steps are
-:func:`train_configuration` (one job per configuration) and :func:`select_models` (the
-leaderboard and the chosen model).
+A study's ``model`` section expands into configurations (:func:`configurations`), one set
+per analysis (target × outcome × time at risk), each trained by one Snakemake job
+(:func:`train`) into ``sweep/<id>/`` (``params.json``, ``metrics.json``,
+``predictions.parquet``) on its analysis's labels (rows) and its target's feature tensor
+(the row's features); :func:`leaderboard` ranks an analysis's configurations and picks the
+best by its cross-validated metric.  The workflow's sweep steps are
+:func:`train_configuration` (one job per configuration) and :func:`select_models` (one per
+analysis: its leaderboard and its chosen model).
 """
 
 from cohortflow.models._estimators import describe, importance, make_estimator
@@ -32,6 +34,7 @@ from cohortflow.models._space import (
 from cohortflow.models._splits import cv_folds, stratified_test, time_test
 from cohortflow.models._sweep import select_models, train_configuration
 from cohortflow.models._train import (
+    LABEL_COLUMNS,
     assign_split,
     feature_names,
     fit_configuration,
@@ -41,6 +44,7 @@ from cohortflow.models._train import (
 )
 
 __all__ = [
+    "LABEL_COLUMNS",
     "TEST_COLUMNS",
     "Configuration",
     "assign_split",

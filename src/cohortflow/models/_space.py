@@ -1,9 +1,9 @@
 """The parameter space of a sweep: every configuration, its stable id and its seed.
 
 A configuration is one point of analyses (target × outcome × time at risk) × families ×
-hyperparameters × feature sets × seeds.  Its id is a hash of its parameters (so adding a configuration to a sweep
-leaves every other id, directory and result alone), and its seed derives from the study
-seed and that id.
+hyperparameters × feature sets × seeds.  Its id is a hash of its parameters (so adding a
+configuration to a sweep leaves every other id, directory and result alone), and its seed
+derives from the study seed and that id.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Configuration:
         """Everything that defines the configuration (written to ``params.json``)."""
         return {"id": self.id, "family": self.family, "hyperparameters": self.hyperparameters,
                 "analysis": self.analysis, "cohort": self.cohort, "outcome": self.outcome,
-                "time_at_risk": self.time_at_risk, "feature_set": self.feature_set, "feature_selection": self.selection,
+                "time_at_risk": self.time_at_risk, "feature_set": self.feature_set,
+                "feature_selection": self.selection,
                 "replicate": self.replicate, "seed": self.seed}
 
 

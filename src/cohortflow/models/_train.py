@@ -11,7 +11,7 @@ import xarray as xr
 from sklearn.metrics import average_precision_score
 from threadpoolctl import threadpool_limits
 
-from cohortflow import cohorts, events, features
+from cohortflow import events, features
 from cohortflow.errors import StoreError
 from cohortflow.models import _estimators, _metrics, _splits
 from cohortflow.models._space import Configuration
@@ -46,10 +46,11 @@ def select_features(code: np.ndarray, window: np.ndarray, aggregation: np.ndarra
     return np.flatnonzero(keep)
 
 
-def load_matrix(features_path: Path, selection: dict[str, list[str]]
-                ) -> tuple[np.ndarray, list[str], np.ndarray]:
+def load_matrix(features_path: Path, selection: dict[str, list[str]],
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
     """The selected feature columns, read lazily (xarray over Dask: only what is needed),
-    with their names and the tensor's subject ids."""
+    with their names and the tensor's subject ids; ``rows``: only those tensor rows, in
+    that order (None: every row)."""
     ds = features.open_features(features_path)
     keep = select_features(ds["code"].values, ds["window"].values, ds["aggregation"].values,
                            selection)
@@ -60,24 +61,47 @@ def load_matrix(features_path: Path, selection: dict[str, list[str]]
     chosen = ds["values"].isel(feature=keep)
     x = np.asarray(chosen.data.compute(scheduler="synchronous"), dtype=np.float64)
     names = [feature_names(ds)[i] for i in keep]
-    return x, names, ds["subject"].values
+    subjects = ds["subject"].values
+    if rows is not None:
+        x, subjects = x[rows], subjects[rows]
+    return x, names, subjects
 
 
-def cohort_frame(store: Path, cohort_dir: Path, subjects: np.ndarray) -> pl.DataFrame:
-    """The cohort rows (subject, index time, label, MEDS split) in tensor row order."""
-    cohort = cohorts.read_cohort(cohort_dir, events.list_shards(store))
-    if not np.array_equal(cohort["subject_id"].to_numpy(), subjects):
+LABEL_COLUMNS = ("subject_id", "index_time", "label", "row")
+"""What the models read of an analysis's ``labels.parquet``."""
+
+
+def cohort_frame(store: Path, labels: Path, features_path: Path) -> pl.DataFrame:
+    """An analysis's rows (subject, index time, label, tensor ``row``) in the labels'
+    order, with the event store's MEDS split joined by subject.
+
+    Every row must point at the tensor row of the same episode (same subject and index
+    time): labels and tensor built from different cohort tables are refused.
+    """
+    table = pl.read_parquet(labels)
+    missing = [c for c in LABEL_COLUMNS if c not in table.columns]
+    if missing:
+        raise StoreError(f"{labels}: no column {', '.join(missing)}; fix: rerun the labels "
+                         "step (snakemake reruns it when its inputs change)")
+    ds = features.open_features(features_path)
+    rows = table["row"].to_numpy()
+    n = ds.sizes["subject"]
+    inside = bool(((rows >= 0) & (rows < n)).all())
+    if not inside or not (
+            np.array_equal(ds["subject"].values[rows], table["subject_id"].to_numpy())
+            and np.array_equal(ds["index_time"].values[rows], table["index_time"].to_numpy())):
         raise StoreError(
-            f"{cohort_dir}: the feature rows do not match the cohort tables; fix: rerun the "
-            "features step (snakemake reruns it when its inputs change)")
-    return cohort.select("subject_id", "index_time", "label").join(
+            f"{labels}: the label rows do not match the rows of the feature tensor "
+            f"{features_path} ({n} rows); fix: rerun the features and labels steps "
+            "(snakemake reruns them when their inputs change)")
+    return table.select(*LABEL_COLUMNS).join(
         events.read_splits(store), on="subject_id", how="left", maintain_order="left")
 
 
 def assign_split(study: Study, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Test membership and CV folds of every cohort row, by the study's ``model.split``.
 
-    ``frame`` holds the cohort rows in tensor order: ``subject_id``, ``index_time``,
+    ``frame`` holds the analysis's rows (labels order): ``subject_id``, ``index_time``,
     ``label`` and the event store's ``split``.  Returns ``is_test`` (bool per row) and the
     fold of each row (``0 .. cv_folds - 1``, ``-1`` for a test row).  The test rows are a
     ``stratified`` draw of ``test_fraction`` of each label (seeded by the study), the rows
@@ -106,17 +130,19 @@ def _check_labels(y: np.ndarray, parts: dict[str, np.ndarray], where: Path) -> N
                 "(model.split.cv_folds)")
 
 
-def train(study: Study, config: Configuration, store: Path, cohort_dir: Path,
+def train(study: Study, config: Configuration, store: Path, labels: Path,
           features_path: Path, threads: int = 1) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Fit one configuration: CV inside train (selection), refit on all of train, evaluate
-    on test.  Returns its metrics and its predictions for every cohort row."""
-    x, names, subjects = load_matrix(Path(features_path), config.selection)
-    frame = cohort_frame(Path(store), Path(cohort_dir), subjects)
+    """Fit one configuration of an analysis: CV inside train (selection), refit on all of
+    train, evaluate on test.  The rows are the analysis's ``labels`` (one per kept target
+    episode), each with its target tensor's row as features.  Returns its metrics and its
+    predictions for every row."""
+    frame = cohort_frame(Path(store), Path(labels), Path(features_path))
+    x, names, _ = load_matrix(Path(features_path), config.selection, frame["row"].to_numpy())
     y = frame["label"].to_numpy().astype(np.int8)
     is_test, folds = assign_split(study, frame)
     k = study.model.split.cv_folds
     _check_labels(y, {"train split": ~is_test, "test split": is_test,
-                      **{f"CV fold {f}": folds == f for f in range(k)}}, Path(cohort_dir))
+                      **{f"CV fold {f}": folds == f for f in range(k)}}, Path(labels))
     out_of_fold = np.full(len(y), np.nan)
     fold_metrics: list[dict[str, float]] = []
     with threadpool_limits(limits=threads):
@@ -167,14 +193,15 @@ def _final_fit(config: Configuration, x: np.ndarray, y: np.ndarray, is_test: np.
         x[~is_test], y[~is_test])
 
 
-def fit_configuration(study: Study, config: Configuration, store: Path, cohort_dir: Path,
+def fit_configuration(study: Study, config: Configuration, store: Path, labels: Path,
                       features_path: Path, threads: int = 1
                       ) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Refit one configuration's final model exactly as :func:`train` fits it (same split,
-    seed and feature selection; no CV), for a model package.  Returns the fitted estimator,
-    the selected feature matrix (tensor row order) and each row's test membership."""
-    x, _, subjects = load_matrix(Path(features_path), config.selection)
-    frame = cohort_frame(Path(store), Path(cohort_dir), subjects)
+    """Refit one configuration's final model exactly as :func:`train` fits it (same rows,
+    split, seed and feature selection; no CV), for a model package.  Returns the fitted
+    estimator, the selected feature matrix (one row per row of ``labels``, in its order)
+    and each row's test membership."""
+    frame = cohort_frame(Path(store), Path(labels), Path(features_path))
+    x, _, _ = load_matrix(Path(features_path), config.selection, frame["row"].to_numpy())
     y = frame["label"].to_numpy().astype(np.int8)
     is_test, _ = assign_split(study, frame)
     with threadpool_limits(limits=threads):
