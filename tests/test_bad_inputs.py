@@ -166,7 +166,7 @@ def _ingest_onto_full_disk(case: dict[str, Any], tmp_path: Path,
 def test_corpus_covers_every_kind() -> None:
     kinds = [_case(name)["kind"] for name in CASES]
     assert {k: kinds.count(k) for k in sorted(set(kinds))} == {
-        "disk": 1, "omop": 24, "store": 3, "study": 11}
+        "disk": 1, "omop": 24, "store": 3, "study": 12}
 
 
 def test_the_command_itself_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:

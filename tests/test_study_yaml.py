@@ -113,3 +113,39 @@ def test_a_directory_where_a_file_belongs_is_one_message(tmp_path: Path,
     assert f"{tmp_path}: is a directory; fix: give the path of" in " ".join(
         result.output.split())
     assert list(tmp_path.iterdir()) == []
+
+
+MANY = """name: many
+source: {synth: {persons: 100}}
+concept_sets:
+  asthma: {seed: sets/asthma.csv}
+  er: {domain: VISIT, include: [{concept_id: 9203, descendants: false}]}
+cohorts:
+  asthma: {entry: {concept_set: asthma, first_only: true}}
+  er_visit: {entry: {concept_set: er}}
+outcomes:
+  er: {cohort: er_visit}
+times_at_risk:
+  1y: &year {start_days: 1, end_days: 365}
+  1y_new: {<<: *year, exclude_prior_outcome: true}
+analyses:
+  - {target: asthma, outcome: er, times_at_risk: [1y, 1y_new]}
+"""
+
+
+def test_a_study_of_many_analyses_reads_its_seeds_and_anchors(tmp_path: Path) -> None:
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "asthma.csv").write_text("concept_id,concept_name\n317009,Asthma\n")
+    (tmp_path / "study.yaml").write_text(MANY)
+    study = load_study(tmp_path / "study.yaml")
+    assert [a.id for a in study.analysis_list()] == ["asthma__er__1y", "asthma__er__1y_new"]
+    windows = study.risk_windows()
+    assert (windows["1y_new"].end_days, windows["1y_new"].exclude_prior_outcome) == (365, True)
+
+
+def test_a_cohort_given_twice_names_it_and_both_lines(tmp_path: Path) -> None:
+    text = MANY.replace("  er_visit: {entry: {concept_set: er}}\n",
+                        "  er_visit: {entry: {concept_set: er}}\n  asthma: {entry: {}}\n")
+    (tmp_path / "study.yaml").write_text(text)
+    with pytest.raises(StudySpecError, match=r"key 'asthma' is given twice .*lines 7 and 9"):
+        load_study(tmp_path / "study.yaml")
