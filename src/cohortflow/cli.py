@@ -236,12 +236,15 @@ def package_command(
     out: Annotated[Path, typer.Option(help="The new package folder.")] = Path("model-pkg"),
     study: Annotated[Path | None, typer.Option(help="The study file it ran with; default: "
                                                     "the one its manifest names.")] = None,
+    analysis: Annotated[str | None, typer.Option(help="The analysis whose chosen model to "
+                                                      "package; default: the study's only "
+                                                      "one.")] = None,
 ) -> None:
-    """Package a study's chosen model (safe arrays, definitions, columns, calibration,
+    """Package an analysis's chosen model (safe arrays, definitions, columns, calibration,
     checksums) into a self-contained folder for scoring."""
     from cohortflow.package import write
 
-    digest = write(results, out, study)
+    digest = write(results, out, study, analysis=analysis)
     err.print(f"wrote the model package {out} (digest {digest})")
 
 

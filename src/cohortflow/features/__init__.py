@@ -33,16 +33,16 @@ and ethnicity code.  The optional sequence tensor bins the same codes into ``bin
 ``bin_days`` days, oldest first, the last bin ending on the index day.
 
 Store: one per target cohort (``features/<target>/features.zarr``), read by every outcome
-and time at risk of that target, so nothing in it depends on a label. ``values`` (subject ×
+and time at risk of that target, so nothing in it depends on a label.  ``values`` (subject ×
 feature) and, with a sequence, ``sequence`` (subject × time_bin × sequence_feature), in one
 Zarr v3 store with consolidated metadata and nothing else in it, so ``xarray.open_zarr``
 opens it without a warning; one row per episode of the target cohort, in the order of its
 shard tables (shard after shard: an analysis's labels name their episode's ``row``); see
-:mod:`cohortflow.features._store` for the region writes and the marker. Each feature is a
+:mod:`cohortflow.features._store` for the region writes and the marker.  Each feature is a
 :class:`cohortflow.study.FeatureKey`; the ``feature`` index holds its text,
 ``code|window|aggregation`` (``ds.sel(feature="CONDITION//317009|365d|count")``), beside the
 ``code``, ``window`` and ``aggregation`` coordinates, and :func:`feature_keys` reads the
-axis back as typed keys (a window label keeps its start and end). The sequence tensor's
+axis back as typed keys (a window label keeps its start and end).  The sequence tensor's
 ``sequence_feature`` index reads ``code|bin|aggregation``.
 
 :func:`build_store` writes the store with the Dask scheduler it is given (default: the active

@@ -1,26 +1,30 @@
-"""Model packages: a study's chosen model, ready to score data outside the study.
+"""Model packages: one analysis's chosen model, ready to score data outside the study.
 
-``cohortflow package results/<study> --out model-pkg/`` (:func:`write`) refits the chosen
-configuration (``model/metrics.json``'s ``config_id``) exactly as the sweep fitted it,
-refuses unless it predicts what the sweep predicted, and writes::
+``cohortflow package results/<study> --out model-pkg/ [--analysis ID]`` (:func:`write`)
+refits the analysis's chosen configuration (``analyses/<ID>/model/metrics.json``'s
+``config_id``) exactly as the sweep fitted it, refuses unless it predicts what the sweep
+predicted, and writes::
 
     package.json        format, cohortflow version, study name and digest, the training
-                        manifest's SHA-256, per analysis: configuration, family, parameters
-    study.json          the study's concept_sets, cohort and features sections, its digests
-    analyses/<outcome>/columns.json      the feature columns (tensor feature index), in order
-    analyses/<outcome>/calibration.json  test calibration bins, pooled to min_cell_count
-    analyses/<outcome>/model/*.npy       the fitted model as plain arrays (no pickle)
+                        manifest's SHA-256, the analysis (target, outcome, time at risk):
+                        configuration, family, parameters
+    study.json          the study's concept_sets and features, the analysis's target cohort,
+                        outcome and time at risk, their digests
+    analyses/<ID>/columns.json      the feature columns (tensor feature index), in order
+    analyses/<ID>/calibration.json  test calibration bins, pooled to min_cell_count
+    analyses/<ID>/model/*.npy       the fitted model as plain arrays (no pickle)
     CHECKSUMS           sha256sum lines of every other file; its SHA-256 is the digest
 
-No file holds a subject id, a date or a row per person.  :func:`load` verifies every
-checksum and refuses a changed, missing or added file naming it; the returned
-:class:`ModelPackage` predicts from a feature matrix in the packaged column order.
+``--analysis`` may be left out when the study has one analysis.  No file holds a subject
+id, a date or a row per person.  :func:`load` verifies every checksum and refuses a changed,
+missing or added file naming it; the returned :class:`ModelPackage` predicts from a feature
+matrix in the packaged column order.
 """
 
 from cohortflow.package._estimators import SUPPORTED, export, predict_proba
 from cohortflow.package._format import CHECKSUMS, META, PackageError, package_digest
 from cohortflow.package._load import ModelPackage, load, verify
-from cohortflow.package._write import contents, write
+from cohortflow.package._write import chosen_analysis, contents, write
 
 __all__ = [
     "CHECKSUMS",
@@ -28,6 +32,7 @@ __all__ = [
     "SUPPORTED",
     "ModelPackage",
     "PackageError",
+    "chosen_analysis",
     "contents",
     "export",
     "load",

@@ -6,7 +6,8 @@ import hashlib
 
 from cohortflow.errors import CohortflowError
 
-FORMAT = 1
+FORMAT = 2
+"""2: one analysis (target, outcome, time at risk) per package, its folder named by its id."""
 META = "package.json"
 STUDY = "study.json"
 CHECKSUMS = "CHECKSUMS"
@@ -21,13 +22,13 @@ class PackageError(CohortflowError):
     """A model package cannot be made from a study, or is tampered with or incomplete."""
 
 
-def analysis_dir(outcome: str) -> str:
-    """The folder of one analysis (today: the study's outcome) inside a package.
+def analysis_dir(analysis: str) -> str:
+    """The folder of one analysis (by its id) inside a package.
 
-    >>> analysis_dir("asthma_exacerbation")
-    'analyses/asthma_exacerbation'
+    >>> analysis_dir("cohort__asthma_exacerbation__tar")
+    'analyses/cohort__asthma_exacerbation__tar'
     """
-    return f"analyses/{outcome}"
+    return f"analyses/{analysis}"
 
 
 def checksums_text(files: dict[str, bytes]) -> str:

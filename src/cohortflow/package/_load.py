@@ -36,6 +36,7 @@ class ModelPackage:
     digest: str
     meta: dict[str, Any]
     study: dict[str, Any]
+    analysis: str
     outcome: str
     family: str
     columns: list[str]
@@ -49,14 +50,15 @@ class ModelPackage:
         if x.ndim != 2 or x.shape[1] != len(self.columns):
             raise PackageError(
                 f"{self.path}: the feature matrix has shape {x.shape}, the model needs "
-                f"{len(self.columns)} columns in the order of {self.outcome_dir}/{COLUMNS}; "
+                f"{len(self.columns)} columns in the order of {self.folder}/{COLUMNS}; "
                 "fix: build the features with the packaged definitions and select those "
                 "columns")
         return predict_proba(self.family, self.arrays, x)
 
     @property
-    def outcome_dir(self) -> str:
-        return analysis_dir(self.outcome)
+    def folder(self) -> str:
+        """The package's folder of its analysis (columns, calibration, arrays)."""
+        return analysis_dir(self.analysis)
 
 
 def verify(path: Path) -> str:
@@ -105,12 +107,12 @@ def load(path: Path) -> ModelPackage:
             f"{meta.get('format')}); this is cohortflow {__version__} (format {FORMAT}); "
             f"fix: load it with cohortflow {made_by.split('.')[0]}.x, or package the study "
             "again with this version")
-    (outcome, analysis), = meta["analyses"].items()
-    where = path / analysis_dir(outcome)
+    (analysis_id, analysis), = meta["analyses"].items()
+    where = path / analysis_dir(analysis_id)
     arrays = {name: np.load(where / ARRAYS / f"{name}.npy", allow_pickle=False)
               for name in analysis["arrays"]}
     return ModelPackage(
         path=path, digest=digest, meta=meta, study=json.loads((path / STUDY).read_text()),
-        outcome=outcome, family=analysis["family"],
+        analysis=analysis_id, outcome=analysis["outcome"], family=analysis["family"],
         columns=json.loads((where / COLUMNS).read_text())["columns"],
         calibration=json.loads((where / CALIBRATION).read_text())["test"], arrays=arrays)

@@ -29,7 +29,7 @@ from cohortflow.package._format import (
     package_digest,
 )
 from cohortflow.privacy import pool_bins
-from cohortflow.study import Study, load_study
+from cohortflow.study import Analysis, Study, load_study
 
 REFIT_TOLERANCE = 1e-9  # the refit's predictions against the sweep's, as metrics compare
 EXPORT_TOLERANCE = 1e-12  # the packaged arrays' predictions against scikit-learn's
@@ -102,34 +102,67 @@ def _check_refit(layout: Layout, config_id: str, family: str, arrays: dict[str, 
             "on the test rows; fix: report this as a cohortflow bug")
 
 
-def contents(results: Path, study_path: Path | None = None, threads: int = 1
-             ) -> dict[str, bytes]:
-    """Every file of the package of the study at ``results`` (``results/<study>``), by
-    relative path, CHECKSUMS included: a pure function of the study's files."""
+def chosen_analysis(study: Study, analysis: str | None) -> str:
+    """The analysis to package: ``analysis`` when given (one of the study's), else the
+    study's only one; a study of several must name one."""
+    ids = [a.id for a in study.analysis_list()]
+    if analysis is None:
+        if len(ids) == 1:
+            return ids[0]
+        raise PackageError(f"the study has {len(ids)} analyses ({', '.join(ids)}) and a package "
+                           "holds one model; fix: name one with --analysis ID")
+    if analysis not in ids:
+        raise PackageError(f"unknown analysis '{analysis}'; this study's analyses: "
+                           f"{', '.join(ids)}; fix: --analysis with one of them")
+    return analysis
+
+
+def _definitions(study: Study, analysis: Analysis) -> dict[str, Any]:
+    """``study.json``: what an analysis's model was built from, enough to rebuild its
+    features: the concept sets, the target cohort, the outcome and its time at risk, the
+    features, and their digests."""
+    return {
+        "name": study.name, "digest": study.digest(),
+        "analysis": {"id": analysis.id, "target": analysis.target,
+                     "outcome": analysis.outcome, "time_at_risk": analysis.time_at_risk},
+        "cohort_digest": study.cohort_digest(analysis.target),
+        "features_digest": study.features_digest(analysis.target),
+        "min_cell_count": study.min_cell_count,
+        **study.model_dump(mode="json", include={"concept_sets", "features"}),
+        "cohort": study.library()[analysis.target].model_dump(mode="json"),
+        "outcome": study.outcome_specs()[analysis.outcome].model_dump(mode="json"),
+        "time_at_risk": study.risk_windows()[analysis.time_at_risk].model_dump(mode="json"),
+    }
+
+
+def contents(results: Path, study_path: Path | None = None, threads: int = 1,
+             analysis: str | None = None) -> dict[str, bytes]:
+    """Every file of the package of one analysis (``analysis``; default: the study's only
+    one) of the study at ``results`` (``results/<study>``), by relative path, CHECKSUMS
+    included: a pure function of the study's files."""
     layout = Layout(Path(results))
     recorded = _read_json(layout.manifest, "run manifest (manifest.json)")
-    chosen = _read_json(layout.model_metrics, "chosen model (model/metrics.json)")
     study = _study(layout, recorded, study_path)
+    chosen_id = chosen_analysis(study, analysis)
+    spec = study.analysis(chosen_id)
+    chosen = _read_json(layout.model_metrics(chosen_id),
+                        f"chosen model of {chosen_id} ({layout.model_metrics(chosen_id)})")
     config_id = chosen["config_id"]
     config = models.configurations(study).get(config_id)
     params = _read_json(layout.config_file(config_id, "params"), "configuration parameters")
-    if config is None or config.params() != params:
+    if config is None or config.params() != params or config.analysis != chosen_id:
         raise PackageError(
             f"{layout.config_file(config_id, 'params')}: the chosen configuration {config_id} "
-            "is not one of the study's sweep; fix: rerun the study (`cohortflow run`)")
+            f"is not one of the sweep of {chosen_id}; fix: rerun the study (`cohortflow run`)")
+    tensor = layout.tensor(config.cohort)
     fitted, x, is_test = models.fit_configuration(
-        study, config, layout.store, layout.cohort, layout.tensor, threads=threads)
+        study, config, layout.store, layout.labels(chosen_id), tensor, threads=threads)
     arrays = export(config.family, fitted)
     _check_refit(layout, config_id, config.family, arrays, fitted, x, is_test)
-    columns = _columns(layout.tensor, config.selection)
-    where = analysis_dir(config.outcome)
+    columns = _columns(tensor, config.selection)
+    where = analysis_dir(chosen_id)
     files: dict[str, bytes] = {
-        STUDY: _json({"name": study.name, "digest": study.digest(),
-                      "cohort_digest": study.cohort_digest(),
-                      "features_digest": study.features_digest(),
-                      "min_cell_count": study.min_cell_count,
-                      **study.model_dump(mode="json",
-                                         include={"concept_sets", "cohort", "features"})}),
+        STUDY: _json(_definitions(study, spec)),
         f"{where}/{COLUMNS}": _json({"columns": columns}),
         f"{where}/{CALIBRATION}": _json({"test": _pooled(chosen["calibration"]["test"],
                                                          study.min_cell_count)}),
@@ -139,7 +172,9 @@ def contents(results: Path, study_path: Path | None = None, threads: int = 1
         "format": FORMAT, "cohortflow_version": __version__,
         "study": {"name": study.name, "digest": study.digest()},
         "training_manifest_sha256": manifest.file_digest(layout.manifest),
-        "analyses": {config.outcome: {
+        "analyses": {chosen_id: {
+            "target": spec.target, "outcome": spec.outcome,
+            "time_at_risk": spec.time_at_risk,
             "config_id": config_id, "family": config.family,
             "model": chosen["model"], "params": params, "n_features": len(columns),
             "arrays": sorted(arrays), "test_metrics": chosen["test"]}},
@@ -148,14 +183,16 @@ def contents(results: Path, study_path: Path | None = None, threads: int = 1
     return files
 
 
-def write(results: Path, out: Path, study_path: Path | None = None, threads: int = 1) -> str:
-    """Write the package of the study at ``results`` into the new folder ``out``; returns
-    the package digest (the SHA-256 of its CHECKSUMS)."""
+def write(results: Path, out: Path, study_path: Path | None = None, threads: int = 1,
+          analysis: str | None = None) -> str:
+    """Write the package of one analysis (default: the study's only one) of the study at
+    ``results`` into the new folder ``out``; returns the package digest (the SHA-256 of its
+    CHECKSUMS)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PackageError(f"{out}: already exists and is not an empty folder; fix: give a "
                            "new folder (--out model-pkg-2) or remove this one yourself")
-    files = contents(Path(results), study_path, threads)
+    files = contents(Path(results), study_path, threads, analysis)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
