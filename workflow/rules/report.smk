@@ -42,8 +42,11 @@ rule report:
         quality=LAYOUT.data_quality,
     output:
         page=report(LAYOUT.report, caption="../report/study.rst", category="Study"),
-        roc=every_analysis(lambda a: LAYOUT.figure(a, "roc")),
-        calibration=every_analysis(lambda a: LAYOUT.figure(a, "calibration")),
+        roc=every_analysis(lambda a: report(LAYOUT.figure(a, "roc"), caption="../report/roc.rst",
+                                            category="Best models", subcategory=a)),
+        calibration=every_analysis(lambda a: report(
+            LAYOUT.figure(a, "calibration"), caption="../report/calibration.rst",
+            category="Best models", subcategory=a)),
     params:
         digest=STUDY.report_digest(),
     log:

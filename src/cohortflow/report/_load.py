@@ -1,37 +1,32 @@
-"""Reading what the report shows: the chosen model's files, the generator's oracle, and the
-sweep's (feature tensor, cohort labels, code descriptions, leaderboard, best models).
-Person-level inputs are read here and leave only as the gated tables and figures."""
+"""Reading what the report shows, one analysis at a time: its attrition, labels, chosen
+model, leaderboard and best configurations, the target's feature tensor behind Table 1, the
+store's code descriptions and the generator's oracle.  Every path comes from the study's
+:class:`~cohortflow.layout.Layout`.  Person-level inputs are read here and leave only as the
+gated tables and figures."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from cohortflow import cohorts, events, features, layout, models
+from cohortflow import events, features, models
+from cohortflow.errors import CohortflowError
+from cohortflow.layout import Layout
+from cohortflow.study import Analysis
 
-
-@dataclass(frozen=True)
-class SweepInputs:
-    """The sweep's files the report reads (Table 1, leaderboard, best models) and where its
-    figures go (``figures/roc.png``, ``figures/calibration.png``)."""
-
-    features: Path
-    store: Path
-    cohort: Path
-    leaderboard: Path
-    folder: Path
-    roc: Path
-    calibration: Path
+if TYPE_CHECKING:
+    from cohortflow.models import Configuration
 
 
 @dataclass(frozen=True)
 class Tensor:
-    """The feature tensor as Table 1 reads it: values (subject × feature) and each feature's
+    """The feature tensor as Table 1 reads it: values (episode × feature) and each feature's
     code, window and aggregation."""
 
     values: np.ndarray
@@ -39,18 +34,34 @@ class Tensor:
     window: list[str]
     aggregation: list[str]
 
+    def rows(self, rows: np.ndarray) -> Tensor:
+        """The tensor's rows ``rows`` (an analysis's kept episodes, by tensor row)."""
+        return Tensor(self.values[rows], self.code, self.window, self.aggregation)
+
 
 @dataclass(frozen=True)
 class SweepResults:
-    """What the sweep sections show, read: the tensor and labels behind Table 1, the
-    leaderboard, the best configuration of each family (metrics and predictions, the
-    overall best first), code descriptions."""
+    """What an analysis's sweep sections show, read: the tensor rows and labels behind
+    Table 1, the leaderboard, the best configuration of each family (metrics and
+    predictions, the overall best first), code descriptions."""
 
     tensor: Tensor
     label: np.ndarray
     board: pl.DataFrame
     best: dict[str, tuple[dict[str, Any], pl.DataFrame]]
     descriptions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class AnalysisResults:
+    """Everything the report shows of one analysis: its attrition (target steps, then the
+    label exclusions), its chosen model's metrics and predictions, and its sweep."""
+
+    analysis: Analysis
+    attrition: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    predictions: pl.DataFrame
+    sweep: SweepResults
 
 
 def read_json(path: str | Path) -> Any:
@@ -79,25 +90,53 @@ def tensor(path: Path) -> Tensor:
                   [str(a) for a in ds["aggregation"].values])
 
 
-def best_models(board: pl.DataFrame, folder: Path
+def labels(path: Path, tensor_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """An analysis's labels file as (tensor row, label) arrays; a row outside the target's
+    tensor is refused (the labels and the tensor come from different runs)."""
+    frame = pl.read_parquet(path, columns=["row", "label"])
+    rows = frame["row"].to_numpy().astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= tensor_rows):
+        raise CohortflowError(
+            f"{path}: tensor row {int(rows.max())} is outside the target's feature tensor "
+            f"({tensor_rows} rows); fix: rerun the labels and features steps of this study "
+            "so both come from the same cohort")
+    return rows, frame["label"].cast(pl.Int8).to_numpy()
+
+
+def best_models(board: pl.DataFrame, analysis: str, layout: Layout,
+                configs: Mapping[str, Configuration]
                 ) -> dict[str, tuple[dict[str, Any], pl.DataFrame]]:
-    """The best configuration of each model family for the leaderboard's first outcome,
-    best first: ``"<family> (<id>)"`` -> its metrics and predictions."""
-    first_outcome = board["outcome"][0]
-    picks = models.best_per(board.filter(pl.col("outcome") == first_outcome),
-                            ["outcome", "family"]).sort("rank")
+    """The best configuration of each model family of one analysis's leaderboard, best
+    first: ``"<family> (<id>)"`` -> its metrics and predictions (``sweep/<id>/``).
+
+    Every configuration on the board must be one of ``configs`` of this analysis: a
+    leaderboard left from an earlier sweep is refused, naming the configuration."""
+    for config_id in board["config_id"].to_list():
+        config = configs.get(config_id)
+        if config is None or config.analysis != analysis:
+            raise CohortflowError(
+                f"{layout.leaderboard(analysis)}: configuration {config_id} is not one of "
+                f"the study's sweep for analysis {analysis!r}; fix: rerun the model step "
+                "(snakemake --forcerun model)")
+    picks = models.best_per(board.sort("rank", "config_id"), ["family"])
     best = {}
     for row in picks.iter_rows(named=True):
         config = row["config_id"]
         best[f"{row['family']} ({config})"] = (
-            read_json(layout.config_file(folder, config, "metrics")),
-            pl.read_parquet(layout.config_file(folder, config, "predictions")))
+            read_json(layout.config_file(config, "metrics")),
+            pl.read_parquet(layout.config_file(config, "predictions")))
     return best
 
 
-def sweep_results(sweep: SweepInputs) -> SweepResults:
-    """Read what the sweep sections need."""
-    cohort = cohorts.read_cohort(Path(sweep.cohort), events.list_shards(Path(sweep.store)))
-    board = pl.read_parquet(sweep.leaderboard)
-    return SweepResults(tensor(sweep.features), cohort["label"].to_numpy(), board,
-                        best_models(board, sweep.folder), descriptions(sweep.store))
+def analysis_results(layout: Layout, analysis: Analysis, target: Tensor,
+                     configs: Mapping[str, Configuration],
+                     codes: dict[str, str]) -> AnalysisResults:
+    """Read one analysis's files; ``target`` is its target's feature tensor (read once for
+    every analysis of the target), ``codes`` the store's code descriptions."""
+    rows, label = labels(layout.labels(analysis.id), target.values.shape[0])
+    board = pl.read_parquet(layout.leaderboard(analysis.id))
+    sweep = SweepResults(target.rows(rows), label, board,
+                         best_models(board, analysis.id, layout, configs), codes)
+    return AnalysisResults(analysis, read_json(layout.attrition(analysis.id)),
+                           read_json(layout.model_metrics(analysis.id)),
+                           pl.read_parquet(layout.model_predictions(analysis.id)), sweep)

@@ -1,10 +1,19 @@
-"""The HTML study report: one self-contained page (inline CSS and PNG), no network needed.
-Every count on it, and every figure, is shown through the gate
-(:class:`~cohortflow.disclosure.Disclosure`)."""
+"""The HTML study report: one page, the overview grid of every analysis first, then one
+section per analysis (attrition, chosen model, Table 1, leaderboard, the best models' ROC
+and calibration plots, top features).  Every count on it, and every figure, is shown through
+the gate (:class:`~cohortflow.disclosure.Disclosure`).
+
+A study of up to :data:`INLINE_ANALYSES` analyses gets a self-contained page (inline CSS and
+PNG, sections open).  Past that the sections are collapsed (``<details>``; a link from the
+grid opens its section in current browsers) and the plots are the ``figures/<analysis>/``
+files beside the page, loaded lazily, so a page of a thousand analyses stays a few
+megabytes."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -19,39 +28,71 @@ from cohortflow.report._figures import (
     roc_figure,
     roc_shown,
 )
-from cohortflow.report._load import SweepResults
+from cohortflow.report._load import AnalysisResults, SweepResults
+from cohortflow.report._overview import anchor
 from cohortflow.report._tables import (
     attrition_html,
     board_metric,
     features_html,
     leaderboard_html,
-    quality_html,
     table_one,
     table_one_html,
 )
-from cohortflow.study import Study
+from cohortflow.study import Analysis, Study
+
+INLINE_ANALYSES = 12
+"""The most analyses whose plots are inlined in the page (each adds ~150 kB)."""
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; display: inline; }
+h3 { font-size: 1.05rem; margin-top: 1.5rem; }
+section > h2, body > h2 { display: block; }
 table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ddd; }
 th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .note { color: #666; font-size: .9rem; }
+.grid { overflow-x: auto; } table.overview th:first-child { position: sticky; left: 0;
+  background: #fff; } td.cell { text-align: center; white-space: nowrap; }
+td.cell a { color: inherit; text-decoration: none; display: block; }
+td.cell a:hover { background: #eef; } .ci, .rate { color: #555; font-size: .85rem; }
+details { margin-top: 1rem; border-top: 1px solid #ccc; } summary { cursor: pointer; }
 """
 
 CHOSEN = "model (test split)"
 """The chosen model's name in the page's own ROC curve."""
 
 
-def render(study: Study, disclosure: Disclosure, attrition: list[dict[str, Any]],
-           metrics: dict[str, Any], predictions: pl.DataFrame,
-           oracle: dict[str, Any] | None = None, sections: str = "",
-           quality: dict[str, Any] | None = None) -> str:
-    """The report's HTML.  Counts below the gate's ``min_cell_count`` are shown suppressed.
-    ``sections``: more HTML after the ROC curve (:func:`render_sections`); ``quality``: the
-    ingest's shareable data-quality record (:func:`quality_html`)."""
+@dataclass(frozen=True)
+class Figures:
+    """How an analysis's section shows its plots: inline PNG (``links`` empty), or the
+    figure files at the page-relative ``links`` (``roc``, ``calibration``)."""
+
+    links: dict[str, str]
+
+    @property
+    def inline(self) -> bool:
+        return not self.links
+
+    def image(self, name: str, alt: str, data: bytes) -> str:
+        if self.inline:
+            return img(alt, data)
+        return (f'<img alt="{html.escape(alt)}" loading=lazy width=500 '
+                f'src="{html.escape(self.links[name])}">')
+
+
+INLINE = Figures({})
+
+
+def model_html(disclosure: Disclosure, attrition: list[dict[str, Any]],
+               metrics: dict[str, Any], predictions: pl.DataFrame,
+               oracle: dict[str, Any] | None = None, level: int = 2,
+               figures: Figures = INLINE) -> str:
+    """An analysis's attrition and chosen model (test metrics, the oracle AUROC of a
+    synthetic study, its ROC curve); counts below the gate's ``min_cell_count`` suppressed.
+    ``level``: the heading level of its parts."""
     least = disclosure.min_cell_count
     esc = html.escape
+    h = f"h{level}"
     test = metrics["test"]
     metric_rows = "".join(
         f"<tr><td>{name}</td><td class=n>{value:.3f}</td></tr>"
@@ -65,43 +106,41 @@ def render(study: Study, disclosure: Disclosure, attrition: list[dict[str, Any]]
     n_train, n_test = split_sizes["train"], split_sizes["test"]
     outcomes = int(predictions.filter(pl.col("split") == "test")["label"].sum())
     model_name = metrics["model"] + (f" (C = {metrics['C']})" if "C" in metrics else "")
-    roc_html = (img("ROC curve of the test split", roc_figure({CHOSEN: predictions}, disclosure))
-                if roc_shown(predictions, disclosure)
-                else NOT_DRAWN.format(min_cell_count=least))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
-<body>
-<h1>Study report: {esc(study.name)}</h1>
-<p class=note>Study digest {study.digest()}. Counts below {least} are shown as &lt;{least};
-{COMPLEMENTARY} marks a count hidden so that a small one cannot be worked out by subtraction.</p>
-<h2>Cohort attrition</h2>
+    if not figures.inline:  # the chosen model is the first curve of the best models' plot
+        roc_html = ("<p class=note>The chosen model is the first curve of the best models' "
+                    "ROC plot below.</p>")
+    elif roc_shown(predictions, disclosure):
+        roc_html = img("ROC curve of the test split",
+                       roc_figure({CHOSEN: predictions}, disclosure))
+    else:
+        roc_html = NOT_DRAWN.format(min_cell_count=least)
+    return f"""<{h}>Cohort attrition</{h}>
 {attrition_html(attrition, disclosure)}
-{quality_html(quality)}
-<h2>Model</h2>
+<{h}>Model</{h}>
 <p>{esc(model_name)}, {metrics['n_features']} features;
 trained on {esc(n_train)} persons, tested on {esc(n_test)} held-out persons
 with {esc(disclosure.count(outcomes))} outcomes.</p>
 <table><tr><th>Metric (test split)</th><th>Value</th></tr>{metric_rows}</table>
-<h2>ROC curve</h2>
+<{h}>ROC curve</{h}>
 {roc_html}
-{sections}
-</body></html>
 """
 
 
-def render_sections(results: SweepResults, disclosure: Disclosure, select_by: str
+def render_sections(results: SweepResults, disclosure: Disclosure, select_by: str,
+                    level: int = 2, figures: Figures = INLINE
                     ) -> tuple[str, dict[str, bytes]]:
-    """The sweep sections' HTML (Table 1, leaderboard, the best models' ROC and calibration
-    plots, top features) and their figures (``roc``, ``calibration`` PNG bytes).
+    """An analysis's sweep sections' HTML (Table 1, leaderboard, the best models' ROC and
+    calibration plots, top features) and their figures (``roc``, ``calibration`` PNG
+    bytes, shown inline or linked as ``figures`` says).
 
     The best models are the best configuration of each family, the overall best by CV
     first, chosen by the CV metric ``select_by``.  Calibration bins are stored raw by the
     sweep and pooled here below ``min_cell_count`` persons with or without the outcome.
     """
     least = disclosure.min_cell_count
+    h = f"h{level}"
     best, board = results.best, results.board
-    figures = {
+    pngs = {
         "roc": roc_figure({n: p for n, (_, p) in best.items()}, disclosure),
         "calibration": calibration_figure(
             {n: models.pool_calibration(m["calibration"]["test"], least)
@@ -112,22 +151,71 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
                        results.label, results.descriptions)
     top_metrics, _ = next(iter(best.values()))
     page = f"""
-<h2>Characteristics (Table 1)</h2>
+<{h}>Characteristics (Table 1)</{h}>
 <p class=note>Target cohort and the persons with and without the outcome; counts below {least}
 are suppressed, with their complement where subtraction would recover them.</p>
 {table_one_html(table1, disclosure)}
-<h2>Leaderboard</h2>
+<{h}>Leaderboard</{h}>
 <p>{board.height} configurations; each picked by its mean {board_metric(select_by)} over
 {top_metrics['cv']['folds']} cross-validation folds inside the training persons (★ = best
 per outcome).  Test metrics are shown, never used to choose.</p>
 {leaderboard_html(board)}
-<h2>Best models: ROC and calibration</h2>
+<{h}>Best models: ROC and calibration</{h}>
 <p class=note>The best configuration of each model family, on the test split.</p>
-{img("ROC curves of the best models (test split)", figures["roc"])}
-{img("Calibration plot of the best models (test split)", figures["calibration"])}
-<h2>Top features</h2>
+{figures.image("roc", "ROC curves of the best models (test split)", pngs["roc"])}
+{figures.image("calibration", "Calibration plot of the best models (test split)",
+               pngs["calibration"])}
+<{h}>Top features</{h}>
 <p>{html.escape(top_metrics['model'])}: the {len(top_metrics['importance'])} most important
 features.</p>
 {features_html(top_metrics['importance'], results.descriptions)}
 """
-    return page, figures
+    return page, pngs
+
+
+def title(analysis: Analysis) -> str:
+    """An analysis's heading: target, outcome, time at risk.
+
+    >>> title(Analysis("a__b__1y", "a", "b", "1y", "b"))
+    'a → b, time at risk 1y'
+    """
+    return f"{analysis.target} → {analysis.outcome}, time at risk {analysis.time_at_risk}"
+
+
+def analysis_html(results: AnalysisResults, disclosure: Disclosure, select_by: str, *,
+                  oracle: dict[str, Any] | None = None, collapsed: bool = False,
+                  figures: Figures = INLINE) -> tuple[str, dict[str, bytes]]:
+    """One analysis's section (its heading carries the grid's anchor) and its figures.
+    A collapsed section is a ``<details>`` whose summary is the heading; an open one puts
+    its parts under ``<h3>``, the page of a single analysis under ``<h2>`` as ever."""
+    a = results.analysis
+    level = 3 if collapsed else 2
+    body = model_html(disclosure, results.attrition, results.metrics, results.predictions,
+                      oracle, level, figures)
+    sweep, pngs = render_sections(results.sweep, disclosure, select_by, level, figures)
+    heading = (f'<h2 id="{anchor(a.id)}">Analysis: {html.escape(title(a))} '
+               f"<code>{html.escape(a.id)}</code></h2>")
+    if collapsed:
+        return (f"<details><summary>{heading}</summary>\n{body}{sweep}</details>\n", pngs)
+    return f"<section>\n{heading}\n{body}{sweep}</section>\n", pngs
+
+
+def render(study: Study, disclosure: Disclosure, sections: Sequence[str], *,
+           overview: str = "", quality: str = "", note: str = "") -> str:
+    """The report's HTML: the overview (``overview``), the data-quality section
+    (``quality``, see :func:`quality_html`) and the analyses' ``sections``."""
+    least = disclosure.min_cell_count
+    esc = html.escape
+    grid = f"<h2>Overview</h2>\n{overview}\n" if overview else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
+<body>
+<h1>Study report: {esc(study.name)}</h1>
+<p class=note>Study digest {study.digest()}. Counts below {least} are shown as &lt;{least};
+{COMPLEMENTARY} marks a count hidden so that a small one cannot be worked out by subtraction.
+{note}</p>
+{grid}{quality}
+{"".join(sections)}
+</body></html>
+"""
