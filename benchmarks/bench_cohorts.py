@@ -2,7 +2,8 @@
 over the same event store, in the same run.
 
 For each size: ``cohortflow synth`` + ``cohortflow ingest`` (not timed), then each cohort
-twice — the cohortflow engine shard by shard (Polars lazy), and one DuckDB SQL query over all
+twice — the cohortflow steps as the workflow runs them (the target's and the outcome's
+episodes shard by shard, then the labels; Polars lazy), and one DuckDB SQL query over all
 shard files — each in its own process, measured with ``os.wait4`` (wall, peak RSS).  The two
 cohort tables must be equal.  Ratio = cohortflow wall / DuckDB wall.
 
@@ -43,10 +44,22 @@ ENGINE = """
 import sys, polars as pl
 from pathlib import Path
 from cohortflow import cohorts, events
+from cohortflow.layout import Layout
 from cohortflow.study import load_study
-study, store, out = load_study(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-tables = [cohorts.build_shard(study, store, s)[0] for s in events.list_shards(store)]
-pl.concat(tables).select("subject_id", "index_time", "label").write_parquet(out)
+study, store, out = load_study(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+layout, shards = Layout(out.with_suffix("")), events.list_shards(store)
+analysis = study.analysis_list()[0]
+for name in study.cohorts_used():  # the target's and the outcome's episodes
+    for s in shards:
+        cohorts.write_shard(study, name, store, s, layout.cohort_table(name, s),
+                            layout.cohort_shard_attrition(name, s))
+    cohorts.write_attrition([layout.cohort_shard_attrition(name, s) for s in shards],
+                            layout.cohort_attrition(name))
+cohorts.write_labels(study, analysis, layout.cohort(analysis.target),
+                     layout.cohort(analysis.outcome_cohort), shards,
+                     layout.labels(analysis.id), layout.attrition(analysis.id))
+pl.read_parquet(layout.labels(analysis.id)).select(
+    "subject_id", "index_time", "label").write_parquet(out)
 """
 
 SQL = {
@@ -117,7 +130,8 @@ def codes_sql(study: Path, store: Path, names: list[str]) -> dict[str, str]:
     from cohortflow import cohorts
     from cohortflow.study import load_study
 
-    plan = cohorts.plan_of(load_study(study), store)
+    spec = load_study(study)
+    plan = cohorts.plan_of(spec, spec.library()[spec.targets()[0]], store)
     return {n: ", ".join(f"'{c}'" for c in plan.codes_of(n)) for n in names}
 
 

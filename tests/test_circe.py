@@ -178,7 +178,7 @@ def test_imported_atlas_cohort_equals_the_hand_written_study_on_eunomia(
     path = tmp_path / "nsaids.json"
     path.write_text(json.dumps(ATLAS))
     study, _ = import_circe(path, outcome="cs1_gi_bleed")
-    plan = cohorts.plan_of(study, eunomia_store)
+    plan = cohorts.plan_of(study, study.library()[study.targets()[0]], eunomia_store)
     rows = []
     for shard in events.list_shards(eunomia_store):
         last = cohorts.make_episodes(plan)(events.scan_shard(eunomia_store, shard))[-1][1]

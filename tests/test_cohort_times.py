@@ -9,9 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from cohortflow import events
 from cohortflow.study import demo_study_path
-from tests.conftest import build_cohorts
+from tests.helpers import build_labels
 from tests.test_cohorts import ASTHMA, EXACERBATION, frame, period, plan, run
 
 
@@ -55,10 +54,8 @@ def check_time_order(table: pl.DataFrame) -> None:
     assert labelled.filter(pl.col("censor_time") != pl.col("event_time")).height == 0
 
 
-def test_censor_time_never_precedes_event_time_in_a_real_cohort_table(
+def test_censor_time_never_precedes_event_time_in_a_real_label_table(
         event_store: Path, tmp_path: Path) -> None:
-    build_cohorts(demo_study_path(), event_store, tmp_path)
-    table = pl.concat([pl.read_parquet(tmp_path / "shards" / f"{shard}.parquet")
-                       for shard in events.list_shards(event_store)])
+    _, table = build_labels(demo_study_path(), event_store, tmp_path)
     assert table.filter("label").height > 0
     check_time_order(table)

@@ -261,3 +261,18 @@ def test_unknown_entry_concept_fails_before_any_work() -> None:
         include=[{"concept_id": 99}])}, CODES)
     with pytest.raises(StudySpecError, match=r"concept_sets\.asthma"):
         p.check()
+
+
+def test_a_library_cohort_needs_no_outcome_but_its_entry_concepts() -> None:
+    library = Cohort.model_validate({"entry": {"concept_set": "asthma"}})
+    cohorts.CohortPlan(library, CONCEPT_SETS, CODES).check()
+    unknown = {**CONCEPT_SETS, "asthma": ConceptSet(include=[{"concept_id": 99}])}
+    with pytest.raises(StudySpecError, match=r"concept_sets\.asthma"):
+        cohorts.CohortPlan(library, unknown, CODES).check()
+
+
+def test_make_cohort_needs_the_single_form_outcome() -> None:
+    library = cohorts.CohortPlan(Cohort.model_validate({"entry": {"concept_set": "asthma"}}),
+                                 CONCEPT_SETS, CODES)
+    with pytest.raises(StudySpecError, match="make_cohort needs a cohort with its outcome"):
+        cohorts.make_cohort(library)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cohortflow import events
+from cohortflow import cohorts, events
 from tests.test_cohorts import ASTHMA, d, episodes, frame, period, plan, run, span
 
 OBS = period(1, "2000-01-01", "2030-01-01")
@@ -195,8 +195,6 @@ def test_nested_group_and_attrition_after_each_named_rule() -> None:
             (2, None, "GENDER//8507")]
     p = plan(inclusion_rules=[rule(nested, name="male or treated"),
                               rule({"sex": ["female"]}, name="female")])
-    from cohortflow import cohorts
-
     steps = cohorts.make_cohort(p)(frame(*OBS, INDEX, *rows))
     assert [(name, f.collect().height) for name, f in steps] == [
         ("Entry event (first occurrence)", 2), ("At least 365 days of prior observation", 2),
@@ -258,3 +256,18 @@ def test_era_pad_collapses_nearby_episodes(pad: int | None, expected: list) -> N
     p = plan(prior_observation_days=0, entry={"concept_set": "asthma", "first_only": False},
              exit={"strategy": "date_offset", "offset_days": 10, "era_pad_days": pad})
     assert episodes(p, ev) == [(1, d(s), d(e)) for s, e in expected]
+
+
+def test_era_of_same_day_entries_takes_the_earliest_index_time_whatever_the_order() -> None:
+    """Two entry events on one day with one exit: the era's index time is the earlier one,
+    not whichever row the engine met first (the cohort table is a pure function of the
+    events)."""
+    p = plan(prior_observation_days=0, entry={"concept_set": "asthma", "first_only": False},
+             exit={"strategy": "date_offset", "offset_days": 10, "era_pad_days": 0})
+    rows = [(1, "2015-01-01T16:00", ASTHMA), (1, "2015-01-01T08:00", ASTHMA),
+            (1, "2015-01-01T12:00", ASTHMA)]
+    for shift in range(len(rows)):
+        ev = frame(*OBS, *rows[shift:], *rows[:shift])
+        last = cohorts.make_episodes(p)(ev)[-1][1].collect()
+        assert last.select("index_time", "start", "end").rows() == [
+            (datetime(2015, 1, 1, 8), d("2015-01-01"), d("2015-01-11"))]

@@ -114,7 +114,9 @@ def merge_intervals(frame: pl.LazyFrame, gap_days: int, keep: list[str] | None =
                     ) -> pl.LazyFrame:
     """Merge each subject's ``[start, end]`` date intervals that overlap or lie at most
     ``gap_days`` apart (OHDSI era logic: the era ends at its latest end date).  Columns in
-    ``keep`` are taken from the era's first interval.
+    ``keep`` are taken from the era's first interval: the earliest by start, end, then the
+    ``keep`` columns themselves, so that intervals tied on their dates (two entry events on
+    one day) give the same era whatever order they come in.
 
     >>> from datetime import date
     >>> f = pl.LazyFrame({"subject_id": [1, 1, 1], "start": [date(2020, 1, 1),
@@ -124,7 +126,7 @@ def merge_intervals(frame: pl.LazyFrame, gap_days: int, keep: list[str] | None =
     [(1, 25), (1, 2)]
     """
     keep = keep or []
-    ordered = frame.sort("subject_id", "start", "end")
+    ordered = frame.sort("subject_id", "start", "end", *keep)
     first = _group_starts(["subject_id"])
     # The latest end so far within the subject, without a window over ~10^5 subjects: rows
     # are sorted by subject, so a running max of (subject number, end day) restarts at each
