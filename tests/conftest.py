@@ -32,6 +32,7 @@ from tests.helpers import (  # noqa: F401
     digests,
     make_omop_study,
     run_study,
+    write_many_study,
     write_study,
 )
 
@@ -51,6 +52,7 @@ HEAVY_FIXTURES = frozenset({
     "sweep_run",      # tests/test_sweep.py: a 24-configuration sweep
     "small_run",      # tests/test_privacy_study.py: a whole study
     "target_run",     # tests/test_runner.py: a study up to its attrition
+    "many_run",       # the multi-analysis seed study, 3,000 persons
 })
 # Markers the fast lane leaves out: services, whole studies, heavy fixtures.
 NOT_FAST = ("slow", "e2e", "slurm", "postgres", "browser")
@@ -188,6 +190,16 @@ def omop_run(synth_omop: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("study")
     return write_study(root / "study.yaml", source__synth__persons=PERSONS)
+
+
+@pytest.fixture(scope="session")
+def many_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/many: the multi-analysis seed study (seeds/studies/many.yaml) at
+    MANY_PERSONS persons in MANY_SHARDS shards, one model per analysis, through `cohortflow
+    run` (laptop profile).  Its study file is ``results.parents[2] / "many.yaml"``."""
+    root = tmp_path_factory.mktemp("many")
+    study = write_many_study(root / "many.yaml")
+    return run_study(study, root / "run", name="many")
 
 
 @pytest.fixture(scope="session")

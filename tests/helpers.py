@@ -22,6 +22,10 @@ from cohortflow.layout import Layout, shard_attrition, shard_table
 from cohortflow.study import SINGLE_TARGET, Study, demo_study_path, load_study
 
 REPO = Path(__file__).resolve().parents[1]
+MANY_STUDY = REPO / "seeds" / "studies" / "many.yaml"
+"""The multi-analysis seed study (3 targets x 4 outcomes x 2 times at risk, and one more)."""
+MANY_PERSONS, MANY_SHARDS = 3_000, 2
+"""The size the suite runs it at (``many_run``)."""
 
 DEMO_ANALYSIS = "cohort__asthma_exacerbation__tar"
 """The demo study's one analysis (target ``cohort``, its outcome, its time at risk)."""
@@ -102,6 +106,16 @@ def build_labels(study_path: Path, store: Path, results: Path) -> tuple[Study, p
                          layout.cohort(analysis.outcome_cohort), shards,
                          layout.labels(analysis.id), layout.attrition(analysis.id))
     return study, pl.read_parquet(layout.labels(analysis.id))
+
+
+def write_many_study(path: Path) -> Path:
+    """The multi-analysis seed study at the suite's size (one model per analysis)."""
+    raw = yaml.safe_load(MANY_STUDY.read_text())
+    raw["source"]["synth"]["persons"] = MANY_PERSONS
+    raw["shards"] = MANY_SHARDS
+    raw["model"] = {"family": "logistic_l2", "C": 1.0}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def digests(results: Path) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Every label table of the multi-analysis seed study (seeds/studies/many.yaml) against plain
 SQL on its OMOP data.
 
-The study is run whole (`cohortflow run`, laptop profile) on 3,000 synthetic persons; then
+The study is run whole (`cohortflow run`, laptop profile; the session's ``many_run``, see
+tests/conftest.py) on 3,000 synthetic persons; then
 each analysis's ``labels.parquet`` must equal, row for row, what DuckDB computes from the
 synthetic CDM (``results/many/omop``) with the OHDSI meaning of the study's definitions,
 written here again by hand: a target is each person's first event of a concept (or a
@@ -26,11 +27,10 @@ import yaml
 from cohortflow import cohorts, events
 from cohortflow.layout import Layout
 from cohortflow.study import load_study
-from tests.helpers import REPO, run_study
+from tests.helpers import MANY_SHARDS, REPO
 
 SEED_STUDY = REPO / "seeds" / "studies" / "many.yaml"
-PERSONS = 3_000
-SHARDS = 2
+SHARDS = MANY_SHARDS
 
 # ---- the study's definitions, by hand ------------------------------------------------------
 
@@ -170,19 +170,6 @@ def expected_labels(con: duckdb.DuckDBPyConnection, analysis: str, shards: int
 
 
 # ---- the run -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def many_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """results/many of the seed study on PERSONS persons in SHARDS shards, one model."""
-    root = tmp_path_factory.mktemp("many")
-    raw = yaml.safe_load(SEED_STUDY.read_text())
-    raw["source"]["synth"]["persons"] = PERSONS
-    raw["shards"] = SHARDS
-    raw["model"] = {"family": "logistic_l2", "C": 1.0}
-    study = root / "many.yaml"
-    study.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return run_study(study, root / "run", name="many")
 
 
 def test_the_sql_covers_every_analysis_of_the_seed_study() -> None:

@@ -10,6 +10,7 @@ change nothing in the results.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from cohortflow import models, runner
-from cohortflow.study import load_study
+from cohortflow.study import Study, load_study
 
 EXACERBATION_LOCAL = 2_000_000_004  # any condition concept of the synthetic vocabulary
 OUTCOME_SET = "asthma_exacerbation"  # the demo's outcome concept set
@@ -144,3 +145,135 @@ def test_one_hyperparameter_reruns_only_its_configuration(finished: tuple[Path, 
     jobs = _dry_run(edited, workdir)
     assert _rules(jobs) == {"sweep_config"} | DOWNSTREAM_OF_MODEL
     assert _configs(jobs) == after - before  # the other configurations' jobs are left alone
+
+
+# ---- many analyses: each edit reruns the cohorts, tensors and analyses that read it --------
+
+@pytest.fixture(scope="module")
+def many_finished(many_run: Path) -> tuple[Path, Path]:
+    """(study file, Snakemake's working directory) of the finished multi-analysis study."""
+    return many_run.parents[2] / "many.yaml", many_run.parents[1]
+
+
+def _jobs_of(jobs: list[tuple[str, str]], rule: str, key: str) -> set[str]:
+    """The values of wildcard ``key`` over the jobs of ``rule``."""
+    found = set()
+    for r, wildcards in jobs:
+        if r == rule:
+            values = dict(part.split("=", 1) for part in wildcards.split(", "))
+            found.add(values[key])
+    return found
+
+
+def _expected(study: Study, cohorts: set[str], targets: set[str], analyses: set[str],
+              configs: set[str], display: bool = False) -> dict[str, set[str]]:
+    """The jobs an edit must rerun, rule by rule: the cohorts it changed (and every shard of
+    them), the tensors, the analyses' labels, the configurations; then, for every analysis
+    whose labels or configurations reran, its model and export, and the report."""
+    every = {a.id for a in study.analysis_list()}
+    retrained = analyses | {c.analysis for c in models.configurations(study).values()
+                            if c.id in configs}
+    out = {"cohort_shard": cohorts, "attrition": cohorts, "features": targets,
+           "labels": analyses, "sweep_config": configs, "model": retrained,
+           "export": every if display else retrained}
+    return {rule: names for rule, names in out.items() if names}
+
+
+def _observed(jobs: list[tuple[str, str]]) -> dict[str, set[str]]:
+    keys = {"cohort_shard": "cohort", "attrition": "cohort", "features": "target",
+            "labels": "analysis", "sweep_config": "config", "model": "analysis",
+            "export": "analysis"}
+    return {rule: names for rule, key in keys.items() if (names := _jobs_of(jobs, rule, key))}
+
+
+def _configs_of(study: Study, analyses: set[str]) -> set[str]:
+    return {c.id for c in models.configurations(study).values() if c.analysis in analyses}
+
+
+def _many_edits(study: Study) -> dict[str, tuple[Callable[[dict[str, Any]], None],
+                                               dict[str, set[str]], set[str]]]:
+    """Edit name -> (edit, expected jobs by rule, other rules expected)."""
+    analyses = study.analysis_list()
+    configs = set(models.configurations(study))
+    outcome = "bronchitis"  # a concept-set outcome; its concept set is read by nothing else
+    of_outcome = {a.id for a in analyses if a.outcome == outcome}
+    target = "otitis_media"  # a target cohort, not an outcome
+    of_target = {a.id for a in analyses if a.target == target}
+    risk = "2y_first"
+    of_risk = {a.id for a in analyses if a.time_at_risk == risk}
+    after_model = {"report", "manifest"}
+
+    def outcome_concept(raw: dict[str, Any]) -> None:
+        raw["concept_sets"]["bronchitis"]["include"].append({"concept_id": EXACERBATION_LOCAL})
+
+    def target_definition(raw: dict[str, Any]) -> None:
+        raw["cohorts"][target]["prior_observation_days"] = 180
+
+    def risk_window(raw: dict[str, Any]) -> None:
+        raw["times_at_risk"][risk]["end_days"] = 700
+
+    return {
+        "outcome concept": (outcome_concept, _expected(
+            study, {outcome}, set(), of_outcome, _configs_of(study, of_outcome)), after_model),
+        "target definition": (target_definition, _expected(
+            study, {target}, {target}, of_target, _configs_of(study, of_target)),
+            after_model),
+        "time at risk": (risk_window, _expected(
+            study, set(), set(), of_risk, _configs_of(study, of_risk)), after_model),
+        "feature window": (_window, _expected(
+            study, set(), set(study.targets()), set(), configs), after_model),
+        "study seed": (_seed, _expected(study, set(), set(), set(), configs), after_model),
+        "min_cell_count": (_min_cell_count, _expected(
+            study, set(), set(), set(), set(), display=True), after_model | {"data_quality"}),
+        "nothing": (lambda raw: None, {}, set()),
+    }
+
+
+MANY_EDITS = ["outcome concept", "target definition", "time at risk", "feature window",
+              "study seed", "min_cell_count", "nothing"]
+
+
+@pytest.mark.parametrize("name", MANY_EDITS)
+def test_many_analyses_an_edit_reruns_exactly_what_reads_it(
+        name: str, many_finished: tuple[Path, Path], tmp_path: Path) -> None:
+    study_file, workdir = many_finished
+    study = load_study(study_file)
+    edit, expected, others = _many_edits(study)[name]
+    jobs = _dry_run(_edited(study_file, tmp_path, edit), workdir)
+    assert _observed(jobs) == expected
+    assert _rules(jobs) - set(_observed(jobs)) == others
+    for cohort in expected.get("cohort_shard", set()):  # every shard of a changed cohort
+        assert sum(1 for r, w in jobs if r == "cohort_shard" and f"cohort={cohort}," in w) \
+            == study.shards
+    assert len(jobs) == len(set(jobs))
+
+
+def test_adding_an_outcome_builds_its_cohort_and_new_analyses_only(
+        many_finished: tuple[Path, Path], tmp_path: Path) -> None:
+    """A copy of the finished study gets one more outcome in an analysis list: the run builds
+    that outcome's cohort and the new analyses, and leaves every cohort, tensor and label
+    table already built untouched (same bytes, same mtimes)."""
+    study_file, workdir = many_finished
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy, symlinks=True)  # copy2: mtimes kept
+    results = copy / "results" / "many"
+    built = {p: p.stat().st_mtime_ns for tree in ("cohorts", "features", "analyses")
+             for p in (results / tree).rglob("*") if p.is_file()}
+
+    def add_outcome(raw: dict[str, Any]) -> None:
+        raw["outcomes"]["otitis"] = {"concept_set": "otitis_media"}
+        raw["analyses"][1] = {"target": "asthma", "outcomes": ["exacerbation", "otitis"],
+                              "time_at_risk": "30d"}
+
+    edited = _edited(study_file, tmp_path, add_outcome)
+    jobs = _dry_run(edited, copy)
+    new = {"asthma__otitis__30d"}
+    assert _observed(jobs) == {"cohort_shard": {"otitis"}, "attrition": {"otitis"},
+                               "labels": new, "sweep_config": _configs_of(
+                                   load_study(edited), new), "model": new, "export": new}
+    done = subprocess.run(
+        runner.snakemake_command(edited, "laptop", copy / "results", []),
+        cwd=copy, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (results / "analyses" / "asthma__otitis__30d" / "labels.parquet").is_file()
+    assert {p: p.stat().st_mtime_ns for p in built} == built
