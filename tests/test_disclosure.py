@@ -15,6 +15,8 @@ from cohortflow.disclosure import LEDGER, Disclosure, audit, is_shared
 from cohortflow.errors import CohortflowError
 from cohortflow.layout import SHARED, Layout
 
+A = "asthma__exacerbation__1y"
+"""An analysis id: its shared files live in its own folders."""
 BENCHMARK = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n" \
             "1.5\t0:00:01\t80.1\t900.2\t70.0\t71.3\t0.0\t0.1\t50.0\t0.7\n"
 
@@ -39,10 +41,10 @@ def test_counts_are_suppressed_at_the_studys_threshold(gate: Disclosure) -> None
 def test_everything_the_gate_writes_passes_the_audit(gate: Disclosure) -> None:
     lay = gate.layout
     gate.write_text(lay.report, "<html></html>")
-    gate.write_bytes(lay.figure("roc"), b"\x89PNG")
-    gate.write_json(lay.export_attrition, [{"step": "a", "persons": 120}])
-    gate.write_parquet(lay.export_predictions, pl.DataFrame({"person": ["ab"]}))
-    gate.write_parquet(lay.leaderboard, pl.DataFrame({"auroc": [0.7]}).to_arrow())
+    gate.write_bytes(lay.figure(A, "roc"), b"\x89PNG")
+    gate.write_json(lay.export_attrition(A), [{"step": "a", "persons": 120}])
+    gate.write_parquet(lay.export_predictions(A), pl.DataFrame({"person": ["ab"]}))
+    gate.write_parquet(lay.leaderboard(A), pl.DataFrame({"auroc": [0.7]}).to_arrow())
     with gate.open_log(lay.snakemake_log) as sink:
         sink.write("Finished job 0.\n")
     with gate.step_log(lay.log("sweep/0123456789ab")):
@@ -50,14 +52,15 @@ def test_everything_the_gate_writes_passes_the_audit(gate: Disclosure) -> None:
     lay.benchmark("ingest").parent.mkdir(parents=True)
     lay.benchmark("ingest").write_text(BENCHMARK)  # Snakemake writes these
     # a person-level file beside them is not the gate's business
-    lay.cohort_table("0").parent.mkdir(parents=True)
-    lay.cohort_table("0").write_bytes(b"person-level")
+    for person_level in (lay.cohort_table("asthma", "0"), lay.labels(A)):
+        person_level.parent.mkdir(parents=True, exist_ok=True)
+        person_level.write_bytes(b"person-level")
     assert "trained" in lay.log("sweep/0123456789ab").read_text()
-    assert json.loads(lay.export_attrition.read_text()) == [{"step": "a", "persons": 120}]
+    assert json.loads(lay.export_attrition(A).read_text()) == [{"step": "a", "persons": 120}]
     assert sorted(p.relative_to(lay.root / LEDGER).as_posix()
                   for p in (lay.root / LEDGER).rglob("*.json")) == sorted([
-        "report.html.json", "figures/roc.png.json", "export/attrition.json.json",
-        "export/predictions.parquet.json", "sweep/leaderboard.parquet.json",
+        "report.html.json", f"figures/{A}/roc.png.json", f"export/{A}/attrition.json.json",
+        f"export/{A}/predictions.parquet.json", f"analyses/{A}/leaderboard.parquet.json",
         "logs/snakemake.log.json", "logs/sweep/0123456789ab.log.json"])
     assert audit(lay) == []
 
@@ -68,23 +71,26 @@ def test_a_shared_file_written_or_changed_around_the_gate_fails_the_audit(
     gate.write_json(lay.data_quality, {"warnings": []})
     gate.write_text(lay.report, "<p>250 persons</p>")
     lay.report.write_text("<p>3 persons</p>")  # changed after the gate wrote it
-    lay.export.mkdir(parents=True)
-    lay.export_predictions.write_bytes(b"PAR1")  # never went through the gate
+    lay.export_predictions(A).parent.mkdir(parents=True)
+    lay.export_predictions(A).write_bytes(b"PAR1")  # never went through the gate
     lay.benchmark("sweep/x").parent.mkdir(parents=True)
     lay.benchmark("sweep/x").write_text(BENCHMARK.replace("cpu_time", "subject_id"))
     assert audit(lay) == [
         f"{lay.benchmark('sweep/x')}: columns ['subject_id'] are not Snakemake's timing "
         "columns",
-        f"{lay.export_predictions}: a shared file not written through the disclosure gate",
+        f"{lay.export_predictions(A)}: a shared file not written through the disclosure "
+        "gate",
         f"{lay.report}: changed after the disclosure gate wrote it",
     ]
 
 
 def test_the_gate_writes_shared_paths_only(gate: Disclosure, tmp_path: Path) -> None:
     lay = gate.layout
-    for path in (lay.cohort_table("0"), lay.model_predictions, lay.tensor / "x",
-                 tmp_path / "elsewhere.json", lay.benchmark("ingest"),
-                 lay.config_file("0123456789ab", "metrics")):
+    for path in (lay.cohort_table("asthma", "0"), lay.model_predictions(A),
+                 lay.tensor("asthma") / "x", lay.labels(A), lay.attrition(A),
+                 lay.cohort_attrition("asthma"), tmp_path / "elsewhere.json",
+                 lay.benchmark("ingest"), lay.config_file("0123456789ab", "metrics"),
+                 lay.analysis(A) / "leaderboard.json", lay.root / "figures" / "roc.svg"):
         with pytest.raises(CohortflowError, match="not a shared output"):
             gate.write_json(path, {})
         assert not path.exists()
@@ -93,14 +99,17 @@ def test_the_gate_writes_shared_paths_only(gate: Disclosure, tmp_path: Path) -> 
 
 def test_the_layouts_shared_paths_are_what_the_gate_accepts() -> None:
     lay = Layout.of("results", "s")
-    shared = [lay.report, lay.data_quality, lay.figure("calibration"), lay.export_predictions,
-              lay.export_attrition, lay.leaderboard, lay.manifest, lay.snakemake_log,
-              lay.log("cohort_0"), lay.benchmark("features")]
-    person_level = [lay.store / "data" / "0.parquet", lay.cohort_table("1"), lay.attrition,
-                    lay.tensor / "zarr.json", lay.config_file("c", "predictions"),
-                    lay.model_metrics, lay.omop / "person.parquet", lay.scratch / "x"]
+    shared = [lay.report, lay.data_quality, lay.figure(A, "calibration"),
+              lay.export_predictions(A), lay.export_attrition(A), lay.leaderboard(A),
+              lay.manifest, lay.snakemake_log, lay.log("cohort_shard/asthma/0"),
+              lay.benchmark("features/asthma")]
+    person_level = [lay.store / "data" / "0.parquet", lay.cohort_table("asthma", "1"),
+                    lay.cohort_attrition("asthma"), lay.attrition(A), lay.labels(A),
+                    lay.tensor("asthma") / "zarr.json", lay.config_file("c", "predictions"),
+                    lay.model_metrics(A), lay.model_predictions(A), lay.omop / "person.parquet",
+                    lay.scratch("asthma") / "x"]
     assert [is_shared(p.relative_to(lay.root).as_posix()) for p in shared] == [True] * 10
-    assert [is_shared(p.relative_to(lay.root).as_posix()) for p in person_level] == [False] * 8
+    assert [is_shared(p.relative_to(lay.root).as_posix()) for p in person_level] == [False] * 11
     assert len(SHARED) == 8
 
 
@@ -116,3 +125,57 @@ def test_the_manifest_suppresses_the_source_row_counts_itself(gate: Disclosure,
         benchmarks=[], snakemake_logs=[])
     assert record["inputs"] == {"death": {"rows": "<11", "sha256": "ab"},
                                 "person": {"rows": 600}}
+
+
+def test_the_manifest_lists_every_analysis_and_names_each_step_by_its_path(
+        gate: Disclosure, tmp_path: Path) -> None:
+    from cohortflow.study import Study
+
+    spec = Study.model_validate({
+        "name": "tiny", "source": {"synth": {"persons": 100}},
+        "concept_sets": {c: {"include": [{"concept_id": i}]}
+                         for i, c in enumerate(("asthma", "copd", "exacerbation"), 1)},
+        "cohorts": {"asthma": {"entry": {"concept_set": "asthma"}},
+                    "copd": {"entry": {"concept_set": "copd"}}},
+        "outcomes": {"exacerbation": {"concept_set": "exacerbation"}},
+        "times_at_risk": {"1y": {"start_days": 1, "end_days": 365}},
+        "analyses": [{"targets": ["copd", "asthma"], "outcome": "exacerbation",
+                      "time_at_risk": "1y"}]})
+    lay = gate.layout
+    # one timing per analysis: the same file name under model/ and export/
+    benchmarks = [lay.benchmark(f"{step}/{a.id}") for step in ("model", "export")
+                  for a in spec.analysis_list()] + [lay.benchmark("cohort_shard/copd/0")]
+    for path in benchmarks:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(BENCHMARK)
+    study = tmp_path / "study.yaml"
+    study.write_text("name: tiny\n")
+    outputs = [lay.analysis(a.id) for a in spec.analysis_list()]
+    for folder in outputs:
+        folder.mkdir(parents=True)
+        (folder / "attrition.json").write_text(folder.name)
+    record = manifest.build(
+        disclosure=gate, study_path=study, study_digest="d", seeds={"study": 1},
+        profile="laptop", workflow_root=Path(__file__).resolve().parents[1],
+        results=lay.root, outputs=outputs, source={"kind": "synth"}, inputs={},
+        metrics={a.id: {"auroc": 0.7} for a in spec.analysis_list()}, benchmarks=benchmarks,
+        snakemake_logs=[], analyses=manifest.analyses_record(spec))
+    assert record["analyses"] == [
+        {"id": "copd__exacerbation__1y", "target": "copd", "outcome": "exacerbation",
+         "time_at_risk": "1y"},
+        {"id": "asthma__exacerbation__1y", "target": "asthma", "outcome": "exacerbation",
+         "time_at_risk": "1y"}]
+    assert record["cohorts"] == ["asthma", "copd", "exacerbation"]
+    assert sorted(record["steps"]) == [
+        "cohort_shard/copd/0", "export/asthma__exacerbation__1y",
+        "export/copd__exacerbation__1y", "model/asthma__exacerbation__1y",
+        "model/copd__exacerbation__1y"]
+    assert sorted(record["outputs"]) == ["analyses/asthma__exacerbation__1y",
+                                         "analyses/copd__exacerbation__1y"]
+    # a rerun whose one analysis differs is named, output by output
+    other = {**record, "outputs": {**record["outputs"], "analyses/copd__exacerbation__1y": {
+        "sha256": "0", "files": 1}}}
+    verdicts = {v.output: v.verdict for v in manifest.compare(record, other)[0]}
+    assert verdicts == {"analyses/asthma__exacerbation__1y": "identical",
+                        "analyses/copd__exacerbation__1y": "different",
+                        "metrics (to 1e-9)": "identical"}

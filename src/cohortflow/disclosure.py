@@ -67,8 +67,10 @@ _SNAKEMAKE = tuple(_glob_regex(p) for p in _WRITTEN_BY_SNAKEMAKE)
 def is_shared(relative: str) -> bool:
     """Whether a path relative to ``results/<study>`` is meant to leave the compute.
 
-    >>> is_shared("report.html"), is_shared("export/attrition.json"), is_shared("cohort/a")
-    (True, True, False)
+    >>> is_shared("report.html"), is_shared("export/a__o__1y/attrition.json")
+    (True, True)
+    >>> [is_shared(f"analyses/a__o__1y/{f}") for f in ("leaderboard.parquet", "labels.parquet")]
+    [True, False]
     """
     return any(r.match(relative) for r in _SHARED)
 

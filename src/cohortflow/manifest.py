@@ -1,6 +1,7 @@
 """Run manifests: what a run read, ran with and wrote, so it can be verified years later.
 
-A manifest records the study file (path, hash, digest), an input fingerprint per source
+A manifest records the study file (path, hash, digest), every analysis of the study (id,
+target, outcome, time at risk) and the cohorts built for them, an input fingerprint per source
 table (row count and content hash, taken at ingest), the cohortflow version and git commit,
 the version of every installed package and the hash of the lock they were installed from
 (see :mod:`cohortflow.environment`), the profile, the seeds, a checksum of every output and
@@ -139,9 +140,11 @@ def job_walls(logs: list[Path]) -> dict[str, float]:
     return walls
 
 
-def step_timings(benchmarks: list[Path], logs: list[Path] | None = None
-                 ) -> dict[str, dict[str, float | None]]:
-    """Each step's time as a user waited for it and its compute, keyed by step.
+def step_timings(benchmarks: list[Path], logs: list[Path] | None = None,
+                 root: Path | None = None) -> dict[str, dict[str, float | None]]:
+    """Each step's time as a user waited for it and its compute, keyed by step: the
+    benchmark file's path under ``root`` without ``.tsv`` (``model/<analysis>``, as a step
+    of one analysis, cohort or shard is named), or its stem without a ``root``.
 
     ``wall_s`` is the job from its start to its finish in Snakemake's logs ``logs``
     (default: those of the working directory), start-up included, to the second; null
@@ -159,7 +162,7 @@ def step_timings(benchmarks: list[Path], logs: list[Path] | None = None
             rss = rows[-1].get("max_rss", "NA")
             compute = round(float(rows[-1]["s"]), 3)
             wall = walls.get(str(Path(path).resolve()))
-            timings[Path(path).stem] = {
+            timings[_step_name(Path(path), root)] = {
                 # a job lasts at least its own work, which a log to the second can hide
                 "wall_s": None if wall is None else max(wall, compute),
                 "compute_s": compute,
@@ -172,17 +175,20 @@ def build(*, disclosure: Disclosure, study_path: Path, study_digest: str,
           seeds: dict[str, int], profile: str, workflow_root: Path, results: Path,
           outputs: list[Path], source: dict[str, Any], inputs: dict[str, Any],
           metrics: dict[str, Any], benchmarks: list[Path],
-          snakemake_logs: list[Path] | None = None) -> dict[str, Any]:
+          snakemake_logs: list[Path] | None = None,
+          analyses: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of one finished run (outputs are checksummed here), as it may leave
     the compute.
 
     ``source`` says where the data came from (never with a credential); ``inputs`` holds
     each source table's fingerprint, exact: the row counts of the source tables are counts
-    too (a death table of 3 rows), suppressed here by ``disclosure``; ``snakemake_logs``
-    give each step's wall time (see :func:`step_timings`)."""
+    too (a death table of 3 rows), suppressed here by ``disclosure``; ``metrics`` the test
+    metrics of each analysis's chosen model, by analysis id; ``analyses`` the study's
+    analyses and cohorts (:func:`analyses_record`); ``snakemake_logs`` give each step's
+    wall time (see :func:`step_timings`; steps are named under ``results/benchmarks``)."""
     packages = package_versions()
     return {
-        "manifest_version": 2,
+        "manifest_version": 3,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "study": {"path": str(Path(study_path).resolve()), "sha256": file_digest(study_path),
                   "digest": study_digest},
@@ -191,12 +197,32 @@ def build(*, disclosure: Disclosure, study_path: Path, study_digest: str,
         "cohortflow": {"version": __version__, **git_state(workflow_root)},
         "packages": packages,
         "lock": environment.lock_record(workflow_root, packages),
+        **(analyses or {"analyses": [], "cohorts": []}),
         "source": source,
         "inputs": disclosure.counts(inputs, frozenset({"rows"})),
         "outputs": {Path(p).relative_to(results).as_posix(): tree_digest(p) for p in outputs},
         "metrics": metrics,
-        "steps": step_timings(benchmarks, snakemake_logs),
+        "steps": step_timings(benchmarks, snakemake_logs, Path(results) / "benchmarks"),
     }
+
+
+def _step_name(path: Path, root: Path | None) -> str:
+    """A benchmark file's step: its path under ``root`` without the suffix.
+
+    >>> _step_name(Path("b/model/a__o__1y.tsv"), Path("b")), _step_name(Path("b/x.tsv"), None)
+    ('model/a__o__1y', 'x')
+    """
+    if root is None or not path.is_relative_to(root):
+        return path.stem
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def analyses_record(study: Study) -> dict[str, Any]:
+    """Every analysis of the study (id, target, outcome, time at risk) in the study's order,
+    and the cohorts built for them (targets and outcome cohorts, sorted)."""
+    return {"analyses": [{"id": a.id, "target": a.target, "outcome": a.outcome,
+                          "time_at_risk": a.time_at_risk} for a in study.analysis_list()],
+            "cohorts": study.cohorts_used()}
 
 
 @dataclass(frozen=True)
@@ -278,7 +304,8 @@ def source_record(study: Study) -> dict[str, Any]:
 def write(study: Study, disclosure: Disclosure, study_path: Path, profile: str,
           workflow_root: Path, outputs: list[Path], benchmarks: list[Path]) -> None:
     """The study's run manifest (``manifest.json``), written through the disclosure gate:
-    inputs, code, packages, seeds, output checksums, step timings."""
+    inputs, code, packages, seeds, the analyses and cohorts, each analysis's test metrics,
+    a checksum of each of ``outputs`` (a file or a folder, as given), step timings."""
     layout = disclosure.layout
     seeds = {"study": study.seed}
     if study.source.synth is not None:
@@ -288,8 +315,9 @@ def write(study: Study, disclosure: Disclosure, study_path: Path, profile: str,
         seeds=seeds, profile=profile, workflow_root=workflow_root, results=layout.root,
         outputs=[Path(p) for p in outputs], source=source_record(study),
         inputs=json.loads(events.source_fingerprint_path(layout.store).read_text()),
-        metrics=json.loads(layout.model_metrics.read_text())["test"],
-        benchmarks=[Path(p) for p in benchmarks])
+        metrics={a.id: json.loads(layout.model_metrics(a.id).read_text())["test"]
+                 for a in study.analysis_list()},
+        benchmarks=[Path(p) for p in benchmarks], analyses=analyses_record(study))
     disclosure.write_json(layout.manifest, record)
 
 

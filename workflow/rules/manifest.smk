@@ -1,16 +1,30 @@
 from cohortflow import manifest, runner
 
+# Each checksummed on its own, so `cohortflow verify` names the cohort, tensor or analysis
+# that differs: the store, every cohort, every target's tensor, every analysis's folder
+# (labels, attrition, chosen model, leaderboard), the sweep, the report and its figures, the
+# export.
+MANIFEST_OUTPUTS = (
+    [LAYOUT.store]
+    + [LAYOUT.cohort(c) for c in STUDY.cohorts_used()]
+    + [LAYOUT.tensor(t) for t in STUDY.targets()]
+    + [LAYOUT.analysis(a) for a in ANALYSES]
+    + [LAYOUT.sweep, LAYOUT.report, LAYOUT.root / "figures", LAYOUT.export]
+)
+
 
 rule manifest:
     input:
         store=LAYOUT.store,
+        cohorts=[LAYOUT.cohort_attrition(c) for c in STUDY.cohorts_used()],
         attrition=every_analysis(LAYOUT.attrition),
         features=[LAYOUT.features(t) for t in STUDY.targets()],
         metrics=every_analysis(LAYOUT.model_metrics),
         predictions=every_analysis(LAYOUT.model_predictions),
         leaderboard=every_analysis(LAYOUT.leaderboard),
         report=LAYOUT.report,
-        export=every_analysis(LAYOUT.export_predictions),
+        export=every_analysis(LAYOUT.export_predictions)
+        + every_analysis(LAYOUT.export_attrition),
         benchmarks=get_benchmarks,
     output:
         LAYOUT.manifest,
@@ -21,7 +35,4 @@ rule manifest:
     run:
         with DISCLOSURE.step_log(log[0]):
             manifest.write(STUDY, DISCLOSURE, STUDY_FILE, PROFILE, runner.workflow_root(),
-                           [LAYOUT.store, LAYOUT.root / "cohorts", LAYOUT.root / "features",
-                            LAYOUT.root / "analyses", LAYOUT.sweep, LAYOUT.report,
-                            LAYOUT.export],
-                           input.benchmarks)
+                           MANIFEST_OUTPUTS, input.benchmarks)
