@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cohortflow.errors import StudySpecError
 from cohortflow.study import Analysis, Cohort, Criterion, json_schema, load_study, parse_study
@@ -383,3 +384,18 @@ def test_the_features_key_names_its_target_but_not_the_cohort() -> None:
         update={"prior_observation_days": 0})})
     assert entry.features_digest("cohort") == demo.features_digest("cohort")
     assert entry.cohort_digest("cohort") != demo.cohort_digest("cohort")
+
+
+@pytest.mark.parametrize(("doc", "after"), [("docs/analyses.md", ""),
+                                            ("README.md", "### Many analyses")])
+def test_the_many_analysis_example_of_the_docs_is_a_valid_study(doc: str, after: str) -> None:
+    text = (REPO / doc).read_text()
+    text = text.split(after, 1)[1] if after else text
+    example = yaml.safe_load(text.split("```yaml\n")[1].split("```")[0])
+    sets = ["asthma", "otitis_media", "er_visit", "asthma_exacerbation"]
+    study = parse_study({"name": "doc", "source": {"synth": {"persons": 100}},
+                         "concept_sets": {s: {"include": [{"concept_id": 1}]} for s in sets},
+                         **example})
+    assert len(study.analysis_list()) == 8
+    assert study.analysis_list()[0].id == "asthma__exacerbation__1y"
+    assert study.analysis("asthma__er_visit__2y_first").outcome_cohort == "er_visit"

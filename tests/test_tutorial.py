@@ -267,7 +267,7 @@ def test_the_guide_runs_as_written(tmp_path: Path) -> None:
     # the tensor opens with the feature index the guide reads
     [tensor] = by_command["python read_tensor.py"]
     assert "allergic rhinitis records in the year before index" in tensor.output
-    ds = xr.open_zarr(results / "features" / "features.zarr")
+    ds = xr.open_zarr(results / "features" / "cohort" / "features.zarr")
     assert "feature" in ds.indexes
     assert "CONDITION//257007|365d|count" in ds.indexes["feature"]
     assert set(ds["window"].values.tolist()) == {"365d", "-730d..-366d", "all"}
