@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import privacy, report
-from cohortflow.disclosure import Disclosure
+from cohortflow import events, export, privacy, report
+from cohortflow.disclosure import Disclosure, audit
 from cohortflow.errors import CohortflowError
 from cohortflow.layout import Layout
-from cohortflow.study import Study
+from cohortflow.study import Analysis, RiskWindow, Study
 
 K = 11
 
@@ -84,7 +86,8 @@ def test_report_shows_no_count_below_the_threshold() -> None:
     metrics = {"model": "logistic", "C": 1.0, "n_train": 200, "n_test": 5, "n_features": 40,
                "test": {"auroc": 0.5, "auprc": 0.2, "brier": 0.25}}
     gate = Disclosure(Layout.of("results", "small"), K)
-    page = report.render(_study(), gate, attrition, metrics, predictions)
+    page = report.render(_study(), gate, [report.model_html(gate, attrition, metrics,
+                                                            predictions)])
     cells = re.findall(r"<td class=n>([^<]*)</td>", page)
     assert cells[:4] == ["260", "*", "200", "&lt;11"]
     assert "trained on * persons, tested on &lt;11 held-out persons" in " ".join(page.split())
@@ -116,3 +119,48 @@ def test_roc_curve_is_drawn_only_over_enough_persons_of_each_class() -> None:
     assert privacy.curve_shown([1] * K + [0] * K, K)
     assert not privacy.curve_shown([1] * (K - 1) + [0] * 100, K)
     assert not privacy.curve_shown([1] * 100 + [0] * (K - 1), K)
+
+
+def test_the_overview_shows_no_outcome_count_below_the_threshold() -> None:
+    gate = Disclosure(Layout.of("results", "small"), K)
+    metrics = {"test": {"auroc": 0.71, "auroc_ci_low": 0.65, "auroc_ci_high": 0.77}}
+    cells = [report.Cell.of(Analysis(f"t{i}__o__1y", f"t{i}", "o", "1y", "o"), metrics,
+                            np.array([1] * outcomes + [0] * (total - outcomes)))
+             for i, (outcomes, total) in enumerate([(3, 400), (395, 400), (12, 14), (40, 400)])]
+    page = report.overview_html(cells, {"1y": RiskWindow(start_days=30, end_days=365)}, gate)
+    rates = re.findall(r"<span class=rate>([^<]*)</span>", page)
+    assert rates == ["&lt;11 / 400", "* / 400", "* / 14", "40 / 400 (10.0%)"]
+    text = re.sub(r"\d+\.\d+", "", page)  # AUROCs, CIs and rates
+    for number in re.findall(r"(?<![\w.#-])\d+(?![\w.])", text):
+        assert int(number) == 0 or int(number) >= K, number
+
+
+def test_the_export_of_one_analysis_is_pseudonymous_suppressed_and_gated(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(privacy.PSEUDONYM_KEY_ENV, "a-secret")
+    gate = Disclosure(Layout.of(tmp_path, "small"), K)
+    analysis = "t__o__1y"
+    lay = gate.layout
+    events.write_json([{"step": "entry", "subjects": 300, "rows": 320},
+                       {"step": "prior outcome", "subjects": 295, "rows": 300},
+                       {"step": "labels", "subjects": 200, "rows": 210}], lay.attrition(analysis))
+    ids = [9001, 9001, 17, 400]  # a person with two episodes
+    events.write_parquet(pl.DataFrame({
+        "subject_id": ids, "index_time": [None] * 4, "label": [1, 0, 0, 1],
+        "split": ["test", "test", "train", "train"], "fold": [-1, -1, 0, 1],
+        "cv_prediction": [None, None, 0.2, 0.3], "prediction": [0.9, 0.1, 0.2, 0.3]},
+        schema_overrides={"index_time": pl.Datetime("us")}).to_arrow(),
+        lay.model_predictions(analysis))
+    export.write(gate, lay.attrition(analysis), lay.model_predictions(analysis),
+                 lay.export_predictions(analysis), lay.export_attrition(analysis))
+    out = pl.read_parquet(lay.export_predictions(analysis))
+    assert out.columns == ["person", "split", "label", "prediction"]
+    assert out["person"].to_list() == sorted(privacy.pseudonyms(ids, key="a-secret"))
+    assert json.loads(lay.export_attrition(analysis).read_text()) == [
+        {"step": "entry", "persons": 300}, {"step": "prior outcome", "persons": "*"},
+        {"step": "labels", "persons": 200}]
+    assert audit(lay) == []
+    with pytest.raises(CohortflowError, match="not a shared output"):
+        export.write(gate, lay.attrition(analysis), lay.model_predictions(analysis),
+                     lay.analysis(analysis) / "predictions.parquet",
+                     lay.export_attrition(analysis))
