@@ -399,3 +399,24 @@ def test_the_many_analysis_example_of_the_docs_is_a_valid_study(doc: str, after:
     assert len(study.analysis_list()) == 8
     assert study.analysis_list()[0].id == "asthma__exacerbation__1y"
     assert study.analysis("asthma__er_visit__2y_first").outcome_cohort == "er_visit"
+
+
+@pytest.mark.parametrize(("concept_set", "fixed"), [("cohort", "cohort_outcome"),
+                                                    ("a__b", "a_b"),
+                                                    ("Asthma attack", "Asthma_attack")])
+def test_a_single_outcome_named_unlike_a_cohort_is_refused(concept_set: str,
+                                                           fixed: str) -> None:
+    """The single form's outcome is named after its concept set: its cohort's folder and
+    the analysis id hold that name, so it must be a name, and not the target's."""
+    raw = {"name": "x", "source": {"synth": {"persons": 100}},
+           "concept_sets": {"asthma": {"include": [{"concept_id": 317009}]},
+                            concept_set: {"include": [{"concept_id": 2000000003}]}},
+           "cohort": {"entry": {"concept_set": "asthma"},
+                      "outcome": {"concept_set": concept_set}}}
+    message = refused(raw)
+    assert (f"cohort.outcome.concept_set: the outcome's concept set '{concept_set}' names "
+            f"the outcome's cohort and the analysis (cohort__{concept_set}__tar)") in message
+    assert f"fix: rename the concept set, e.g. '{fixed}'" in message
+    raw["concept_sets"][fixed] = raw["concept_sets"].pop(concept_set)
+    raw["cohort"]["outcome"]["concept_set"] = fixed
+    assert [a.id for a in parse_study(raw).analysis_list()] == [f"cohort__{fixed}__tar"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from cohortflow.errors import StudySpecError
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
 from cohortflow.study import _problems
 from cohortflow.study._analyses import (
+    NAME,
     SEPARATOR,
     Analysis,
     AnalysisGrid,
@@ -260,6 +262,16 @@ class Study(SpecModel):
             problem("missing_outcome", ("cohort", "outcome"), "",
                     "a study's cohort needs its outcome; fix: cohort: {..., outcome: "
                     "{concept_set: NAME}}")
+        if self.cohort is not None and self.cohort.outcome is not None:
+            # the outcome's concept set names its cohort and the analysis (folders, ids)
+            name = self.cohort.outcome.concept_set
+            if name is not None and (name == SINGLE_TARGET or not re.fullmatch(NAME, name)):
+                problem("outcome_name", ("cohort", "outcome", "concept_set"), name,
+                        f"the outcome's concept set '{name}' names the outcome's cohort and "
+                        f"the analysis ({SINGLE_TARGET}__{name}__{SINGLE_TIME_AT_RISK}): "
+                        "letters, digits, '-' and single '_' between them, and not "
+                        f"'{SINGLE_TARGET}'; fix: rename the concept set, e.g. "
+                        f"'{_a_name(name)}'")
         for name, cohort in self.cohorts.items():
             if cohort.outcome is not None:
                 problem("library_outcome", ("cohorts", name, "outcome"), "",
@@ -450,6 +462,12 @@ class Study(SpecModel):
         """The report's key: the whole study, since the page prints the study's digest
         (and its display settings: ``min_cell_count``, the model selection metric)."""
         return self.digest()
+
+
+def _a_name(name: str) -> str:
+    """A name like ``name`` that fits :data:`NAME` and is not the single form's target."""
+    fitted = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", name)).strip("_") or "outcome"
+    return f"{fitted}_outcome" if fitted == SINGLE_TARGET else fitted
 
 
 def content_digest(value: Any) -> str:
