@@ -420,3 +420,14 @@ def test_a_single_outcome_named_unlike_a_cohort_is_refused(concept_set: str,
     raw["concept_sets"][fixed] = raw["concept_sets"].pop(concept_set)
     raw["cohort"]["outcome"]["concept_set"] = fixed
     assert [a.id for a in parse_study(raw).analysis_list()] == [f"cohort__{fixed}__tar"]
+
+
+def test_the_sweep_axes_of_the_single_form_are_refused_with_analyses() -> None:
+    sweep = {"families": [{"family": "logistic", "C": [1.0]}], "outcomes": ["er"],
+             "cohorts": ["asthma"]}
+    message = refused(many(model={"sweep": sweep}))
+    assert ("model.sweep.outcomes: a study with analyses crosses outcomes under analyses:; "
+            "fix: remove model.sweep.outcomes and name them in analyses: (got 'er')") in message
+    assert "model.sweep.cohorts: a study with analyses crosses cohorts" in message
+    del sweep["outcomes"], sweep["cohorts"]
+    assert len(parse_study(many(model={"sweep": sweep})).analysis_list()) == 5

@@ -290,6 +290,13 @@ class Study(SpecModel):
                      "outcomes": ("outcome", "outcomes", sorted(self.outcomes)),
                      "times_at_risk": ("time at risk", "times_at_risk",
                                        sorted(self.times_at_risk))}
+        sweep = self.model.sweep
+        if self.cohort is None and sweep is not None:  # the analyses cross them instead
+            for axis, given in (("outcomes", sweep.outcomes), ("cohorts", sweep.cohorts)):
+                if given and given != [SINGLE_TARGET]:
+                    problem("sweep_axis", ("model", "sweep", axis), ", ".join(given),
+                            f"a study with analyses crosses {axis} under analyses:; fix: "
+                            f"remove model.sweep.{axis} and name them in analyses:")
         for i, grid in enumerate(self.analyses):
             for axis, names in grid.axes().items():
                 what, key, known = libraries[axis]
