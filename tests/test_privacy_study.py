@@ -24,6 +24,7 @@ import pytest
 from cohortflow import models, privacy, synth
 from cohortflow.disclosure import audit
 from cohortflow.layout import SHARED, Layout
+from cohortflow.study import load_study
 from tests.conftest import write_study
 
 K = 11
@@ -35,6 +36,8 @@ COUNT_WORDS = (r"persons?|subjects?|people|patients|events?(?:\(s\))?|rows?|reco
                r"outcomes?|concept id\(s\)|held-out persons")
 IN_TEXT = re.compile(rf"(?<![\w.<*])(\d[\d,]*)(?:\s*\(\d+(?:\.\d+)?%\))?\s+(?:{COUNT_WORDS})\b")
 IN_CELL = re.compile(r"<td class=n>(\d[\d,]*)(?:\s*\(\d+(?:\.\d+)?%\))?</td>")
+IN_RATE = re.compile(r"<span class=rate>(?:(\d+)|&lt;\d+|\*) / (?:(\d+)|&lt;\d+|\*)")
+"""The overview grid's outcomes / episodes of each analysis."""
 IMAGES = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 
@@ -82,6 +85,8 @@ def scan(files: list[Path], k: int, ids: set[int], births: set[str]) -> list[str
                        for m in IN_TEXT.finditer(text)]
             counts += [(m.group(0), int(m.group(1).replace(",", "")))
                        for m in IN_CELL.finditer(text)]
+            counts += [(m.group(0), int(n)) for m in IN_RATE.finditer(text)
+                       for n in m.groups() if n is not None]
         leaks += [f"{path}: count {value} ({where})" for where, value in counts
                   if privacy.small(value, k)]
         leaks += [f"{path}: subject id {m.group(1)}" for m in id_pattern.finditer(text)]
@@ -97,13 +102,14 @@ def test_the_scan_finds_each_kind_of_leak(tmp_path: Path) -> None:
         "ingested 7 events into 2 shards\nsubject 4000007919 born 2009-03-14\n")
     (tmp_path / "report.html").write_text(
         "<td class=n>5 (12.5%)</td><td class=n>&lt;11</td><p>tested on 40 persons</p>"
-        "<p>with 3 outcomes</p><p>C 0.5, 3 folds, 2 configurations</p>")
+        "<p>with 3 outcomes</p><p>C 0.5, 3 folds, 2 configurations</p>"
+        "<span class=rate>6 / 400</span><span class=rate>&lt;11 / 8</span>")
     pl.DataFrame({"subject_id": [1], "n_test": [4]}).write_parquet(tmp_path / "p.parquet")
     leaks = scan(sorted(p for p in tmp_path.rglob("*") if p.is_file()), K,
                  {4000007919}, {"2009-03-14"})
     assert sorted(leak.split(": ", 1)[1].split(" (")[0] for leak in leaks) == [
-        "column subject_id", "count 3", "count 3", "count 4", "count 5", "count 7",
-        "date of birth 2009-03-14", "subject id 4000007919"]
+        "column subject_id", "count 3", "count 3", "count 4", "count 5", "count 6",
+        "count 7", "count 8", "date of birth 2009-03-14", "subject id 4000007919"]
 
 
 def _move_person_ids(cdm: Path) -> None:
@@ -132,6 +138,12 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
     return root, root / "results" / "small", done.stdout + done.stderr
 
 
+def _analysis(root: Path) -> str:
+    """The id of the small study's one analysis (its files are under analyses/<id>/)."""
+    [analysis] = load_study(root / "small.yaml").analysis_list()
+    return analysis.id
+
+
 @pytest.mark.e2e
 def test_no_shared_output_shows_a_small_count_an_id_or_a_birth_date(
         small_run: tuple[Path, Path, str]) -> None:
@@ -140,7 +152,8 @@ def test_no_shared_output_shows_a_small_count_an_id_or_a_birth_date(
     ids = set(person["person_id"].to_list())
     births = {b.strftime("%Y-%m-%d") for b in person["birth_datetime"].drop_nulls()}
     death_rows = pl.read_parquet(root / "cdm" / "death").height
-    test = pl.read_parquet(results / "model" / "predictions.parquet").filter(
+    lay = Layout(results)
+    test = pl.read_parquet(lay.model_predictions(_analysis(root))).filter(
         pl.col("split") == "test")
     deciles = np.array_split(test.sort("prediction")["label"].cast(pl.Int64).to_numpy(), 10)
     # the data do hold small counts: the scan below has something to find if it leaks
@@ -157,8 +170,9 @@ def test_no_shared_output_shows_a_small_count_an_id_or_a_birth_date(
     assert scan([*files, *snakemake_logs, console_file], K, ids, births) == []
     # the scan does read the counts: with a huge threshold every file with counts is flagged
     flagged = {leak.split(": ")[0] for leak in scan(files, 10**9, set(), set())}
-    for name in ("report.html", "manifest.json", "export/attrition.json", "logs/ingest.log"):
-        assert str(results / name) in flagged, name
+    for path in (lay.report, lay.manifest, lay.export_attrition(_analysis(root)),
+                 lay.log("ingest")):
+        assert str(path) in flagged, path
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["inputs"]["death"]["rows"] == f"<{K}"
     # and every one of them came through the disclosure gate, unchanged since
@@ -169,9 +183,10 @@ def test_no_shared_output_shows_a_small_count_an_id_or_a_birth_date(
 @pytest.mark.e2e
 def test_exported_predictions_carry_keyed_pseudonyms_only(
         small_run: tuple[Path, Path, str]) -> None:
-    _, results, _ = small_run
-    internal = pl.read_parquet(results / "model" / "predictions.parquet")
-    exported = pl.read_parquet(results / "export" / "predictions.parquet")
+    root, results, _ = small_run
+    lay, analysis = Layout(results), _analysis(root)
+    internal = pl.read_parquet(lay.model_predictions(analysis))
+    exported = pl.read_parquet(lay.export_predictions(analysis))
     assert exported.columns == ["person", "split", "label", "prediction"]
     expected = privacy.pseudonyms(internal["subject_id"].to_list(),
                                   key=os.environ[privacy.PSEUDONYM_KEY_ENV])
@@ -179,23 +194,23 @@ def test_exported_predictions_carry_keyed_pseudonyms_only(
     assert exported["person"].to_list() == sorted(expected)  # not in subject-id order
     by_person = dict(zip(expected, internal["prediction"].to_list(), strict=True))
     assert all(by_person[p] == v for p, v in exported.select("person", "prediction").rows())
-    attrition = json.loads((results / "export" / "attrition.json").read_text())
+    attrition = json.loads(lay.export_attrition(analysis).read_text())
     assert [a["step"] for a in attrition] == [
-        a["step"] for a in json.loads((results / "cohort" / "attrition.json").read_text())]
+        a["step"] for a in json.loads(lay.attrition(analysis).read_text())]
 
 
 @pytest.mark.e2e
 def test_report_draws_no_roc_curve_over_a_small_count(small_run: tuple[Path, Path, str]
                                                       ) -> None:
-    _, results, _ = small_run
-    test = pl.read_parquet(results / "model" / "predictions.parquet").filter(
-        pl.col("split") == "test")
+    root, results, _ = small_run
+    lay, analysis = Layout(results), _analysis(root)
+    test = pl.read_parquet(lay.model_predictions(analysis)).filter(pl.col("split") == "test")
     page = " ".join((results / "report.html").read_text().split())
     drawn = 'alt="ROC curve of the test split"' in page
     assert drawn == privacy.curve_shown(test["label"].cast(pl.Int64).to_list(), K)
     if not drawn:
         assert "Not drawn: the test split has fewer than 11 persons" in page
-    metrics = json.loads((results / "model" / "metrics.json").read_text())
+    metrics = json.loads(lay.model_metrics(analysis).read_text())
     shown = models.pool_calibration(metrics["calibration"]["test"], K)
     assert 1 <= len(shown) < len(metrics["calibration"]["test"])  # pooled: some were small
 
