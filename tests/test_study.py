@@ -431,3 +431,15 @@ def test_the_sweep_axes_of_the_single_form_are_refused_with_analyses() -> None:
     assert "model.sweep.cohorts: a study with analyses crosses cohorts" in message
     del sweep["outcomes"], sweep["cohorts"]
     assert len(parse_study(many(model={"sweep": sweep})).analysis_list()) == 5
+
+
+def test_run_refuses_a_study_naming_unknown_analyses_before_snakemake_starts(
+        tmp_path: Path) -> None:
+    bad = REPO / "tests" / "bad_inputs" / "study_unknown_analysis_names" / "study.yaml"
+    result = cli("run", str(bad), "--results", str(tmp_path / "results"))
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"{bad}: 4 problem(s) in the study file" in message
+    assert "analyses.0.targets.1: unknown cohort 'astma'; did you mean 'asthma'?" in message
+    assert "Traceback" not in result.stderr and message.count("error:") == 1
+    assert not (tmp_path / "results").exists()
