@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from cohortflow.layout import Layout
-
 from tests.harness.intruded import IntrudedRun
 from tests.helpers import DEMO_ANALYSIS, REPO, digests
 

@@ -12,14 +12,21 @@ import threading
 import time
 from pathlib import Path
 
-import dask
 import polars as pl
 import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from cohortflow import compute, features, manifest
+from cohortflow.layout import Layout
 from cohortflow.study import load_study
-from tests.helpers import REPO, build_cohorts, cohortflow, make_omop_study, write_study
+from tests.helpers import (
+    DEMO_ANALYSIS,
+    REPO,
+    build_cohorts,
+    cohortflow,
+    make_omop_study,
+    write_study,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +103,7 @@ def test_status_shows_done_pending_and_out_of_date(omop_run: tuple[Path, Path],
         return dict(rows)
 
     assert set(states().values()) == {"done"}
-    metrics = results / "model" / "metrics.json"
+    metrics = Layout(results).model_metrics(DEMO_ANALYSIS)
     saved = metrics.read_bytes()
     metrics.unlink()
     try:
@@ -127,13 +134,14 @@ def test_dask_worker_killed_mid_features_still_gives_an_identical_store(
 ) -> None:
     cohort_dir = tmp_path / "cohort"
     study = build_cohorts(write_study(tmp_path / "study.yaml"), event_store, cohort_dir)
-    with dask.config.set(scheduler="synchronous"):
-        features.build_store(study, event_store, cohort_dir, tmp_path / "reference.zarr")
+    features.build_store(study, "cohort", event_store, cohort_dir, tmp_path / "reference.zarr",
+                         scheduler="synchronous")
     marker = tmp_path / "killed"
     monkeypatch.setenv("COHORTFLOW_WORKERS", "2")
     with compute.dask_client() as client:
         client.register_plugin(KillOnce(str(marker)))
-        features.build_store(study, event_store, cohort_dir, tmp_path / "faulted.zarr")
+        features.build_store(study, "cohort", event_store, cohort_dir,
+                             tmp_path / "faulted.zarr", scheduler=client)
     assert marker.exists(), "no worker was killed: the fault was not injected"
     assert (manifest.tree_digests(tmp_path / "faulted.zarr")
             == manifest.tree_digests(tmp_path / "reference.zarr"))
@@ -162,8 +170,8 @@ def test_killed_head_process_resumes_without_redoing_finished_steps(
     assert head.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
     results = workdir / "results" / "demo"
     finished = {p: p.stat().st_mtime_ns for p in (results / "events",
-                                                 *(results / "cohort" / "shards").glob("*"))}
-    assert not (results / "features" / "features.zarr").exists()
+                                                 *(results / "cohorts").rglob("*.parquet"))}
+    assert not (results / "features" / "cohort" / "features.zarr").exists()
 
     rerun = cohortflow("run", str(study), "--results", "results", "-v", cwd=workdir)
     log = rerun.stdout + rerun.stderr
@@ -172,7 +180,7 @@ def test_killed_head_process_resumes_without_redoing_finished_steps(
     assert re.search(r"rule features:", log)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     reference = omop_run[1]
-    for output in ("cohort", "features/features.zarr"):
+    for output in ("cohorts", "features/cohort/features.zarr"):
         assert manifest.tree_digest(results / output) == manifest.tree_digest(
             reference / output)
 
@@ -216,7 +224,7 @@ def test_scancel_mid_features_is_retried_and_the_result_is_identical(
     assert "Trying to restart job" in log  # the profile's retries: 1 applied
     results = workdir / "results" / "demo"
     reference = omop_run[1]
-    for output in ("cohort", "features/features.zarr"):
+    for output in ("cohorts", "features/cohort/features.zarr"):
         assert manifest.tree_digest(results / output) == manifest.tree_digest(
             reference / output)
     assert not list((results / "features").glob(".*partial*")), "a half-written store remains"
