@@ -15,6 +15,7 @@ import yaml
 
 from cohortflow import features, report
 from cohortflow.errors import StudySpecError
+from cohortflow.layout import Layout
 from cohortflow.study import FeatureKey, FeatureWindow, demo_study_path, parse_study
 from tests.conftest import REPO, build_cohorts, write_study
 
@@ -127,7 +128,8 @@ def tensor(event_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     study = build_cohorts(write_study(root / "study.yaml", features__windows=[
         {"start_days": -365, "end_days": -31}]), event_store, root / "cohort")
     with dask.config.set(scheduler="synchronous"):
-        features.build_store(study, event_store, root / "cohort", root / "features.zarr")
+        features.build_store(study, "cohort", event_store, root / "cohort",
+                             root / "features.zarr")
     return root / "features.zarr"
 
 
@@ -152,7 +154,8 @@ def test_the_readme_example_reads_the_tensor_without_a_warning(tensor: Path) -> 
     section = readme.split("### Reading the feature tensor", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match is not None, "README: no example under 'Reading the feature tensor'"
-    code = match.group(1).replace("results/demo/features/features.zarr", str(tensor))
+    code = match.group(1).replace("results/demo/features/cohort/features.zarr",
+                                  str(tensor))
     scope: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -163,8 +166,8 @@ def test_the_readme_example_reads_the_tensor_without_a_warning(tensor: Path) -> 
 
 def test_the_demo_tensor_opens_cleanly_with_snakemakes_marker_beside_it(
         laptop_run: tuple) -> None:
-    results, _ = laptop_run
-    store = results / "features" / "features.zarr"
-    assert (results / "features" / ".snakemake_timestamp").is_file()
+    layout = Layout(laptop_run[0])
+    store = layout.tensor("cohort")
+    assert (layout.features("cohort") / ".snakemake_timestamp").is_file()
     ds = _assert_opens_cleanly(store)
     assert float(ds["values"].sel(feature=KEY).sum()) > 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask
 import duckdb
@@ -10,8 +13,9 @@ import numpy as np
 import polars as pl
 import pytest
 import xarray as xr
+from distributed import Client, default_client, get_task_stream
 
-from cohortflow import compute, events, features, manifest
+from cohortflow import cohorts, compute, events, features, manifest
 from cohortflow.errors import StoreError
 from cohortflow.study import Features
 from tests.helpers import build_cohorts, cohort, ev, write_study
@@ -73,7 +77,7 @@ def built(event_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     cohort_dir = root / "cohort"
     study = build_cohorts(write_study(root / "study.yaml"), event_store, cohort_dir)
     with dask.config.set(scheduler="synchronous"):
-        features.build_store(study, event_store, cohort_dir, root / "f.zarr")
+        features.build_store(study, "cohort", event_store, cohort_dir, root / "f.zarr")
     return study, cohort_dir, root / "f.zarr"
 
 
@@ -137,10 +141,51 @@ def test_tensor_is_identical_with_1_2_and_4_dask_workers(
 ) -> None:
     study, cohort_dir, reference_store = built
     monkeypatch.setenv("COHORTFLOW_WORKERS", str(workers))
-    with compute.dask_client() as client:
+    with compute.dask_client(as_default=False) as client:
         assert len(client.scheduler_info()["workers"]) == workers
-        features.build_store(study, event_store, cohort_dir, tmp_path / "f.zarr")
+        features.build_store(study, "cohort", event_store, cohort_dir, tmp_path / "f.zarr",
+                             scheduler=client)
     assert manifest.tree_digests(tmp_path / "f.zarr") == manifest.tree_digests(reference_store)
+
+
+def test_the_features_step_computes_on_its_own_cluster_never_the_process_default(
+    event_store: Path, built: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Snakemake's threads run several steps in one process (force-use-threads).  Here
+    # another step opens its client (the process default) after this step opened its own:
+    # every task of this step must still run on this step's cluster.
+    study, cohort_dir, reference_store = built
+    monkeypatch.setenv("COHORTFLOW_WORKERS", "1")
+    own_client = compute.dask_client
+    streams: dict[str, get_task_stream] = {}
+
+    @contextlib.contextmanager
+    def another_step_starts_meanwhile(*args: Any, **kwargs: Any) -> Iterator[Client]:
+        with (own_client(*args, **kwargs) as client, own_client() as other,
+              get_task_stream(client=client) as mine, get_task_stream(client=other) as theirs):
+            assert default_client() is other
+            streams.update(mine=mine, theirs=theirs)
+            yield client
+
+    monkeypatch.setattr(compute, "dask_client", another_step_starts_meanwhile)
+    features.build_tensor(study, "cohort", event_store, cohort_dir, tmp_path / "f.zarr",
+                          scratch=tmp_path / ".dask", workers=1)
+    assert streams["theirs"].data == [], "the features step ran tasks on another's cluster"
+    assert len(streams["mine"].data) >= 2 * len(events.list_shards(event_store))
+    assert manifest.tree_digests(tmp_path / "f.zarr") == manifest.tree_digests(reference_store)
+
+
+def test_one_row_per_target_episode_in_shard_table_order(event_store: Path,
+                                                         built: tuple) -> None:
+    study, cohort_dir, store_path = built
+    ds = features.open_features(store_path)
+    episodes = cohorts.read_episodes(cohort_dir, events.list_shards(event_store))
+    assert ds.sizes["subject"] == episodes.height > 100
+    assert ds["subject"].values.tolist() == episodes["subject_id"].to_list()
+    np.testing.assert_array_equal(ds["index_time"].values,
+                                  episodes["index_time"].to_numpy())
+    assert ds.attrs["target"] == "cohort"
+    assert ds.attrs["features_digest"] == study.features_digest("cohort")
 
 
 def test_half_written_store_is_refused(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import zarr
 
 from cohortflow import cohorts, events, features, manifest
 from cohortflow.errors import StoreError
+from cohortflow.layout import shard_attrition, shard_table
 from cohortflow.study import load_study
 from tests.conftest import REPO, write_study
 
@@ -56,12 +57,11 @@ def seq_study(tmp_path_factory: pytest.TempPathFactory, event_store: Path) -> tu
     ))
     cohort_dir = root / "cohort"
     for shard in events.list_shards(event_store):
-        cohorts.write_shard(study, event_store, shard,
-                            cohort_dir / "shards" / f"{shard}.parquet",
-                            cohort_dir / "shards" / f"{shard}.attrition.json")
+        cohorts.write_shard(study, "cohort", event_store, shard,
+                            shard_table(cohort_dir, shard), shard_attrition(cohort_dir, shard))
     out = root / "f.zarr"
     with dask.config.set(scheduler="synchronous"):
-        features.build_store(study, event_store, cohort_dir, out)
+        features.build_store(study, "cohort", event_store, cohort_dir, out)
     return root / "study.yaml", cohort_dir, out
 
 
@@ -78,7 +78,8 @@ def test_store_opens_with_labelled_coordinates_and_its_spec(seq_study: tuple) ->
     assert set(ds["window"].values) == {"30d", "365d", "-730d..-366d", "all"}
     assert any(str(c).startswith("RACE//") for c in ds["code"].values)
     study = load_study(study_path)
-    assert ds.attrs["features_digest"] == study.features_digest()
+    assert ds.attrs["features_digest"] == study.features_digest("cohort")
+    assert ds.attrs["target"] == "cohort"
     assert ds.attrs["feature_spec"] == study.features.model_dump_json()
     assert ds.attrs["shard_offsets"][-1] == ds.sizes["subject"]
 
@@ -119,7 +120,8 @@ def stall(*args, **kwargs):
 
 setattr(_build, hook, stall)
 with dask.config.set(scheduler="synchronous"):
-    features.build_store(load_study(study_path), Path(store), Path(cohort_dir), Path(out))
+    features.build_store(load_study(study_path), "cohort", Path(store), Path(cohort_dir),
+                         Path(out))
 """
 
 
@@ -146,7 +148,7 @@ def test_killed_mid_write_leaves_nothing_trusted_and_rerun_is_identical(
         features.open_features(partial)
 
     with dask.config.set(scheduler="synchronous"):
-        features.build_store(load_study(study_path), event_store, cohort_dir, out)
+        features.build_store(load_study(study_path), "cohort", event_store, cohort_dir, out)
     assert manifest.tree_digests(out) == manifest.tree_digests(reference)
     assert not partial.exists()
 
@@ -158,5 +160,5 @@ def test_rebuild_over_a_finished_store_is_byte_identical(
     out = tmp_path / "f.zarr"
     with dask.config.set(scheduler="threads"):
         for _ in range(2):
-            features.build_store(load_study(study_path), event_store, cohort_dir, out)
+            features.build_store(load_study(study_path), "cohort", event_store, cohort_dir, out)
     assert manifest.tree_digests(out) == manifest.tree_digests(reference)

@@ -15,9 +15,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import models
-from cohortflow.study import load_study
-from tests.helpers import REPO, run_study, write_study
+from cohortflow import disclosure, features, models
+from cohortflow.errors import StoreError
+from cohortflow.layout import Layout
+from cohortflow.study import Study, load_study
+from tests.helpers import DEMO_ANALYSIS, REPO, build_labels, run_study, write_study
 
 SWEEP_PERSONS = 3000  # about 800 persons in the cohort: small, but every fold has outcomes
 SWEEP_MODEL = {
@@ -35,7 +37,113 @@ SWEEP_MODEL = {
     "split": {"method": "stratified", "test_fraction": 0.25, "cv_folds": 3},
 }
 N_CONFIGS = 24  # (6 logistic + 2 boosting + 4 forest) x 2 feature sets
+ANALYSIS = DEMO_ANALYSIS
 
+
+# ---- one analysis's configurations on the shared event store (fast) -------------------------
+
+@pytest.fixture(scope="module")
+def analysis_inputs(event_store: Path, tmp_path_factory: pytest.TempPathFactory
+                    ) -> tuple[Study, Layout]:
+    """The demo study's cohorts, labels and target tensor on the shared event store, in a
+    results tree, as the workflow's steps build them."""
+    results = tmp_path_factory.mktemp("analysis") / "results" / "demo"
+    study_path = write_study(results.parent.parent / "study.yaml", model={"sweep": {
+        "families": [{"family": "logistic", "penalty": ["l1", "l2"], "C": [0.1]}]}})
+    study, _ = build_labels(study_path, event_store, results)
+    layout = Layout(results)
+    features.build_store(study, "cohort", event_store, layout.cohort("cohort"),
+                         layout.tensor("cohort"), scheduler="synchronous")
+    layout.store.symlink_to(event_store, target_is_directory=True)  # read only
+    return study, layout
+
+
+def _train(study: Study, layout: Layout, config: models.Configuration, labels: Path,
+           out: Path) -> tuple[dict, pl.DataFrame]:
+    models.train_configuration(study, config, layout.store, labels, layout.tensor("cohort"),
+                               params_out=out / "params.json", metrics_out=out / "metrics.json",
+                               predictions_out=out / "predictions.parquet")
+    return (json.loads((out / "metrics.json").read_text()),
+            pl.read_parquet(out / "predictions.parquet"))
+
+
+def test_a_configuration_trains_on_its_labels_with_their_tensor_rows(
+        analysis_inputs: tuple[Study, Layout], tmp_path: Path) -> None:
+    study, layout = analysis_inputs
+    config = next(iter(models.configurations(study).values()))
+    labels = pl.read_parquet(layout.labels(ANALYSIS))
+    metrics, predictions = _train(study, layout, config, layout.labels(ANALYSIS), tmp_path)
+    assert (metrics["analysis"], metrics["time_at_risk"]) == (ANALYSIS, "tar")
+    assert metrics["n_train"] + metrics["n_test"] == labels.height == predictions.height
+    assert predictions.columns == ["subject_id", "index_time", "label", "split", "fold",
+                                   "cv_prediction", "prediction"]
+    assert predictions.select("subject_id", "index_time", "label").equals(
+        labels.select("subject_id", "index_time", "label"))
+    # The refit reads each label row's features from its tensor row.
+    _, x, is_test = models.fit_configuration(study, config, layout.store,
+                                             layout.labels(ANALYSIS), layout.tensor("cohort"))
+    tensor = features.open_features(layout.tensor("cohort"))["values"].values
+    np.testing.assert_array_equal(x, tensor[labels["row"].to_numpy()].astype(np.float64))
+    assert is_test.tolist() == (predictions["split"] == "test").to_list()
+
+    # Label exclusions leave tensor rows out: only the labels' rows are modelled.
+    kept = labels.filter(pl.col("row") % 5 != 0)
+    kept.write_parquet(tmp_path / "kept.parquet")
+    _, fewer = _train(study, layout, config, tmp_path / "kept.parquet", tmp_path / "kept")
+    assert fewer["subject_id"].to_list() == kept["subject_id"].to_list()
+
+
+def test_labels_that_point_at_other_tensor_rows_are_refused(
+        analysis_inputs: tuple[Study, Layout], tmp_path: Path) -> None:
+    study, layout = analysis_inputs
+    config = next(iter(models.configurations(study).values()))
+    labels = pl.read_parquet(layout.labels(ANALYSIS))
+    n = features.open_features(layout.tensor("cohort")).sizes["subject"]
+    for name, rows in (("shifted", (pl.col("row") + 1) % n), ("outside", pl.col("row") + n)):
+        labels.with_columns(row=rows).write_parquet(tmp_path / f"{name}.parquet")
+        with pytest.raises(StoreError, match=rf"{name}\.parquet: the label rows do not match "
+                           r"the rows of the feature tensor .*fix: rerun the features and "
+                           r"labels steps"):
+            _train(study, layout, config, tmp_path / f"{name}.parquet", tmp_path / name)
+
+
+def test_the_model_step_chooses_within_one_analysis_by_cv_through_the_gate(
+        analysis_inputs: tuple[Study, Layout], tmp_path: Path) -> None:
+    study, layout = analysis_inputs
+    configs = models.configurations(study)
+    assert len(configs) == 2
+    for cid, config in configs.items():
+        models.train_configuration(
+            study, config, layout.store, layout.labels(ANALYSIS), layout.tensor("cohort"),
+            params_out=layout.config_file(cid, "params"),
+            metrics_out=layout.config_file(cid, "metrics"),
+            predictions_out=layout.config_file(cid, "predictions"))
+    metric_files = [layout.config_file(c, "metrics") for c in configs]
+    prediction_files = [layout.config_file(c, "predictions") for c in configs]
+    gate = disclosure.Disclosure(layout, study.min_cell_count)
+    models.select_models(study, gate, metric_files, prediction_files,
+                         layout.leaderboard(ANALYSIS), layout.model_metrics(ANALYSIS),
+                         layout.model_predictions(ANALYSIS))
+    board = pl.read_parquet(layout.leaderboard(ANALYSIS))
+    best = board.filter("best").row(0, named=True)
+    assert board.height == 2 and best["cv_auroc"] == board["cv_auroc"].max()
+    assert not disclosure.audit(layout)  # the leaderboard came through the gate
+    assert layout.model_metrics(ANALYSIS).read_bytes() == layout.config_file(
+        best["config_id"], "metrics").read_bytes()
+    assert pl.read_parquet(layout.model_predictions(ANALYSIS)).equals(
+        pl.read_parquet(layout.config_file(best["config_id"], "predictions")))
+
+    other = json.loads(metric_files[1].read_text()) | {"analysis": "cohort__other__tar"}
+    (tmp_path / "metrics.json").write_text(json.dumps(other))
+    with pytest.raises(StoreError, match=r"chooses within one analysis, but these "
+                       r"configurations belong to cohort__asthma_exacerbation__tar, "
+                       r"cohort__other__tar"):
+        models.select_models(study, gate, [metric_files[0], tmp_path / "metrics.json"],
+                             prediction_files, tmp_path / "board.parquet",
+                             tmp_path / "m.json", tmp_path / "p.parquet")
+
+
+# ---- the sweep of a whole study (e2e) -------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def sweep_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -67,6 +175,7 @@ def test_every_configuration_leaves_its_own_directory(sweep_study: Path,
         assert metrics["test"]["auroc_ci_low"] < metrics["test"]["auroc"] \
             < metrics["test"]["auroc_ci_high"]
         assert len(metrics["cv"]["auroc_folds"]) == 3
+        assert (metrics["analysis"], metrics["time_at_risk"]) == (ANALYSIS, "tar")
     n_all = json.loads((sweep_run / "sweep" / next(
         c for c, v in configs.items() if v.feature_set == "all") / "metrics.json").read_text())
     n_cond = json.loads((sweep_run / "sweep" / next(
@@ -93,16 +202,18 @@ def test_every_configuration_tests_the_same_persons_and_never_fits_on_them(
 
 @pytest.mark.e2e
 def test_leaderboard_picks_the_best_cv_metric_not_the_best_test(sweep_run: Path) -> None:
-    board = pl.read_parquet(sweep_run / "sweep" / "leaderboard.parquet")
+    layout = Layout(sweep_run)
+    board = pl.read_parquet(layout.leaderboard(ANALYSIS))
     assert board.height == N_CONFIGS and board["best"].sum() == 1
     best = board.filter("best").row(0, named=True)
     assert best["cv_auroc"] == board["cv_auroc"].max()
     assert board["rank"].to_list() == list(range(1, N_CONFIGS + 1))
-    chosen = json.loads((sweep_run / "model" / "metrics.json").read_text())
+    chosen = json.loads(layout.model_metrics(ANALYSIS).read_text())
     assert chosen["config_id"] == best["config_id"]
+    assert (chosen["analysis"], chosen["time_at_risk"]) == (ANALYSIS, "tar")
     assert chosen["test"]["auroc"] == pytest.approx(best["test_auroc"], abs=1e-12)
-    record = json.loads((sweep_run / "manifest.json").read_text())
-    assert "sweep" in record["outputs"] and record["metrics"] == chosen["test"]
+    record = json.loads(layout.manifest.read_text())
+    assert "sweep" in record["outputs"] and record["metrics"] == {ANALYSIS: chosen["test"]}
 
 
 @pytest.mark.e2e
@@ -111,8 +222,9 @@ def test_a_configuration_trains_to_the_same_bytes_again(sweep_study: Path, sweep
     study = load_study(sweep_study)
     config = next(c for c in models.configurations(study).values()
                   if c.family == "gradient_boosting")
-    models.train_configuration(study, config, sweep_run / "events", sweep_run / "cohort",
-                               sweep_run / "features" / "features.zarr",
+    layout = Layout(sweep_run)
+    models.train_configuration(study, config, layout.store, layout.labels(config.analysis),
+                               layout.tensor(config.cohort),
                                params_out=tmp_path / "params.json",
                                metrics_out=tmp_path / "metrics.json",
                                predictions_out=tmp_path / "predictions.parquet", threads=2)
@@ -131,7 +243,7 @@ def test_report_shows_table_one_leaderboard_plots_and_features(sweep_run: Path) 
     assert 'alt="ROC curves of the best models (test split)" src="data:image/png;base64,' in page
     assert 'alt="Calibration plot of the best models (test split)"' in page
     assert "Allergic rhinitis" in page or "CONDITION//257007" in page
-    assert (sweep_run / "figures" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert Layout(sweep_run).figure(ANALYSIS, "roc").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.e2e
@@ -152,7 +264,7 @@ def test_snakemake_report_links_the_study_report_and_figures(sweep_study: Path,
 @pytest.mark.e2e
 def test_demo_best_configuration_is_within_003_of_the_oracle(laptop_run: tuple) -> None:
     results, _ = laptop_run
-    board = pl.read_parquet(results / "sweep" / "leaderboard.parquet")
+    board = pl.read_parquet(Layout(results).leaderboard(ANALYSIS))
     best = board.filter("best").row(0, named=True)
     oracle = json.loads((results / "omop" / "oracle.json").read_text())["oracle_auroc"]
     assert abs(best["test_auroc"] - oracle) <= 0.03, (best, oracle)
@@ -179,13 +291,13 @@ def test_slurm_sweep_batches_configurations_into_fewer_submissions(
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     submissions = slurm_cluster.submission_count() - before
-    # synth, ingest, 4 cohort shards, attrition, features, model, report, export: 11
-    # ordinary jobs; the 24 configurations in batches of 12 (group-components in
-    # profiles/slurm): 2 more.
-    assert submissions - 11 < N_CONFIGS, log[-3000:]
-    assert submissions == 11 + int(np.ceil(N_CONFIGS / 12)), log[-3000:]
-    laptop = pl.read_parquet(sweep_run / "sweep" / "leaderboard.parquet")
-    slurm = pl.read_parquet(workdir / "results" / "demo" / "sweep" / "leaderboard.parquet")
+    # synth, ingest, 4 shards and the attrition of each of the 2 cohorts (the target and
+    # the outcome's), labels, features, model, report, export: 17 ordinary jobs; the 24
+    # configurations in batches of 12 (group-components in profiles/slurm): 2 more.
+    assert submissions - 17 < N_CONFIGS, log[-3000:]
+    assert submissions == 17 + int(np.ceil(N_CONFIGS / 12)), log[-3000:]
+    laptop = pl.read_parquet(Layout(sweep_run).leaderboard(ANALYSIS))
+    slurm = pl.read_parquet(Layout(workdir / "results" / "demo").leaderboard(ANALYSIS))
     assert slurm["config_id"].to_list() == laptop["config_id"].to_list()
     for column in ("cv_auroc", "test_auroc", "test_brier", "test_e_avg"):
         assert np.allclose(slurm[column].to_numpy(), laptop[column].to_numpy(), atol=1e-9,
