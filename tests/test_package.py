@@ -15,7 +15,8 @@ import pytest
 
 from cohortflow import models, package
 from cohortflow.layout import Layout
-from tests.helpers import cohortflow
+from cohortflow.study import demo_study_path, load_study
+from tests.helpers import DEMO_ANALYSIS, MANY_STUDY, cohortflow
 
 
 @pytest.mark.parametrize(("family", "hp"), [
@@ -63,16 +64,22 @@ def test_package_predicts_the_study_predictions(made: tuple[Path, Path]) -> None
     results, out = made
     pkg = package.load(out)
     layout = Layout(results)
-    chosen = json.loads(layout.model_metrics.read_text())
-    analysis = pkg.meta["analyses"][pkg.outcome]
+    assert (pkg.analysis, pkg.outcome) == (DEMO_ANALYSIS, "asthma_exacerbation")
+    chosen = json.loads(layout.model_metrics(DEMO_ANALYSIS).read_text())
+    analysis = pkg.meta["analyses"][pkg.analysis]
     assert analysis["config_id"] == chosen["config_id"]
+    assert (analysis["target"], analysis["time_at_risk"]) == ("cohort", "tar")
     assert pkg.meta["training_manifest_sha256"] == package_sha(layout.manifest)
     assert pkg.study["digest"] == pkg.meta["study"]["digest"]
-    assert set(pkg.study) >= {"cohort", "concept_sets", "features"}
-    x, names, _ = models.load_matrix(layout.tensor, analysis["params"]["feature_selection"])
+    assert set(pkg.study) >= {"cohort", "outcome", "time_at_risk", "concept_sets", "features"}
+    assert pkg.study["analysis"]["id"] == DEMO_ANALYSIS
+    # the analysis's rows: its labels, each with its target tensor row's features
+    rows = pl.read_parquet(layout.labels(DEMO_ANALYSIS))["row"].to_numpy()
+    x, names, _ = models.load_matrix(layout.tensor("cohort"),
+                                     analysis["params"]["feature_selection"], rows)
     assert len(pkg.columns) == x.shape[1] == analysis["n_features"]
     assert [c.replace("|", " ") for c in pkg.columns] == names
-    study_predictions = pl.read_parquet(layout.model_predictions)
+    study_predictions = pl.read_parquet(layout.model_predictions(DEMO_ANALYSIS))
     test = (study_predictions["split"] == "test").to_numpy()
     np.testing.assert_allclose(pkg.predict_proba(x[test]),
                                study_predictions["prediction"].to_numpy()[test],
@@ -97,6 +104,30 @@ def test_package_is_deterministic_through_the_command(made: tuple[Path, Path],
                          cwd=tmp_path)
     assert refused.returncode == 2
     assert "already exists and is not an empty folder; fix:" in refused.stderr
+    named = cohortflow("package", str(results), "--out", str(tmp_path / "named"),
+                       "--analysis", DEMO_ANALYSIS, cwd=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert _files(tmp_path / "named") == _files(out)
+    unknown = cohortflow("package", str(results), "--out", str(tmp_path / "unknown"),
+                         "--analysis", "cohort__death__tar", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert (f"unknown analysis 'cohort__death__tar'; this study's analyses: {DEMO_ANALYSIS}; "
+            "fix: --analysis" in unknown.stderr.replace("\n", ""))
+    assert not (tmp_path / "unknown").exists()
+
+
+def test_the_analysis_is_the_only_one_or_named() -> None:
+    demo, many = load_study(demo_study_path()), load_study(MANY_STUDY)
+    assert package.chosen_analysis(demo, None) == DEMO_ANALYSIS
+    ids = [a.id for a in many.analysis_list()]
+    assert len(ids) == 25 and package.chosen_analysis(many, ids[3]) == ids[3]
+    with pytest.raises(package.PackageError, match=(
+            rf"the study has 25 analyses \({re.escape(', '.join(ids))}\) and a package holds "
+            r"one model; fix: name one with --analysis ID")):
+        package.chosen_analysis(many, None)
+    with pytest.raises(package.PackageError, match=r"unknown analysis 'asthma'; this study's "
+                       r"analyses: asthma__exacerbation__1y, .*fix: --analysis"):
+        package.chosen_analysis(many, "asthma")
 
 
 def test_any_changed_byte_is_refused_naming_the_file(made: tuple[Path, Path],
@@ -150,7 +181,7 @@ def test_other_major_version_is_refused(made: tuple[Path, Path], tmp_path: Path)
 def test_package_holds_no_person_level_data(made: tuple[Path, Path]) -> None:
     results, out = made
     layout = Layout(results)
-    rows = pl.read_parquet(layout.model_predictions)
+    rows = pl.read_parquet(layout.model_predictions(DEMO_ANALYSIS))
     files = _files(out)
     assert not [n for n in files if n.endswith((".parquet", ".zarr", ".csv", ".pkl"))]
     date = re.compile(rb"\b(19|20)\d\d-\d\d-\d\d")
