@@ -56,6 +56,7 @@ th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular
 td.cell a { color: inherit; text-decoration: none; display: block; }
 td.cell a:hover { background: #eef; } .ci, .rate { color: #555; font-size: .85rem; }
 details { margin-top: 1rem; border-top: 1px solid #ccc; } summary { cursor: pointer; }
+.analysis { scroll-margin-top: 4rem; }
 """
 
 CHOSEN = "model (test split)"
@@ -159,7 +160,7 @@ are suppressed, with their complement where subtraction would recover them.</p>
 <p>{board.height} configurations; each picked by its mean {board_metric(select_by)} over
 {top_metrics['cv']['folds']} cross-validation folds inside the training persons (★ = best
 per outcome).  Test metrics are shown, never used to choose.</p>
-{leaderboard_html(board)}
+<div class=grid>{leaderboard_html(board)}</div>
 <{h}>Best models: ROC and calibration</{h}>
 <p class=note>The best configuration of each model family, on the test split.</p>
 {figures.image("roc", "ROC curves of the best models (test split)", pngs["roc"])}
@@ -193,11 +194,15 @@ def analysis_html(results: AnalysisResults, disclosure: Disclosure, select_by: s
     body = model_html(disclosure, results.attrition, results.metrics, results.predictions,
                       oracle, level, figures)
     sweep, pngs = render_sections(results.sweep, disclosure, select_by, level, figures)
-    heading = (f'<h2 id="{anchor(a.id)}">Analysis: {html.escape(title(a))} '
-               f"<code>{html.escape(a.id)}</code></h2>")
+    heading = f"<h2>Analysis: {html.escape(title(a))} <code>{html.escape(a.id)}</code></h2>"
     if collapsed:
-        return (f"<details><summary>{heading}</summary>\n{body}{sweep}</details>\n", pngs)
-    return f"<section>\n{heading}\n{body}{sweep}</section>\n", pngs
+        # The grid's link targets the section's body, not its summary: following a link
+        # into a closed <details> opens it (the HTML spec's ancestor details revealing).
+        return (f"<details><summary>{heading}</summary>\n"
+                f'<div class=analysis id="{anchor(a.id)}">\n{body}{sweep}</div></details>\n',
+                pngs)
+    return (f'<section class=analysis id="{anchor(a.id)}">\n{heading}\n{body}{sweep}'
+            "</section>\n", pngs)
 
 
 def render(study: Study, disclosure: Disclosure, sections: Sequence[str], *,
