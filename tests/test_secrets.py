@@ -251,7 +251,7 @@ def test_a_whole_study_on_postgres_leaves_the_password_in_no_output(
           f"run took {elapsed:.0f} s")
     assert files >= MIN_FILES, files
     for part in (".snakemake/metadata", ".snakemake/log", "results/demo/logs",
-                 "results/demo/benchmarks", "results/demo/features/features.zarr",
+                 "results/demo/benchmarks", "results/demo/features/cohort/features.zarr",
                  "results/demo/events/data", "results/demo/sweep"):
         assert any(p.is_file() for p in (workdir / part).rglob("*")), part
     assert (workdir / ".cohortflow").is_dir()  # its head record is removed after a run
