@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from cohortflow import models
 from cohortflow.errors import StudySpecError
 from cohortflow.study import load_study
 from tests.conftest import write_study
+from tests.helpers import MANY_STUDY
 
 SWEEP = {"families": [
     {"family": "logistic", "penalty": ["l1", "l2", "elasticnet"], "C": [0.1, 1.0],
@@ -91,6 +94,40 @@ def test_unknown_outcome_or_cohort_is_refused_with_the_known_name(tmp_path: Path
                                             "cohorts": ["kids"]}})
     with pytest.raises(StudySpecError, match=r"fix: cohorts: \[cohort\]"):
         models.configurations(study)
+
+
+def test_every_analysis_gets_the_whole_sweep_under_its_own_ids(tmp_path: Path) -> None:
+    raw = yaml.safe_load(MANY_STUDY.read_text())
+    study = load_study(MANY_STUDY)
+    analyses = study.analysis_list()
+    configs = models.configurations(study)
+    points = {(c.family, json.dumps(c.hyperparameters, sort_keys=True))
+              for c in configs.values()}
+    assert len(points) == len(raw["model"]["sweep"]["families"]) == 2
+    assert len(configs) == len(analyses) * len(points) == 50
+    for config in configs.values():
+        analysis = study.analysis(config.analysis)
+        assert (config.cohort, config.outcome, config.time_at_risk) == (
+            analysis.target, analysis.outcome, analysis.time_at_risk)
+        params = config.params()
+        assert (params["analysis"], params["time_at_risk"]) == (analysis.id,
+                                                                 analysis.time_at_risk)
+    per_analysis = {a.id: {(c.family, json.dumps(c.hyperparameters, sort_keys=True))
+                           for c in configs.values() if c.analysis == a.id} for a in analyses}
+    assert all(p == points for p in per_analysis.values())
+    # The same model on another time at risk is another configuration, with its own seed.
+    one, other = (next(c for c in configs.values()
+                       if (c.cohort, c.outcome, c.time_at_risk, c.family)
+                       == ("asthma", "exacerbation", tar, "logistic")) for tar in ("1y", "30d"))
+    assert one.id != other.id and one.seed != other.seed
+    # The single form's sweep axes have no place in a study of analyses.
+    raw["model"]["sweep"]["outcomes"] = ["exacerbation"]
+    (tmp_path / "many.yaml").write_text(yaml.safe_dump(raw))
+    for csv in MANY_STUDY.parent.glob("*.csv"):
+        (tmp_path / csv.name).write_bytes(csv.read_bytes())
+    with pytest.raises(StudySpecError, match=r"model\.sweep\.outcomes: a study with analyses "
+                       r"crosses outcomes under analyses:; fix: remove model\.sweep\.outcomes"):
+        load_study(tmp_path / "many.yaml")
 
 
 def test_sweep_and_short_form_together_are_refused(tmp_path: Path) -> None:
