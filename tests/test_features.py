@@ -188,6 +188,29 @@ def test_one_row_per_target_episode_in_shard_table_order(event_store: Path,
     assert ds.attrs["features_digest"] == study.features_digest("cohort")
 
 
+def test_every_episode_of_a_subject_is_a_row_with_its_own_index(
+        event_store: Path, tmp_path: Path) -> None:
+    # Every asthma diagnosis starts an episode: subjects with several have several rows,
+    # each with the features as of its own index time.
+    study = build_cohorts(write_study(tmp_path / "study.yaml", cohort__entry__first_only=False),
+                          event_store, tmp_path / "cohort")
+    features.build_store(study, "cohort", event_store, tmp_path / "cohort", tmp_path / "f.zarr",
+                         scheduler="synchronous")
+    ds = features.open_features(tmp_path / "f.zarr")
+    episodes = cohorts.read_episodes(tmp_path / "cohort", events.list_shards(event_store))
+    assert ds["subject"].values.tolist() == episodes["subject_id"].to_list()
+    np.testing.assert_array_equal(ds["index_time"].values, episodes["index_time"].to_numpy())
+    age = ds["values"].sel(feature=f"{events.BIRTH}|all|age_years").values
+    pairs = 0
+    for i, j in zip(range(ds.sizes["subject"] - 1), range(1, ds.sizes["subject"]), strict=True):
+        if ds["subject"].values[i] != ds["subject"].values[j]:
+            continue
+        pairs += 1
+        days = (ds["index_time"].values[j] - ds["index_time"].values[i]) / np.timedelta64(1, "D")
+        assert days > 0 and age[j] - age[i] == pytest.approx(days / 365.25, abs=0.01)
+    assert pairs > 20
+
+
 def test_half_written_store_is_refused(tmp_path: Path) -> None:
     xr.Dataset({"values": (("subject",), np.zeros(3))}).to_zarr(
         tmp_path / "half.zarr", zarr_format=3, consolidated=False)
