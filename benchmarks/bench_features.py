@@ -1,9 +1,9 @@
 """Benchmark the features step against the scan limit, at several sizes.
 
 For each size: synthetic OMOP → event store (one shard per ~25k persons, so a shard stays
-the same size as the data grows) → cohort tables (the demo study), untimed.  Then, each in
-its own process, measured with ``os.wait4`` (wall seconds; peak RSS of the largest process
-of its tree, Dask workers included):
+the same size as the data grows) → the target's episode tables (the demo study's cohort),
+untimed.  Then, each in its own process, measured with ``os.wait4`` (wall seconds; peak RSS
+of the largest process of its tree, Dask workers included):
 
 * the scan limit: one Polars pass over the same event shards computing
   ``group_by(subject_id, code).len()``;
@@ -37,7 +37,7 @@ from cohortflow import cohorts, events, layout
 from cohortflow.study import load_study
 study, store, out = load_study(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 for shard in events.list_shards(store):
-    cohorts.write_shard(study, store, shard, layout.shard_table(out, shard),
+    cohorts.write_shard(study, "cohort", store, shard, layout.shard_table(out, shard),
                         layout.shard_attrition(out, shard))
 """
 FEATURES = """
@@ -47,14 +47,14 @@ from cohortflow import features
 from cohortflow.features import _build
 from cohortflow.study import load_study
 build = _build.build_store
-def timed(*args):
+def timed(*args, **kwargs):
     start = time.perf_counter()
-    build(*args)
+    build(*args, **kwargs)
     print(time.perf_counter() - start)
 _build.build_store = timed  # the step's compute, without the Dask cluster's start and stop
 out = Path(sys.argv[4])
-features.build_tensor(load_study(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), out,
-                      scratch=out.parent / ".dask", workers=int(sys.argv[5]))
+features.build_tensor(load_study(sys.argv[1]), "cohort", Path(sys.argv[2]), Path(sys.argv[3]),
+                      out, scratch=out.parent / ".dask", workers=int(sys.argv[5]))
 """
 
 
