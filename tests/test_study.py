@@ -443,3 +443,15 @@ def test_run_refuses_a_study_naming_unknown_analyses_before_snakemake_starts(
     assert "analyses.0.targets.1: unknown cohort 'astma'; did you mean 'asthma'?" in message
     assert "Traceback" not in result.stderr and message.count("error:") == 1
     assert not (tmp_path / "results").exists()
+
+
+def test_a_piece_no_analysis_names_is_checked_but_not_used() -> None:
+    raw = many(cohorts__spare={"entry": {"concept_set": "copd"}},
+               outcomes__spare_outcome={"concept_set": "asthma"},
+               times_at_risk__5y={"start_days": 1, "end_days": 1825})
+    study = parse_study(raw)
+    assert {"spare", "spare_outcome"} <= set(study.library())
+    assert study.cohorts_used() == parse_study(MANY).cohorts_used()
+    assert study.analysis_list() == parse_study(MANY).analysis_list()
+    raw["cohorts"]["spare"]["entry"]["concept_set"] = "copd2"
+    assert "cohorts.spare.entry.concept_set: unknown concept set 'copd2'" in refused(raw)
