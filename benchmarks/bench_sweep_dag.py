@@ -1,10 +1,10 @@
 """How long Snakemake takes to build the DAG of a large model sweep (dry run).
 
 For each size, a study whose sweep is a random search of that many configurations is
-dry-run from an empty results directory (so every job is planned: synth, ingest, shards,
-features, every configuration, leaderboard, report, manifest).  The reference, measured in
-the same run, is the dry run of the one-model study; the parameter-space expansion alone
-(``models.configurations``) is timed in-process.
+dry-run from an empty results directory (so every job is planned: synth, ingest, cohort
+shards, labels, features, every configuration, leaderboard, report, manifest).  The
+reference, measured in the same run, is the dry run of the one-model study; the
+parameter-space expansion alone (``models.configurations``) is timed in-process.
 
     python benchmarks/bench_sweep_dag.py                # 100, 1000, 10000 configurations
     python benchmarks/bench_sweep_dag.py 10000
@@ -22,8 +22,9 @@ import yaml
 from _measure import measure  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
-# synth, ingest, 4 cohort shards, attrition, features, model, report, manifest, all
-UPSTREAM_JOBS = 12
+# synth, ingest, 4 shards of each of the demo's 2 cohorts (its target and its outcome's),
+# their 2 attritions, data_quality, labels, features, model, export, report, manifest, all
+UPSTREAM_JOBS = 20
 
 
 def write_study(root: Path, configs: int) -> Path:
