@@ -126,3 +126,47 @@ def test_report_loads_without_errors_shows_its_plots_and_screenshots(
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
     height = int.from_bytes(png[20:24], "big")  # IHDR: the full page, not one screen
     assert height > 1500
+
+
+def test_each_overview_cell_opens_its_analysis_with_its_figures(
+        many_run: Path, tmp_path: Path) -> None:
+    from cohortflow.study import load_study
+
+    study = load_study(many_run.parents[2] / "many.yaml")
+    report = (many_run / "report.html").resolve()
+    with page(tmp_path) as tools:
+        for domain in ("Page", "Runtime", "Network"):
+            tools.call(f"{domain}.enable")
+        tools.call("Page.navigate", url=report.as_uri())
+        tools.wait_for("Page.loadEventFired")
+
+        def evaluate(expression: str) -> Any:
+            return tools.call("Runtime.evaluate", returnByValue=True, awaitPromise=True,
+                              expression=expression)["result"]["value"]
+
+        links = evaluate("[...document.querySelectorAll('table.overview a')]"
+                         ".map(a => a.getAttribute('href'))")
+        assert sorted(links) == sorted(f"#analysis-{a.id}" for a in study.analysis_list())
+        assert evaluate("[...document.querySelectorAll('details')].filter(d => d.open)"
+                        ".length") == 0  # collapsed until asked for
+        last = links[-1]
+        shown = evaluate(f"""(async () => {{
+            document.querySelector('a[href="{last}"]').click();
+            const section = document.getElementById('{last[1:]}');
+            await new Promise(r => setTimeout(r, 300));
+            const images = [...section.querySelectorAll('img')];
+            await Promise.all(images.map(i => i.decode().catch(() => null)));
+            return {{open: section.closest('details').open,
+                     opened: [...document.querySelectorAll('details')].filter(d => d.open)
+                               .length,
+                     top: section.getBoundingClientRect().top,
+                     images: images.map(i => [i.getAttribute('src'), i.naturalWidth])}};
+        }})()""")
+    assert shown["open"] and shown["opened"] == 1 and 0 <= shown["top"] < 200, shown
+    analysis = last.removeprefix("#analysis-")
+    assert shown["images"] == [[f"figures/{analysis}/{name}.png", shown["images"][i][1]]
+                               for i, name in enumerate(("roc", "calibration"))]
+    assert all(width > 200 for _, width in shown["images"]), shown
+    requested = [e["params"]["request"]["url"] for e in tools.events
+                 if e.get("method") == "Network.requestWillBeSent"]
+    assert all(u.startswith(("file:", "data:")) for u in requested), requested
