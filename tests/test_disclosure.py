@@ -3,17 +3,23 @@ a shared file written (or changed) any other way."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
 from cohortflow import manifest
+from cohortflow.cli import app
 from cohortflow.disclosure import LEDGER, Disclosure, audit, is_shared
 from cohortflow.errors import CohortflowError
 from cohortflow.layout import SHARED, Layout
+from cohortflow.study import Study
+from tests.helpers import write_study
 
 A = "asthma__exacerbation__1y"
 """An analysis id: its shared files live in its own folders."""
@@ -129,8 +135,6 @@ def test_the_manifest_suppresses_the_source_row_counts_itself(gate: Disclosure,
 
 def test_the_manifest_lists_every_analysis_and_names_each_step_by_its_path(
         gate: Disclosure, tmp_path: Path) -> None:
-    from cohortflow.study import Study
-
     spec = Study.model_validate({
         "name": "tiny", "source": {"synth": {"persons": 100}},
         "concept_sets": {c: {"include": [{"concept_id": i}]}
@@ -179,3 +183,33 @@ def test_the_manifest_lists_every_analysis_and_names_each_step_by_its_path(
     assert verdicts == {"analyses/asthma__exacerbation__1y": "identical",
                         "analyses/copd__exacerbation__1y": "different",
                         "metrics (to 1e-9)": "identical"}
+
+
+def test_verify_of_many_analyses_lists_the_outputs_that_differ_and_counts_the_rest(
+        gate: Disclosure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = write_study(tmp_path / "s.yaml", name="s")
+    recorded = manifest.build(
+        disclosure=gate, study_path=study, study_digest="d", seeds={"study": 1},
+        profile="laptop", workflow_root=Path(__file__).resolve().parents[1],
+        results=tmp_path, outputs=[], source={"kind": "synth"}, inputs={},
+        metrics={f"t{i}__o__1y": {"auroc": 0.7} for i in range(40)}, benchmarks=[],
+        snakemake_logs=[])
+    recorded["outputs"] = {f"analyses/t{i}__o__1y": {"sha256": str(i)} for i in range(40)}
+    (tmp_path / "manifest.json").write_text(json.dumps(recorded))
+    rerun = copy.deepcopy(recorded)
+    rerun["outputs"]["analyses/t7__o__1y"] = {"sha256": "changed"}
+
+    def snakemake(command: list[str], **_: object) -> int:
+        """Stands in for the rerun: one analysis comes out different."""
+        out = Path(command[command.index("--directory") + 1]) / "results" / "s"
+        out.mkdir(parents=True)
+        (out / "manifest.json").write_text(json.dumps(rerun))
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", snakemake)
+    done = CliRunner().invoke(app, ["verify", str(tmp_path / "manifest.json")])
+    assert done.exit_code == 1, done.output
+    lines = " ".join(done.output.split())
+    assert "│ analyses/t7__o__1y │ different │" in lines
+    assert "│ (40 more outputs) │ identical │" in lines  # 39 analyses and the metrics
+    assert "t8__o__1y" not in lines

@@ -172,6 +172,10 @@ def run(
     raise typer.Exit(code)
 
 
+VERIFY_ROWS = 30
+"""Outputs ``cohortflow verify`` lists one by one; past it, only those not identical."""
+
+
 @app.command("verify")
 @_friendly
 def verify_command(
@@ -208,9 +212,14 @@ def verify_command(
             raise typer.Exit(1)
     findings, causes, rerun = verify(manifest_file, profile, scratch, keep_scratch)
     table = Table("output", "verdict")
-    for finding in findings:
+    # A study of many analyses has an output per cohort, tensor and analysis: past
+    # VERIFY_ROWS the identical ones are counted in one row, the others each listed.
+    shown = [f for f in findings if len(findings) <= VERIFY_ROWS or f.verdict != "identical"]
+    for finding in shown:
         colour = "green" if finding.verdict == "identical" else "red"
         table.add_row(finding.output, f"[{colour}]{finding.verdict}[/]")
+    if len(shown) < len(findings):
+        table.add_row(f"({len(findings) - len(shown)} more outputs)", "[green]identical[/]")
     out.print(table)
     if rerun is not None:
         out.print(f"rerun manifest: {rerun}")
