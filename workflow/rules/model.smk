@@ -4,6 +4,9 @@
 from cohortflow import models
 
 CONFIGS = models.configurations(STUDY)  # id -> configuration; every analysis's sweep
+CONFIGS_OF = {a: [] for a in ANALYSES}  # analysis -> its configurations, in sweep order
+for _config in CONFIGS.values():
+    CONFIGS_OF[_config.analysis].append(_config.id)
 SWEEP = LAYOUT.sweep
 
 wildcard_constraints:
@@ -12,8 +15,8 @@ wildcard_constraints:
 
 def get_sweep_files(kind):
     """One file (kind: metrics, predictions) of every configuration of an analysis."""
-    return lambda wildcards: [LAYOUT.config_file(c.id, kind) for c in CONFIGS.values()
-                              if c.analysis == wildcards.analysis]
+    return lambda wildcards: [LAYOUT.config_file(c, kind)
+                              for c in CONFIGS_OF[wildcards.analysis]]
 
 
 rule sweep_config:
@@ -61,8 +64,7 @@ rule model:
         metrics=LAYOUT.model_metrics("{analysis}"),
         predictions=LAYOUT.model_predictions("{analysis}"),
     params:
-        configs=lambda wildcards: sorted(c.id for c in CONFIGS.values()
-                                         if c.analysis == wildcards.analysis),
+        configs=lambda wildcards: sorted(CONFIGS_OF[wildcards.analysis]),
         digest=STUDY.selection_digest(),
     log:
         LAYOUT.log("model/{analysis}"),

@@ -360,22 +360,37 @@ class Study(SpecModel):
                 cohorts[name] = Cohort.of_events(spec.criterion())
         return cohorts
 
-    def analysis_list(self) -> list[Analysis]:
-        """Every analysis of the study, once each, in spec order."""
+    _analyses: tuple[tuple[int, ...], dict[str, Analysis]] | None = PrivateAttr(None)
+
+    def _analysis_index(self) -> dict[str, Analysis]:
+        """Every analysis by id, in spec order; computed once per study (a workflow asks
+        for it once per job while it builds the DAG).  The cache is keyed by the fields it
+        reads, so a ``model_copy(update=...)`` of them never sees a stale one."""
+        key = (id(self.cohort), id(self.outcomes), id(self.analyses))
+        if self._analyses is not None and self._analyses[0] == key:
+            return self._analyses[1]
+        specs = self.outcome_specs()
         grids = (self.analyses if self.cohort is None else [AnalysisGrid(
-            target=SINGLE_TARGET, outcome=next(iter(self.outcome_specs())),
+            target=SINGLE_TARGET, outcome=next(iter(specs)),
             time_at_risk=SINGLE_TIME_AT_RISK)])
         out: dict[str, Analysis] = {}
         for grid in grids:
             for target, outcome, tar in grid.designs():
                 aid = analysis_id(target, outcome, tar)
-                out.setdefault(aid, Analysis(aid, target, outcome, tar,
-                                             self.outcome_cohort(outcome)))
-        return list(out.values())
+                if aid not in out:
+                    cohort = specs[outcome].cohort
+                    out[aid] = Analysis(aid, target, outcome, tar,
+                                        cohort if cohort is not None else outcome)
+        self._analyses = (key, out)
+        return out
+
+    def analysis_list(self) -> list[Analysis]:
+        """Every analysis of the study, once each, in spec order."""
+        return list(self._analysis_index().values())
 
     def analysis(self, analysis: str) -> Analysis:
         """One analysis by id."""
-        found = {a.id: a for a in self.analysis_list()}
+        found = self._analysis_index()
         if analysis not in found:
             raise StudySpecError(f"unknown analysis '{analysis}'; this study has: "
                                  f"{', '.join(found)}")
