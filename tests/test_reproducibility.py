@@ -46,13 +46,17 @@ def test_every_run_writes_a_manifest(omop_run: tuple[Path, Path]) -> None:
     assert record["packages"]["polars"] == pl.__version__
     person = record["inputs"]["person"]
     assert person["rows"] == 2500 and re.fullmatch(r"[0-9a-f]{64}", person["sha256"])
-    assert {"events", "cohort", "features/features.zarr", "model/metrics.json",
-            "model/predictions.parquet", "report.html", "export"} <= set(record["outputs"])
-    assert record["outputs"]["cohort"] == manifest.tree_digest(results / "cohort")
-    metrics = json.loads((results / "model" / "metrics.json").read_text())
-    assert record["metrics"] == metrics["test"]
-    assert {"ingest", "features", "model", "cohort_shard_0"} <= set(record["steps"])
-    assert record["steps"]["features"]["wall_s"] > 0
+    assert {"events", "cohorts/cohort", "cohorts/asthma_exacerbation",
+            "features/cohort/features.zarr", f"analyses/{DEMO_ANALYSIS}", "report.html",
+            "export"} <= set(record["outputs"])
+    assert record["outputs"]["cohorts/cohort"] == manifest.tree_digest(
+        Layout(results).cohort("cohort"))
+    assert [a["id"] for a in record["analyses"]] == [DEMO_ANALYSIS]
+    metrics = json.loads(Layout(results).model_metrics(DEMO_ANALYSIS).read_text())
+    assert record["metrics"] == {DEMO_ANALYSIS: metrics["test"]}
+    assert {"ingest", "features/cohort", f"model/{DEMO_ANALYSIS}", "cohort_shard/cohort/0",
+            f"labels/{DEMO_ANALYSIS}"} <= set(record["steps"])
+    assert record["steps"]["features/cohort"]["wall_s"] > 0
 
 
 def test_verify_passes_on_an_untouched_rerun(omop_run: tuple[Path, Path],
