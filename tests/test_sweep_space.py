@@ -202,3 +202,28 @@ def test_assign_split_follows_the_study_method(tmp_path: Path) -> None:
             assert int(frame["label"].to_numpy()[is_test].sum()) == 3
         else:  # the last ten persons: index dates from 2019 on, or the held_out split
             assert is_test[30:].all() and not is_test[:30].any(), method
+
+
+def test_assign_split_draws_persons_not_episodes(tmp_path: Path) -> None:
+    """A person's episodes (a target without first_only) go to test, or to one fold,
+    together; a person counts in the outcome stratum if any episode has the outcome.  With
+    one episode per person the draw is the same as by row."""
+    ids = np.repeat(np.arange(1, 41), 3)  # 40 persons, 3 episodes each
+    label = np.zeros(ids.size, dtype=bool)
+    label[np.arange(0, ids.size, 3)[::4] + 1] = True  # persons 1, 5, 9, ...: the 2nd episode
+    frame = pl.DataFrame({"subject_id": ids, "index_time": np.full(
+        ids.size, np.datetime64("2018-01-01", "us")), "label": label, "split": "train"})
+    study = study_with(tmp_path, {"family": "logistic_l2", "split": {
+        "method": "stratified", "test_fraction": 0.25, "cv_folds": 2}})
+    is_test, folds = models.assign_split(study, frame)
+    by_person = pl.DataFrame({"id": ids, "test": is_test, "fold": folds}).group_by("id").agg(
+        pl.col("test").n_unique().alias("tests"), pl.col("fold").n_unique().alias("folds"),
+        pl.col("test").first())
+    assert (by_person["tests"] == 1).all() and (by_person["folds"] == 1).all()
+    # 10 persons with the outcome, 30 without: round(2.5) = 3 and round(7.5) = 8 tested
+    tested = set(ids[is_test].tolist())
+    assert len(tested) == 11 and len(tested & set(ids[label].tolist())) == 3
+    single = frame.filter(pl.int_range(pl.len()) % 3 == 1)  # one episode per person
+    once, once_folds = models.assign_split(study, single)
+    assert set(single["subject_id"].to_numpy()[once].tolist()) == tested
+    assert (once_folds == folds[1::3]).all()

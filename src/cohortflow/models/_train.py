@@ -107,18 +107,32 @@ def assign_split(study: Study, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndar
     ``stratified`` draw of ``test_fraction`` of each label (seeded by the study), the rows
     indexed on or after ``test_from`` (``time``), or the ``held_out`` subjects (``meds``);
     folds are stratified by label over the rest.
+
+    Persons, not rows, are drawn: a person with several episodes (a target without
+    ``first_only``) is tested, or put in one fold, with all of them, and counts in the
+    strata as a person with the outcome if any episode has it.  With one row per person
+    this is the same draw as by row.  Only the ``time`` split may put one person's earlier
+    episodes in train and later ones in test: it splits by index date by design.
     """
     spec = study.model.split
     ids = frame["subject_id"].to_numpy()
     y = frame["label"].to_numpy().astype(np.int8)
+    persons, person_of = np.unique(ids, return_inverse=True)
+    person_y = np.zeros(len(persons), dtype=np.int8)
+    np.maximum.at(person_y, person_of, y)
     if spec.method == "stratified":
-        is_test = _splits.stratified_test(ids, y, spec.test_fraction, study.seed)
+        is_test = _splits.stratified_test(persons, person_y, spec.test_fraction,
+                                          study.seed)[person_of]
     elif spec.method == "time":
         assert spec.test_from is not None
         is_test = _splits.time_test(frame["index_time"].to_numpy(), spec.test_from)
     else:
         is_test = (frame["split"] == "held_out").to_numpy()
-    return is_test, _splits.cv_folds(ids, y, is_test, spec.cv_folds, study.seed)
+    person_train = np.zeros(len(persons), dtype=bool)
+    person_train[person_of[~is_test]] = True
+    folds = _splits.cv_folds(persons, person_y, ~person_train, spec.cv_folds,
+                             study.seed)[person_of]
+    return is_test, np.where(is_test, -1, folds)
 
 
 def _check_labels(y: np.ndarray, parts: dict[str, np.ndarray], where: Path) -> None:
