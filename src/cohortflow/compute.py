@@ -1,16 +1,20 @@
-"""The Dask client for the active profile.
+"""The Dask scheduler for the active profile.
 
-* ``laptop``: a LocalCluster sized to this machine (or ``COHORTFLOW_WORKERS``).
-* ``slurm``: inside a SLURM job, a LocalCluster sized to the job's allocation
-  (``SLURM_CPUS_PER_TASK`` / ``SLURM_CPUS_ON_NODE`` and ``SLURM_MEM_PER_NODE``), so Dask never
-  uses more than SLURM granted.
+* ``laptop``: Dask's threaded scheduler in the step's own process, as many threads as the
+  step's ``threads`` (:func:`local_scheduler`), capped by this machine (or
+  ``COHORTFLOW_WORKERS``).
+* ``slurm``: the same inside a SLURM job, capped by the job's allocation
+  (``SLURM_CPUS_PER_TASK`` / ``SLURM_CPUS_ON_NODE``), so Dask never uses more than SLURM
+  granted.  (:func:`dask_client` without a config gives a LocalCluster of worker processes
+  sized the same way, memory limits included, for code that wants one.)
 * ``slurm-dask``: the rule runs as a driver and its Dask workers are SLURM jobs launched by
   dask-jobqueue (:class:`JobqueueBackend`), selected by the ``dask_config`` resource.
 
 Results never depend on the number of workers: every task works on whole shards and the
 blocks are stacked in shard order.
 
-Who may connect: a LocalCluster listens on loopback only, with no dashboard.  A
+Who may connect: the threaded scheduler listens on nothing; a LocalCluster listens on
+loopback only, with no dashboard.  A
 dask-jobqueue cluster listens on the cluster network, so it speaks mutual TLS with a key and
 certificate made for that one cluster (:func:`tls_credentials`): only processes that can
 read the run's owner-only credential files -- the driver and its worker jobs, which run as
@@ -22,6 +26,7 @@ step ends; job scripts name the files, never their content.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import shutil
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import dask.threaded
 import yaml
 from distributed import Client, LocalCluster
 from distributed.security import Security
@@ -308,6 +314,20 @@ def backend(dask_config: Path | None, scheduler_dir: Path | None = None) -> Dask
             "resource of the profile to a YAML file relative to the workflow root"
         )
     return JobqueueBackend(Path(dask_config), scheduler_dir or Path(".cohortflow") / "dask")
+
+
+def local_scheduler(max_workers: int | None = None) -> Callable[..., Any]:
+    """Dask's threaded scheduler with as many threads as the step was granted (its
+    ``threads``, capped by the allocation like :class:`LocalBackend`'s workers).
+
+    A step whose data fits one process computes with it: no cluster to start (worker
+    processes importing the stack, seconds) or to stop, and nothing listening on a port.
+    Polars and NumPy release the GIL, so the threads run in parallel.  Each call gets its
+    own pool: two steps in threads of one process never share it.
+    """
+    alloc = Allocation.from_environment()
+    n = min(alloc.workers, max_workers) if max_workers else alloc.workers
+    return functools.partial(dask.threaded.get, num_workers=n)
 
 
 @contextlib.contextmanager

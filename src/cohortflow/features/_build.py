@@ -142,15 +142,20 @@ def _skeleton(study: Study, target: str, cohort: pl.DataFrame, index: FeatureInd
 def build_tensor(study: Study, target: str, store: Path, cohort_dir: Path, out: Path, *,
                  scratch: Path, workers: int | None = None,
                  dask_config: Path | None = None) -> None:
-    """The features step of one target cohort: :func:`build_store` run by Dask workers over
-    the shards, on a cluster of its own (:func:`cohortflow.compute.dask_client`: at most
-    ``workers`` local workers, or dask-jobqueue ones from ``dask_config``), with the
-    scheduler's files in ``scratch``.
+    """The features step of one target cohort: :func:`build_store` over the shards, on
+    Dask's threaded scheduler in this process (:func:`cohortflow.compute.local_scheduler`,
+    ``workers`` threads), or on dask-jobqueue workers when ``dask_config`` names their
+    settings (a cluster of its own, :func:`cohortflow.compute.dask_client`, with the
+    scheduler's files in ``scratch``).
 
-    The step's client is never the process's default and every computation names it: in a
-    profile that runs jobs as threads of one process (``force-use-threads``), two features
-    steps at once each compute on their own cluster, and no other job's Dask work lands on
-    this one."""
+    The step never uses the process's default Dask scheduler: in a profile that runs jobs
+    as threads of one process (``force-use-threads``), two features steps at once each
+    compute on their own threads or cluster, and no other job's Dask work lands on
+    them."""
+    if dask_config is None:
+        build_store(study, target, Path(store), Path(cohort_dir), Path(out),
+                    scheduler=compute.local_scheduler(workers))
+        return
     with compute.dask_client(max_workers=workers, dask_config=dask_config,
                              scheduler_dir=Path(scratch), as_default=False) as client:
         build_store(study, target, Path(store), Path(cohort_dir), Path(out), scheduler=client)
