@@ -6,6 +6,7 @@ file imports them from one place instead of keeping its own copy.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 import yaml
+from click.testing import Result
+from typer.testing import CliRunner
 
 from cohortflow import cohorts, events, manifest
+from cohortflow.cli import app
 from cohortflow.layout import Layout, shard_attrition, shard_table
 from cohortflow.study import SINGLE_TARGET, Study, demo_study_path, load_study
 
@@ -133,6 +138,22 @@ def digests(results: Path) -> dict[str, str]:
 
 
 # ---- the command line ----------------------------------------------------------------------
+
+def verify_with_rerun(recorded: Path, rerun: dict[str, Any],
+                      monkeypatch: pytest.MonkeyPatch) -> Result:
+    """``cohortflow verify RECORDED`` (in-process) whose rerun of study ``s`` writes the
+    manifest ``rerun`` instead of running Snakemake."""
+
+    def snakemake(command: list[str], **_: object) -> int:
+        out = Path(command[command.index("--directory") + 1]) / "results" / "s"
+        out.mkdir(parents=True)
+        (out / "manifest.json").write_text(json.dumps(rerun))
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", snakemake)
+    return CliRunner().invoke(app, ["verify", str(recorded)])
+
+
 
 def cohortflow(*args: str, cwd: Path, env: dict[str, str] | None = None
                ) -> subprocess.CompletedProcess[str]:

@@ -6,20 +6,17 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
 from cohortflow import manifest
-from cohortflow.cli import app
 from cohortflow.disclosure import LEDGER, Disclosure, audit, is_shared
 from cohortflow.errors import CohortflowError
 from cohortflow.layout import SHARED, Layout
 from cohortflow.study import Study
-from tests.helpers import write_study
+from tests.helpers import verify_with_rerun, write_study
 
 A = "asthma__exacerbation__1y"
 """An analysis id: its shared files live in its own folders."""
@@ -198,16 +195,7 @@ def test_verify_of_many_analyses_lists_the_outputs_that_differ_and_counts_the_re
     (tmp_path / "manifest.json").write_text(json.dumps(recorded))
     rerun = copy.deepcopy(recorded)
     rerun["outputs"]["analyses/t7__o__1y"] = {"sha256": "changed"}
-
-    def snakemake(command: list[str], **_: object) -> int:
-        """Stands in for the rerun: one analysis comes out different."""
-        out = Path(command[command.index("--directory") + 1]) / "results" / "s"
-        out.mkdir(parents=True)
-        (out / "manifest.json").write_text(json.dumps(rerun))
-        return 0
-
-    monkeypatch.setattr(subprocess, "call", snakemake)
-    done = CliRunner().invoke(app, ["verify", str(tmp_path / "manifest.json")])
+    done = verify_with_rerun(tmp_path / "manifest.json", rerun, monkeypatch)
     assert done.exit_code == 1, done.output
     lines = " ".join(done.output.split())
     assert "│ analyses/t7__o__1y │ different │" in lines

@@ -67,7 +67,7 @@ def labels_of(p: cohorts.CohortPlan, ev: pl.LazyFrame) -> list[tuple[str, pl.Laz
         first_occurrence=outcome.first_occurrence))
     outcome_plan = cohorts.CohortPlan(outcome_cohort, CONCEPT_SETS, CODES)
     rows = cohorts.outcome_rows(cohorts.make_episodes(outcome_plan)(ev)[-1][1].collect())
-    return cohorts.label_steps(cohorts.risk_window(outcome), cohorts.number_rows(target),
+    return cohorts.label_steps(outcome.risk_window(), cohorts.number_rows(target),
                                rows.lazy())
 
 

@@ -8,7 +8,6 @@ import copy
 import hashlib
 import json
 import re
-import subprocess
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -16,14 +15,12 @@ from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
-from typer.testing import CliRunner
 
 from cohortflow import environment, manifest
-from cohortflow.cli import app
 from cohortflow.disclosure import Disclosure
 from cohortflow.errors import CohortflowError
 from cohortflow.layout import Layout
-from tests.helpers import REPO, write_study
+from tests.helpers import REPO, verify_with_rerun, write_study
 
 LOCK = REPO / environment.LOCK_FILE
 
@@ -156,16 +153,7 @@ def test_verify_lists_a_changed_package_even_when_every_output_is_identical(
     (tmp_path / "manifest.json").write_text(json.dumps(recorded))
     rerun = copy.deepcopy(recorded)
     rerun["packages"]["tabulate"] = "0.9.0"
-
-    def snakemake(command: list[str], **_: object) -> int:
-        """Stands in for the rerun: it writes the same outputs, made with another tabulate."""
-        out = Path(command[command.index("--directory") + 1]) / "results" / "s"
-        out.mkdir(parents=True)
-        (out / "manifest.json").write_text(json.dumps(rerun))
-        return 0
-
-    monkeypatch.setattr(subprocess, "call", snakemake)
-    done = CliRunner().invoke(app, ["verify", str(tmp_path / "manifest.json")])
+    done = verify_with_rerun(tmp_path / "manifest.json", rerun, monkeypatch)
     assert done.exit_code == 0, done.output
     assert "verified: every output is identical" in done.output
     assert (f"Though these changed since the recorded run:\n  - package changed: tabulate "

@@ -22,7 +22,6 @@ from cohortflow.cohorts._engine import (
     make_cohort,
     make_episodes,
     number_rows,
-    risk_window,
 )
 from cohortflow.cohorts._events import (
     END_PREFIX,
@@ -62,7 +61,6 @@ __all__ = [
     "plan_of",
     "read_cohort",
     "read_episodes",
-    "risk_window",
     "write_attrition",
     "write_labels",
     "write_shard",

@@ -17,7 +17,7 @@ from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._events import merge_intervals, observation_periods, occurrences
 from cohortflow.cohorts._rules import group_flag, matching
 from cohortflow.errors import StudySpecError
-from cohortflow.study import Outcome, RiskWindow
+from cohortflow.study import RiskWindow
 
 COHORT_SCHEMA = pl.Schema(
     [
@@ -177,16 +177,6 @@ def make_episodes(plan: CohortPlan) -> Callable[[pl.LazyFrame], Steps]:
     return run
 
 
-def risk_window(outcome: Outcome) -> RiskWindow:
-    """The time at risk and population settings of a single-form cohort's outcome (what
-    ``Study.risk_windows`` names for that form), for :func:`make_cohort`."""
-    return RiskWindow(**outcome.time_at_risk.model_dump(),
-                      exclude_prior_outcome=outcome.exclude_prior_outcome,
-                      prior_outcome_lookback_days=outcome.prior_outcome_lookback_days,
-                      min_days_at_risk=outcome.min_days_at_risk,
-                      keep_outcomes_under_min=outcome.keep_outcomes_under_min)
-
-
 def number_rows(episodes: pl.LazyFrame, offset: int = 0) -> pl.LazyFrame:
     """Episodes with ``row`` (Int64): their position, from ``offset`` (the tensor row when
     the episodes are a target's shard tables in shard order)."""
@@ -264,7 +254,7 @@ def make_cohort(plan: CohortPlan) -> Callable[[pl.LazyFrame], Steps]:
                              "cohort: {..., outcome: {concept_set: NAME}}); fix: build the "
                              "episodes with make_episodes and the labels with label_steps")
     episodes = make_episodes(plan)
-    risk = risk_window(outcome)
+    risk = outcome.risk_window()
 
     def run(ev: pl.LazyFrame) -> Steps:
         steps = episodes(ev)

@@ -338,12 +338,7 @@ class Study(SpecModel):
         if self.cohort is None:
             return dict(self.times_at_risk)
         out = self._single_outcome()
-        return {SINGLE_TIME_AT_RISK: RiskWindow(
-            **out.time_at_risk.model_dump(),
-            exclude_prior_outcome=out.exclude_prior_outcome,
-            prior_outcome_lookback_days=out.prior_outcome_lookback_days,
-            min_days_at_risk=out.min_days_at_risk,
-            keep_outcomes_under_min=out.keep_outcomes_under_min)}
+        return {SINGLE_TIME_AT_RISK: out.risk_window()}
 
     def outcome_cohort(self, outcome: str) -> str:
         """The library cohort whose rows are ``outcome``'s dates."""

@@ -22,7 +22,9 @@ from typing import Annotated, Any
 from pydantic import Field, model_validator
 
 from cohortflow.study._base import SpecModel
-from cohortflow.study._cohort import Criterion, TimeAtRisk
+from cohortflow.study._cohort import Criterion, RiskWindow
+
+__all__ = ["RiskWindow"]  # defined beside the outcome it also describes
 
 SEPARATOR = "__"
 """Joins an analysis id's parts: ``<target>__<outcome>__<time at risk>``."""
@@ -43,20 +45,6 @@ def analysis_id(target: str, outcome: str, time_at_risk: str) -> str:
     'asthma__exacerbation__1y'
     """
     return SEPARATOR.join((target, outcome, time_at_risk))
-
-
-class RiskWindow(TimeAtRisk):
-    """A time at risk with the population settings that go with it (PLP's
-    ``createStudyPopulationSettings``): who is dropped before the labels are counted."""
-
-    exclude_prior_outcome: bool = Field(
-        False, description="Drop episodes with an outcome before the time at risk.")
-    prior_outcome_lookback_days: int | None = Field(
-        None, ge=1, description="Days before index searched for a prior outcome; null: all.")
-    min_days_at_risk: int = Field(
-        0, ge=0, description="Drop episodes observed fewer days at risk (both ends counted).")
-    keep_outcomes_under_min: bool = Field(
-        True, description="Keep episodes with an outcome even if under min_days_at_risk.")
 
 
 class OutcomeSpec(Criterion):

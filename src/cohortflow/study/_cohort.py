@@ -245,10 +245,10 @@ class TimeAtRisk(SpecModel):
         return self
 
 
-class Outcome(Criterion):
-    """The prediction outcome: an event of a concept set inside the time at risk."""
+class PopulationSettings(SpecModel):
+    """Who is dropped before the labels are counted (PLP's ``createStudyPopulationSettings``):
+    the settings that go with a time at risk."""
 
-    time_at_risk: TimeAtRisk = TimeAtRisk()
     exclude_prior_outcome: bool = Field(
         False, description="Drop episodes with an outcome before the time at risk.")
     prior_outcome_lookback_days: int | None = Field(
@@ -257,6 +257,26 @@ class Outcome(Criterion):
         0, ge=0, description="Drop episodes observed fewer days at risk (both ends counted).")
     keep_outcomes_under_min: bool = Field(
         True, description="Keep episodes with an outcome even if under min_days_at_risk.")
+
+    def population(self) -> dict[str, object]:
+        """These settings alone, by name."""
+        return {name: getattr(self, name) for name in PopulationSettings.model_fields}
+
+
+class RiskWindow(TimeAtRisk, PopulationSettings):
+    """A time at risk with the population settings that go with it (PLP's
+    ``createStudyPopulationSettings``): who is dropped before the labels are counted."""
+
+
+class Outcome(Criterion, PopulationSettings):
+    """The prediction outcome: an event of a concept set inside the time at risk."""
+
+    time_at_risk: TimeAtRisk = TimeAtRisk()
+
+    def risk_window(self) -> RiskWindow:
+        """Its time at risk with its population settings (a single-form study's one time
+        at risk)."""
+        return RiskWindow(**self.time_at_risk.model_dump(), **self.population())
 
 
 class Cohort(SpecModel):
