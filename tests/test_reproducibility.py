@@ -214,7 +214,8 @@ def test_scancel_mid_features_is_retried_and_the_result_is_identical(
         queue = subprocess.run(["squeue", "-h", "-o", "%i %k %T"], capture_output=True,
                                text=True, env=env, check=True).stdout
         for job_id, comment, state in (line.split() for line in queue.splitlines()):
-            if comment == "rule_features" and state == "RUNNING":
+            # the SLURM executor's comment: rule_<rule>_wildcards_<values> (target cohort)
+            if comment == "rule_features_wildcards_cohort" and state == "RUNNING":
                 subprocess.run(["scancel", job_id], env=env, check=True)
                 cancelled = job_id
         time.sleep(0.2)

@@ -291,7 +291,8 @@ def test_a_job_over_its_memory_is_told_and_retried_with_more(
     assert f"SLURM-job '{slurm_job}' failed" in log
     assert "Trying to restart job" in log
     # SLURM itself killed it for its memory (not Dask, not Python)
-    slurm_log = workdir / ".snakemake" / "slurm_logs" / "rule_features" / f"{slurm_job}.log"
+    slurm_log = (workdir / ".snakemake" / "slurm_logs" / "rule_features" / "cohort"
+                 / f"{slurm_job}.log")  # the executor's folder per wildcard values
     assert "Exceeded job memory limit" in slurm_log.read_text()
     # the retry: the command line's amount, and the profile's runtime of attempt 2 (60 * 2)
     assert re.search(r"mem_mb=2000, .*runtime=120", retried_resources(log, "features")), log
