@@ -10,7 +10,6 @@ change nothing in the results.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from cohortflow import models, runner
 from cohortflow.study import Study, load_study
+from tests.helpers import run_study, write_many_study
 
 EXACERBATION_LOCAL = 2_000_000_004  # any condition concept of the synthetic vocabulary
 OUTCOME_SET = "asthma_exacerbation"  # the demo's outcome concept set
@@ -248,32 +248,31 @@ def test_many_analyses_an_edit_reruns_exactly_what_reads_it(
     assert len(jobs) == len(set(jobs))
 
 
-def test_adding_an_outcome_builds_its_cohort_and_new_analyses_only(
-        many_finished: tuple[Path, Path], tmp_path: Path) -> None:
-    """A copy of the finished study gets one more outcome in an analysis list: the run builds
-    that outcome's cohort and the new analyses, and leaves every cohort, tensor and label
-    table already built untouched (same bytes, same mtimes)."""
-    study_file, workdir = many_finished
-    copy = tmp_path / "run"
-    shutil.copytree(workdir, copy, symlinks=True)  # copy2: mtimes kept
-    results = copy / "results" / "many"
+@pytest.mark.e2e
+def test_adding_an_outcome_builds_its_cohort_and_new_analyses_only(tmp_path: Path) -> None:
+    """A finished study of one analysis gets one more outcome in its analysis list: the run
+    builds that outcome's cohort and the new analysis only, and leaves every cohort, tensor
+    and label table already built untouched (same mtimes).  Its own small run: Snakemake's
+    records of a run are kept by absolute path, so a copy of another run would not do."""
+    study = write_many_study(tmp_path / "many.yaml")
+    raw = yaml.safe_load(study.read_text())
+    raw["analyses"] = [{"target": "asthma", "outcomes": ["exacerbation"], "time_at_risk": "1y"}]
+    study.write_text(yaml.safe_dump(raw, sort_keys=False))
+    results = run_study(study, tmp_path / "run", name="many")
     built = {p: p.stat().st_mtime_ns for tree in ("cohorts", "features", "analyses")
              for p in (results / tree).rglob("*") if p.is_file()}
+    assert any(p.name == "labels.parquet" for p in built)
 
     def add_outcome(raw: dict[str, Any]) -> None:
-        raw["outcomes"]["otitis"] = {"concept_set": "otitis_media"}
-        raw["analyses"][1] = {"target": "asthma", "outcomes": ["exacerbation", "otitis"],
-                              "time_at_risk": "30d"}
+        raw["analyses"][0]["outcomes"].append("bronchitis")
 
-    edited = _edited(study_file, tmp_path, add_outcome)
-    jobs = _dry_run(edited, copy)
-    new = {"asthma__otitis__30d"}
-    assert _observed(jobs) == {"cohort_shard": {"otitis"}, "attrition": {"otitis"},
+    edited = _edited(study, tmp_path, add_outcome)
+    new = {"asthma__bronchitis__1y"}
+    jobs = _dry_run(edited, tmp_path / "run")
+    assert _observed(jobs) == {"cohort_shard": {"bronchitis"}, "attrition": {"bronchitis"},
                                "labels": new, "sweep_config": _configs_of(
                                    load_study(edited), new), "model": new, "export": new}
-    done = subprocess.run(
-        runner.snakemake_command(edited, "laptop", copy / "results", []),
-        cwd=copy, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert (results / "analyses" / "asthma__otitis__30d" / "labels.parquet").is_file()
+    assert _rules(jobs) - set(_observed(jobs)) == {"report", "manifest"}
+    run_study(edited, tmp_path / "run", name="many")
+    assert (results / "analyses" / "asthma__bronchitis__1y" / "labels.parquet").is_file()
     assert {p: p.stat().st_mtime_ns for p in built} == built

@@ -124,9 +124,10 @@ def test_a_target_after_double_dash_runs_only_what_it_needs(target_run: tuple) -
     assert "Finished jobid" in (results / "logs" / "snakemake.log").read_text()
 
 
-def logged_jobs(workdir: Path) -> dict[str, float]:
+def logged_jobs(workdir: Path, benchmarks: Path) -> dict[str, float]:
     """Seconds between each job's start and finish stamps in Snakemake's log, by benchmark
-    file name, read here independently of cohortflow's parser."""
+    file (its path under ``benchmarks`` without .tsv), read here independently of
+    cohortflow's parser."""
     spans: dict[str, float] = {}
     for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log")):
         text = log.read_text()
@@ -139,7 +140,8 @@ def logged_jobs(workdir: Path) -> dict[str, float]:
             if jobid and bench and end:
                 start_s = time.mktime(time.strptime(block[1], "%a %b %d %H:%M:%S %Y"))
                 end_s = time.mktime(time.strptime(end[1], "%a %b %d %H:%M:%S %Y"))
-                spans[Path(bench[1]).stem] = end_s - start_s
+                step = (workdir / bench[1]).relative_to(benchmarks).with_suffix("")
+                spans[step.as_posix()] = end_s - start_s
     return spans
 
 
@@ -148,12 +150,12 @@ def test_step_wall_time_is_the_time_snakemake_saw_the_job_take(
         target_run: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     workdir, done = target_run
     assert done.returncode == 0, done.stderr[-4000:]
-    benchmarks = sorted((workdir / "results" / "small" / "benchmarks").glob("*.tsv"))
+    root = workdir / "results" / "small" / "benchmarks"
     monkeypatch.chdir(workdir)  # the manifest job runs in Snakemake's working directory
-    timings = manifest.step_timings(benchmarks)
-    spans = logged_jobs(workdir)
-    assert set(timings) == set(spans) == {"ingest", "cohort_shard_0", "cohort_shard_1",
-                                          "attrition"}
+    timings = manifest.step_timings(sorted(root.rglob("*.tsv")), root=root)
+    spans = logged_jobs(workdir, root)
+    assert set(timings) == set(spans) == {"ingest", "cohort_shard/cohort/0",
+                                          "cohort_shard/cohort/1", "attrition/cohort"}
     for step, span in spans.items():
         wall = timings[step]["wall_s"]
         assert wall is not None
@@ -172,7 +174,8 @@ def test_a_failing_step_shows_its_error_once_and_no_stack_frames(synth_omop: Pat
                         source={"omop": {"path": str(synth_omop)}},
                         concept_sets__asthma_exacerbation__include=[
                             {"concept_id": UNKNOWN_CONCEPT}])
-    done = cohortflow("run", str(study), "--", "results/bad/cohorts/cohort/attrition.json",
+    done = cohortflow("run", str(study), "--",
+                      "results/bad/cohorts/asthma_exacerbation/attrition.json",
                       cwd=tmp_path)
     console = done.stdout + done.stderr
     assert done.returncode != 0

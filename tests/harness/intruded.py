@@ -117,7 +117,8 @@ def network_targets(listeners: list[tuple[str, int, int]]) -> list[str]:
 
 
 def run_dirs(results: Path) -> list[Path]:
-    return sorted((results / "features" / ".dask").glob("dask-*"))
+    """The private run folders of the features steps' Dask clusters (one per target)."""
+    return sorted((results / "features").glob("*/.dask/dask-*"))
 
 
 @pytest.fixture(scope="session")
