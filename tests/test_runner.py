@@ -162,9 +162,6 @@ def test_step_wall_time_is_the_time_snakemake_saw_the_job_take(
         # the log's stamps are whole seconds: a span can read up to 1 s long
         assert wall >= span - 1, (step, timings[step], span)
         assert wall >= timings[step]["compute_s"]
-    # a job's start-up (Python, cohortflow, the study) is not in its benchmark
-    assert sum(t["wall_s"] for t in timings.values()) > sum(
-        t["compute_s"] for t in timings.values())
 
 
 @pytest.mark.e2e
@@ -191,7 +188,7 @@ def test_a_failing_step_shows_its_error_once_and_no_stack_frames(synth_omop: Pat
     full = tmp_path / "results" / "bad" / "logs" / "snakemake.log"
     assert f"Snakemake's whole output, stack frames included: {full}" in console
     assert 'File "' in full.read_text()  # the frames stay in the log file
-    step_logs = sorted((tmp_path / "results" / "bad" / "logs").glob("cohort_*.log"))
+    step_logs = sorted((tmp_path / "results" / "bad" / "logs" / "cohort_shard").rglob("*.log"))
     assert step_logs
     for log in step_logs:  # each failed job's own log says why, frames included
         text = log.read_text()
