@@ -283,7 +283,8 @@ def test_a_job_over_its_memory_is_told_and_retried_with_more(
     print(f"out-of-memory run: {time.monotonic() - started:.0f}s")
     assert head.returncode == 0, log[-6000:]
     told = re.search(
-        r"rule features ran out of memory: SLURM job (\d+) \(attempt 1\) asked for mem_mb=150, "
+        r"rule features \(target=cohort\) ran out of memory: SLURM job (\d+) \(attempt 1\) "
+        r"asked for mem_mb=150, "
         r"and was killed at \d+ MB; the profile's retries run it again with mem_mb=2000; to "
         r"need no retry, start there: --set-resources features:mem_mb=2000", log)
     assert told, log[-6000:]
