@@ -97,9 +97,9 @@ def test_slurm_profile_runs_as_batch_jobs_with_identical_results(
         slurm_cluster.env)
     jobs = len(re.findall(r"Job \S+ has been submitted with SLURM jobid \d+", log))
     # synth, ingest, 4 shards of the target cohort and 4 of the outcome's, labels, features,
-    # one batch of the sweep's configurations (group-components), model (leaderboard),
-    # report, export
-    assert jobs == 16, log[-3000:]
+    # one batch of the sweep's configurations (group-components), model with export (one
+    # group), report
+    assert jobs == 15, log[-3000:]
     assert slurm_cluster.submission_count() - before == jobs
     assert_same_results(workdir / "results" / "demo", laptop_run[0])
 

@@ -49,6 +49,10 @@ rule labels:
         attrition=LAYOUT.attrition("{analysis}"),
     params:
         digest=lambda wildcards: STUDY.labels_digest(wildcards.analysis),
+    # On SLURM, `group-components` (profiles/slurm) packs many analyses' labels, each well
+    # under a second, into one submission.
+    group:
+        "labels"
     log:
         LAYOUT.log("labels/{analysis}"),
     benchmark:

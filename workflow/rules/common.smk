@@ -4,7 +4,7 @@ from pathlib import Path
 from cohortflow import events, private
 from cohortflow.disclosure import Disclosure
 from cohortflow.layout import Layout
-from cohortflow.study import demo_study_path, load_study
+from cohortflow.study import ANALYSIS_ID, NAME_PART, demo_study_path, load_study
 
 
 STUDY_FILE = Path(config.get("study") or demo_study_path())
@@ -26,9 +26,9 @@ ANALYSES = {a.id: a for a in STUDY.analysis_list()}
 
 wildcard_constraints:
     shard=r"\d+",
-    cohort=r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*",
-    target=r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*",
-    analysis=r"[A-Za-z0-9_-]+",
+    cohort=NAME_PART,
+    target=NAME_PART,
+    analysis=ANALYSIS_ID,
 
 
 def cohort_tables(name):

@@ -66,6 +66,9 @@ rule model:
     params:
         configs=lambda wildcards: sorted(CONFIGS_OF[wildcards.analysis]),
         digest=STUDY.selection_digest(),
+    # With export (report.smk): one submission per batch of analyses on SLURM.
+    group:
+        "analysis"
     log:
         LAYOUT.log("model/{analysis}"),
     benchmark:

@@ -71,6 +71,9 @@ rule export:
         attrition=LAYOUT.export_attrition("{analysis}"),
     params:
         digest=STUDY.display_digest(),
+    # With model (model.smk): one submission per batch of analyses on SLURM.
+    group:
+        "analysis"
     log:
         LAYOUT.log("export/{analysis}"),
     benchmark:

@@ -31,7 +31,9 @@ from cohortflow.errors import StudySpecError
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
 from cohortflow.study import _problems
 from cohortflow.study._analyses import (
+    ANALYSIS_ID,
     NAME,
+    NAME_PART,
     SEPARATOR,
     Analysis,
     AnalysisGrid,
@@ -93,9 +95,11 @@ DEMO_STUDY = "demo.yaml"
 
 __all__ = [
     "AGGREGATION_ORDER",
+    "ANALYSIS_ID",
     "ALL_CODES",
     "DEMO_STUDY",
     "MAX_YAML_NODES",
+    "NAME_PART",
     "PASSWORD_FIX",
     "SEPARATOR",
     "SINGLE_TARGET",

@@ -29,8 +29,12 @@ __all__ = ["RiskWindow"]  # defined beside the outcome it also describes
 SEPARATOR = "__"
 """Joins an analysis id's parts: ``<target>__<outcome>__<time at risk>``."""
 
-NAME = r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$"
+NAME_PART = r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*"
+"""A :data:`Name` inside a longer string: the rules' wildcard constraint for a cohort."""
+NAME = rf"^{NAME_PART}$"
 """The pattern of a :data:`Name`."""
+ANALYSIS_ID = SEPARATOR.join([NAME_PART] * 3)
+"""An analysis id inside a longer string: the rules' wildcard constraint for an analysis."""
 Name = Annotated[str, Field(pattern=NAME,
                             description="Letters, digits, '-' and single '_' inside "
                                         "('__' joins analysis ids).")]
