@@ -95,8 +95,8 @@ DEMO_STUDY = "demo.yaml"
 
 __all__ = [
     "AGGREGATION_ORDER",
-    "ANALYSIS_ID",
     "ALL_CODES",
+    "ANALYSIS_ID",
     "DEMO_STUDY",
     "MAX_YAML_NODES",
     "NAME_PART",
