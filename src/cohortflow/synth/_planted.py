@@ -26,6 +26,23 @@ RISK = {
 ASTHMA_ENTRY = (V.ASTHMA, V.CHILDHOOD_ASTHMA, V.ALLERGIC_ASTHMA)
 
 
+def plant_outcome(rng: np.random.Generator, features: dict[str, np.ndarray],
+                  asthma: np.ndarray, index: np.ndarray, onset_period: np.ndarray,
+                  p_start: np.ndarray, p_end: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each child's outcome drawn from the planted risk of its ``features`` (keys of
+    :data:`RISK`): the risk, the exacerbation day, whether it is recorded (an asthmatic
+    child with the event while still observed) and whether the child is eligible (enough
+    observation before the index date in the period ``onset_period`` holds)."""
+    logit = RISK["intercept"] + sum(RISK[k] * np.asarray(f, float) for k, f in features.items())
+    risk = 1.0 / (1.0 + np.exp(-logit))
+    event = rng.random(asthma.size) < risk
+    exac_day = index + rng.integers(1, OUTCOME_DAYS + 1, asthma.size)
+    recorded = asthma & event & (exac_day <= p_end[onset_period])
+    eligible = asthma & (index - p_start[onset_period] >= PRIOR_OBS_DAYS)
+    return risk, exac_day, recorded, eligible
+
+
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Exact area under the ROC curve (Mann-Whitney, ties count one half); NaN if undefined.
 

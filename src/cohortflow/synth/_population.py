@@ -16,9 +16,7 @@ from cohortflow.synth import vocab as V  # noqa: N812
 from cohortflow.synth._planted import (
     ASTHMA_ENTRY,
     LOOKBACK_DAYS,
-    OUTCOME_DAYS,
-    PRIOR_OBS_DAYS,
-    RISK,
+    plant_outcome,
 )
 from cohortflow.synth._tables import omop_tables
 
@@ -166,13 +164,9 @@ def simulate_chunk(rng: np.random.Generator, first_id: int, n: int, ids: dict[st
         "eosinophils_mean": np.where(n_eos > 0, count(mv[eos], mval[eos]) / np.maximum(n_eos, 1),
                                      0.0),
     }
-    logit = RISK["intercept"] + sum(RISK[k] * np.asarray(f, float) for k, f in features.items())
-    risk = 1.0 / (1.0 + np.exp(-logit))
-    event = rng.random(n) < risk
-    exac_day = index + rng.integers(1, OUTCOME_DAYS + 1, n)
     onset_period = np.r_[vperiod, 0][onset_v]  # -1 (no asthma): a dummy
-    recorded = asthma & event & (exac_day <= p_end[onset_period])
-    eligible = asthma & (index - p_start[onset_period] >= PRIOR_OBS_DAYS)
+    risk, exac_day, recorded, eligible = plant_outcome(rng, features, asthma, index,
+                                                       onset_period, p_start, p_end)
 
     # The recorded exacerbations: an ER visit with the code, albuterol and a nebulizer.
     who = np.flatnonzero(recorded)
