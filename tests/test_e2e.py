@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from cohortflow.layout import Layout
+from cohortflow.study import analysis_id, load_study
 from tests.harness.intruded import IntrudedRun
-from tests.helpers import DEMO_ANALYSIS, REPO, digests
+from tests.helpers import DEMO_ANALYSIS, MANY_SHARDS, REPO, digests
 
 
 @pytest.mark.e2e
@@ -61,12 +62,13 @@ def test_rerun_of_a_finished_study_does_nothing(laptop_run: tuple, study_file: P
 
 
 def snakemake_from_repo(workdir: Path, study_file: Path, profile_args: list[str],
-                        env: dict[str, str]) -> str:
-    """Plain snakemake from the repo root, as a user on a login node would type it."""
+                        env: dict[str, str], targets: tuple[str, ...] = ()) -> str:
+    """Plain snakemake from the repo root, as a user on a login node would type it
+    (``targets``: files to build, relative to ``workdir``; none: the whole study)."""
     workdir.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *profile_args, "--directory", str(workdir),
-         "--config", f"study={study_file}", "results=results"],
+         *targets, "--config", f"study={study_file}", "results=results"],
         cwd=REPO, capture_output=True, text=True, check=False, env={**os.environ, **env},
     )
     log = result.stdout + result.stderr
@@ -102,6 +104,52 @@ def test_slurm_profile_runs_as_batch_jobs_with_identical_results(
     assert jobs == 15, log[-3000:]
     assert slurm_cluster.submission_count() - before == jobs
     assert_same_results(workdir / "results" / "demo", laptop_run[0])
+
+
+SLURM_SLICE = [analysis_id(target, outcome, "1y")
+               for target in ("asthma", "albuterol_new_users")
+               for outcome in ("exacerbation", "er_visit")]
+"""Two targets x two outcomes (a concept set and a library cohort) x one time at risk of the
+multi-analysis seed study: what its SLURM run builds."""
+
+
+@pytest.mark.e2e
+@pytest.mark.slurm
+def test_slurm_profile_runs_many_analyses_with_identical_results(
+    slurm_cluster, many_run: Path
+) -> None:
+    # The same study file as the laptop run (many_run), under the slurm profile, asked for
+    # the labels and tensors of SLURM_SLICE: every cohort those read is built once, and
+    # the labels go in one batch (group-components).  The demo's SLURM run above covers
+    # the sweep, the models and the exports.
+    study_file = many_run.parents[2] / "many.yaml"
+    study = load_study(study_file)
+    analyses = [study.analysis(analysis) for analysis in SLURM_SLICE]
+    layout = Layout.of("results", study.name)
+    targets = sorted({str(path) for a in analyses for path in (
+        layout.labels(a.id), layout.features(a.target))})
+    before = slurm_cluster.submission_count()
+    workdir = study_file.parent / "slurm"
+    log = snakemake_from_repo(
+        workdir, study_file,
+        ["--workflow-profile", "profiles/slurm", "--profile", "tests/harness/slurm-test-profile"],
+        slurm_cluster.env, tuple(targets))
+    jobs = len(re.findall(r"Job \S+ has been submitted with SLURM jobid \d+", log))
+    cohorts = sorted({c for a in analyses for c in (a.target, a.outcome_cohort)})
+    assert cohorts == ["albuterol_new_users", "asthma", "er_visit", "exacerbation"]
+    # synth, ingest, one job per (cohort, shard), the 4 labels in one batch, one tensor per
+    # target
+    assert jobs == 2 + len(cohorts) * MANY_SHARDS + 1 + 2, log[-3000:]
+    assert slurm_cluster.submission_count() - before == jobs
+
+    results = workdir / "results" / study.name
+    built, laptop = digests(results), digests(many_run)
+    assert {key.split("/")[1] for key in built if key.startswith("cohorts/")} == set(cohorts)
+    assert {key.split("/")[1] for key in built if key.startswith("features/")} == {
+        "asthma", "albuterol_new_users"}
+    assert {key.split("/")[1] for key in built if key.startswith("analyses/")} == set(
+        SLURM_SLICE)
+    assert {key: laptop.get(key) for key in built} == built  # byte for byte
 
 
 @pytest.mark.e2e
