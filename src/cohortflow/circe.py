@@ -6,7 +6,11 @@ VisitOccurrence, Death; First; Measurement ValueAsNumber and Unit; ObservationWi
 PrimaryCriteriaLimit), InclusionRules (ALL/ANY/AT_MOST/AT_LEAST groups of occurrence
 criteria with StartWindow, age and gender, nested groups), ExpressionLimit, EndStrategy
 (DateOffset, CustomEra), CensoringCriteria and CollapseSettings.  Anything else is refused
-with a :class:`CircError` that names the construct; nothing is dropped silently.
+with a :class:`CirceError` that names the construct; nothing is dropped silently.
+
+Two uses: ``cohortflow import-circe`` writes a one-analysis study (:func:`import_circe`), and a
+study's library entry ``circe: PATH`` is read at study load (:func:`circe_cohort`, through
+``cohortflow.study``).
 """
 
 from __future__ import annotations
