@@ -6,7 +6,11 @@ VisitOccurrence, Death; First; Measurement ValueAsNumber and Unit; ObservationWi
 PrimaryCriteriaLimit), InclusionRules (ALL/ANY/AT_MOST/AT_LEAST groups of occurrence
 criteria with StartWindow, age and gender, nested groups), ExpressionLimit, EndStrategy
 (DateOffset, CustomEra), CensoringCriteria and CollapseSettings.  Anything else is refused
-with a :class:`CircError` that names the construct; nothing is dropped silently.
+with a :class:`CirceError` that names the construct; nothing is dropped silently.
+
+Two uses: ``cohortflow import-circe`` writes a one-analysis study (:func:`import_circe`), and a
+study's library entry ``circe: PATH`` is read at study load (:func:`circe_cohort`, through
+``cohortflow.study``).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cohortflow.errors import StudySpecError
-from cohortflow.study import Study, parse_study
+
+if TYPE_CHECKING:  # the study model reads library entries ``circe: PATH`` through this module
+    from cohortflow.study import Study
 
 DOMAINS = {
     "ConditionOccurrence": "CONDITION", "DrugExposure": "DRUG", "DrugEra": "DRUG_ERA",
@@ -36,8 +42,9 @@ def _given(value: Any) -> bool:
 
 
 class _Reader:
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, prefix: str = "") -> None:
         self.origin = origin
+        self.prefix = prefix
         self.names: dict[int, str] = {}
 
     def refuse(self, where: str, construct: str) -> CirceError:
@@ -55,7 +62,7 @@ class _Reader:
         for cs in raw:
             where = f"ConceptSets[id={cs.get('id')}]"
             slug = re.sub(r"[^a-z0-9]+", "_", str(cs.get("name", "")).lower()).strip("_")
-            name = f"cs{cs['id']}_{slug}"[:60].rstrip("_")
+            name = self.prefix + f"cs{cs['id']}_{slug}"[:60].rstrip("_")
             self.names[int(cs["id"])] = name
             include: list[dict[str, Any]] = []
             exclude: list[dict[str, Any]] = []
@@ -188,25 +195,21 @@ class _Reader:
         return out
 
 
-def circe_to_study(raw: dict[str, Any], name: str, origin: str = "<circe>",
-                   outcome: str | None = None, source_path: str = "cdm.duckdb") -> dict[str, Any]:
-    """A study mapping (ready for YAML) from a Circe cohort expression.
-
-    ``outcome`` names the outcome concept set (default: the first one), since a Circe cohort
-    defines no prediction outcome.
+def circe_cohort(raw: dict[str, Any], origin: str = "<circe>",
+                 prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cohort (no outcome) and the concept sets of a Circe cohort expression, as study
+    mappings; every concept set name starts with ``prefix`` (a library entry's
+    ``<cohort>__``, so its names cannot meet another cohort's).
 
     >>> cs = [{"id": 0, "name": "Celecoxib", "expression": {"items": [
     ...     {"concept": {"CONCEPT_ID": 1118084}, "includeDescendants": True}]}}]
     >>> raw = {"ConceptSets": cs, "PrimaryCriteria": {"CriteriaList": [
-    ...     {"DrugExposure": {"CodesetId": 0, "First": True}}]}}
-    >>> circe_to_study(raw, "x")["cohort"]["entry"]["criteria"]
-    [{'domain': 'DRUG', 'concept_set': 'cs0_celecoxib', 'first_occurrence': True}]
-    >>> circe_to_study({**raw, "AdditionalCriteria": {"Type": "ALL"}}, "x", "c.json")
-    Traceback (most recent call last):
-    ...
-    cohortflow.circe.CirceError: c.json: <root>: the Circe construct AdditionalCriteria ...
+    ...     {"DrugExposure": {"CodesetId": 0}}]}}
+    >>> cohort, sets = circe_cohort(raw, prefix="nsaids__")
+    >>> cohort["entry"]["criteria"], list(sets)
+    ([{'domain': 'DRUG', 'concept_set': 'nsaids__cs0_celecoxib'}], ['nsaids__cs0_celecoxib'])
     """
-    reader = _Reader(origin)
+    reader = _Reader(origin, prefix)
     reader.only(raw, {"ConceptSets", "PrimaryCriteria", "QualifiedLimit", "ExpressionLimit",
                       "InclusionRules", "EndStrategy", "CensoringCriteria", "CollapseSettings",
                       "CensorWindow", "cdmVersionRange", "Title"}, "<root>")
@@ -233,23 +236,68 @@ def circe_to_study(raw: dict[str, Any], name: str, origin: str = "<circe>",
         "inclusion_rules": rules,
         "limit": str((raw.get("ExpressionLimit") or {}).get("Type", "All")).lower(),
         "exit": reader.exit(raw),
-        "outcome": {"concept_set": outcome or next(iter(concept_sets))},
     }
+    return cohort, concept_sets
+
+
+def circe_to_study(raw: dict[str, Any], name: str, origin: str = "<circe>",
+                   outcome: str | None = None, source_path: str = "cdm.duckdb") -> dict[str, Any]:
+    """A study mapping (ready for YAML) from a Circe cohort expression.
+
+    ``outcome`` names the outcome concept set (default: the first one), since a Circe cohort
+    defines no prediction outcome.
+
+    >>> cs = [{"id": 0, "name": "Celecoxib", "expression": {"items": [
+    ...     {"concept": {"CONCEPT_ID": 1118084}, "includeDescendants": True}]}}]
+    >>> raw = {"ConceptSets": cs, "PrimaryCriteria": {"CriteriaList": [
+    ...     {"DrugExposure": {"CodesetId": 0, "First": True}}]}}
+    >>> circe_to_study(raw, "x")["cohort"]["entry"]["criteria"]
+    [{'domain': 'DRUG', 'concept_set': 'cs0_celecoxib', 'first_occurrence': True}]
+    >>> circe_to_study({**raw, "AdditionalCriteria": {"Type": "ALL"}}, "x", "c.json")
+    Traceback (most recent call last):
+    ...
+    cohortflow.circe.CirceError: c.json: <root>: the Circe construct AdditionalCriteria ...
+    """
+    cohort, concept_sets = circe_cohort(raw, origin)
+    cohort["outcome"] = {"concept_set": outcome or next(iter(concept_sets))}
     return {"name": re.sub(r"[^A-Za-z0-9_-]+", "_", name), "source": {"omop": {
         "path": source_path}}, "concept_sets": concept_sets, "cohort": cohort}
 
 
-def import_circe(path: Path, outcome: str | None = None) -> tuple[Study, dict[str, Any]]:
-    """Read a Circe JSON file; return the validated study and its mapping (for YAML)."""
-    path = Path(path)
+def read_circe(path: Path) -> dict[str, Any]:
+    """The Circe cohort expression in a JSON file, or a :class:`CirceError` naming the file
+    and the fix.
+
+    >>> read_circe(Path("/nonexistent/nsaids.json"))
+    Traceback (most recent call last):
+    ...
+    cohortflow.circe.CirceError: /nonexistent/nsaids.json: file not found; fix: give the path ...
+    """
+    fix = "fix: give the path of a cohort definition's JSON exported from ATLAS"
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CirceError(f"{path}: file not found") from None
+        raise CirceError(f"{path}: file not found; {fix}") from None
+    except IsADirectoryError:
+        raise CirceError(f"{path}: is a directory; {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise CirceError(f"{path}: not UTF-8 text (byte {exc.start}); {fix}") from None
+    except OSError as exc:
+        raise CirceError(f"{path}: cannot read it ({exc.strerror}); {fix}") from None
     except json.JSONDecodeError as exc:
         raise CirceError(f"{path}: not valid JSON ({exc}); fix: export the cohort "
                          "definition's JSON from ATLAS") from None
     if not isinstance(raw, dict):
-        raise CirceError(f"{path}: a Circe cohort definition is a JSON object")
-    study = circe_to_study(raw, path.stem, str(path), outcome)
+        raise CirceError(f"{path}: a Circe cohort definition is a JSON object, not "
+                         f"{type(raw).__name__}; fix: export the cohort definition's JSON "
+                         "from ATLAS")
+    return raw
+
+
+def import_circe(path: Path, outcome: str | None = None) -> tuple[Study, dict[str, Any]]:
+    """Read a Circe JSON file; return the validated study and its mapping (for YAML)."""
+    from cohortflow.study import parse_study
+
+    path = Path(path)
+    study = circe_to_study(read_circe(path), path.stem, str(path), outcome)
     return parse_study(study, origin=str(path)), study

@@ -22,14 +22,21 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.errors import StudySpecError
 from cohortflow.privacy import DEFAULT_MIN_CELL_COUNT
-from cohortflow.study import _problems
+from cohortflow.study import _circe, _problems
 from cohortflow.study._analyses import (
     ANALYSIS_ID,
     NAME,
@@ -172,8 +179,9 @@ class Study(SpecModel):
     cohort: Cohort | None = Field(
         None, description="One target cohort with its outcome (a study of one analysis); "
                           "or use cohorts, outcomes, times_at_risk and analyses.")
-    cohorts: dict[Name, Cohort] = Field(
-        {}, description="The cohort library: target (and outcome) cohorts by name.")
+    cohorts: dict[Name, Annotated[Cohort, _circe.OrCirce()]] = Field(
+        {}, description="The cohort library: target (and outcome) cohorts by name; an entry "
+                        "{circe: PATH} reads an ATLAS / Circe cohort definition's JSON.")
     outcomes: dict[Name, OutcomeSpec] = Field(
         {}, description="Outcomes by name: a concept set ({concept_set: gi_bleed}) or a "
                         "cohort of the library ({cohort: er_visit}).")
@@ -318,6 +326,25 @@ class Study(SpecModel):
             self.features.check_selections(self.model.sweep.feature_sets,
                                            ("model", "sweep", "feature_sets"))
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _circe_cohorts(cls, data: Any, handler: ModelWrapValidatorHandler[Study],
+                       info: ValidationInfo) -> Study:
+        """Read each library entry ``circe: PATH`` (relative to the study file's folder) into
+        its cohort and concept sets; a refused one is reported with the study's other
+        problems.  Defined after the other validators, so it wraps them all."""
+        if not isinstance(data, dict):
+            return handler(data)
+        folder = (info.context or {}).get("folder")
+        data, problems, refused = _circe.resolve(data, folder)
+        if not problems:
+            return handler(data)
+        try:
+            handler(data)
+        except ValidationError as exc:
+            raise _circe.merged(cls.__name__, problems, refused, exc) from None
+        raise _circe.merged(cls.__name__, problems, refused, None)
 
     _folder: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -518,7 +545,8 @@ def load_study(path: str | Path | None = None) -> Study:
     """Read and validate a study file; ``None`` loads the embedded demo study.
 
     Every problem is reported at once, each naming its field and a fix.  Relative paths in
-    it (the source, concept-set seeds) are read from the study file's folder.
+    it (the source, concept-set seeds, library cohorts' circe JSON files) are read from the
+    study file's folder.
     """
     path = Path(path) if path is not None else demo_study_path()
     try:
@@ -550,8 +578,8 @@ def parse_study(raw: dict[str, Any], origin: str = "<study>",
                 folder: Path | None = None) -> Study:
     """Validate a study given as a mapping, turning pydantic errors into one clear message.
 
-    ``folder`` is where relative concept-set seed paths are read from (default: the
-    current directory).
+    ``folder`` is where relative concept-set seed and circe JSON paths are read from
+    (default: the current directory).
 
     >>> parse_study({"name": "x", "sed": 1}, origin="s.yaml")
     Traceback (most recent call last):
