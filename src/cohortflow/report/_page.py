@@ -31,6 +31,7 @@ from cohortflow.report._figures import (
 from cohortflow.report._load import AnalysisResults, SweepResults
 from cohortflow.report._overview import anchor
 from cohortflow.report._tables import (
+    EPISODES,
     attrition_html,
     board_metric,
     features_html,
@@ -149,12 +150,16 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
     }
     tensor = results.tensor
     table1 = table_one(tensor.values, tensor.code, tensor.window, tensor.aggregation,
-                       results.label, results.descriptions)
+                       results.label, results.descriptions, subject=results.subject)
+    episodes = ("" if EPISODES not in table1["characteristic"] else
+                " A person may enter the target cohort more than once: the characteristics "
+                "are of episodes (percentages of the episodes), and a person with an episode "
+                "with the outcome and another without is in both columns.")
     top_metrics, _ = next(iter(best.values()))
     page = f"""
 <{h}>Characteristics (Table 1)</{h}>
 <p class=note>Target cohort and the persons with and without the outcome; counts below {least}
-are suppressed, with their complement where subtraction would recover them.</p>
+are suppressed, with their complement where subtraction would recover them.{episodes}</p>
 {table_one_html(table1, disclosure)}
 <{h}>Leaderboard</{h}>
 <p>{board.height} configurations; each picked by its mean {board_metric(select_by)} over
