@@ -49,6 +49,9 @@ rule report:
             category="Best models", subcategory=a)),
     params:
         digest=STUDY.report_digest(),
+    # Processes that draw the figures (two per analysis); Snakemake lowers it to the cores
+    # it has (laptop: the machine's, SLURM: the profile's `cores`).
+    threads: min(8, 2 * len(ANALYSES))
     log:
         LAYOUT.log("report"),
     benchmark:
@@ -56,7 +59,7 @@ rule report:
     run:
         with DISCLOSURE.step_log(log[0]):
             study_report.write(STUDY, DISCLOSURE, CONFIGS, oracle_dirs=input.oracle,
-                               quality=input.quality)
+                               quality=input.quality, workers=threads)
 
 
 # What leaves the compute besides the report: pseudonymous predictions, suppressed attrition,
