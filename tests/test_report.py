@@ -332,6 +332,7 @@ def test_the_report_is_the_same_bytes_whatever_the_number_of_drawing_workers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
     if not inline:  # linked figure files, drawn while the sections are written
         monkeypatch.setattr("cohortflow.report.INLINE_ANALYSES", 2)
+        monkeypatch.setattr("cohortflow.report._IN_FLIGHT", 1)  # and waited for, in order
     study = Study.model_validate(GRID)
     written = []
     for workers in (1, 3, 1):

@@ -2,7 +2,8 @@
 targets × outcomes grid per time at risk of each analysis's test AUROC and outcome rate;
 then one section per analysis (attrition, the chosen model and its ROC curve, Table 1, the
 leaderboard, the best models' ROC and calibration plots and their top features); the plots
-are also written as ``figures/<analysis>/roc.png`` and ``calibration.png``.
+are also written as ``figures/<analysis>/roc.png`` and ``calibration.png``, drawn in worker
+processes (the step's threads) while the next sections are read and written.
 
 Modules: :mod:`._load` reads the inputs, :mod:`._tables` and :mod:`._figures` build the
 tables and figures (one ROC implementation, for the page and ``roc.png``),
@@ -169,8 +170,11 @@ def _sections(study: Study, disclosure: Disclosure, configs: Mapping[str, Config
     cells: dict[str, Cell] = {}
     pending: deque[tuple[str, dict[str, Future[bytes]]]] = deque()
 
-    def write_figures(block: bool) -> None:
-        while pending and (block or all(f.done() for f in pending[0][1].values())):
+    def write_figures(keep: int) -> None:
+        """Write the drawn figures, in order, waiting until at most ``keep`` analyses'
+        are still to come."""
+        while pending and (len(pending) > keep
+                           or all(f.done() for f in pending[0][1].values())):
             analysis, futures = pending.popleft()
             for name in ("roc", "calibration"):
                 disclosure.write_bytes(layout.figure(analysis, name), futures[name].result())
@@ -193,9 +197,9 @@ def _sections(study: Study, disclosure: Disclosure, configs: Mapping[str, Config
                 results, disclosure, study.model.select_by, oracle=None if many else oracle,
                 collapsed=many, figures=figures, pngs=pngs)
             cells[analysis.id] = Cell.of(analysis, results.metrics, results.sweep.label)
-            write_figures(block=len(pending) > _IN_FLIGHT)
+            write_figures(keep=_IN_FLIGHT)
         del tensor
-    write_figures(block=True)
+    write_figures(keep=0)
     return sections, cells
 
 
