@@ -142,8 +142,9 @@ def write(study: Study, disclosure: Disclosure, configs: Mapping[str, Configurat
             f"{study.name!r} {study.min_cell_count}; fix: build the gate with "
             "Disclosure.of(study, results)")
     analyses = study.analysis_list()
+    oracle = _load.oracle(oracle_dirs)
     with drawer(min(workers, 2 * len(analyses))) as pens:
-        sections, cells = _sections(study, disclosure, configs, pens, _load.oracle(oracle_dirs))
+        sections, cells = _sections(study, disclosure, configs, pens, oracle)
     order = [a.id for a in analyses]
     many = len(analyses) > 1
     page = render(study, disclosure, [sections[a] for a in order],
@@ -151,7 +152,7 @@ def write(study: Study, disclosure: Disclosure, configs: Mapping[str, Configurat
                                          disclosure),
                   quality=quality_html(_load.read_json(quality)) if quality is not None
                   else "",
-                  note=_oracle_note(_load.oracle(oracle_dirs), many))
+                  note=_oracle_note(oracle, many))
     disclosure.write_text(disclosure.layout.report, page)
 
 
@@ -171,8 +172,8 @@ def _sections(study: Study, disclosure: Disclosure, configs: Mapping[str, Config
     pending: deque[tuple[str, dict[str, Future[bytes]]]] = deque()
 
     def write_figures(keep: int) -> None:
-        """Write the drawn figures, in order, waiting until at most ``keep`` analyses'
-        are still to come."""
+        """Write the drawn figures in the analyses' order, waiting while more than
+        ``keep`` analyses' figures are still to come."""
         while pending and (len(pending) > keep
                            or all(f.done() for f in pending[0][1].values())):
             analysis, futures = pending.popleft()
