@@ -177,10 +177,9 @@ def png(fig: Figure) -> bytes:
 class Drawer:
     """Draws plots to PNG bytes: in ``workers`` processes, or in this one when 1.
 
-    The workers are forked, not spawned: a spawned worker imports the parent's main module
-    again, and Snakemake's ``python -m snakemake`` runs its command line there.  A worker
-    only draws arrays with matplotlib's Agg, no Polars or Dask, so forking it from a
-    Snakemake job's thread is safe."""
+    The workers come from a fork server (a fresh process that imports this module once,
+    then forks each worker): a Snakemake job is a thread of a multi-threaded process, and
+    a child forked from one may deadlock on a lock another thread held."""
 
     def __init__(self, pool: ProcessPoolExecutor | None) -> None:
         self._pool = pool
@@ -200,7 +199,9 @@ def drawer(workers: int) -> Iterator[Drawer]:
     if workers <= 1:
         yield Drawer(None)
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield Drawer(pool)
 
 
