@@ -319,3 +319,45 @@ def test_a_leaderboard_of_another_sweep_is_refused_naming_the_configuration(
         report.write(study, gate, {k: v for k, v in configs.items() if k != stale})
     assert not gate.layout.report.exists()
     json.dumps(GRID)  # the grid study is plain data
+
+
+def _tree_files(root: Path) -> dict[str, bytes]:
+    """The report's files under a study root: the page and every figure."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in [root / "report.html", *sorted((root / "figures").rglob("*.png"))]}
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_the_report_is_the_same_bytes_whatever_the_number_of_drawing_workers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+    if not inline:  # linked figure files, drawn while the sections are written
+        monkeypatch.setattr("cohortflow.report.INLINE_ANALYSES", 2)
+        monkeypatch.setattr("cohortflow.report._IN_FLIGHT", 1)  # and waited for, in order
+    study = Study.model_validate(GRID)
+    written = []
+    for workers in (1, 3, 1):
+        gate, configs = _tree(tmp_path / f"results{len(written)}", study)
+        report.write(study, gate, configs, workers=workers)
+        written.append(_tree_files(gate.layout.root))
+        assert audit(gate.layout) == []
+    assert len(written[0]) == 1 + 2 * len(study.analysis_list())
+    assert written[0] == written[1] == written[2]
+    page = written[0]["report.html"].decode()
+    assert ("data:image/png" in page) is inline
+
+
+def test_a_reused_figure_draws_what_a_new_one_draws_and_stamps_no_date() -> None:
+    gate = Disclosure(Layout.of("results", "small"), MIN)
+    few, many = _predictions(30, 50), _predictions(40, 80, seed=5)
+    plots = [report.roc_spec({BEST: few}, gate),
+             report.roc_spec({"a": many, "b": few, "c": _predictions(3, 50)}, gate),
+             report.calibration_spec({"a": [{"predicted": 0.5, "observed": 0.9}]}),
+             report.calibration_spec({"a": [{"predicted": 0.01, "observed": 0.02}],
+                                      "b": [{"predicted": 0.03, "observed": 0.01}]})]
+    fresh = [report.png(report.draw(plot)) for plot in plots]
+    # each kind's figure is reused: what an earlier plot drew must not show in a later one
+    for order in (plots, plots[::-1], plots + plots):
+        assert [report.to_png(p) for p in order] == [fresh[plots.index(p)] for p in order]
+    for data in fresh:
+        assert data[:4] == b"\x89PNG"
+        assert b"tIME" not in data and b"Software" not in data and b"Creation" not in data

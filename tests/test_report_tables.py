@@ -72,3 +72,49 @@ def test_table_one_suppresses_small_counts_and_their_complement() -> None:
     # 5 is small, and 35 = 40 - 5 would give it away: both hidden, the total shown.
     assert values[2] == ["40 (8.0%)", "&lt;11", "*"]
     assert values[3] == ["300 (60.0%)", "60 (60.0%)", "240 (60.0%)"]
+
+
+def _table_one_cells(page: str) -> dict[str, list[str]]:
+    """Table 1's HTML as characteristic -> its target, with and without outcome cells."""
+    rows = [row.split("</tr>")[0] for row in page.split("<tr>")[2:]]
+    return {row.split("<td>")[1].split("</td>")[0]:
+            [c.split("</td>")[0] for c in row.split("<td class=n>")[1:]] for row in rows}
+
+
+def test_table_one_counts_persons_and_episodes_apart() -> None:
+    # Person 1 holds two episodes, one with the outcome and one without; person 2 two
+    # episodes with it; persons 3 and 4 one each, without.
+    labels = pl.DataFrame({"subject_id": [1, 1, 2, 2, 3, 4], "row": [0, 1, 2, 3, 4, 5],
+                           "label": [True, False, True, True, False, False]})
+    x = np.array([[1.0], [0.0], [1.0], [1.0], [0.0], [1.0]])  # CONDITION//1 in 4 episodes
+    table = report.table_one(x, ["CONDITION//1"], ["365d"], ["count"],
+                             labels["label"].to_numpy(), {"CONDITION//1": "Asthma"},
+                             subject=labels["subject_id"].to_numpy())
+    rows = {r["characteristic"]: (r["target"], r["with_outcome"], r["without_outcome"])
+            for r in table.iter_rows(named=True)}
+    assert rows["Persons"] == (4, 2, 3)  # person 1 in both columns, once in the target's
+    assert rows["Episodes"] == (6, 3, 3)
+    assert rows["Persons in both columns"] == (1, 1, 1)
+    assert rows["Asthma (CONDITION//1), 365d"] == (4, 3, 1)  # episodes
+    # Nothing small at a threshold of 1: percentages of the characteristics are of episodes.
+    cells = _table_one_cells(report.table_one_html(table, Disclosure(Layout.of("r", "s"), 1)))
+    assert cells["Persons"] == ["4", "2", "3"] and cells["Episodes"] == ["6", "3", "3"]
+    assert cells["Persons in both columns"] == ["1 (25.0%)", "1 (50.0%)", "1 (33.3%)"]
+    assert cells["Asthma (CONDITION//1), 365d"] == ["4 (66.7%)", "3 (100.0%)", "1 (33.3%)"]
+    # At 2 the one person in both columns is small, and 2 + 3 - 4 would give it: the
+    # persons with and without the outcome are hidden too; 1 episode hides its complement,
+    # and no percentage is of a hidden count.
+    cells = _table_one_cells(report.table_one_html(table, Disclosure(Layout.of("r", "s"), 2)))
+    assert cells["Persons"] == ["4", "*", "*"]
+    assert cells["Persons in both columns"] == ["&lt;2"] * 3
+    assert cells["Episodes"] == ["6", "3", "3"]
+    assert cells["Asthma (CONDITION//1), 365d"] == ["4 (66.7%)", "*", "&lt;2"]
+    assert all(int(c.split(" ")[0]) >= 2 for row in cells.values() for c in row
+               if c[0].isdigit())
+
+
+def test_table_one_of_one_episode_per_person_has_no_episode_rows() -> None:
+    table = report.table_one(np.zeros((3, 1)), ["CONDITION//1"], ["365d"], ["count"],
+                             np.array([1, 0, 0]), {}, subject=np.array([5, 6, 7]))
+    assert table["characteristic"].to_list()[0] == "Persons"
+    assert "Episodes" not in table["characteristic"] and table["target"][0] == 3

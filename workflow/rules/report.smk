@@ -49,6 +49,11 @@ rule report:
             category="Best models", subcategory=a)),
     params:
         digest=STUDY.report_digest(),
+    # Processes that draw the figures: one per 40 analyses, at most 8 (starting one costs
+    # seconds of imports, drawing an analysis's figures about 0.3 s), so a small study
+    # draws in the step's own process.  Snakemake lowers it to the cores it has (laptop:
+    # the machine's, SLURM: the profile's `cores`).
+    threads: max(1, min(8, len(ANALYSES) // 40))
     log:
         LAYOUT.log("report"),
     benchmark:
@@ -56,7 +61,7 @@ rule report:
     run:
         with DISCLOSURE.step_log(log[0]):
             study_report.write(STUDY, DISCLOSURE, CONFIGS, oracle_dirs=input.oracle,
-                               quality=input.quality)
+                               quality=input.quality, workers=threads)
 
 
 # What leaves the compute besides the report: pseudonymous predictions, suppressed attrition,

@@ -1,21 +1,33 @@
 """The report's figures: ROC curves (one implementation, for the page and ``figures/roc.png``)
 and calibration plots, as PNG bytes.  What a figure may show goes through the gate: a ROC
-curve of a small group is not drawn (:meth:`Disclosure.curve_shown`)."""
+curve of a small group is not drawn (:meth:`Disclosure.curve_shown`).
+
+A figure is first a :class:`Plot`, plain data (the curves' points, the axis limit), then
+drawn; so a study of many analyses draws its plots in worker processes
+(:class:`Drawer`) while the page is written, and the same plot gives the same bytes in any
+process: every plot of a kind is drawn on one reused figure whose every varying part is
+reset first, with fixed margins (no tight bounding box: a second layout pass) and no
+software or date stamp."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-from collections.abc import Mapping
-from typing import Any
+import multiprocessing
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
@@ -23,6 +35,26 @@ from cohortflow.disclosure import Disclosure
 
 NOT_DRAWN = ("<p class=note>Not drawn: the test split has fewer than {min_cell_count} persons "
              "with or without the outcome, and a curve would show how many.</p>")
+
+Kind = Literal["roc", "calibration"]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One named curve of a plot; no points: a legend entry alone (a curve not drawn)."""
+
+    name: str
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A figure as data: its kind, curves (in legend order) and the axes' upper limit."""
+
+    kind: Kind
+    curves: tuple[Curve, ...]
+    top: float = 1.0
 
 
 def _test_split(predictions: pl.DataFrame) -> pl.DataFrame:
@@ -46,55 +78,131 @@ def roc_points(predictions: pl.DataFrame, disclosure: Disclosure
     return np.asarray(fpr), np.asarray(tpr)
 
 
-def roc_plot(predictions: Mapping[str, pl.DataFrame], disclosure: Disclosure) -> Figure:
-    """ROC curves of the test split, one per named model (:func:`roc_points`); a curve of a
-    small group is left out, with a note in the legend.  The caller closes the figure."""
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+def roc_spec(predictions: Mapping[str, pl.DataFrame], disclosure: Disclosure) -> Plot:
+    """The ROC plot of the test split, one curve per named model (:func:`roc_points`); a
+    curve of a small group is a legend note only."""
+    curves = []
     for name, frame in predictions.items():
         points = roc_points(frame, disclosure)
         if points is None:
-            ax.plot([], [], lw=0, label=f"{name}: not drawn (fewer than "
-                                        f"{disclosure.min_cell_count} persons with or without "
-                                        "the outcome)")
+            curves.append(Curve(f"{name}: not drawn (fewer than {disclosure.min_cell_count} "
+                                "persons with or without the outcome)"))
         else:
-            ax.plot(*points, lw=1.5, label=name)
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (test split)",
-           xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="lower right", fontsize=7)
+            curves.append(Curve(name, tuple(points[0].tolist()), tuple(points[1].tolist())))
+    return Plot("roc", tuple(curves))
+
+
+def calibration_spec(curves: Mapping[str, list[dict[str, float]]]) -> Plot:
+    """Observed against predicted risk in (pooled) deciles of the prediction, per named
+    model; the axes reach just past the highest point (at least 0.05, at most 1)."""
+    top = 0.05
+    drawn = []
+    for name, points in curves.items():
+        p = tuple(float(pt["predicted"]) for pt in points)
+        o = tuple(float(pt["observed"]) for pt in points)
+        top = max(top, *p, *o)
+        drawn.append(Curve(name, p, o))
+    return Plot("calibration", tuple(drawn), min(1.0, top * 1.05))
+
+
+# Fixed margins (fractions of the 500 x 500 px figure) that hold the title, the axis labels
+# and tick labels of four digits.
+_MARGINS = {"left": 0.14, "right": 0.96, "bottom": 0.1, "top": 0.94}
+_TEXT = {"roc": ("1 - specificity", "sensitivity", "ROC (test split)", "chance"),
+         "calibration": ("predicted risk", "observed risk", "Calibration (test split)",
+                         "perfect calibration")}
+
+
+def draw(plot: Plot, fig: Figure | None = None) -> Figure:
+    """``plot`` drawn on ``fig`` (cleared of any earlier plot of its kind), or on a new
+    figure.  Not pyplot's: the caller owns it, no global state."""
+    if fig is None:
+        fig = Figure(figsize=(5, 5), dpi=100)
+        FigureCanvasAgg(fig)
+        fig.subplots_adjust(**_MARGINS)
+        fig.add_subplot()
+    ax = fig.axes[0]
+    for line in list(ax.lines):
+        line.remove()
+    ax.set_prop_cycle(None)  # colours from the first again
+    xlabel, ylabel, title, diagonal = _TEXT[plot.kind]
+    for curve in plot.curves:
+        if not curve.x:
+            ax.plot([], [], lw=0, label=curve.name)
+        elif plot.kind == "roc":
+            ax.plot(curve.x, curve.y, lw=1.5, label=curve.name)
+        else:
+            ax.plot(curve.x, curve.y, marker="o", ms=3, lw=1, label=curve.name)
+    ax.plot([0, plot.top], [0, plot.top], ls="--", c="grey", lw=1, label=diagonal)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, plot.top), ylim=(0, plot.top))
+    ax.legend(loc="lower right" if plot.kind == "roc" else "upper left", fontsize=7)
     return fig
+
+
+_reused = threading.local()
+
+
+def to_png(plot: Plot) -> bytes:
+    """``plot`` as PNG bytes, drawn on this thread's figure of its kind (made once)."""
+    figures: dict[str, Figure] = _reused.__dict__.setdefault("figures", {})
+    fig = draw(plot, figures.get(plot.kind))
+    figures[plot.kind] = fig
+    return png(fig)
+
+
+def roc_plot(predictions: Mapping[str, pl.DataFrame], disclosure: Disclosure) -> Figure:
+    """ROC curves of the test split, one per named model (:func:`roc_points`); a curve of a
+    small group is left out, with a note in the legend.  A new figure, the caller's."""
+    return draw(roc_spec(predictions, disclosure))
 
 
 def roc_figure(predictions: Mapping[str, pl.DataFrame], disclosure: Disclosure) -> bytes:
     """:func:`roc_plot` as PNG bytes: the page's ROC curve and ``figures/roc.png``."""
-    return png(roc_plot(predictions, disclosure))
+    return to_png(roc_spec(predictions, disclosure))
 
 
 def calibration_figure(curves: Mapping[str, list[dict[str, float]]]) -> bytes:
     """Observed against predicted risk in (pooled) deciles of the prediction, per named
     model, as PNG bytes."""
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    top = 0.05
-    for name, points in curves.items():
-        p = [pt["predicted"] for pt in points]
-        o = [pt["observed"] for pt in points]
-        top = max(top, *p, *o)
-        ax.plot(p, o, marker="o", ms=3, lw=1, label=name)
-    top = min(1.0, top * 1.05)
-    ax.plot([0, top], [0, top], ls="--", c="grey", lw=1, label="perfect calibration")
-    ax.set(xlabel="predicted risk", ylabel="observed risk", title="Calibration (test split)",
-           xlim=(0, top), ylim=(0, top))
-    ax.legend(loc="upper left", fontsize=7)
-    return png(fig)
+    return to_png(calibration_spec(curves))
 
 
-def png(fig: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (no software stamp: same figure, same bytes); closes
-    the figure."""
+def png(fig: Figure) -> bytes:
+    """A matplotlib figure as PNG bytes (no software stamp: same figure, same bytes)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    fig.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
+
+
+class Drawer:
+    """Draws plots to PNG bytes: in ``workers`` processes, or in this one when 1.
+
+    The workers come from a fork server (a fresh process that imports this module once,
+    then forks each worker): a Snakemake job is a thread of a multi-threaded process, and
+    a child forked from one may deadlock on a lock another thread held."""
+
+    def __init__(self, pool: ProcessPoolExecutor | None) -> None:
+        self._pool = pool
+
+    def submit(self, plot: Plot) -> Future[bytes]:
+        """The PNG bytes of ``plot``, to come."""
+        if self._pool is not None:
+            return self._pool.submit(to_png, plot)
+        done: Future[bytes] = Future()
+        done.set_result(to_png(plot))
+        return done
+
+
+@contextmanager
+def drawer(workers: int) -> Iterator[Drawer]:
+    """A :class:`Drawer` of ``workers`` processes (none when 1), shut down on leaving."""
+    if workers <= 1:
+        yield Drawer(None)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield Drawer(pool)
 
 
 def img(alt: str, data: bytes) -> str:
@@ -105,3 +213,4 @@ def img(alt: str, data: bytes) -> str:
     """
     return (f'<img alt="{html.escape(alt)}" src="data:image/png;base64,'
             f'{base64.b64encode(data).decode()}">')
+

@@ -43,13 +43,15 @@ class Tensor:
 class SweepResults:
     """What an analysis's sweep sections show, read: the tensor rows and labels behind
     Table 1, the leaderboard, the best configuration of each family (metrics and
-    predictions, the overall best first), code descriptions."""
+    predictions, the overall best first), code descriptions, and each labelled episode's
+    person (``subject``; None: every episode its own person)."""
 
     tensor: Tensor
     label: np.ndarray
     board: pl.DataFrame
     best: dict[str, tuple[dict[str, Any], pl.DataFrame]]
     descriptions: dict[str, str]
+    subject: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -90,17 +92,18 @@ def tensor(path: Path) -> Tensor:
                   [str(a) for a in ds["aggregation"].values])
 
 
-def labels(path: Path, tensor_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """An analysis's labels file as (tensor row, label) arrays; a row outside the target's
-    tensor is refused (the labels and the tensor come from different runs)."""
-    frame = pl.read_parquet(path, columns=["row", "label"])
+def labels(path: Path, tensor_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An analysis's labels file as (tensor row, label, subject_id) arrays, one per episode;
+    a row outside the target's tensor is refused (the labels and the tensor come from
+    different runs)."""
+    frame = pl.read_parquet(path, columns=["row", "label", "subject_id"])
     rows = frame["row"].to_numpy().astype(np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= tensor_rows):
         raise CohortflowError(
             f"{path}: tensor row {int(rows.max())} is outside the target's feature tensor "
             f"({tensor_rows} rows); fix: rerun the labels and features steps of this study "
             "so both come from the same cohort")
-    return rows, frame["label"].cast(pl.Int8).to_numpy()
+    return rows, frame["label"].cast(pl.Int8).to_numpy(), frame["subject_id"].to_numpy()
 
 
 def best_models(board: pl.DataFrame, analysis: str, layout: Layout,
@@ -133,10 +136,10 @@ def analysis_results(layout: Layout, analysis: Analysis, target: Tensor,
                      codes: dict[str, str]) -> AnalysisResults:
     """Read one analysis's files; ``target`` is its target's feature tensor (read once for
     every analysis of the target), ``codes`` the store's code descriptions."""
-    rows, label = labels(layout.labels(analysis.id), target.values.shape[0])
+    rows, label, subject = labels(layout.labels(analysis.id), target.values.shape[0])
     board = pl.read_parquet(layout.leaderboard(analysis.id))
     sweep = SweepResults(target.rows(rows), label, board,
-                         best_models(board, analysis.id, layout, configs), codes)
+                         best_models(board, analysis.id, layout, configs), codes, subject)
     return AnalysisResults(analysis, read_json(layout.attrition(analysis.id)),
                            read_json(layout.model_metrics(analysis.id)),
                            pl.read_parquet(layout.model_predictions(analysis.id)), sweep)

@@ -12,7 +12,7 @@ of PNG, so a thousand analyses make a page of ~10 MB, not ~100 MB."""
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +23,17 @@ from cohortflow.disclosure import Disclosure
 from cohortflow.privacy import COMPLEMENTARY
 from cohortflow.report._figures import (
     NOT_DRAWN,
-    calibration_figure,
+    Plot,
+    calibration_spec,
     img,
-    roc_figure,
     roc_shown,
+    roc_spec,
+    to_png,
 )
 from cohortflow.report._load import AnalysisResults, SweepResults
 from cohortflow.report._overview import anchor
 from cohortflow.report._tables import (
+    EPISODES,
     attrition_html,
     board_metric,
     features_html,
@@ -87,10 +90,11 @@ INLINE = Figures({})
 def model_html(disclosure: Disclosure, attrition: list[dict[str, Any]],
                metrics: dict[str, Any], predictions: pl.DataFrame,
                oracle: dict[str, Any] | None = None, level: int = 2,
-               figures: Figures = INLINE) -> str:
+               figures: Figures = INLINE, chosen: bytes | None = None) -> str:
     """An analysis's attrition and chosen model (test metrics, the oracle AUROC of a
     synthetic study, its ROC curve); counts below the gate's ``min_cell_count`` suppressed.
-    ``level``: the heading level of its parts."""
+    ``level``: the heading level of its parts; ``chosen``: the drawn ROC curve (PNG) of the
+    chosen model, drawn here when None."""
     least = disclosure.min_cell_count
     esc = html.escape
     h = f"h{level}"
@@ -112,7 +116,8 @@ def model_html(disclosure: Disclosure, attrition: list[dict[str, Any]],
                     "ROC plot below.</p>")
     elif roc_shown(predictions, disclosure):
         roc_html = img("ROC curve of the test split",
-                       roc_figure({CHOSEN: predictions}, disclosure))
+                       chosen if chosen is not None
+                       else to_png(roc_spec({CHOSEN: predictions}, disclosure)))
     else:
         roc_html = NOT_DRAWN.format(min_cell_count=least)
     return f"""<{h}>Cohort attrition</{h}>
@@ -127,12 +132,34 @@ with {esc(disclosure.count(outcomes))} outcomes.</p>
 """
 
 
+def sweep_plots(results: SweepResults, disclosure: Disclosure) -> dict[str, Plot]:
+    """The best models' ``roc`` and ``calibration`` plots of an analysis's sweep."""
+    least = disclosure.min_cell_count
+    best = results.best
+    return {"roc": roc_spec({n: p for n, (_, p) in best.items()}, disclosure),
+            "calibration": calibration_spec(
+                {n: models.pool_calibration(m["calibration"]["test"], least)
+                 for n, (m, _) in best.items()})}
+
+
+def analysis_plots(results: AnalysisResults, disclosure: Disclosure,
+                   figures: Figures = INLINE) -> dict[str, Plot]:
+    """Every plot of an analysis's section: ``roc``, ``calibration`` and, on a page with
+    inline figures where it may be drawn, ``chosen`` (the chosen model's ROC curve)."""
+    plots = sweep_plots(results.sweep, disclosure)
+    if figures.inline and roc_shown(results.predictions, disclosure):
+        plots["chosen"] = roc_spec({CHOSEN: results.predictions}, disclosure)
+    return plots
+
+
 def render_sections(results: SweepResults, disclosure: Disclosure, select_by: str,
-                    level: int = 2, figures: Figures = INLINE
+                    level: int = 2, figures: Figures = INLINE,
+                    pngs: Mapping[str, bytes] | None = None
                     ) -> tuple[str, dict[str, bytes]]:
     """An analysis's sweep sections' HTML (Table 1, leaderboard, the best models' ROC and
     calibration plots, top features) and their figures (``roc``, ``calibration`` PNG
-    bytes, shown inline or linked as ``figures`` says).
+    bytes, shown inline or linked as ``figures`` says): ``pngs`` when given (drawn
+    elsewhere from :func:`sweep_plots`; linked figures need none), else drawn here.
 
     The best models are the best configuration of each family, the overall best by CV
     first, chosen by the CV metric ``select_by``.  Calibration bins are stored raw by the
@@ -141,20 +168,21 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
     least = disclosure.min_cell_count
     h = f"h{level}"
     best, board = results.best, results.board
-    pngs = {
-        "roc": roc_figure({n: p for n, (_, p) in best.items()}, disclosure),
-        "calibration": calibration_figure(
-            {n: models.pool_calibration(m["calibration"]["test"], least)
-             for n, (m, _) in best.items()}),
-    }
+    if pngs is None:
+        pngs = {n: to_png(plot) for n, plot in sweep_plots(results, disclosure).items()}
+    images = {n: pngs.get(n, b"") for n in ("roc", "calibration")}
     tensor = results.tensor
     table1 = table_one(tensor.values, tensor.code, tensor.window, tensor.aggregation,
-                       results.label, results.descriptions)
+                       results.label, results.descriptions, subject=results.subject)
+    episodes = ("" if EPISODES not in table1["characteristic"] else
+                " A person may enter the target cohort more than once: the characteristics "
+                "are of episodes (percentages of the episodes), and a person with an episode "
+                "with the outcome and another without is in both columns.")
     top_metrics, _ = next(iter(best.values()))
     page = f"""
 <{h}>Characteristics (Table 1)</{h}>
 <p class=note>Target cohort and the persons with and without the outcome; counts below {least}
-are suppressed, with their complement where subtraction would recover them.</p>
+are suppressed, with their complement where subtraction would recover them.{episodes}</p>
 {table_one_html(table1, disclosure)}
 <{h}>Leaderboard</{h}>
 <p>{board.height} configurations; each picked by its mean {board_metric(select_by)} over
@@ -163,15 +191,15 @@ per outcome).  Test metrics are shown, never used to choose.</p>
 <div class=grid>{leaderboard_html(board)}</div>
 <{h}>Best models: ROC and calibration</{h}>
 <p class=note>The best configuration of each model family, on the test split.</p>
-{figures.image("roc", "ROC curves of the best models (test split)", pngs["roc"])}
+{figures.image("roc", "ROC curves of the best models (test split)", images["roc"])}
 {figures.image("calibration", "Calibration plot of the best models (test split)",
-               pngs["calibration"])}
+               images["calibration"])}
 <{h}>Top features</{h}>
 <p>{html.escape(top_metrics['model'])}: the {len(top_metrics['importance'])} most important
 features.</p>
 {features_html(top_metrics['importance'], results.descriptions)}
 """
-    return page, pngs
+    return page, images
 
 
 def title(analysis: Analysis) -> str:
@@ -185,15 +213,21 @@ def title(analysis: Analysis) -> str:
 
 def analysis_html(results: AnalysisResults, disclosure: Disclosure, select_by: str, *,
                   oracle: dict[str, Any] | None = None, collapsed: bool = False,
-                  figures: Figures = INLINE) -> tuple[str, dict[str, bytes]]:
-    """One analysis's section (its heading carries the grid's anchor) and its figures.
-    A collapsed section is a ``<details>`` whose summary is the heading; an open one puts
-    its parts under ``<h3>``, the page of a single analysis under ``<h2>`` as ever."""
+                  figures: Figures = INLINE, pngs: Mapping[str, bytes] | None = None
+                  ) -> tuple[str, dict[str, bytes]]:
+    """One analysis's section (its heading carries the grid's anchor) and its figures
+    (``roc``, ``calibration``).  A collapsed section is a ``<details>`` whose summary is the
+    heading; an open one puts its parts under ``<h3>``, the page of a single analysis under
+    ``<h2>`` as ever.  ``pngs``: the drawn :func:`analysis_plots`, else drawn here."""
     a = results.analysis
     level = 3 if collapsed else 2
+    if pngs is None:
+        pngs = {n: to_png(plot) for n, plot in analysis_plots(results, disclosure,
+                                                              figures).items()}
     body = model_html(disclosure, results.attrition, results.metrics, results.predictions,
-                      oracle, level, figures)
-    sweep, pngs = render_sections(results.sweep, disclosure, select_by, level, figures)
+                      oracle, level, figures, pngs.get("chosen"))
+    sweep, pngs = render_sections(results.sweep, disclosure, select_by, level, figures,
+                                  pngs)
     heading = f"<h2>Analysis: {html.escape(title(a))} <code>{html.escape(a.id)}</code></h2>"
     if collapsed:
         # The grid's link targets the section's body, not its summary: following a link

@@ -15,18 +15,29 @@ import numpy as np
 import polars as pl
 
 from cohortflow.disclosure import Disclosure
+from cohortflow.privacy import COMPLEMENTARY
 from cohortflow.study import FeatureWindow
 
 GROUPS = ("target", "with_outcome", "without_outcome")
+PERSONS, EPISODES = "Persons", "Episodes"
+BOTH = "Persons in both columns"
+"""Table 1's row of the persons with an episode with the outcome and another without."""
 TOP_CODES = 10
 
 
 def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: list[str],
-              label: np.ndarray, descriptions: dict[str, str], top: int = TOP_CODES
-              ) -> pl.DataFrame:
+              label: np.ndarray, descriptions: dict[str, str], top: int = TOP_CODES, *,
+              subject: np.ndarray | None = None) -> pl.DataFrame:
     """Characteristics of the target cohort and of the persons with and without the outcome:
     persons, age (mean, SD), each demographic category, and the ``top`` most common codes
     of the longest window (any record).  ``kind`` is ``count`` or ``mean``.
+
+    ``x`` and ``label`` have one row per episode, ``subject`` its person (every row its own
+    person when None).  A target cohort may hold several episodes of one person (without
+    ``first_only``): then ``Persons`` counts distinct persons, an ``Episodes`` row the rows
+    (the characteristics are of episodes), and the persons with an episode with the outcome
+    and another without, who are in both columns, are the ``Persons in both columns`` row
+    (kind ``overlap``) — as OHDSI's PatientLevelPrediction counts persons and outcomes apart.
 
     >>> x = np.array([[10.0, 1, 2], [12.0, 0, 0], [14.0, 1, 1], [20.0, 0, 3]])
     >>> t = table_one(x, ["MEDS_BIRTH", "GENDER//8532", "CONDITION//1"], ["all", "all", "365d"],
@@ -36,12 +47,17 @@ def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: li
     ... # doctest: +NORMALIZE_WHITESPACE
     [('Persons', 4.0, 2.0, 2.0), ('Age at index, years', 14.0, 12.0, 16.0),
      ('Gender: FEMALE', 2.0, 2.0, 0.0), ('Asthma (CONDITION//1), 365d', 3.0, 2.0, 1.0)]
+    >>> t = table_one(x[:, :1], ["MEDS_BIRTH"], ["all"], ["age_years"], np.array([1, 0, 1, 0]),
+    ...               {}, subject=np.array([7, 7, 8, 9]))  # person 7: two episodes
+    >>> t.select("characteristic", "target", "with_outcome", "without_outcome").rows()[:3]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('Persons', 3.0, 2.0, 2.0), ('Episodes', 4.0, 2.0, 2.0),
+     ('Persons in both columns', 1.0, 1.0, 1.0)]
     """
     label = np.asarray(label).astype(bool)
     masks = {"target": np.ones(len(label), bool), "with_outcome": label,
              "without_outcome": ~label}
-    rows: list[dict[str, Any]] = [{"characteristic": "Persons", "kind": "count",
-                                   **{g: float(m.sum()) for g, m in masks.items()}}]
+    rows: list[dict[str, Any]] = _person_rows(label, masks, subject)
     for j, agg in enumerate(aggregation):
         if agg == "age_years":
             col = x[:, j]
@@ -70,6 +86,23 @@ def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: li
     return table
 
 
+def _person_rows(label: np.ndarray, masks: dict[str, np.ndarray],
+                 subject: np.ndarray | None) -> list[dict[str, Any]]:
+    """Table 1's first rows: persons; with several episodes of a person, also episodes and
+    the persons in both outcome columns."""
+    episodes = {g: float(m.sum()) for g, m in masks.items()}
+    if subject is None:
+        return [{"characteristic": PERSONS, "kind": "count", **episodes}]
+    subject = np.asarray(subject)
+    persons = {g: float(np.unique(subject[m]).size) for g, m in masks.items()}
+    if persons == episodes:
+        return [{"characteristic": PERSONS, "kind": "count", **persons}]
+    both = float(np.intersect1d(subject[label], subject[~label]).size)
+    return [{"characteristic": PERSONS, "kind": "count", **persons},
+            {"characteristic": EPISODES, "kind": "count", **episodes},
+            {"characteristic": BOTH, "kind": "overlap", **dict.fromkeys(GROUPS, both)}]
+
+
 def longest_window(labels: Iterable[str]) -> str:
     """The window covering the most days (all history first); of two as long, the one
     nearer the index.
@@ -95,7 +128,8 @@ def _count_row(name: str, flag: np.ndarray, masks: dict[str, np.ndarray]) -> dic
 
 def table_one_html(table: pl.DataFrame, disclosure: Disclosure) -> str:
     """Table 1 as HTML with small counts suppressed (and their complements); a mean of a
-    small group is not shown.
+    small group is not shown.  A percentage is of the column's episodes (its persons when
+    each has one episode), and only where that count is shown too.
 
     >>> t = pl.DataFrame({"characteristic": ["Persons", "Rare"], "kind": ["count", "count"],
     ...     "target": [100.0, 30.0], "with_outcome": [40.0, 3.0],
@@ -106,29 +140,58 @@ def table_one_html(table: pl.DataFrame, disclosure: Disclosure) -> str:
     >>> "<td class=n>&lt;11</td>" in page and "27" not in page and "30 (30.0%)" in page
     True
     """
-    persons = table.filter(pl.col("characteristic") == "Persons").row(0, named=True)
+    table_rows = list(table.iter_rows(named=True))
+    heads = {r["characteristic"]: r for r in table_rows
+             if r["characteristic"] in (PERSONS, EPISODES, BOTH)}
+    persons = heads[PERSONS]
+    # The characteristics are of episodes; the persons in both columns are persons.
+    base = heads.get(EPISODES, persons)
+    shown_persons = _shown_counts(persons, heads.get(BOTH), disclosure)
+    shown_base = _shown_counts(base, heads.get(BOTH), disclosure)
     head = "".join(f"<th>{h}</th>" for h in ("Characteristic", "Target", "With outcome",
                                                 "Without outcome"))
     body = []
-    for row in table.iter_rows(named=True):
+    for row in table_rows:
+        name = row["characteristic"]
         if row["kind"] == "mean":
             shown_mean = [persons[g] >= disclosure.min_cell_count and row[g] == row[g]
                           for g in GROUPS]
-            cells = [f"{row[g]:.1f} ({row[g + '_sd']:.1f})" if shown else "—"
-                     for g, shown in zip(GROUPS, shown_mean, strict=True)]
+            cells = [f"{row[g]:.1f} ({row[g + '_sd']:.1f})" if ok else "—"
+                     for g, ok in zip(GROUPS, shown_mean, strict=True)]
+        elif name in (PERSONS, EPISODES):
+            shown = _shown_counts(row, heads.get(BOTH), disclosure)
+            cells = [shown[g] for g in GROUPS]
         else:
-            pair = disclosure.categories({"with_outcome": int(row["with_outcome"]),
-                                          "without_outcome": int(row["without_outcome"])})
-            shown = {"target": disclosure.count(int(row["target"])), **pair}
-            cells = [_count_cell(shown[g], row[g], persons[g], row["characteristic"])
-                     for g in GROUPS]
-        body.append(f"<tr><td>{html.escape(row['characteristic'])}</td>"
+            shown = _shown_counts(row, None, disclosure)
+            total, total_shown = ((persons, shown_persons) if row["kind"] == "overlap"
+                                  else (base, shown_base))
+            cells = [_count_cell(shown[g], row[g], total_shown[g], total[g]) for g in GROUPS]
+        body.append(f"<tr><td>{html.escape(name)}</td>"
                     + "".join(f"<td class=n>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _count_cell(shown: str, count: float, total: float, name: str) -> str:
-    if shown != str(int(count)) or name == "Persons" or total <= 0:
+def _shown_counts(row: dict[str, Any], both: dict[str, Any] | None,
+                  disclosure: Disclosure) -> dict[str, str]:
+    """A count row's cells through the gate: the target's count, and the with / without
+    pair suppressed together.  The persons row also hides the pair when the persons in both
+    columns are few: with + without - target would give their number."""
+    if row["kind"] == "overlap":
+        return {g: disclosure.count(int(row[g])) for g in GROUPS}
+    shown = {"target": disclosure.count(int(row["target"])),
+             **disclosure.categories({"with_outcome": int(row["with_outcome"]),
+                                      "without_outcome": int(row["without_outcome"])})}
+    if (row["characteristic"] == PERSONS and both is not None
+            and disclosure.count(int(both["target"])) != str(int(both["target"]))):
+        for g in ("with_outcome", "without_outcome"):
+            if shown[g] == str(int(row[g])):
+                shown[g] = COMPLEMENTARY
+    return shown
+
+
+def _count_cell(shown: str, count: float, total_shown: str, total: float) -> str:
+    """A count with its percentage of ``total``, when both are shown as they are."""
+    if shown != str(int(count)) or total_shown != str(int(total)) or total <= 0:
         return shown
     return f"{shown} ({100 * count / total:.1f}%)"
 
