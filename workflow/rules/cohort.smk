@@ -1,4 +1,4 @@
-from cohortflow import cohorts
+cohorts = LazyModule("cohortflow.cohorts")
 
 
 # One job per (cohort, shard) for every cohort an analysis reads, as target or outcome: a
