@@ -1,4 +1,4 @@
-from cohortflow import cohorts
+cohorts = LazyModule("cohortflow.cohorts")
 
 
 # One job per (cohort, shard) for every cohort an analysis reads, as target or outcome: a
@@ -40,10 +40,7 @@ rule attrition:
 # cohort's rows, joined; no event is read again.
 rule labels:
     input:
-        target=lambda wildcards: cohort_tables(ANALYSES[wildcards.analysis].target),
-        target_attrition=lambda wildcards: LAYOUT.cohort_attrition(
-            ANALYSES[wildcards.analysis].target),
-        outcome=lambda wildcards: cohort_tables(ANALYSES[wildcards.analysis].outcome_cohort),
+        unpack(get_labels_input),
     output:
         labels=LAYOUT.labels("{analysis}"),
         attrition=LAYOUT.attrition("{analysis}"),

@@ -1,10 +1,28 @@
 # Loads and validates the study once; defines paths and input functions.  No logic here.
+import importlib
 from pathlib import Path
 
 from cohortflow import events, private
 from cohortflow.disclosure import Disclosure
 from cohortflow.layout import Layout
 from cohortflow.study import ANALYSIS_ID, NAME_PART, demo_study_path, load_study
+
+
+class LazyModule:
+    """A cohortflow module imported on the first use of one of its names.
+
+    The rules' step code (scikit-learn, Dask, xarray, matplotlib behind it) is needed only
+    by the job that runs a step, yet every Snakemake process parses the workflow, every
+    SLURM job included: a parse imports only what planning the DAG needs.  The `run:`
+    blocks keep their text (Snakemake's `code` rerun trigger compares it), and
+    importlib's module locks make a first use from several job threads safe.
+    """
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self.name), attr)
 
 
 STUDY_FILE = Path(config.get("study") or demo_study_path())
@@ -34,6 +52,16 @@ wildcard_constraints:
 def cohort_tables(name):
     """Every shard's table of cohort ``name``."""
     return [LAYOUT.cohort_table(name, shard) for shard in SHARDS]
+
+
+# One input function per rule, returning every named input (`unpack`): Snakemake's cost
+# per job grows with the functions it calls, and a study plans thousands of these jobs.
+def get_labels_input(wildcards):
+    """An analysis's target cohort (every shard and its attrition) and outcome cohort."""
+    analysis = ANALYSES[wildcards.analysis]
+    return {"target": cohort_tables(analysis.target),
+            "target_attrition": LAYOUT.cohort_attrition(analysis.target),
+            "outcome": cohort_tables(analysis.outcome_cohort)}
 
 
 def get_omop_source(wildcards):

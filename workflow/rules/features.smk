@@ -1,4 +1,4 @@
-from cohortflow import features
+features = LazyModule("cohortflow.features")
 
 
 # One tensor per target cohort, read by every outcome and time at risk of that target.

@@ -1,4 +1,5 @@
-from cohortflow import manifest, runner
+manifest = LazyModule("cohortflow.manifest")
+runner = LazyModule("cohortflow.runner")
 
 # Each checksummed on its own, so `cohortflow verify` names the cohort, tensor or analysis
 # that differs: the store, every cohort, every target's tensor, every analysis's folder

@@ -13,17 +13,25 @@ wildcard_constraints:
     config=r"[0-9a-f]{12}",
 
 
-def get_sweep_files(kind):
-    """One file (kind: metrics, predictions) of every configuration of an analysis."""
-    return lambda wildcards: [LAYOUT.config_file(c, kind)
-                              for c in CONFIGS_OF[wildcards.analysis]]
+def get_config_input(wildcards):
+    """A configuration's rows (its analysis's labels) and features (its target's tensor);
+    one function for both, as Snakemake's cost per job grows with the functions it calls."""
+    config = CONFIGS[wildcards.config]
+    return {"labels": LAYOUT.labels(config.analysis),
+            "features": LAYOUT.features(config.cohort)}
+
+
+def get_sweep_files(wildcards):
+    """The metrics and the predictions of every configuration of an analysis."""
+    configs = CONFIGS_OF[wildcards.analysis]
+    return {kind: [LAYOUT.config_file(c, kind) for c in configs]
+            for kind in ("metrics", "predictions")}
 
 
 rule sweep_config:
     input:
+        unpack(get_config_input),
         store=LAYOUT.store,
-        labels=lambda wildcards: LAYOUT.labels(CONFIGS[wildcards.config].analysis),
-        features=lambda wildcards: LAYOUT.features(CONFIGS[wildcards.config].cohort),
     output:
         params=LAYOUT.config_file("{config}", "params"),
         metrics=LAYOUT.config_file("{config}", "metrics"),
@@ -55,8 +63,7 @@ rule sweep_config:
 
 rule model:
     input:
-        metrics=get_sweep_files("metrics"),
-        predictions=get_sweep_files("predictions"),
+        unpack(get_sweep_files),
     output:
         leaderboard=report(LAYOUT.leaderboard("{analysis}"),
                            caption="../report/leaderboard.rst", category="Sweep",

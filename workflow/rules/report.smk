@@ -1,4 +1,5 @@
-from cohortflow import export, quality
+export = LazyModule("cohortflow.export")
+quality = LazyModule("cohortflow.quality")
 
 
 # The ingest's data-quality warnings as they may leave the compute (counts suppressed), for
@@ -17,7 +18,7 @@ rule data_quality:
             quality.share(input.store, output[0], DISCLOSURE)
 
 
-from cohortflow import report as study_report  # not `report`: Snakemake's report() flag
+study_report = LazyModule("cohortflow.report")  # not `report`: Snakemake's report() flag
 
 
 def every_analysis(path_of):

@@ -1,4 +1,5 @@
-from cohortflow import omop, synth
+omop = LazyModule("cohortflow.omop")
+synth = LazyModule("cohortflow.synth")
 
 
 rule synth:
