@@ -1,28 +1,11 @@
 # Loads and validates the study once; defines paths and input functions.  No logic here.
-import importlib
 from pathlib import Path
 
 from cohortflow import events, private
 from cohortflow.disclosure import Disclosure
 from cohortflow.layout import Layout
+from cohortflow.lazy import LazyModule  # the rule files bind their step modules with it
 from cohortflow.study import ANALYSIS_ID, NAME_PART, demo_study_path, load_study
-
-
-class LazyModule:
-    """A cohortflow module imported on the first use of one of its names.
-
-    The rules' step code (scikit-learn, Dask, xarray, matplotlib behind it) is needed only
-    by the job that runs a step, yet every Snakemake process parses the workflow, every
-    SLURM job included: a parse imports only what planning the DAG needs.  The `run:`
-    blocks keep their text (Snakemake's `code` rerun trigger compares it), and
-    importlib's module locks make a first use from several job threads safe.
-    """
-
-    def __init__(self, name):
-        self.name = name
-
-    def __getattr__(self, attr):
-        return getattr(importlib.import_module(self.name), attr)
 
 
 STUDY_FILE = Path(config.get("study") or demo_study_path())
