@@ -300,6 +300,17 @@ def test_a_job_over_its_memory_is_told_and_retried_with_more(
     assert (workdir / "results" / "demo" / "features" / "cohort" / "features.zarr").is_dir()
 
 
+def in_job(pid: int, job_id: str) -> bool:
+    """Whether process ``pid`` runs inside SLURM job ``job_id`` (its environment says so):
+    ``scontrol listpids`` has once listed this test's own processes, and freezing those
+    hangs the suite."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"SLURM_JOB_ID={job_id}".encode() in environ
+
+
 def freeze(job_id: str, env: dict[str, str], frozen: set[int]) -> None:
     """SIGSTOP the Python processes of a SLURM job (the rule's work), as a hung filesystem
     would hold them.  srun and the batch shell stay awake: slurmctld talks to srun, and a
@@ -312,7 +323,7 @@ def freeze(job_id: str, env: dict[str, str], frozen: set[int]) -> None:
             command = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        if pid in frozen or not command.startswith("python"):
+        if pid in frozen or not command.startswith("python") or not in_job(pid, job_id):
             continue
         try:
             os.kill(pid, signal.SIGSTOP)
