@@ -40,11 +40,13 @@ def cohort_tables(name):
 # One input function per rule, returning every named input (`unpack`): Snakemake's cost
 # per job grows with the functions it calls, and a study plans thousands of these jobs.
 def get_labels_input(wildcards):
-    """An analysis's target cohort (every shard and its attrition) and outcome cohort."""
+    """An analysis's target and outcome cohorts, each by its attrition: written once every
+    shard of the cohort is, so it stands for the whole cohort.  Not the shards themselves:
+    Snakemake weighs a grouped job's readiness over all its inputs each time one of them is
+    finished, so 2 x shards inputs per labels job made planning grow with shards squared."""
     analysis = ANALYSES[wildcards.analysis]
-    return {"target": cohort_tables(analysis.target),
-            "target_attrition": LAYOUT.cohort_attrition(analysis.target),
-            "outcome": cohort_tables(analysis.outcome_cohort)}
+    return {"target_attrition": LAYOUT.cohort_attrition(analysis.target),
+            "outcome_attrition": LAYOUT.cohort_attrition(analysis.outcome_cohort)}
 
 
 def get_omop_source(wildcards):
