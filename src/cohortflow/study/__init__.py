@@ -44,6 +44,7 @@ from cohortflow.study._analyses import (
     SEPARATOR,
     Analysis,
     AnalysisGrid,
+    Matching,
     Name,
     OutcomeSpec,
     RiskWindow,
@@ -129,6 +130,7 @@ __all__ = [
     "Group",
     "InclusionRule",
     "Logistic",
+    "Matching",
     "MedsSource",
     "Model",
     "Occurrence",
@@ -406,7 +408,12 @@ class Study(SpecModel):
                 if aid not in out:
                     cohort = specs[outcome].cohort
                     out[aid] = Analysis(aid, target, outcome, tar,
-                                        cohort if cohort is not None else outcome)
+                                        cohort if cohort is not None else outcome,
+                                        grid.matching)
+                elif out[aid].matching != grid.matching:
+                    raise StudySpecError(
+                        f"analysis '{aid}' is in two analyses: entries with different "
+                        "matching; fix: give it one matching block (or list it once)")
         self._analyses = (key, out)
         return out
 
@@ -484,6 +491,13 @@ class Study(SpecModel):
         return content_digest({"analysis": a.id, "outcome_cohort": a.outcome_cohort,
                                "time_at_risk": self.risk_windows()[a.time_at_risk]
                                .model_dump(mode="json")})
+
+    def matching_digest(self, analysis: str) -> str:
+        """A matched analysis's matching key: its matching settings and the study seed that
+        fixes the draw (its labels, cohort rows and the store are input files)."""
+        a = self.analysis(analysis)
+        return content_digest({"analysis": a.id, "seed": self.seed, "matching":
+                               a.matching.model_dump(mode="json") if a.matching else None})
 
     def features_digest(self, target: str) -> str:
         """A target's feature tensor's key: the feature spec and the concept sets it turns

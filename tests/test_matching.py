@@ -1,0 +1,187 @@
+"""Matched case-control sampling: every matched control satisfies every constraint (checked
+by a direct computation over the pairs), no control is used twice, the draw is fixed by its
+seed, a case without an eligible control keeps none, and the ratio is respected."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from cohortflow.cohorts import match_controls
+from cohortflow.cohorts._matching import MATCH_ROWS, balance, match_counts, match_rows
+from cohortflow.study import AnalysisGrid, Matching
+
+
+def _rows(cases: int, controls: int, seed: int) -> pl.DataFrame:
+    """Random rows: ``cases`` label-true then ``controls`` label-false, with a few nulls."""
+    rng = np.random.default_rng(seed)
+    n = cases + controls
+    frame = pl.DataFrame({
+        "row": np.arange(n, dtype=np.int64) * 3 + 7,  # ids that are not positions
+        "subject_id": np.arange(n, dtype=np.int64) + 1000,
+        "label": np.r_[np.ones(cases, bool), np.zeros(controls, bool)],
+        "sex": rng.choice([8507, 8532], n).astype(np.int64),
+        "age_years": rng.uniform(0, 18, n).round(3),
+        "index_day": rng.integers(17_000, 18_000, n).astype(np.int64),
+        "observation_days": rng.integers(0, 2_000, n).astype(np.int64),
+    })
+    # a control of unknown sex and one outside any observation period never match
+    return frame.with_columns(
+        sex=pl.when(pl.col("row") == 7 + 3 * (cases + 1)).then(None).otherwise("sex"),
+        observation_days=pl.when(pl.col("row") == 7 + 3 * (cases + 2)).then(None)
+        .otherwise("observation_days"))
+
+
+def _violations(rows: pl.DataFrame, matched: pl.DataFrame, spec: Matching) -> list[str]:
+    """Every broken constraint of every (case, control) pair, by plain Python."""
+    by_row = {r["row"]: r for r in rows.rows(named=True)}
+    problems = []
+    for set_id, members in matched.group_by("match_set", maintain_order=True):
+        case = by_row[int(set_id[0])]  # type: ignore[call-overload]
+        if not case["label"]:
+            problems.append(f"set {set_id}: its case is not label-true")
+        for member in members["row"].to_list():
+            if member == case["row"]:
+                continue
+            control = by_row[member]
+            if control["label"]:
+                problems.append(f"{member}: a label-true control")
+            if spec.sex and (control["sex"] is None or control["sex"] != case["sex"]):
+                problems.append(f"{member}: sex {control['sex']} != {case['sex']}")
+            if spec.age_years is not None and not (
+                    abs(control["age_years"] - case["age_years"]) <= spec.age_years):
+                problems.append(f"{member}: age {control['age_years']} vs {case['age_years']}")
+            if spec.index_days is not None and not (
+                    abs(control["index_day"] - case["index_day"]) <= spec.index_days):
+                problems.append(f"{member}: index day {control['index_day']}")
+            if spec.observation_days is not None and (
+                    control["observation_days"] is None
+                    or abs(control["observation_days"] - case["observation_days"])
+                    > spec.observation_days):
+                problems.append(f"{member}: observation {control['observation_days']}")
+    return problems
+
+
+SPECS = [
+    Matching(controls=4, age_years=1.0, index_days=90, observation_days=365),
+    Matching(controls=2, sex=False, age_years=0.5, index_days=30, observation_days=None),
+    Matching(controls=1, age_years=None, index_days=10, observation_days=100),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_matched_control_satisfies_every_constraint_and_is_used_once(
+        spec: Matching) -> None:
+    rows = _rows(cases=40, controls=3_000, seed=1)
+    matched = match_controls(rows, spec, seed=5)
+    assert matched["match_set"].n_unique() >= 30  # most cases found controls
+    assert _violations(rows, matched, spec) == []
+    assert matched["row"].is_unique().all()  # no control (and no case) twice
+    sizes = matched.group_by("match_set").len()["len"]
+    assert sizes.min() >= 2 and sizes.max() <= spec.controls + 1  # ratio respected
+    # every match set is named after its case, which is in it
+    cases = matched.filter(pl.col("row") == pl.col("match_set"))
+    assert cases.height == matched["match_set"].n_unique()
+
+
+def test_cases_with_enough_controls_get_exactly_k() -> None:
+    rows = _rows(cases=10, controls=5_000, seed=2)
+    spec = Matching(controls=3, age_years=2.0, index_days=200, observation_days=1_000)
+    counts = match_counts(rows, match_controls(rows, spec, seed=1), spec.controls)
+    assert counts == {"cases": 10, "cases_with_k": 10, "cases_with_fewer": 0,
+                      "cases_with_none": 0, "controls": 30}
+
+
+def test_the_draw_is_fixed_by_its_seed() -> None:
+    rows = _rows(cases=30, controls=2_000, seed=3)
+    spec = SPECS[0]
+    first = match_controls(rows, spec, seed=11)
+    assert first.equals(match_controls(rows, spec, seed=11))
+    assert first.equals(match_controls(rows.reverse(), spec, seed=11))  # row order is no input
+    assert not first.equals(match_controls(rows, spec, seed=12))
+
+
+def test_a_case_without_an_eligible_control_keeps_none() -> None:
+    rows = pl.DataFrame({
+        "row": [0, 1, 2, 3, 4], "subject_id": [1, 2, 3, 4, 5],
+        "label": [True, True, False, False, False],
+        "sex": [8507, 8532, 8507, 8507, 8507],  # only men among the controls
+        "age_years": [10.0, 10.0, 10.5, 11.0, 12.0],
+        "index_day": [100, 100, 150, 190, 100],
+        "observation_days": [400, 400, 400, 400, 400]}, schema=MATCH_ROWS)
+    spec = Matching(controls=4, age_years=1.0, index_days=90, observation_days=0)
+    matched = match_controls(rows, spec, seed=0)
+    # the woman (row 1) has none; the man gets rows 2 and 3 (row 4: age 2 years off)
+    assert matched.rows() == [(0, 0), (2, 0), (3, 0)]
+    assert match_counts(rows, matched, 4) == {"cases": 2, "cases_with_k": 0,
+                                              "cases_with_fewer": 1, "cases_with_none": 1,
+                                              "controls": 2}
+
+
+def test_tolerance_bounds_are_inclusive() -> None:
+    rows = pl.DataFrame({
+        "row": [0, 1, 2], "subject_id": [1, 2, 3], "label": [True, False, False],
+        "sex": [8507, 8507, 8507], "age_years": [10.0, 11.0, 11.25],
+        "index_day": [100, 190, 100], "observation_days": [400, 765, 400]}, schema=MATCH_ROWS)
+    spec = Matching(controls=2, age_years=1.0, index_days=90, observation_days=365)
+    assert match_controls(rows, spec, seed=0)["row"].to_list() == [0, 1]
+
+
+def test_scarce_controls_go_to_the_cases_that_have_fewest() -> None:
+    # case 0 can use only control 2; case 1 can use 2 or 3: both get one
+    rows = pl.DataFrame({
+        "row": [0, 1, 2, 3], "subject_id": [1, 2, 3, 4], "label": [True, True, False, False],
+        "sex": [8507] * 4, "age_years": [10.0, 11.0, 10.5, 11.8],
+        "index_day": [100] * 4, "observation_days": [0] * 4}, schema=MATCH_ROWS)
+    spec = Matching(controls=1, age_years=0.9, index_days=0, observation_days=0)
+    for seed in range(5):
+        assert match_controls(rows, spec, seed=seed).rows() == [(0, 0), (1, 1), (2, 0), (3, 1)]
+
+
+def test_a_million_controls_match_quickly_enough_to_plan_on() -> None:
+    rows = _rows(cases=50, controls=1_000_000, seed=4)
+    spec = SPECS[0]
+    matched = match_controls(rows, spec, seed=1)
+    assert _violations(rows, matched, spec) == []
+    assert matched["match_set"].n_unique() == 50
+
+
+def test_match_rows_measure_age_index_and_prior_observation() -> None:
+    from datetime import date, datetime
+    labels = pl.DataFrame({"row": [0, 1], "subject_id": [1, 2], "label": [True, False],
+                           "index_time": [datetime(2020, 1, 1, 12), datetime(2021, 1, 1)]})
+    episodes = pl.DataFrame({"row": [0, 1], "start": [date(2020, 1, 1), date(2021, 1, 1)],
+                             "obs_start": [date(2019, 1, 1), None]})
+    persons = pl.DataFrame({"subject_id": [1, 2], "birth": [datetime(2010, 1, 1), None],
+                            "sex": [8507, 8532]})
+    out = match_rows(labels, episodes, persons)
+    assert out.row(0) == (0, 1, True, 8507, 3652 / 365.25, 18262, 365)
+    assert out.row(1) == (1, 2, False, 8532, None, 18628, None)
+
+
+def test_balance_compares_cases_with_all_controls_and_with_the_matched() -> None:
+    rows = pl.DataFrame({
+        "row": [0, 1, 2, 3], "subject_id": [1, 2, 3, 4], "label": [True, False, False, False],
+        "sex": [8507, 8507, 8532, 8532], "age_years": [10.0, 10.0, 20.0, 30.0],
+        "index_day": [100] * 4, "observation_days": [5, 5, 50, 50]}, schema=MATCH_ROWS)
+    table = {r["variable"]: r for r in balance(rows, pl.DataFrame(
+        {"row": [0, 1], "match_set": [0, 0]}))}
+    age = table["Age at index (years)"]
+    assert (age["cases_mean"], age["controls_mean_before"], age["controls_mean_after"]) == (
+        10.0, 20.0, 10.0)
+    assert age["smd_before"] < -1 and age["smd_after"] == 0.0
+    assert table["Male share"]["controls_mean_before"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"controls": 0}, "greater than or equal to 1"),
+    ({"age_years": -1}, "greater than or equal to 0"),
+    ({"index_days": -3}, "greater than or equal to 0"),
+    ({"ratio": 2}, "Extra inputs"),
+])
+def test_matching_blocks_are_validated(block: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AnalysisGrid.model_validate({"target": "a", "outcome": "x", "time_at_risk": "r",
+                                     "matching": block})
