@@ -101,7 +101,7 @@ def match_controls(rows: pl.DataFrame, spec: Matching, seed: int) -> pl.DataFram
     """The matched sets of ``rows`` (:data:`MATCH_ROWS`): ``row, match_set`` of every case
     with at least one control and of its controls (``match_set``: the case's row), sorted
     by row.  Deterministic given ``seed`` (see the module)."""
-    rows = rows.cast(MATCH_ROWS)  # type: ignore[arg-type]
+    rows = rows.cast(MATCH_ROWS)
     needed = _needed(spec)
     complete = pl.all_horizontal([pl.col(c).is_not_null() for c in needed])
     cases = rows.filter(pl.col("label") & complete).sort("row")
@@ -245,7 +245,7 @@ def match_rows(labels: pl.DataFrame, episodes: pl.DataFrame, persons: pl.DataFra
                 / DAYS_PER_YEAR,
                 index_day=pl.col("start").cast(pl.Int64),
                 observation_days=(pl.col("start") - pl.col("obs_start")).dt.total_days())
-        .cast(MATCH_ROWS)  # type: ignore[arg-type]
+        .cast(MATCH_ROWS)
     )
 
 
@@ -266,7 +266,7 @@ def write_matching(analysis: Analysis, seed: int, labels: Path, target_dir: Path
                                                     table["subject_id"]))
     matched = match_controls(rows, spec, match_seed(seed, analysis.id))
     out = table.join(matched, on="row", how="inner").sort("row").cast(
-        MATCHED_SCHEMA)  # type: ignore[arg-type]
+        MATCHED_SCHEMA)
     record = {"analysis": analysis.id, "matching": spec.model_dump(mode="json"),
               "counts": match_counts(rows, matched, spec.controls),
               "balance": balance(rows, matched)}
