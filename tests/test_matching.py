@@ -185,3 +185,19 @@ def test_matching_blocks_are_validated(block: dict[str, object], message: str) -
     with pytest.raises(ValidationError, match=message):
         AnalysisGrid.model_validate({"target": "a", "outcome": "x", "time_at_risk": "r",
                                      "matching": block})
+
+
+def test_the_split_and_the_folds_keep_each_matched_set_whole() -> None:
+    from cohortflow.models import assign_split
+    from cohortflow.study import load_study
+
+    rows = _rows(cases=60, controls=2_000, seed=6)
+    matched = match_controls(rows, SPECS[0], seed=1)
+    frame = matched.join(rows, on="row").select(
+        "subject_id", "label", "match_set", index_time=pl.lit(None, pl.Datetime("us")),
+        split=pl.lit("train"))
+    is_test, folds = assign_split(load_study(), frame)
+    sides = frame.with_columns(test=pl.Series(is_test), fold=pl.Series(folds)).group_by(
+        "match_set").agg(pl.col("test").n_unique(), pl.col("fold").n_unique())
+    assert sides["test"].max() == 1 and sides["fold"].max() == 1
+    assert 0 < is_test.sum() < frame.height  # both sides drawn

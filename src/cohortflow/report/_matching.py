@@ -31,29 +31,32 @@ def _design(spec: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def match_counts_shown(counts: dict[str, int], k: int, disclosure: Disclosure
-                       ) -> dict[str, str]:
-    """The matching counts as they may be shown: the cases, those with ``k`` controls,
-    fewer and none (categories of the cases: a lone small one hides the next smallest),
-    and the matched controls, hidden (``*``) when it exceeds ``k`` controls per case with
-    ``k`` by a small number (the controls of the cases with fewer, recovered by
-    subtraction).
+def match_counts_shown(counts: dict[str, int], disclosure: Disclosure) -> dict[str, str]:
+    """The matching counts as they may be shown.
+
+    The matched cases (those with ``k`` controls and those with fewer) add up to the cases
+    of Table 1 and the matched controls to its controls, both shown there: so the two are
+    categories of a shown total (a lone small one hides the other, ``*``).  The cases with
+    no control are the rest of all cases: when they are few, the total is hidden (``*``).
+    The controls of the cases with fewer than ``k`` are at least as many as those cases, so
+    whenever they are few the cases with fewer are too, and ``k`` times the cases with ``k``
+    is hidden with them.
 
     >>> from cohortflow.layout import Layout
     >>> gate = Disclosure(Layout.of("results", "s"), 11)
-    >>> match_counts_shown({"cases": 50, "cases_with_k": 45, "cases_with_fewer": 3,
-    ...     "cases_with_none": 2, "controls": 186}, 4, gate)["controls"]
-    '*'
+    >>> shown = match_counts_shown({"cases": 50, "cases_with_k": 45, "cases_with_fewer": 3,
+    ...     "cases_with_none": 2, "controls": 183}, gate)
+    >>> [shown[k] for k in ("cases", "cases_with_k", "cases_with_fewer", "cases_with_none")]
+    ['*', '*', '<11', '<11']
     """
-    groups = disclosure.categories({"cases_with_k": counts["cases_with_k"],
-                                    "cases_with_fewer": counts["cases_with_fewer"],
-                                    "cases_with_none": counts["cases_with_none"]})
-    least = disclosure.min_cell_count
-    rest = counts["controls"] - k * counts["cases_with_k"]
-    controls = disclosure.count(counts["controls"])
-    if privacy.small(rest, least) and not privacy.small(counts["controls"], least):
-        controls = privacy.COMPLEMENTARY
-    return {"cases": disclosure.count(counts["cases"]), **groups, "controls": controls}
+    matched = disclosure.categories({"cases_with_k": counts["cases_with_k"],
+                                     "cases_with_fewer": counts["cases_with_fewer"]})
+    none = counts["cases_with_none"]
+    cases = disclosure.count(counts["cases"])
+    if privacy.small(none, disclosure.min_cell_count) and cases == str(counts["cases"]):
+        cases = privacy.COMPLEMENTARY
+    return {"cases": cases, **matched, "cases_with_none": disclosure.count(none),
+            "controls": disclosure.count(counts["controls"])}
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -92,12 +95,13 @@ def matching_html(record: dict[str, Any], disclosure: Disclosure, level: int = 2
     balance table and the evaluation note (prevalence set by design)."""
     spec, counts = record["matching"], record["counts"]
     k = spec["controls"]
-    shown = match_counts_shown(counts, k, disclosure)
+    shown = match_counts_shown(counts, disclosure)
+    fewer = f"1 to {k - 1} controls" if k > 2 else "1 control"
     h = f"h{level}"
     count_rows = "".join(
         f"<tr><td>{name}</td><td class=n>{html.escape(shown[key])}</td></tr>"
         for name, key in (("Cases", "cases"), (f"Cases with {k} controls", "cases_with_k"),
-                          (f"Cases with 1 to {k - 1} controls", "cases_with_fewer"),
+                          (f"Cases with {fewer}", "cases_with_fewer"),
                           ("Cases with no control (left out)", "cases_with_none"),
                           ("Matched controls", "controls"))
         if key != "cases_with_fewer" or k > 1)
