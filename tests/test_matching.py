@@ -4,14 +4,27 @@ seed, a case without an eligible control keeps none, and the ratio is respected.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from cohortflow.cohorts import match_controls
-from cohortflow.cohorts._matching import MATCH_ROWS, balance, match_counts, match_rows
-from cohortflow.study import AnalysisGrid, Matching
+from cohortflow import events
+from cohortflow.cohorts import match_controls, read_episodes
+from cohortflow.cohorts._matching import (
+    MATCH_ROWS,
+    balance,
+    match_counts,
+    match_rows,
+    person_facts,
+)
+from cohortflow.layout import Layout
+from cohortflow.study import AnalysisGrid, Matching, load_study
+from tests.helpers import run_study, write_many_study
 
 
 def _rows(cases: int, controls: int, seed: int) -> pl.DataFrame:
@@ -189,7 +202,6 @@ def test_matching_blocks_are_validated(block: dict[str, object], message: str) -
 
 def test_the_split_and_the_folds_keep_each_matched_set_whole() -> None:
     from cohortflow.models import assign_split
-    from cohortflow.study import load_study
 
     rows = _rows(cases=60, controls=2_000, seed=6)
     matched = match_controls(rows, SPECS[0], seed=1)
@@ -201,3 +213,75 @@ def test_the_split_and_the_folds_keep_each_matched_set_whole() -> None:
         "match_set").agg(pl.col("test").n_unique(), pl.col("fold").n_unique())
     assert sides["test"].max() == 1 and sides["fold"].max() == 1
     assert 0 < is_test.sum() < frame.height  # both sides drawn
+
+
+# ---- a whole study -------------------------------------------------------------------------
+
+MATCHED_ID, OTHER_ID = "asthma__exacerbation__1y", "asthma__bronchitis__1y"
+MATCHING = {"controls": 2, "age_years": 2, "index_days": 365, "observation_days": 730}
+
+
+def _two_analysis_study(path: Path, matching: dict[str, object] | None) -> Path:
+    """The multi-analysis seed study at the suite's size with two analyses of one target:
+    exacerbation (matched when ``matching`` is given) and bronchitis (never matched)."""
+    write_many_study(path)
+    raw = yaml.safe_load(path.read_text())
+    first: dict[str, object] = {"target": "asthma", "outcome": "exacerbation",
+                                "time_at_risk": "1y"}
+    if matching is not None:
+        first["matching"] = matching
+    raw["analyses"] = [first, {"target": "asthma", "outcome": "bronchitis",
+                               "time_at_risk": "1y"}]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.name != ".snakemake_timestamp"}
+
+
+@pytest.mark.e2e
+def test_a_matched_analysis_trains_and_reports_and_leaves_the_others_unchanged(
+        tmp_path: Path) -> None:
+    from tests.test_rerun_keys import _dry_run, _rules
+
+    workdir = tmp_path / "run"
+    results = run_study(_two_analysis_study(tmp_path / "plain.yaml", None), workdir,
+                        name="many")
+    layout = Layout(results)
+    before = {a: _files(layout.analysis(a)) for a in (MATCHED_ID, OTHER_ID)}
+    assert not layout.matched(MATCHED_ID).exists()
+
+    matched_study = _two_analysis_study(tmp_path / "matched.yaml", MATCHING)
+    # adding a matching block reruns that analysis's matching, sweep and model (and the
+    # shared report and manifest), no cohort, label or feature step, no other analysis
+    jobs = _dry_run(matched_study, workdir)
+    assert _rules(jobs) == {"match", "sweep_config", "model", "export", "report", "manifest"}
+    assert all(OTHER_ID not in wildcards for rule, wildcards in jobs if rule != "sweep_config")
+    run_study(matched_study, workdir, name="many")
+
+    assert _files(layout.analysis(OTHER_ID)) == before[OTHER_ID]  # byte for byte
+    assert layout.labels(MATCHED_ID).read_bytes() == before[MATCHED_ID]["labels.parquet"]
+
+    # the matched set: every pair within its tolerances, by a direct computation
+    study = load_study(matched_study)
+    analysis = study.analysis(MATCHED_ID)
+    assert analysis.matching is not None
+    shards = events.list_shards(layout.store)
+    labels = pl.read_parquet(layout.labels(MATCHED_ID))
+    rows = match_rows(labels, read_episodes(layout.cohort("asthma"), shards),
+                      person_facts(layout.store, shards, labels["subject_id"]))
+    matched = pl.read_parquet(layout.matched(MATCHED_ID))
+    assert _violations(rows, matched.select("row", "match_set"), analysis.matching) == []
+    assert matched["row"].is_unique().all()
+    record = json.loads(layout.matching(MATCHED_ID).read_text())
+    assert record["counts"]["controls"] == int((~matched["label"]).sum()) > 0
+
+    # the sweep trained on the matched rows, and the report shows the design
+    predictions = pl.read_parquet(layout.model_predictions(MATCHED_ID))
+    assert predictions.height == matched.height
+    page = layout.report.read_text()
+    assert "Matched case-control sampling" in page and "set by the 1:2 design" in page
+    assert page.count("Matched case-control sampling") == 1  # the unmatched one has none
