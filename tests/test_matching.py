@@ -285,3 +285,37 @@ def test_a_matched_analysis_trains_and_reports_and_leaves_the_others_unchanged(
     page = layout.report.read_text()
     assert "Matched case-control sampling" in page and "set by the 1:2 design" in page
     assert page.count("Matched case-control sampling") == 1  # the unmatched one has none
+
+
+def _many_raw(analyses: list[dict[str, object]]) -> dict[str, object]:
+    from tests.helpers import MANY_STUDY
+
+    raw = yaml.safe_load(MANY_STUDY.read_text())
+    raw["analyses"] = analyses
+    return dict(raw)
+
+
+def test_a_study_gives_each_analysis_of_a_matched_entry_its_matching() -> None:
+    from cohortflow.study import parse_study
+
+    study = parse_study(_many_raw([
+        {"targets": ["asthma", "otitis_media"], "outcome": "bronchitis", "time_at_risk": "1y",
+         "matching": {"controls": 3, "age_years": None}},
+        {"target": "asthma", "outcome": "exacerbation", "time_at_risk": "1y"}]))
+    matchings = {a.id: a.matching for a in study.analysis_list()}
+    assert matchings["asthma__exacerbation__1y"] is None
+    spec = matchings["otitis_media__bronchitis__1y"]
+    assert spec is not None and (spec.controls, spec.age_years, spec.index_days) == (3, None, 90)
+    assert study.matching_digest("asthma__bronchitis__1y") != study.matching_digest(
+        "asthma__exacerbation__1y")
+
+
+def test_one_analysis_with_two_matchings_is_refused() -> None:
+    from cohortflow.errors import StudySpecError
+    from cohortflow.study import parse_study
+
+    with pytest.raises(StudySpecError, match=r"analyses\.1\.matching.*also in analyses\.0"):
+        parse_study(_many_raw([
+            {"target": "asthma", "outcome": "bronchitis", "time_at_risk": "1y",
+             "matching": {"controls": 3}},
+            {"targets": ["asthma"], "outcome": "bronchitis", "time_at_risk": "1y"}]))

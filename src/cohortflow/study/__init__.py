@@ -311,12 +311,22 @@ class Study(SpecModel):
                     problem("sweep_axis", ("model", "sweep", axis), ", ".join(given),
                             f"a study with analyses crosses {axis} under analyses:; fix: "
                             f"remove model.sweep.{axis} and name them in analyses:")
+        matched: dict[str, tuple[int, Matching | None]] = {}  # analysis -> first entry's
         for i, grid in enumerate(self.analyses):
             for axis, names in grid.axes().items():
                 what, key, known = libraries[axis]
                 for j, name in enumerate(names):
                     if name not in known:
                         unknown(what, key, ("analyses", i, *grid.place(axis, j)), name, known)
+            for design in grid.designs():
+                first, matching = matched.setdefault(analysis_id(*design), (i, grid.matching))
+                if matching != grid.matching:
+                    problem("matching_conflict", ("analyses", i, "matching"),
+                            analysis_id(*design),
+                            f"analysis '{analysis_id(*design)}' is also in analyses.{first} "
+                            "with other matching settings; fix: give it one matching block "
+                            "(or list it once)")
+                    break
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -410,10 +420,7 @@ class Study(SpecModel):
                     out[aid] = Analysis(aid, target, outcome, tar,
                                         cohort if cohort is not None else outcome,
                                         grid.matching)
-                elif out[aid].matching != grid.matching:
-                    raise StudySpecError(
-                        f"analysis '{aid}' is in two analyses: entries with different "
-                        "matching; fix: give it one matching block (or list it once)")
+
         self._analyses = (key, out)
         return out
 
