@@ -286,6 +286,11 @@ def test_a_matched_analysis_trains_and_reports_and_leaves_the_others_unchanged(
     assert "Matched case-control sampling" in page and "set by the 1:2 design" in page
     assert page.count("Matched case-control sampling") == 1  # the unmatched one has none
 
+    # its model package refits on the matched rows (and checks the refit's predictions)
+    from cohortflow import package
+
+    assert package.contents(results, matched_study, analysis=MATCHED_ID)
+
 
 def _many_raw(analyses: list[dict[str, object]]) -> dict[str, object]:
     from tests.helpers import MANY_STUDY

@@ -150,6 +150,11 @@ class Layout:
         """A matched analysis's matching record: settings, counts and balance (exact)."""
         return self.analysis(analysis) / "matching.json"
 
+    def model_rows(self, analysis: str, matched: bool) -> Path:
+        """The rows an analysis's sweep, models, package and report read: its matched set
+        when it is ``matched`` (``matching:``), else its labels."""
+        return self.matched(analysis) if matched else self.labels(analysis)
+
     @property
     def sweep(self) -> Path:
         """The model sweep: one folder per configuration (of every analysis)."""

@@ -50,9 +50,7 @@ def get_labels_input(wildcards):
 def analysis_rows(analysis):
     """The rows an analysis's sweep, models and report read: the matched set of a matched
     analysis (rule match), else its labels."""
-    if ANALYSES[analysis].matching is not None:
-        return LAYOUT.matched(analysis)
-    return LAYOUT.labels(analysis)
+    return LAYOUT.model_rows(analysis, ANALYSES[analysis].matching is not None)
 
 
 MATCHED = [a for a, analysis in ANALYSES.items() if analysis.matching is not None]

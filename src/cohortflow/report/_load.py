@@ -140,8 +140,8 @@ def analysis_results(layout: Layout, analysis: Analysis, target: Tensor,
     """Read one analysis's files; ``target`` is its target's feature tensor (read once for
     every analysis of the target), ``codes`` the store's code descriptions."""
     matched = analysis.matching is not None  # its models and Table 1: the matched set
-    rows, label, subject = labels(layout.matched(analysis.id) if matched
-                                  else layout.labels(analysis.id), target.values.shape[0])
+    rows, label, subject = labels(layout.model_rows(analysis.id, matched),
+                                  target.values.shape[0])
     board = pl.read_parquet(layout.leaderboard(analysis.id))
     sweep = SweepResults(target.rows(rows), label, board,
                          best_models(board, analysis.id, layout, configs), codes, subject)
