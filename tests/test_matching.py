@@ -324,3 +324,38 @@ def test_one_analysis_with_two_matchings_is_refused() -> None:
             {"target": "asthma", "outcome": "bronchitis", "time_at_risk": "1y",
              "matching": {"controls": 3}},
             {"targets": ["asthma"], "outcome": "bronchitis", "time_at_risk": "1y"}]))
+
+
+@pytest.mark.parametrize("labels", [[True, True], [False, False], []])
+def test_no_case_or_no_control_matches_nothing(labels: list[bool]) -> None:
+    n = len(labels)
+    rows = pl.DataFrame({"row": range(n), "subject_id": range(n), "label": labels,
+                         "sex": [8507] * n, "age_years": [1.0] * n, "index_day": [0] * n,
+                         "observation_days": [0] * n}, schema=MATCH_ROWS)
+    matched = match_controls(rows, SPECS[0], seed=0)
+    assert matched.height == 0
+    assert match_counts(rows, matched, 4)["cases_with_none"] == sum(labels)
+    assert all(r["smd_after"] is None for r in balance(rows, matched))
+
+
+def test_the_report_section_shows_the_design_and_hides_small_groups() -> None:
+    from cohortflow.disclosure import Disclosure
+    from cohortflow.report._matching import matching_html
+
+    gate = Disclosure(Layout.of("results", "s"), 11)
+    table = [{"variable": "Age at index (years)", "cases_mean": 8.25,
+              "controls_mean_before": 9.5, "controls_mean_after": 8.5,
+              "smd_before": -0.4, "smd_after": -0.05}]
+    spec = {"controls": 4, "sex": True, "age_years": 1.0, "index_days": 90,
+            "observation_days": 365}
+    many = {"cases": 60, "cases_with_k": 50, "cases_with_fewer": 10,
+            "cases_with_none": 0, "controls": 230}
+    page = matching_html({"matching": spec, "counts": many, "balance": table}, gate)
+    assert "1:4" in page and "set by the 1:4 design" in page
+    assert "<td class=n>8.2</td>" in page and "<td class=n>-0.05</td>" in page
+    assert "index date (± 90 days)" in page
+    few = {"cases": 6, "cases_with_k": 6, "cases_with_fewer": 0, "cases_with_none": 0,
+           "controls": 24}
+    page = matching_html({"matching": spec, "counts": few, "balance": table}, gate)
+    assert "8.2" not in page and "-0.05" not in page and "&lt;11" in page
+    assert "<td class=n>9.5</td>" in page  # every label-false row: a large group
