@@ -21,7 +21,6 @@ the report (standardised mean differences before and after matching).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -272,9 +271,4 @@ def write_matching(analysis: Analysis, seed: int, labels: Path, target_dir: Path
               "balance": balance(rows, matched)}
     events.write_parquet(out.select(list(MATCHED_SCHEMA)).to_arrow(), Path(matched_out))
     events.write_json(record, Path(record_out))
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """A ``matching.json`` written by :func:`write_matching`."""
-    return dict(json.loads(Path(path).read_text()))
 
