@@ -12,6 +12,8 @@
     analyses/<analysis>/       one (target, outcome, time at risk):
         labels.parquet         the labels, one row per kept target episode (person-level)
         attrition.json         the target's attrition and the label exclusions (exact)
+        matched.parquet        a matched analysis's cases and controls, with match_set
+        matching.json          its matching counts and balance table (exact)
         model/                 metrics.json, predictions.parquet of the chosen model
         leaderboard.parquet    every configuration's scores                (shared)
     sweep/<config>/            params.json, metrics.json, predictions.parquet per configuration
@@ -138,6 +140,20 @@ class Layout:
     def attrition(self, analysis: str) -> Path:
         """An analysis's attrition: the target cohort's steps, then the label exclusions."""
         return self.analysis(analysis) / "attrition.json"
+
+    def matched(self, analysis: str) -> Path:
+        """A matched analysis's rows: its cases and their matched controls (the labels'
+        columns and ``match_set``); what its sweep, models and report read."""
+        return self.analysis(analysis) / "matched.parquet"
+
+    def matching(self, analysis: str) -> Path:
+        """A matched analysis's matching record: settings, counts and balance (exact)."""
+        return self.analysis(analysis) / "matching.json"
+
+    def model_rows(self, analysis: str, matched: bool) -> Path:
+        """The rows an analysis's sweep, models, package and report read: its matched set
+        when it is ``matched`` (``matching:``), else its labels."""
+        return self.matched(analysis) if matched else self.labels(analysis)
 
     @property
     def sweep(self) -> Path:

@@ -60,3 +60,30 @@ rule labels:
             cohorts.write_labels(STUDY, analysis, LAYOUT.cohort(analysis.target),
                                  LAYOUT.cohort(analysis.outcome_cohort), SHARDS,
                                  output.labels, output.attrition)
+
+
+# A matched analysis's cases and their controls (`matching:` of its analyses: entry): every
+# shard's labels at once, with each person's sex and birth from the store and the prior
+# observation from the target's episodes.  Unmatched analyses have no such job.
+rule match:
+    input:
+        labels=LAYOUT.labels("{analysis}"),
+        target=lambda wildcards: cohort_tables(ANALYSES[wildcards.analysis].target),
+        store=LAYOUT.store,
+    output:
+        matched=LAYOUT.matched("{analysis}"),
+        record=LAYOUT.matching("{analysis}"),
+    params:
+        digest=lambda wildcards: STUDY.matching_digest(wildcards.analysis),
+    group:
+        "labels"
+    log:
+        LAYOUT.log("match/{analysis}"),
+    benchmark:
+        LAYOUT.benchmark("match/{analysis}")
+    run:
+        analysis = ANALYSES[wildcards.analysis]
+        with DISCLOSURE.step_log(log[0]):
+            cohorts.write_matching(analysis, STUDY.seed, input.labels,
+                                   LAYOUT.cohort(analysis.target), input.store, SHARDS,
+                                   output.matched, output.record)

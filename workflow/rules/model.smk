@@ -15,9 +15,10 @@ wildcard_constraints:
 
 def get_config_input(wildcards):
     """A configuration's rows (its analysis's labels) and features (its target's tensor);
-    one function for both, as Snakemake's cost per job grows with the functions it calls."""
+    one function for both, as Snakemake's cost per job grows with the functions it calls.
+    A matched analysis's rows are its matched set (rule match)."""
     config = CONFIGS[wildcards.config]
-    return {"labels": LAYOUT.labels(config.analysis),
+    return {"labels": analysis_rows(config.analysis),
             "features": LAYOUT.features(config.cohort)}
 
 

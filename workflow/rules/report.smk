@@ -32,6 +32,7 @@ rule report:
     input:
         attrition=every_analysis(LAYOUT.attrition),
         labels=every_analysis(LAYOUT.labels),
+        matched=[LAYOUT.matched(a) for a in MATCHED] + [LAYOUT.matching(a) for a in MATCHED],
         metrics=every_analysis(LAYOUT.model_metrics),
         predictions=every_analysis(LAYOUT.model_predictions),
         leaderboard=every_analysis(LAYOUT.leaderboard),

@@ -8,7 +8,8 @@ functions over one shard's events (:func:`make_episodes`); an analysis's labels 
 function of its target's episodes and its outcome's rows (:func:`label_steps`); each is
 testable on a five-row frame (:func:`make_cohort` composes them for a single-form cohort).
 :func:`build_shard` adds the I/O; :func:`write_shard`, :func:`write_attrition` and
-:func:`write_labels` are the workflow's cohort and label steps.
+:func:`write_labels` are the workflow's cohort and label steps; :func:`write_matching` the
+match step of an analysis with matched case-control sampling (:func:`match_controls`).
 """
 
 from __future__ import annotations
@@ -40,18 +41,29 @@ from cohortflow.cohorts._io import (
     write_labels,
     write_shard,
 )
+from cohortflow.cohorts._matching import (
+    MATCHED_SCHEMA,
+    balance,
+    match_controls,
+    match_seed,
+    write_matching,
+)
 
 __all__ = [
     "COHORT_SCHEMA",
     "END_PREFIX",
     "EPISODE_COLUMNS",
     "LABEL_SCHEMA",
+    "MATCHED_SCHEMA",
     "CohortPlan",
+    "balance",
     "build_shard",
     "concept_codes",
     "label_steps",
     "make_cohort",
     "make_episodes",
+    "match_controls",
+    "match_seed",
     "merge_attrition",
     "merge_intervals",
     "number_rows",
@@ -63,5 +75,6 @@ __all__ = [
     "read_episodes",
     "write_attrition",
     "write_labels",
+    "write_matching",
     "write_shard",
 ]

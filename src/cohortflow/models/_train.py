@@ -94,7 +94,8 @@ def cohort_frame(store: Path, labels: Path, features_path: Path) -> pl.DataFrame
             f"{labels}: the label rows do not match the rows of the feature tensor "
             f"{features_path} ({n} rows); fix: rerun the features and labels steps "
             "(snakemake reruns them when their inputs change)")
-    return table.select(*LABEL_COLUMNS).join(
+    matched = ["match_set"] if "match_set" in table.columns else []  # a matched analysis
+    return table.select(*LABEL_COLUMNS, *matched).join(
         events.read_splits(store), on="subject_id", how="left", maintain_order="left")
 
 
@@ -113,9 +114,17 @@ def assign_split(study: Study, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndar
     strata as a person with the outcome if any episode has it.  With one row per person
     this is the same draw as by row.  Only the ``time`` split may put one person's earlier
     episodes in train and later ones in test: it splits by index date by design.
+
+    The rows of a matched analysis (a ``match_set`` column) are drawn by matched unit
+    instead (:func:`~cohortflow.models._splits.matched_units`: each case with its controls,
+    and any set sharing a person with them), so a set is never split by the
+    ``stratified`` draw or the folds; the ``time`` and ``meds`` splits follow the index
+    date and the store's subject split as ever and may split a set.
     """
     spec = study.model.split
     ids = frame["subject_id"].to_numpy()
+    if "match_set" in frame.columns:
+        ids = _splits.matched_units(ids, frame["match_set"].to_numpy())
     y = frame["label"].to_numpy().astype(np.int8)
     persons, person_of = np.unique(ids, return_inverse=True)
     person_y = np.zeros(len(persons), dtype=np.int8)

@@ -156,7 +156,8 @@ def contents(results: Path, study_path: Path | None = None, threads: int = 1,
             f"is not one of the sweep of {chosen_id}; fix: rerun the study (`cohortflow run`)")
     tensor = layout.tensor(config.cohort)
     fitted, x, is_test = models.fit_configuration(
-        study, config, layout.store, layout.labels(chosen_id), tensor, threads=threads)
+        study, config, layout.store, layout.model_rows(chosen_id, spec.matching is not None),
+        tensor, threads=threads)
     arrays = export(config.family, fitted)
     _check_refit(layout, config_id, config.family, arrays, fitted, x, is_test)
     columns = _columns(tensor, config.selection)

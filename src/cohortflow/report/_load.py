@@ -64,6 +64,9 @@ class AnalysisResults:
     metrics: dict[str, Any]
     predictions: pl.DataFrame
     sweep: SweepResults
+    matching: dict[str, Any] | None = None
+    """A matched analysis's matching record (``matching.json``: settings, exact counts,
+    balance), or None."""
 
 
 def read_json(path: str | Path) -> Any:
@@ -136,10 +139,13 @@ def analysis_results(layout: Layout, analysis: Analysis, target: Tensor,
                      codes: dict[str, str]) -> AnalysisResults:
     """Read one analysis's files; ``target`` is its target's feature tensor (read once for
     every analysis of the target), ``codes`` the store's code descriptions."""
-    rows, label, subject = labels(layout.labels(analysis.id), target.values.shape[0])
+    matched = analysis.matching is not None  # its models and Table 1: the matched set
+    rows, label, subject = labels(layout.model_rows(analysis.id, matched),
+                                  target.values.shape[0])
     board = pl.read_parquet(layout.leaderboard(analysis.id))
     sweep = SweepResults(target.rows(rows), label, board,
                          best_models(board, analysis.id, layout, configs), codes, subject)
     return AnalysisResults(analysis, read_json(layout.attrition(analysis.id)),
                            read_json(layout.model_metrics(analysis.id)),
-                           pl.read_parquet(layout.model_predictions(analysis.id)), sweep)
+                           pl.read_parquet(layout.model_predictions(analysis.id)), sweep,
+                           read_json(layout.matching(analysis.id)) if matched else None)

@@ -31,6 +31,7 @@ from cohortflow.report._figures import (
     to_png,
 )
 from cohortflow.report._load import AnalysisResults, SweepResults
+from cohortflow.report._matching import matching_html
 from cohortflow.report._overview import anchor
 from cohortflow.report._tables import (
     EPISODES,
@@ -226,6 +227,8 @@ def analysis_html(results: AnalysisResults, disclosure: Disclosure, select_by: s
                                                               figures).items()}
     body = model_html(disclosure, results.attrition, results.metrics, results.predictions,
                       oracle, level, figures, pngs.get("chosen"))
+    if results.matching is not None:  # the design, its balance, what it does to evaluation
+        body += matching_html(results.matching, disclosure, level)
     sweep, pngs = render_sections(results.sweep, disclosure, select_by, level, figures,
                                   pngs)
     heading = f"<h2>Analysis: {html.escape(title(a))} <code>{html.escape(a.id)}</code></h2>"

@@ -44,6 +44,7 @@ from cohortflow.study._analyses import (
     SEPARATOR,
     Analysis,
     AnalysisGrid,
+    Matching,
     Name,
     OutcomeSpec,
     RiskWindow,
@@ -129,6 +130,7 @@ __all__ = [
     "Group",
     "InclusionRule",
     "Logistic",
+    "Matching",
     "MedsSource",
     "Model",
     "Occurrence",
@@ -309,12 +311,22 @@ class Study(SpecModel):
                     problem("sweep_axis", ("model", "sweep", axis), ", ".join(given),
                             f"a study with analyses crosses {axis} under analyses:; fix: "
                             f"remove model.sweep.{axis} and name them in analyses:")
+        matched: dict[str, tuple[int, Matching | None]] = {}  # analysis -> first entry's
         for i, grid in enumerate(self.analyses):
             for axis, names in grid.axes().items():
                 what, key, known = libraries[axis]
                 for j, name in enumerate(names):
                     if name not in known:
                         unknown(what, key, ("analyses", i, *grid.place(axis, j)), name, known)
+            for design in grid.designs():
+                first, matching = matched.setdefault(analysis_id(*design), (i, grid.matching))
+                if matching != grid.matching:
+                    problem("matching_conflict", ("analyses", i, "matching"),
+                            analysis_id(*design),
+                            f"analysis '{analysis_id(*design)}' is also in analyses.{first} "
+                            "with other matching settings; fix: give it one matching block "
+                            "(or list it once)")
+                    break
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -406,7 +418,9 @@ class Study(SpecModel):
                 if aid not in out:
                     cohort = specs[outcome].cohort
                     out[aid] = Analysis(aid, target, outcome, tar,
-                                        cohort if cohort is not None else outcome)
+                                        cohort if cohort is not None else outcome,
+                                        grid.matching)
+
         self._analyses = (key, out)
         return out
 
@@ -484,6 +498,13 @@ class Study(SpecModel):
         return content_digest({"analysis": a.id, "outcome_cohort": a.outcome_cohort,
                                "time_at_risk": self.risk_windows()[a.time_at_risk]
                                .model_dump(mode="json")})
+
+    def matching_digest(self, analysis: str) -> str:
+        """A matched analysis's matching key: its matching settings and the study seed that
+        fixes the draw (its labels, cohort rows and the store are input files)."""
+        a = self.analysis(analysis)
+        return content_digest({"analysis": a.id, "seed": self.seed, "matching":
+                               a.matching.model_dump(mode="json") if a.matching else None})
 
     def features_digest(self, target: str) -> str:
         """A target's feature tensor's key: the feature spec and the concept sets it turns

@@ -88,6 +88,31 @@ def _names(one: str | None, many: list[str]) -> list[str]:
     return ([one] if one is not None else []) + list(many)
 
 
+class Matching(SpecModel):
+    """Matched case-control sampling of an analysis (a rare outcome): each case (a
+    label-true row) gets up to ``controls`` label-false rows of the same analysis, each used
+    at most once, that match it on every constraint given (``null``: not matched on it).
+
+    Ages are in years of 365.25 days from the birth (``MEDS_BIRTH``) to the index; the index
+    date is the episode's start day; the observation length is the days of observation
+    before the index inside the observation period containing it (index day minus the
+    period's start).  A row missing a value it is matched on has no match.  The draw is
+    fixed by the study seed and the analysis id."""
+
+    controls: int = Field(4, ge=1, description="Controls per case (1:k), at least 1.")
+    sex: bool = Field(True, description="Match exactly on sex (the GENDER code).")
+    age_years: float | None = Field(
+        1.0, ge=0, description="Largest |age at index difference| in years (365.25 days); "
+                               "null: not matched on age.")
+    index_days: int | None = Field(
+        90, ge=0, description="Largest |index date difference| in days; null: not matched "
+                              "on the index date.")
+    observation_days: int | None = Field(
+        365, ge=0, description="Largest |difference| in days of prior observation at the "
+                               "index (days of observation before the index inside the "
+                               "observation period containing it); null: not matched on it.")
+
+
 _ONE = {"targets": "target", "outcomes": "outcome", "times_at_risk": "time_at_risk"}
 """Each axis's one-name key."""
 
@@ -103,6 +128,10 @@ class AnalysisGrid(SpecModel):
     time_at_risk: str | None = None
     times_at_risk: list[str] = Field([], description="Times at risk, by name in "
                                                      "times_at_risk.")
+    matching: Matching | None = Field(
+        None, description="Matched case-control sampling of every analysis of this entry "
+                          "(rare outcomes): the models, sweep and report use the matched "
+                          "rows; none: every labelled row.")
 
     @model_validator(mode="after")
     def _each_axis_given(self) -> AnalysisGrid:
@@ -150,3 +179,5 @@ class Analysis:
     outcome: str
     time_at_risk: str
     outcome_cohort: str
+    matching: Matching | None = None
+    """The grid's matched case-control sampling, or None (every labelled row)."""
