@@ -64,11 +64,12 @@ rule labels:
 
 # A matched analysis's cases and their controls (`matching:` of its analyses: entry): every
 # shard's labels at once, with each person's sex and birth from the store and the prior
-# observation from the target's episodes.  Unmatched analyses have no such job.
+# observation from the target's episodes (the target stands in the inputs by its attrition,
+# as in rule labels).  Unmatched analyses have no such job.
 rule match:
     input:
         labels=LAYOUT.labels("{analysis}"),
-        target=lambda wildcards: cohort_tables(ANALYSES[wildcards.analysis].target),
+        target=lambda wildcards: LAYOUT.cohort_attrition(ANALYSES[wildcards.analysis].target),
         store=LAYOUT.store,
     output:
         matched=LAYOUT.matched("{analysis}"),
