@@ -12,19 +12,45 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import synth
-from cohortflow.disclosure import audit
+from cohortflow import report, synth
+from cohortflow.disclosure import Disclosure, audit
 from cohortflow.layout import Layout
 from cohortflow.study import load_study
 from tests.conftest import write_study
 from tests.test_privacy_study import K, _move_person_ids, scan, shared_files
-
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+from tests.test_report import BEST, _metrics, _predictions
+from tests.test_report import _page as page_of
 
 PERSONS = 100  # seed 3: 38 first asthma codes, 30 with a year of prior observation
+
+
+@pytest.mark.parametrize("positives, negatives", [(2, 6), (3, 7)])
+def test_a_tiny_test_split_shows_no_metric_curve_or_calibration(
+        tmp_path: Path, positives: int, negatives: int) -> None:
+    gate = Disclosure(Layout.of(tmp_path, "small"), K)
+    predictions = _predictions(positives, negatives)
+    page, figures = page_of(predictions, gate)
+    words = " ".join(re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page).split())
+    above_features = words.split("<h2>Top features</h2>")[0]
+    assert "Metric (test split)" not in words and "<td class=n>0.500</td>" not in above_features
+    assert f"Not shown: the test split has fewer than {K} persons" in words
+    assert "not shown here (—)" in words
+    assert f"Calibration not drawn: the test split has fewer than {K} persons" in words
+    # the calibration plot is its legend note alone: no point, only the diagonal
+    plot = report.sweep_plots(report.SweepResults(
+        report.Tensor(np.ones((predictions.height, 1)), ["C"], ["365d"], ["count"]),
+        predictions["label"].to_numpy(), pl.DataFrame(),
+        {BEST: (_metrics(predictions), predictions)}, {}), gate)["calibration"]
+    assert [(c.name, c.x) for c in plot.curves] == [
+        (f"{BEST}: not drawn (fewer than {K} persons with or without the outcome)", ())]
+    assert figures["calibration"] == report.to_png(plot)
+    # with a large enough split everything is shown again
+    shown, _ = page_of(_predictions(30, 50), gate)
+    assert "Metric (test split)" in shown and "not drawn" not in shown.lower()
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +81,8 @@ def _page(results: Path) -> str:
     return " ".join(page.split())
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_cohort_is_tiny_and_no_shared_output_shows_a_small_count(
         tiny_run: tuple[Path, Path, str]) -> None:
     root, results, console = tiny_run
@@ -79,6 +107,8 @@ def test_the_cohort_is_tiny_and_no_shared_output_shows_a_small_count(
     assert audit(lay) == []
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_report_says_what_it_does_not_show_and_why(
         tiny_run: tuple[Path, Path, str]) -> None:
     root, results, _ = tiny_run

@@ -90,7 +90,13 @@ def calibration_shown(bins: list[dict[str, float]], disclosure: Disclosure) -> b
     """Whether a calibration plot of these (raw) test-split bins may be drawn: pooling
     reaches groups of at least ``min_cell_count`` persons with and without the outcome only
     when the whole split has that many; else its one pooled point gives the rate of a
-    small group."""
+    small group.
+
+    >>> from cohortflow.layout import Layout
+    >>> gate = Disclosure(Layout.of("results", "s"), 11)
+    >>> [calibration_shown([{"persons": 40, "outcomes": k}], gate) for k in (5, 20, 35)]
+    [False, True, False]
+    """
     outcomes = int(sum(b["outcomes"] for b in bins))
     persons = int(sum(b["persons"] for b in bins))
     return disclosure.curve_shown([1] * outcomes + [0] * (persons - outcomes))
