@@ -35,6 +35,12 @@ from cohortflow.disclosure import Disclosure
 
 NOT_DRAWN = ("<p class=note>Not drawn: the test split has fewer than {min_cell_count} persons "
              "with or without the outcome, and a curve would show how many.</p>")
+NOT_SHOWN_METRICS = ("<p class=note>Not shown: the test split has fewer than {min_cell_count} "
+                     "persons, and metrics (AUROC, AUPRC, Brier score) over so few would show "
+                     "how many had the outcome.</p>")
+CALIBRATION_NOT_DRAWN = ("<p class=note>Calibration not drawn: the test split has fewer than "
+                         "{min_cell_count} persons with or without the outcome, and a point "
+                         "(an observed rate) would show how many.</p>")
 
 Kind = Literal["roc", "calibration"]
 
@@ -67,6 +73,35 @@ def roc_shown(predictions: pl.DataFrame, disclosure: Disclosure) -> bool:
     return disclosure.curve_shown(_test_split(predictions)["label"].cast(pl.Int64).to_list())
 
 
+def metrics_shown(n_test: int, disclosure: Disclosure) -> bool:
+    """Whether a model's test metrics may be shown: a test split of fewer than
+    ``min_cell_count`` persons is too small (an AUROC over 2 × 6 persons is a multiple of
+    1/12, and gives the counts back).
+
+    >>> from cohortflow.layout import Layout
+    >>> gate = Disclosure(Layout.of("results", "s"), 11)
+    >>> metrics_shown(8, gate), metrics_shown(40, gate)
+    (False, True)
+    """
+    return n_test >= disclosure.min_cell_count
+
+
+def calibration_shown(bins: list[dict[str, float]], disclosure: Disclosure) -> bool:
+    """Whether a calibration plot of these (raw) test-split bins may be drawn: pooling
+    reaches groups of at least ``min_cell_count`` persons with and without the outcome only
+    when the whole split has that many; else its one pooled point gives the rate of a
+    small group.
+
+    >>> from cohortflow.layout import Layout
+    >>> gate = Disclosure(Layout.of("results", "s"), 11)
+    >>> [calibration_shown([{"persons": 40, "outcomes": k}], gate) for k in (5, 20, 35)]
+    [False, True, False]
+    """
+    outcomes = int(sum(b["outcomes"] for b in bins))
+    persons = int(sum(b["persons"] for b in bins))
+    return disclosure.curve_shown([1] * outcomes + [0] * (persons - outcomes))
+
+
 def roc_points(predictions: pl.DataFrame, disclosure: Disclosure
                ) -> tuple[np.ndarray, np.ndarray] | None:
     """The ROC curve of the test split (false, true positive rates); None when drawing it
@@ -97,10 +132,10 @@ def calibration_spec(curves: Mapping[str, list[dict[str, float]]]) -> Plot:
     model; the axes reach just past the highest point (at least 0.05, at most 1)."""
     top = 0.05
     drawn = []
-    for name, points in curves.items():
+    for name, points in curves.items():  # no points: a legend note only (not drawn)
         p = tuple(float(pt["predicted"]) for pt in points)
         o = tuple(float(pt["observed"]) for pt in points)
-        top = max(top, *p, *o)
+        top = max([top, *p, *o])
         drawn.append(Curve(name, p, o))
     return Plot("calibration", tuple(drawn), min(1.0, top * 1.05))
 

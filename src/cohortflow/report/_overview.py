@@ -45,13 +45,16 @@ class Cell:
     ci_high: float
     outcomes: int
     episodes: int
+    n_test: int | None = None
+    """The persons of the test split; fewer than ``min_cell_count``: no AUROC shown."""
 
     @classmethod
     def of(cls, analysis: Analysis, metrics: dict[str, Any], label: np.ndarray) -> Cell:
         """The cell of ``analysis`` from its chosen model's ``metrics`` and its labels."""
         test = metrics["test"]
         return cls(analysis, float(test["auroc"]), float(test["auroc_ci_low"]),
-                   float(test["auroc_ci_high"]), int(np.asarray(label).sum()), len(label))
+                   float(test["auroc_ci_high"]), int(np.asarray(label).sum()), len(label),
+                   int(metrics["n_test"]))
 
 
 def outcome_rate(cell: Cell, disclosure: Disclosure) -> str:
@@ -94,10 +97,14 @@ def describe_window(window: RiskWindow) -> str:
 
 
 def cell_html(cell: Cell, disclosure: Disclosure) -> str:
-    """One cell: the AUROC with its CI and the outcome rate, a link to the section."""
-    return (f'<td class=cell><a href="#{anchor(cell.analysis.id)}">'
-            f"<b>{cell.auroc:.3f}</b> <span class=ci>({cell.ci_low:.3f}–{cell.ci_high:.3f})"
-            f"</span><br><span class=rate>{outcome_rate(cell, disclosure)}</span></a></td>")
+    """One cell: the AUROC with its CI (or why not: a test split of fewer than
+    ``min_cell_count`` persons) and the outcome rate, a link to the section."""
+    least = disclosure.min_cell_count
+    auroc = (f"<b>{cell.auroc:.3f}</b> <span class=ci>({cell.ci_low:.3f}–{cell.ci_high:.3f})"
+             "</span>" if cell.n_test is None or cell.n_test >= least else
+             f"<span class=ci>AUROC not shown: test split under {least} persons</span>")
+    return (f'<td class=cell><a href="#{anchor(cell.analysis.id)}">{auroc}'
+            f"<br><span class=rate>{outcome_rate(cell, disclosure)}</span></a></td>")
 
 
 def overview_html(cells: Sequence[Cell], windows: dict[str, RiskWindow],

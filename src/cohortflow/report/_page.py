@@ -22,10 +22,14 @@ from cohortflow import models
 from cohortflow.disclosure import Disclosure
 from cohortflow.privacy import COMPLEMENTARY
 from cohortflow.report._figures import (
+    CALIBRATION_NOT_DRAWN,
     NOT_DRAWN,
+    NOT_SHOWN_METRICS,
     Plot,
+    calibration_shown,
     calibration_spec,
     img,
+    metrics_shown,
     roc_shown,
     roc_spec,
     to_png,
@@ -100,6 +104,7 @@ def model_html(disclosure: Disclosure, attrition: list[dict[str, Any]],
     esc = html.escape
     h = f"h{level}"
     test = metrics["test"]
+    shown = metrics_shown(metrics["n_test"], disclosure)
     metric_rows = "".join(
         f"<tr><td>{name}</td><td class=n>{value:.3f}</td></tr>"
         for name, value in (("AUROC", test["auroc"]), ("AUPRC", test["auprc"]),
@@ -127,7 +132,8 @@ def model_html(disclosure: Disclosure, attrition: list[dict[str, Any]],
 <p>{esc(model_name)}, {metrics['n_features']} features;
 trained on {esc(n_train)} persons, tested on {esc(n_test)} held-out persons
 with {esc(disclosure.count(outcomes))} outcomes.</p>
-<table><tr><th>Metric (test split)</th><th>Value</th></tr>{metric_rows}</table>
+{f"<table><tr><th>Metric (test split)</th><th>Value</th></tr>{metric_rows}</table>"
+   if shown else NOT_SHOWN_METRICS.format(min_cell_count=least)}
 <{h}>ROC curve</{h}>
 {roc_html}
 """
@@ -137,10 +143,16 @@ def sweep_plots(results: SweepResults, disclosure: Disclosure) -> dict[str, Plot
     """The best models' ``roc`` and ``calibration`` plots of an analysis's sweep."""
     least = disclosure.min_cell_count
     best = results.best
+    calibration: dict[str, list[dict[str, float]]] = {}
+    for name, (metrics, _) in best.items():
+        bins = metrics["calibration"]["test"]
+        if calibration_shown(bins, disclosure):
+            calibration[name] = models.pool_calibration(bins, least)
+        else:  # a legend note only
+            calibration[f"{name}: not drawn (fewer than {least} persons with or without "
+                        "the outcome)"] = []
     return {"roc": roc_spec({n: p for n, (_, p) in best.items()}, disclosure),
-            "calibration": calibration_spec(
-                {n: models.pool_calibration(m["calibration"]["test"], least)
-                 for n, (m, _) in best.items()})}
+            "calibration": calibration_spec(calibration)}
 
 
 def analysis_plots(results: AnalysisResults, disclosure: Disclosure,
@@ -179,20 +191,34 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
                 " A person may enter the target cohort more than once: the characteristics "
                 "are of episodes (percentages of the episodes), and a person with an episode "
                 "with the outcome and another without is in both columns.")
-    top_metrics, _ = next(iter(best.values()))
+    top_metrics, top_predictions = next(iter(best.values()))
+    # Every configuration has the same test split: one test decides for all of them.
+    test_shown = metrics_shown(top_metrics["n_test"], disclosure)
+    hidden = "".join(
+        note.format(min_cell_count=least) for note, drawn in (
+            (NOT_DRAWN, roc_shown(top_predictions, disclosure)),
+            (CALIBRATION_NOT_DRAWN,
+             calibration_shown(top_metrics["calibration"]["test"], disclosure)))
+        if not drawn)
+    table1_html = table_one_html(table1, disclosure)
+    dashes = ("" if "<td class=n>—</td>" not in table1_html
+              else f" — marks a mean not shown: of fewer than {least} persons, or of none.")
+    board_note = ("Test metrics are shown, never used to choose." if test_shown else
+                  "Test metrics are never used to choose; not shown here (—): the test split "
+                  f"has fewer than {least} persons.")
     page = f"""
 <{h}>Characteristics (Table 1)</{h}>
 <p class=note>Target cohort and the persons with and without the outcome; counts below {least}
-are suppressed, with their complement where subtraction would recover them.{episodes}</p>
-{table_one_html(table1, disclosure)}
+are suppressed, with their complement where subtraction would recover them.{episodes}{dashes}</p>
+{table1_html}
 <{h}>Leaderboard</{h}>
 <p>{board.height} configurations; each picked by its mean {board_metric(select_by)} over
 {top_metrics['cv']['folds']} cross-validation folds inside the training persons (★ = best
-per outcome).  Test metrics are shown, never used to choose.</p>
-<div class=grid>{leaderboard_html(board)}</div>
+per outcome).  {board_note}</p>
+<div class=grid>{leaderboard_html(board, test_shown=test_shown)}</div>
 <{h}>Best models: ROC and calibration</{h}>
 <p class=note>The best configuration of each model family, on the test split.</p>
-{figures.image("roc", "ROC curves of the best models (test split)", images["roc"])}
+{hidden}{figures.image("roc", "ROC curves of the best models (test split)", images["roc"])}
 {figures.image("calibration", "Calibration plot of the best models (test split)",
                images["calibration"])}
 <{h}>Top features</{h}>

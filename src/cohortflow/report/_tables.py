@@ -196,15 +196,16 @@ def _count_cell(shown: str, count: float, total_shown: str, total: float) -> str
     return f"{shown} ({100 * count / total:.1f}%)"
 
 
-def leaderboard_html(table: pl.DataFrame, rows: int = 20) -> str:
-    """The leaderboard's best ``rows`` configurations per outcome, the chosen one marked.
+def leaderboard_html(table: pl.DataFrame, rows: int = 20, *, test_shown: bool = True) -> str:
+    """The leaderboard's best ``rows`` configurations per outcome, the chosen one marked;
+    the test metrics a dash when not ``test_shown`` (a test split too small to show them).
 
     >>> from cohortflow import models
     >>> t = pl.DataFrame({"outcome": ["o"], "rank": [1], "best": [True], "model": ["m"],
     ...     "feature_set": ["all"], "config_id": ["abc"], "cv_auroc": [0.7],
     ...     **{f"test_{c}": [0.5] for c in models.TEST_COLUMNS}})
-    >>> "<td>m ★</td>" in leaderboard_html(t)
-    True
+    >>> "<td>m ★</td>" in leaderboard_html(t), "0.500" in leaderboard_html(t, test_shown=False)
+    (True, False)
     """
     head = ("Outcome", "Rank", "Model", "Features", "Id", "CV AUROC", "Test AUROC (95% CI)",
             "AUPRC", "Brier", "Scaled Brier", "Cal. intercept", "Cal. slope", "E-avg")
@@ -219,6 +220,8 @@ def leaderboard_html(table: pl.DataFrame, rows: int = 20) -> str:
                  *(f"{r['test_' + c]:.3f}" for c in ("auprc", "brier", "scaled_brier",
                                                       "calibration_intercept",
                                                       "calibration_slope", "e_avg"))]
+        if not test_shown:
+            cells[6:] = ["—"] * len(cells[6:])
         body.append("<tr>" + "".join(f"<td>{c}</td>" if i < 5 else f"<td class=n>{c}</td>"
                                      for i, c in enumerate(cells)) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from cohortflow.errors import CohortflowError
 from cohortflow.study import Study
 from cohortflow.synth import vocab as V  # noqa: N812
+from cohortflow.synth._location import location_table, with_locations
 from cohortflow.synth._planted import auroc, planted_study
 from cohortflow.synth._population import simulate_chunk
 from cohortflow.synth._warehouse import BLOCK_PERSONS, TAG, Block, simulate_block
@@ -59,7 +60,7 @@ def _prepare(out: Path) -> None:
             raise CohortflowError(
                 f"{out}: directory is not empty and is not a previous `cohortflow synth` output "
                 "(no synth.json); fix: choose an empty or new --out directory")
-        for name in WAREHOUSE_TABLES:  # only the table directories a synth run writes
+        for name in (*WAREHOUSE_TABLES, "location"):  # only the table directories we write
             table = out / name
             if table.is_symlink() or (table.exists() and not table.is_dir()):
                 raise CohortflowError(
@@ -135,6 +136,7 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
             first = ci * chunk_persons
             tables, risk, label = chunk_of(seed, ci, first, min(chunk_persons, persons - first),
                                            ids)
+            tables["person"] = with_locations(tables["person"], seed)  # a stream of its own
             for name, table in tables.items():
                 rows[name] += table.num_rows
             risks.append(risk)
@@ -154,6 +156,9 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         vocabulary = warehouse_vocabulary()
         pq.write_table(vocabulary.concept, out / "concept.parquet", **_WRITE)
         pq.write_table(vocabulary.ancestor, out / "concept_ancestor.parquet", **_WRITE)
+    locations = location_table(seed)
+    _write_parts(out, 0, {"location": locations})
+    rows["location"] = locations.num_rows
     extra = {} if preset == "demo" else {"preset": preset}
     risk, label = np.concatenate(risks), np.concatenate(labels)
     score = auroc(risk, label)

@@ -1,0 +1,142 @@
+"""A whole study whose target cohort is about 30 persons (a test split of 8, a handful of
+outcomes): every shared output still passes the small-count scan of
+:mod:`tests.test_privacy_study`, and the report says what it does not show and why (the
+test metrics, the ROC curves, the calibration plot, small Table 1 cells and means, the
+outcome counts) instead of showing it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cohortflow import report, synth
+from cohortflow.disclosure import Disclosure, audit
+from cohortflow.layout import Layout
+from cohortflow.study import load_study
+from tests.conftest import write_study
+from tests.test_privacy_study import K, _move_person_ids, scan, shared_files
+from tests.test_report import BEST, _metrics, _predictions
+from tests.test_report import _page as page_of
+
+PERSONS = 100  # seed 3: 38 first asthma codes, 30 with a year of prior observation
+
+
+@pytest.mark.parametrize("positives, negatives", [(2, 6), (3, 7)])
+def test_a_tiny_test_split_shows_no_metric_curve_or_calibration(
+        tmp_path: Path, positives: int, negatives: int) -> None:
+    gate = Disclosure(Layout.of(tmp_path, "small"), K)
+    predictions = _predictions(positives, negatives)
+    page, figures = page_of(predictions, gate)
+    words = " ".join(re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page).split())
+    above_features = words.split("<h2>Top features</h2>")[0]
+    assert "Metric (test split)" not in words and "<td class=n>0.500</td>" not in above_features
+    assert f"Not shown: the test split has fewer than {K} persons" in words
+    assert "not shown here (—)" in words
+    assert f"Calibration not drawn: the test split has fewer than {K} persons" in words
+    # the calibration plot is its legend note alone: no point, only the diagonal
+    plot = report.sweep_plots(report.SweepResults(
+        report.Tensor(np.ones((predictions.height, 1)), ["C"], ["365d"], ["count"]),
+        predictions["label"].to_numpy(), pl.DataFrame(),
+        {BEST: (_metrics(predictions), predictions)}, {}), gate)["calibration"]
+    assert [(c.name, c.x) for c in plot.curves] == [
+        (f"{BEST}: not drawn (fewer than {K} persons with or without the outcome)", ())]
+    assert figures["calibration"] == report.to_png(plot)
+    # with a large enough split everything is shown again
+    shown, _ = page_of(_predictions(30, 50), gate)
+    assert "Metric (test split)" in shown and "not drawn" not in shown.lower()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The demo study on 100 persons with ten-digit ids and one model, by `cohortflow run`."""
+    root = tmp_path_factory.mktemp("tiny")
+    cdm = root / "cdm"
+    synth.generate(PERSONS, seed=3, out=cdm, progress=False)
+    _move_person_ids(cdm)
+    study = write_study(root / "tiny.yaml", name="tiny", shards=2,
+                        source={"omop": {"path": str(cdm)}},
+                        model={"family": "logistic_l2", "C": 1.0})
+    done = subprocess.run([sys.executable, "-m", "cohortflow", "run", str(study)],
+                          cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return root, root / "results" / "tiny", done.stdout + done.stderr
+
+
+def _analysis(root: Path) -> str:
+    [analysis] = load_study(root / "tiny.yaml").analysis_list()
+    return analysis.id
+
+
+def _page(results: Path) -> str:
+    """The report's text, one space between words, its images left out."""
+    page = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", (results / "report.html")
+                  .read_text())
+    return " ".join(page.split())
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_cohort_is_tiny_and_no_shared_output_shows_a_small_count(
+        tiny_run: tuple[Path, Path, str]) -> None:
+    root, results, console = tiny_run
+    lay, analysis = Layout(results), _analysis(root)
+    attrition = json.loads(lay.attrition(analysis).read_text())
+    assert 25 <= attrition[-1]["subjects"] <= 35
+    test = pl.read_parquet(lay.model_predictions(analysis)).filter(pl.col("split") == "test")
+    assert 0 < test.height < K and 0 < int(test["label"].sum()) < K
+    person = pl.read_parquet(root / "cdm" / "person")
+    ids = set(person["person_id"].to_list())
+    births = {b.strftime("%Y-%m-%d") for b in person["birth_datetime"].drop_nulls()}
+    files = shared_files(results)
+    assert {".html", ".json", ".log", ".tsv", ".parquet", ".png"} <= {p.suffix for p in files}
+    snakemake_logs = sorted((root / ".snakemake" / "log").glob("*.log"))
+    console_file = root / "console.txt"
+    console_file.write_text(console)
+    assert scan([*files, *snakemake_logs, console_file], K, ids, births) == []
+    # the scan does read the counts: with a huge threshold these files are flagged
+    flagged = {leak.split(": ")[0] for leak in scan(files, 10**9, set(), set())}
+    for path in (lay.report, lay.manifest, lay.export_attrition(analysis), lay.log("ingest")):
+        assert str(path) in flagged, path
+    assert audit(lay) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_report_says_what_it_does_not_show_and_why(
+        tiny_run: tuple[Path, Path, str]) -> None:
+    root, results, _ = tiny_run
+    page = _page(results)
+    metrics = json.loads(Layout(results).model_metrics(_analysis(root)).read_text())
+    above_features = page.split("<h2>Top features</h2>")[0]
+    for name in ("auprc", "brier", "scaled_brier", "auroc_ci_low"):
+        assert f"{metrics['test'][name]:.3f}" not in above_features, name
+    least = f"fewer than {K} persons"
+    # the test metrics: not in the model's table, the leaderboard or the overview
+    assert "Metric (test split)" not in page
+    assert (f"Not shown: the test split has {least}, and metrics (AUROC, AUPRC, Brier "
+            "score) over so few would show how many had the outcome.") in page
+    assert ("Test metrics are never used to choose; not shown here (—): the test split "
+            f"has {least}") in page
+    row = re.search(r"<tr><td>asthma_exacerbation</td><td>1</td>.*?</tr>", page)
+    assert row is not None and row.group(0).count("<td class=n>—</td>") == 7, row
+    assert f"AUROC not shown: test split under {K} persons" in page
+    # the curves: the chosen model's and the best models' ROC, the calibration plot
+    assert 'alt="ROC curve of the test split"' not in page
+    assert page.count(f"Not drawn: the test split has {least} with or without the outcome, "
+                      "and a curve would show how many.") == 2
+    assert (f"Calibration not drawn: the test split has {least} with or without the "
+            "outcome, and a point (an observed rate) would show how many.") in page
+    # Table 1 and the outcome counts: small counts suppressed, and said so
+    assert f"Counts below {K} are shown as &lt;{K}" in page
+    assert f"with &lt;{K} outcomes" in page and f"tested on &lt;{K} held-out persons" in page
+    table1 = re.search(r"<th>Characteristic</th>.*?</table>", page)
+    assert table1 is not None and f"<td class=n>&lt;{K}</td>" in table1.group(0)
+    if "<td class=n>—</td>" in table1.group(0):
+        assert f"— marks a mean not shown: of {least}, or of none." in page
