@@ -38,6 +38,7 @@ from cohortflow.synth._plant_rows import (
     repeat_rows,
     sort_key,
 )
+from cohortflow.synth._planted import OUTCOME_DAYS
 from cohortflow.synth._tables import table_of
 
 TAG = 0xD21F  # keeps the drift streams apart from every other
@@ -70,6 +71,10 @@ class Drift:
         """
         if value is None or isinstance(value, Drift):
             return value
+        unknown = sorted(set(value) - {"after", *_PART})
+        if unknown:
+            raise CohortflowError(f"drift: unknown key(s) {', '.join(map(str, unknown))}; "
+                                  f"known: after, {', '.join(_PART)}; {_FIX}")
         try:
             after = value["after"]
             after = after if isinstance(after, dt.date) else dt.date.fromisoformat(str(after))
@@ -129,7 +134,8 @@ class DriftPlant:
                                 "code_after_as_written", "assay_old_before",
                                 "assay_recoded", "assay_old_after", "cohort_before",
                                 "cohort_after", "outcomes_before", "outcomes_after",
-                                "outcomes_after_as_written"), 0)
+                                "outcomes_after_as_written", "full_before", "full_after",
+                                "full_outcomes_before", "full_outcomes_after"), 0)
         self.codes = np.zeros(0, np.int64)
         self.code_table = ("", "", "")
         if drift.code_frequency is not None:
@@ -274,6 +280,11 @@ class DriftPlant:
         self.n["outcomes_before"] += int((eligible & ~late & new_recorded).sum())
         self.n["outcomes_after"] += int((eligible & late & new_recorded).sum())
         self.n["outcomes_after_as_written"] += int((eligible & late & recorded).sum())
+        full = eligible & (index + OUTCOME_DAYS <= p_end)  # the whole year at risk observed
+        self.n["full_before"] += int((full & ~late).sum())
+        self.n["full_after"] += int((full & late).sum())
+        self.n["full_outcomes_before"] += int((full & ~late & new_recorded).sum())
+        self.n["full_outcomes_after"] += int((full & late & new_recorded).sum())
         return new_risk[eligible], new_recorded[eligible]
 
     @staticmethod
@@ -358,10 +369,19 @@ class DriftPlant:
             before = rate("outcomes_before", "cohort_before")
             after = rate("outcomes_after", "cohort_after")
             written = rate("outcomes_after_as_written", "cohort_after")
+            full_before = rate("full_outcomes_before", "full_before")
+            full_after = rate("full_outcomes_after", "full_after")
             out["outcome_rate"] = {
-                "cohort": "the planted study's eligible children, by index date",
+                "cohort": "the planted study's eligible children, by index date (before or "
+                          "on/after the date); full_year_*: those observed the whole year "
+                          "at risk (the others' rate is cut by the end of observation)",
                 "eligible_before": n["cohort_before"], "eligible_after": n["cohort_after"],
                 "outcomes_before": n["outcomes_before"], "outcomes_after": n["outcomes_after"],
                 "rate_before": before, "rate_after": after, "ratio": _ratio(before, after),
-                "ratio_without_drift": _ratio(before, written)}
+                "ratio_without_drift": _ratio(before, written),
+                "rate_after_without_drift": written,
+                "full_year_eligible_before": n["full_before"],
+                "full_year_eligible_after": n["full_after"],
+                "full_year_rate_before": full_before, "full_year_rate_after": full_after,
+                "full_year_ratio": _ratio(full_before, full_after)}
         return out

@@ -29,8 +29,8 @@ def days(table: pa.Table, column: str) -> np.ndarray:
 
 def ints(table: pa.Table, column: str) -> np.ndarray:
     """An integer column as int64 (nulls as 0)."""
-    return np.asarray(pc.fill_null(table.column(column), 0).to_numpy(zero_copy_only=False),
-                      np.int64)
+    return np.array(pc.fill_null(table.column(column), 0).to_numpy(zero_copy_only=False),
+                    np.int64)  # a writable copy
 
 
 def sort_key(person: np.ndarray, day: np.ndarray) -> np.ndarray:
