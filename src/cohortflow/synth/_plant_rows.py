@@ -2,8 +2,8 @@
 place, new row ids, a chunk's tables read as day numbers, extra vocabulary rows.
 
 A plant changes only the rows it must: new rows are inserted where their person and date
-sort them (the other rows keep their order and their ids) and take fresh ids from the
-run's counters, so no existing random stream is touched.
+sort them and take ids above :data:`PLANTED_IDS`, so the other rows keep their order and
+their ids, and no existing random stream is touched.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 DAY_US = 86_400_000_000
 _DAY_SPAN = 1 << 20  # more days than any date in a synthetic CDM is from 1970
+PLANTED_IDS = 1_000_000_000_000  # planted rows' ids start above it, far above the others
 
 
 def days(table: pa.Table, column: str) -> np.ndarray:
@@ -39,9 +40,11 @@ def sort_key(person: np.ndarray, day: np.ndarray) -> np.ndarray:
 
 
 def new_ids(ids: dict[str, int], table: str, k: int) -> np.ndarray:
-    """``k`` fresh row ids of ``table`` from the run's counters (advanced in place)."""
-    ids[table] += k
-    return np.arange(ids[table] - k + 1, ids[table] + 1, dtype=np.int64)
+    """``k`` fresh row ids of ``table`` for planted rows: from :data:`PLANTED_IDS` + 1 on,
+    counted per table in ``ids`` (advanced in place), so no other row's id moves."""
+    key = f"planted:{table}"
+    ids[key] = ids.get(key, PLANTED_IDS) + k
+    return np.arange(ids[key] - k + 1, ids[key] + 1, dtype=np.int64)
 
 
 def insert_rows(table: pa.Table, key: np.ndarray, new: pa.Table, new_key: np.ndarray
