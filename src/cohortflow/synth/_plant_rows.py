@@ -53,8 +53,8 @@ def insert_rows(table: pa.Table, key: np.ndarray, new: pa.Table, new_key: np.nda
     above theirs (the existing rows keep their order; ``key`` is sorted as the rows are).
 
     >>> t = pa.table({"x": [1, 3]})
-    >>> insert_rows(t, np.array([1, 3]), pa.table({"x": [2, 4, 0]}), np.array([2, 4, 0]))
-    ... .column("x").to_pylist()
+    >>> new = pa.table({"x": [2, 4, 0]})
+    >>> insert_rows(t, np.array([1, 3]), new, np.array([2, 4, 0])).column("x").to_pylist()
     [0, 1, 2, 3, 4]
     """
     if new.num_rows == 0:
