@@ -343,3 +343,24 @@ def test_bad_drift_settings_are_refused(tmp_path):
                                                          "new": vocab.WEIGHT}})
     with pytest.raises(CohortflowError, match="rare_disease_per_million must be"):
         _generate(tmp_path / "c", persons=50, rare_disease_per_million=-1)
+
+
+def test_drift_below_one_thins_events_and_outcomes_and_keeps_visits_whole(runs, tmp_path):
+    out = tmp_path / "fewer"
+    _generate(out, persons=DRIFT_PERSONS, drift={
+        "after": DRIFT["after"], "code_frequency": {"concept_id": vocab.IBUPROFEN, "factor": 0.5},
+        "outcome_rate_factor": 0.5})
+    measured = _oracle(out)["drift"]
+    ratio = measured["code_frequency"]["ratio"] / measured["code_frequency"]["ratio_without_drift"]
+    assert ratio == pytest.approx(0.5, abs=0.06)
+    off, on = _demo_cohort(runs["drift_off"]), _demo_cohort(out)
+    late_off = int(off.filter(pl.col("late"))["outcome"].sum())
+    late_on = int(on.filter(pl.col("late"))["outcome"].sum())
+    assert late_on / late_off == pytest.approx(0.5, abs=4 * math.sqrt(0.25 / late_off))
+    assert measured["outcome_rate"]["outcomes_after"] == late_on
+    # every event's visit is still there, and every exacerbation visit kept its events
+    visits = _read(out, "visit_occurrence")["visit_occurrence_id"]
+    for table in ("condition_occurrence", "drug_exposure", "procedure_occurrence"):
+        assert _read(out, table)["visit_occurrence_id"].drop_nulls().is_in(
+            visits.implode()).all(), table
+    assert _read(out, "drug_exposure")["drug_exposure_id"].is_unique().all()
