@@ -124,9 +124,7 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         raise CohortflowError(f"chunk_persons must be a positive integer, got {chunk_persons!r}; "
                               f"fix: leave it at {CHUNK_PERSONS}")
     persons, seed = int(persons), int(seed)
-    vocabulary = (V.concept_table(), V.ancestor_table()) if preset == "demo" else (
-        warehouse_vocabulary().concept, warehouse_vocabulary().ancestor)
-    plants = make_plants(seed, preset, rare_disease_per_million, drift, *vocabulary)
+    plants = make_plants(seed, preset, rare_disease_per_million, drift)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     out = Path(out)
@@ -162,10 +160,15 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         if pending is not None:
             pending.result()
             bar.advance(task)
+    if preset == "demo":
+        pq.write_table(V.concept_table(), out / "concept.parquet", **_WRITE)
+        pq.write_table(V.ancestor_table(), out / "concept_ancestor.parquet", **_WRITE)
+    else:
+        vocabulary = warehouse_vocabulary()
+        pq.write_table(vocabulary.concept, out / "concept.parquet", **_WRITE)
+        pq.write_table(vocabulary.ancestor, out / "concept_ancestor.parquet", **_WRITE)
     if plants is not None:
-        vocabulary = plants.vocabulary(*vocabulary)
-    pq.write_table(vocabulary[0], out / "concept.parquet", **_WRITE)
-    pq.write_table(vocabulary[1], out / "concept_ancestor.parquet", **_WRITE)
+        plants.add_to_vocabulary(out, _WRITE)
     extra = {} if preset == "demo" else {"preset": preset}
     planted = {} if plants is None else plants.oracle(persons)
     settings = {} if plants is None else plants.settings()

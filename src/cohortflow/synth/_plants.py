@@ -7,12 +7,15 @@ function and extends the vocabulary, ``oracle.json`` and ``synth.json``; with bo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cohortflow.errors import CohortflowError
+from cohortflow.synth import vocab as V  # noqa: N812
 from cohortflow.synth._drift import Drift, DriftPlant
 from cohortflow.synth._plant_rows import with_ancestors, with_concepts
 from cohortflow.synth._population import simulate_chunk
@@ -29,6 +32,7 @@ class Plants:
 
     def __init__(self, seed: int, preset: str, rare: float, drift: Drift | None,
                  concept: pa.Table, ancestor: pa.Table) -> None:
+        # concept, ancestor: the demo vocabulary, where drift finds its codes (demo only)
         self.rare = RarePlant(seed, rare, preset) if rare > 0 else None
         self.drift = None if drift is None else DriftPlant(seed, drift, concept, ancestor)
 
@@ -61,6 +65,14 @@ class Plants:
             up += self.drift.ancestors(ancestor)
         return with_concepts(concept, rows), with_ancestors(ancestor, up)
 
+    def add_to_vocabulary(self, out: Path, options: Mapping[str, Any]) -> None:
+        """Rewrite ``out``'s ``concept.parquet`` and ``concept_ancestor.parquet`` (as the
+        generator wrote them, with its write ``options``) with the plants' concepts."""
+        concept, ancestor = self.vocabulary(pq.read_table(out / "concept.parquet"),
+                                            pq.read_table(out / "concept_ancestor.parquet"))
+        pq.write_table(concept, out / "concept.parquet", **options)
+        pq.write_table(ancestor, out / "concept_ancestor.parquet", **options)
+
     def settings(self) -> dict[str, object]:
         """The plants that are on, for ``synth.json``."""
         out: dict[str, object] = {}
@@ -81,8 +93,7 @@ class Plants:
 
 
 def plants(seed: int, preset: str, rare_disease_per_million: float,
-           drift: Drift | Mapping[str, Any] | None, concept: pa.Table, ancestor: pa.Table
-           ) -> Plants | None:
+           drift: Drift | Mapping[str, Any] | None) -> Plants | None:
     """The run's :class:`Plants`, or ``None`` when none is on (checking the settings)."""
     rare = rare_disease_per_million
     if isinstance(rare, bool) or not isinstance(rare, int | float) or not 0 <= rare <= 1e6:
@@ -94,4 +105,4 @@ def plants(seed: int, preset: str, rare_disease_per_million: float,
                               "fix: preset: demo, or leave drift out")
     if rare == 0 and parsed is None:
         return None
-    return Plants(seed, preset, float(rare), parsed, concept, ancestor)
+    return Plants(seed, preset, float(rare), parsed, V.concept_table(), V.ancestor_table())
