@@ -28,7 +28,7 @@ ChunkFn = Callable[[int, int, int, int, dict[str, int]],
 
 class Plants:
     """The plants of one run: call :meth:`around` on the chunk function, then
-    :meth:`vocabulary` and :meth:`oracle` at the end."""
+    :meth:`add_to_vocabulary`, :meth:`oracle` and :meth:`settings` at the end."""
 
     def __init__(self, seed: int, preset: str, rare: float, drift: Drift | None,
                  concept: pa.Table, ancestor: pa.Table) -> None:
