@@ -64,11 +64,25 @@ def synth(
     preset: Annotated[str, typer.Option(
         help="demo (67 codes, small and fast) or warehouse (20,000+ codes in a deep "
              "hierarchy, Zipf-like frequencies, heavy-tailed events per person).")] = "demo",
+    rare_disease_per_million: Annotated[float, typer.Option(
+        help="Plant a rare disease (concept 2000000020) in about this many persons per "
+             "million, more often in boys and young children; 0: none.")] = 0.0,
+    drift: Annotated[str | None, typer.Option(
+        help="Plant changes after a date (demo preset), as YAML, e.g. '{after: 2021-01-01, "
+             "outcome_rate_factor: 1.5}'; see the docs for every part.")] = None,
 ) -> None:
     """Generate a synthetic pediatric OMOP CDM v5.4 with a planted outcome risk."""
+    import yaml
+
     from cohortflow import synth as synth_module
 
-    summary = synth_module.generate(persons, seed, out, progress=progress, preset=preset)
+    planted = None if drift is None else yaml.safe_load(drift)
+    if planted is not None and not isinstance(planted, dict):
+        raise CohortflowError(f"--drift {drift!r}: not a mapping; "
+                              "fix: --drift '{after: 2021-01-01, outcome_rate_factor: 1.5}'")
+    summary = synth_module.generate(persons, seed, out, progress=progress, preset=preset,
+                                    rare_disease_per_million=rare_disease_per_million,
+                                    drift=planted)
     err.print(f"wrote {summary.total_rows:,} rows for {summary.persons:,} persons to {out}; "
               f"oracle AUROC {summary.oracle_auroc:.3f}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +59,39 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{'***@' if at else ''}{host}"
 
 
+class DriftCodeFrequency(SpecModel):
+    """A code whose events happen ``factor`` times as often after the drift date."""
+
+    concept_id: int = Field(description="The concept (and its descendants), e.g. 1177480.")
+    factor: float = Field(ge=0, description="Rate after the date / rate before, e.g. 2.0.")
+
+
+class DriftAssayReplacement(SpecModel):
+    """A measurement recorded under a new concept from the drift date on."""
+
+    old: int = Field(description="The measurement concept replaced, e.g. 2000000201.")
+    new: int = Field(description="The new concept (added to the vocabulary), e.g. 2000000202.")
+
+
+class SynthDrift(SpecModel):
+    """Changes the generator plants after a date, recorded in ``oracle.json`` (demo only)."""
+
+    after: date = Field(description="The first day of the changed data, e.g. 2021-01-01.")
+    code_frequency: DriftCodeFrequency | None = None
+    assay_replacement: DriftAssayReplacement | None = None
+    outcome_rate_factor: float | None = Field(
+        None, gt=0, description="The planted outcome's risk times this for index dates "
+        "after the date, e.g. 1.5.")
+
+    @model_validator(mode="after")
+    def _some_part(self) -> SynthDrift:
+        if (self.code_frequency is None and self.assay_replacement is None
+                and self.outcome_rate_factor is None):
+            raise ValueError("give at least one of code_frequency, assay_replacement, "
+                             "outcome_rate_factor, e.g. outcome_rate_factor: 1.5")
+        return self
+
+
 class SynthSource(SpecModel):
     """Generate a synthetic OMOP CDM with ``cohortflow synth`` as the study's first step."""
 
@@ -67,14 +101,30 @@ class SynthSource(SpecModel):
         "demo", description="demo: 67 codes, about 75 rows per person (fast); warehouse: "
         "over 20,000 codes in a 5-level hierarchy, Zipf-like code frequencies, 1,200 "
         "measurement codes with units and values, heavy-tailed events per person.")
+    rare_disease_per_million: float = Field(
+        0, ge=0, le=1_000_000, description="Plant a rare disease (concept 2000000020) in "
+        "about this many persons per million; 0: none.")
+    drift: SynthDrift | None = Field(
+        None, description="Plant changes after a date (demo preset); null: none.")
+
+    @model_validator(mode="after")
+    def _drift_in_demo(self) -> SynthSource:
+        if self.drift is not None and self.preset != "demo":
+            raise ValueError("drift is planted in the demo preset only; fix: preset: demo")
+        return self
 
     @model_serializer(mode="wrap")
     def _omit_demo_preset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The default preset is left out of dumps, so studies written before presets existed
-        # keep their synth and ingest digests (and their results stay current).
+        # The default preset and the plants that are off are left out of dumps, so studies
+        # written before them keep their synth and ingest digests (and their results stay
+        # current).
         data: dict[str, Any] = handler(self)
         if data.get("preset") == "demo":
             del data["preset"]
+        if not data.get("rare_disease_per_million"):
+            data.pop("rare_disease_per_million", None)
+        if data.get("drift") is None:
+            data.pop("drift", None)
         return data
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +18,11 @@ import pyarrow.parquet as pq
 from cohortflow.errors import CohortflowError
 from cohortflow.study import Study
 from cohortflow.synth import vocab as V  # noqa: N812
+from cohortflow.synth._drift import Drift
 from cohortflow.synth._location import location_table, with_locations
 from cohortflow.synth._planted import auroc, planted_study
+from cohortflow.synth._plants import ChunkFn
+from cohortflow.synth._plants import plants as make_plants
 from cohortflow.synth._population import simulate_chunk
 from cohortflow.synth._warehouse import BLOCK_PERSONS, TAG, Block, simulate_block
 from cohortflow.synth._warehouse_tables import TABLES as WAREHOUSE_TABLES
@@ -86,7 +91,9 @@ def _write_json(path: Path, data: dict[str, object]) -> None:
 
 
 def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
-             chunk_persons: int | None = None, preset: str = "demo") -> SynthSummary:
+             chunk_persons: int | None = None, preset: str = "demo",
+             rare_disease_per_million: float = 0,
+             drift: Drift | Mapping[str, Any] | None = None) -> SynthSummary:
     """Write a synthetic OMOP CDM of ``persons`` children to ``out``; see the module docs.
 
     ``chunk_persons`` sets how many persons each Parquet part holds (default
@@ -94,6 +101,9 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
     demo preset each chunk is also a random stream, so the data depend on it and
     ``synth.json`` records it; the warehouse preset draws per block of 1,000 persons, so its
     rows do not depend on it (only how they are split into parts).
+
+    ``rare_disease_per_million`` and ``drift`` plant a rare disease and a change after a
+    date (:mod:`._rare`, :mod:`._drift`; both off by default, and then nothing changes).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +125,7 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         raise CohortflowError(f"chunk_persons must be a positive integer, got {chunk_persons!r}; "
                               f"fix: leave it at {CHUNK_PERSONS}")
     persons, seed = int(persons), int(seed)
+    plants = make_plants(seed, preset, rare_disease_per_million, drift)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     out = Path(out)
@@ -122,7 +133,9 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
     tables_written = TABLES if preset == "demo" else WAREHOUSE_TABLES
     ids = dict.fromkeys(tables_written, 0)
     rows = dict.fromkeys(tables_written, 0)
-    chunk_of = _demo_chunk if preset == "demo" else _WarehouseChunks(seed).chunk
+    chunk_of: ChunkFn = _demo_chunk if preset == "demo" else _WarehouseChunks(seed).chunk
+    if plants is not None:
+        chunk_of = plants.around(chunk_of)
     risks, labels = [], []
     n_chunks = -(-persons // chunk_persons)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -159,7 +172,11 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
     locations = location_table(seed)
     _write_parts(out, 0, {"location": locations})
     rows["location"] = locations.num_rows
+    if plants is not None:
+        plants.add_to_vocabulary(out, _WRITE)
     extra = {} if preset == "demo" else {"preset": preset}
+    planted = {} if plants is None else plants.oracle(persons)
+    settings = {} if plants is None else plants.settings()
     risk, label = np.concatenate(risks), np.concatenate(labels)
     score = auroc(risk, label)
     summary = SynthSummary(persons=persons, rows=rows, total_rows=sum(rows.values()),
@@ -170,10 +187,10 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         "n_eligible": summary.n_eligible, "n_outcomes": summary.n_outcomes,
         "persons": persons, "seed": seed, "generator": "cohortflow.synth",
         "generator_version": GENERATOR_VERSION, **extra,
-        "planted_study": planted_study()})
+        "planted_study": planted_study(), **planted})
     _write_json(out / "synth.json", {
         "generator": "cohortflow.synth", "generator_version": GENERATOR_VERSION,
-        "complete": True, "persons": persons, "seed": seed, **extra,
+        "complete": True, "persons": persons, "seed": seed, **extra, **settings,
         "chunk_persons": chunk_persons, "rows": rows, "total_rows": summary.total_rows})
     return summary
 
@@ -217,5 +234,7 @@ class _WarehouseChunks:
 def synthesize(study: Study, out: Path) -> None:
     """The synth step: the synthetic OMOP CDM of a ``source.synth`` study, into ``out``."""
     assert study.source.synth is not None, "only a source.synth study has a synthetic CDM"
-    generate(study.source.synth.persons, study.source.synth.seed, Path(out), progress=False,
-             preset=study.source.synth.preset)
+    spec = study.source.synth
+    generate(spec.persons, spec.seed, Path(out), progress=False, preset=spec.preset,
+             rare_disease_per_million=spec.rare_disease_per_million,
+             drift=None if spec.drift is None else spec.drift.model_dump())

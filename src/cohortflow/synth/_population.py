@@ -82,11 +82,13 @@ def visits(rng: np.random.Generator, obs: dict[str, np.ndarray], rate: np.ndarra
     return vperiod, vdate, vperson, np.bincount(vperson, minlength=n)
 
 
-def simulate_chunk(rng: np.random.Generator, first_id: int, n: int, ids: dict[str, int]
+def simulate_chunk(rng: np.random.Generator, first_id: int, n: int, ids: dict[str, int],
+                   keep: dict[str, np.ndarray] | None = None
                    ) -> tuple[dict[str, pa.Table], np.ndarray, np.ndarray]:
     """Generate persons ``first_id .. first_id+n-1``; returns tables and eligible (risk, label).
 
-    ``ids`` holds the last row id used per table and is advanced in place.
+    ``ids`` holds the last row id used per table and is advanced in place.  ``keep``, when
+    given, receives the planted outcome's per-person arrays (for the planted drift).
     """
     male = rng.random(n) < 0.51
     race = np.array([V.WHITE, V.BLACK, V.ASIAN, 0])[rng.choice(4, n, p=[0.6, 0.2, 0.1, 0.1])]
@@ -167,6 +169,10 @@ def simulate_chunk(rng: np.random.Generator, first_id: int, n: int, ids: dict[st
     onset_period = np.r_[vperiod, 0][onset_v]  # -1 (no asthma): a dummy
     risk, exac_day, recorded, eligible = plant_outcome(rng, features, asthma, index,
                                                        onset_period, p_start, p_end)
+    if keep is not None:
+        keep.update(person_id=first_id + np.arange(n), risk=risk, exac_day=exac_day,
+                    recorded=recorded, eligible=eligible, asthma=asthma, index=index,
+                    p_end=p_end[onset_period])
 
     # The recorded exacerbations: an ER visit with the code, albuterol and a nebulizer.
     who = np.flatnonzero(recorded)
