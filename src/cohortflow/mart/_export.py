@@ -11,6 +11,7 @@ location, k-anonymity), the location table and the vocabulary.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -80,7 +81,13 @@ def export_mart(study: Study, cohort: str, out: Path, *, results: Path = Path("r
         raise CohortflowError(
             f"{origin}: min_cell_count is {study.min_cell_count}, but the mart is k-anonymous "
             "with k = min_cell_count, and k = 1 protects nobody; fix: min_cell_count: 11")
-    secret = privacy.pseudonym_key(key)
+    try:
+        secret = privacy.pseudonym_key(key)
+    except CohortflowError:
+        raise CohortflowError(
+            f"{origin}: no pseudonym key: the mart's person ids and date shifts are keyed "
+            f"hashes of the ids; fix: export {privacy.PSEUDONYM_KEY_ENV}=<the long random "
+            "secret of the study's exports, kept off the mart>") from None
     layout = Layout.of(results, study.name)
     members = cohort_members(study, layout, cohort, origin)
     out = Path(out)
@@ -101,8 +108,9 @@ def cohort_members(study: Study, layout: Layout, cohort: str, origin: str) -> li
     """The distinct persons (``subject_id``) of a built cohort, sorted."""
     known = sorted(study.library())
     if cohort not in known:
+        guess = (difflib.get_close_matches(cohort, known, n=1) or study.targets())[0]
         raise CohortflowError(f"{origin}: no cohort '{cohort}' (cohorts: {', '.join(known)}); "
-                              f"fix: --cohort {known[0]}")
+                              f"fix: --cohort {guess}")
     tables = [layout.cohort_table(cohort, s) for s in events.shard_names(study.shards)]
     missing = [t for t in tables if not t.is_file()]
     if missing:
@@ -325,6 +333,7 @@ def _person(study: Study, source: OmopSource, frame: pl.DataFrame, keep: frozens
                   .select(pl.col("location_id").cast(pl.Int64), "zip3", "state"))
         frame = frame.join(places.rename({"location_id": "__location"}),
                            on=["zip3", "state"], how="left", nulls_equal=True)
+        places = places.rename({"zip3": "zip"})  # OMOP's column, holding three digits
     quasi_ids = set(policy.quasi_identifiers)
     columns: list[pl.Expr] = []
     for column in source_columns:
