@@ -163,16 +163,16 @@ def test_refusals_before_any_output(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     study = load_study(write_study(tmp_path / "s.yaml", source={"omop": {"path": "cdm"}},
                                    shards=1))
     out = tmp_path / "mart"
-    with pytest.raises(CohortflowError, match="min_cell_count is 1.*fix: min_cell_count: 11"):
+    with pytest.raises(CohortflowError, match=r"min_cell_count is 1.*fix: min_cell_count: 11"):
         export_mart(study.model_copy(update={"min_cell_count": 1}), "cohort", out,
                     results=tmp_path / "results", key=KEY)
     with pytest.raises(CohortflowError, match="cohort 'cohort' of study 'demo' is not built"):
         export_mart(study, "cohort", out, results=tmp_path / "results", key=KEY)
-    with pytest.raises(CohortflowError, match="no cohort 'cohrt'.*fix: --cohort cohort"):
+    with pytest.raises(CohortflowError, match=r"no cohort 'cohrt'.*fix: --cohort cohort"):
         export_mart(study, "cohrt", out, results=tmp_path / "results", key=KEY)
     monkeypatch.delenv("COHORTFLOW_PSEUDONYM_KEY", raising=False)
-    with pytest.raises(CohortflowError, match="no pseudonym key.*fix: export "
-                                              "COHORTFLOW_PSEUDONYM_KEY="):
+    with pytest.raises(CohortflowError, match=r"no pseudonym key.*fix: export "
+                                               r"COHORTFLOW_PSEUDONYM_KEY="):
         export_mart(study, "cohort", out, results=tmp_path / "results")
     _no_output(out)
 

@@ -14,7 +14,6 @@ import contextlib
 import difflib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -334,6 +333,17 @@ def _person(study: Study, source: OmopSource, frame: pl.DataFrame, keep: frozens
         frame = frame.join(places.rename({"location_id": "__location"}),
                            on=["zip3", "state"], how="left", nulls_equal=True)
         places = places.rename({"zip3": "zip"})  # OMOP's column, holding three digits
+        done.act("location", "location_id", "renumbered",
+                 "1..n over the distinct generalised (zip, state), in that order")
+        done.act("location", "zip", "generalised", "first three digits; 000 for the "
+                 "restricted three-digit areas (20,000 people or fewer)"
+                 + ("; k-anonymity: " + _kanon.describe("zip3", anonymised.levels["zip3"])
+                    if "zip3" in anonymised.levels else ""))
+        done.act("location", "state", "kept" if "state" not in anonymised.levels else
+                 "generalised", "kept" if "state" not in anonymised.levels else
+                 "k-anonymity: " + _kanon.describe("state", anonymised.levels["state"]))
+        done.act("location", "*", "dropped", "every other column (address, city, county, "
+                 "latitude, longitude, location_source_value)")
     quasi_ids = set(policy.quasi_identifiers)
     columns: list[pl.Expr] = []
     for column in source_columns:
@@ -363,12 +373,20 @@ def _person(study: Study, source: OmopSource, frame: pl.DataFrame, keep: frozens
             else:
                 columns.append(pl.col(column))
                 done.act("person", column, "kept")
+        elif column in ("gender_source_concept_id", "race_source_concept_id",
+                        "ethnicity_source_concept_id"):
+            # the source concept repeats the generalised one: keeping it would undo that
+            columns.append(pl.lit(0, dtype).alias(column))
+            done.act("person", column, "generalised", "set to 0: it would repeat the "
+                     f"{column.replace('_source', '')} that k-anonymity generalises")
         elif column == "location_id":
-            columns.append(pl.col("__location").alias(column) if places is not None
-                           else pl.lit(None, pl.Int64).alias(column))
-            done.act("person", column, "remapped", "the mart location of the person's "
-                     "generalised (zip3, state)" if places is not None else
-                     "the source has no location table")
+            if places is not None:
+                columns.append(pl.col("__location").alias(column))
+                done.act("person", column, "remapped", "the mart location of the person's "
+                         "generalised (zip3, state)")
+            else:
+                columns.append(pl.lit(None, pl.Int64).alias(column))
+                done.act("person", column, "nulled", "the source has no location table")
         else:
             action = _deid.column_action("person", column, dtype, None, keep)
             if action == "shifted":  # a site's own date column: moved like every date
@@ -461,4 +479,4 @@ def _write_duckdb(work: Path, tables: list[str]) -> None:
     path.chmod(0o600)
     wal = path.with_name(path.name + ".wal")
     if wal.exists():
-        os.chmod(wal, 0o600)
+        wal.chmod(0o600)
