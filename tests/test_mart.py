@@ -311,6 +311,16 @@ def test_free_text_and_identifiers_gone(mart_run: MartRun) -> None:
     person = pl.read_parquet(mart_run.mart / "person.parquet")
     for column in ("month_of_birth", "day_of_birth", "birth_datetime"):
         assert person[column].null_count() == person.height
+    for column in ("gender_source_concept_id", "race_source_concept_id",
+                   "ethnicity_source_concept_id"):  # they would repeat what was generalised
+        assert (person[column] == 0).all()
+    visits = pl.read_parquet(mart_run.mart / "visit_occurrence.parquet")
+    assert visits["visit_occurrence_id"].to_list() == list(range(1, visits.height + 1))
+    conditions = pl.read_parquet(mart_run.mart / "condition_occurrence.parquet")
+    linked = conditions.filter(pl.col("visit_occurrence_id").is_not_null()).join(
+        visits.select("visit_occurrence_id", pl.col("person_id").alias("visit_person")),
+        on="visit_occurrence_id", how="left")
+    assert linked.height and (linked["person_id"] == linked["visit_person"]).all()
     location = pl.read_parquet(mart_run.mart / "location.parquet")
     assert location.columns == ["location_id", "zip", "state"]
     assert set(location["zip"].drop_nulls()) <= {"021", "100", "606", "941", "000"}
@@ -435,4 +445,9 @@ def test_cli(mart_run: MartRun, tmp_path: Path) -> None:
     refused = _cli(str(bad), "--cohort", "cohort", "--out", "new", "--results", results,
                    cwd=tmp_path)
     assert refused.returncode == 2 and "date_shift_days is 0" in refused.stderr
+    one = write_study(tmp_path / "one.yaml", shards=2, min_cell_count=1,
+                      source={"omop": {"path": str(mart_run.cdm)}})
+    refused = _cli(str(one), "--cohort", "cohort", "--out", "new", "--results", results,
+                   cwd=tmp_path)
+    assert refused.returncode == 2 and "min_cell_count is 1" in refused.stderr
     _no_output(tmp_path / "new")

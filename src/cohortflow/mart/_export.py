@@ -469,7 +469,6 @@ def _write_duckdb(work: Path, tables: list[str]) -> None:
     path = work / DUCKDB_FILE
     con = duckdb.connect(str(path))
     try:
-        con.execute("SET threads = 1")  # one insertion order, one layout of the file
         for table in tables:
             parquet = (work / f"{table}.parquet").as_posix().replace("'", "''")
             con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(\'{parquet}\')')
