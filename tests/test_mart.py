@@ -451,3 +451,50 @@ def test_cli(mart_run: MartRun, tmp_path: Path) -> None:
                    cwd=tmp_path)
     assert refused.returncode == 2 and "min_cell_count is 1" in refused.stderr
     _no_output(tmp_path / "new")
+
+
+def test_top_coding_and_suppression_on_a_tiny_source(tmp_path: Path) -> None:
+    """Twelve persons born in 1990 and three in 1920 (over 90 at their last date), no
+    location table: the old ones are top-coded into one category of three, under k, and
+    suppressed (more than the share allowed, which the record says); nobody appears older
+    than 90, and the twelve others form one class."""
+    cdm = tmp_path / "cdm"
+    cdm.mkdir()
+    ids = list(range(1, 16))
+    pl.DataFrame({"person_id": ids, "gender_concept_id": [8532] * 15,
+                  "year_of_birth": [1990] * 12 + [1920] * 3, "month_of_birth": [6] * 15,
+                  "day_of_birth": [15] * 15, "race_concept_id": [8527] * 15,
+                  "ethnicity_concept_id": [38003564] * 15,
+                  "person_source_value": [f"MRN{i}" for i in ids]}).write_parquet(
+        cdm / "person.parquet")
+    pl.DataFrame({"observation_period_id": ids, "person_id": ids,
+                  "observation_period_start_date": [date(2015, 1, 1)] * 15,
+                  "observation_period_end_date": [date(2020, 6, 30)] * 15}).write_parquet(
+        cdm / "observation_period.parquet")
+    pl.DataFrame({"condition_occurrence_id": ids, "person_id": ids,
+                  "condition_concept_id": [317009] * 15,
+                  "condition_start_date": [date(2019, 5, 5)] * 15,
+                  "condition_source_value": ["J45"] * 15}).write_parquet(
+        cdm / "condition_occurrence.parquet")
+    study = load_study(write_study(tmp_path / "s.yaml", source={"omop": {"path": "cdm"}},
+                                   shards=1))
+    table = Layout.of(tmp_path / "results", "demo").cohort_table("cohort", "0")
+    table.parent.mkdir(parents=True)
+    pl.DataFrame({"subject_id": ids}).write_parquet(table)
+    record = export_mart(study, "cohort", tmp_path / "mart", results=tmp_path / "results",
+                         key=KEY)
+    person = pl.read_parquet(tmp_path / "mart" / "person.parquet")
+    ends = pl.read_parquet(tmp_path / "mart" / "observation_period.parquet")
+    ages = person.join(ends, on="person_id").select(
+        pl.col("observation_period_end_date").dt.year() - pl.col("year_of_birth"))
+    assert ages.to_series().max() <= 90  # type: ignore[operator]
+    assert record["persons"] == 15 and record["k_reached"] == 12
+    assert record["suppression"]["persons"] == "<11"
+    assert record["suppression"]["within_limit"] is False
+    suppressed = person.filter(pl.col("gender_concept_id") == 0)
+    assert suppressed.height == 3
+    assert (suppressed["race_concept_id"] == 0).all()
+    assert person.filter(pl.col("gender_concept_id") != 0)["year_of_birth"].n_unique() == 1
+    assert "person_source_value" not in person.columns
+    assert person["month_of_birth"].null_count() == 15
+    assert "location.parquet" not in {p.name for p in (tmp_path / "mart").iterdir()}

@@ -310,8 +310,10 @@ def _person(study: Study, source: OmopSource, frame: pl.DataFrame, keep: frozens
           else pl.lit(0, pl.Int64).alias(c)
           for c in ("gender_concept_id", "race_concept_id", "ethnicity_concept_id")),
         pl.col("zip3"), pl.col("state"), month.alias("month_of_birth"))
+    earliest = frame.select(year.min()).item()
     anonymised = _kanon.k_anonymise(quasi, list(policy.quasi_identifiers),
-                                    study.min_cell_count, policy.max_suppression)
+                                    study.min_cell_count, policy.max_suppression,
+                                    None if earliest is None else int(earliest))
     released = anonymised.frame
     floor = pl.col("__last_year") - oldest
     year_out = pl.col("year_of_birth__released")

@@ -112,10 +112,11 @@ def _loss(quasi_identifiers: list[str], levels: tuple[int, ...]) -> float:
 
 
 def k_anonymise(persons: pl.DataFrame, quasi_identifiers: list[str], k: int,
-                max_suppression: float) -> Anonymised:
+                max_suppression: float, earliest_year: int | None = None) -> Anonymised:
     """Generalise, then suppress, ``persons``' quasi-identifiers (one row per person, with
     ``person_id``) until every class of persons not suppressed has at least ``k``; see the
-    module for the choice.
+    module for the choice.  ``earliest_year`` is the earliest real year of birth when some
+    are :data:`TOP_CODED` (the suppressed persons' year is never after it).
 
     >>> persons = pl.DataFrame({"person_id": range(6), "year_of_birth": [2001, 2002, 2003,
     ...                          2011, 2012, 2013], "gender_concept_id": [8507] * 6})
@@ -141,7 +142,8 @@ def k_anonymise(persons: pl.DataFrame, quasi_identifiers: list[str], k: int,
     released = persons.with_columns(_recode(quasi_identifiers, levels))
     sizes = pl.len().over(quasi_identifiers) if quasi_identifiers else pl.lit(n)
     released = released.with_columns((sizes < k).alias("suppressed"))
-    year = _suppressed_year(persons) if "year_of_birth" in quasi_identifiers else None
+    year = (_suppressed_year(persons, earliest_year) if "year_of_birth" in quasi_identifiers
+            else None)
     values = {**SUPPRESSED, "year_of_birth": year}
     released = released.with_columns(
         pl.when(pl.col("suppressed")).then(pl.lit(values[q], persons.schema[q]))
@@ -154,17 +156,21 @@ def k_anonymise(persons: pl.DataFrame, quasi_identifiers: list[str], k: int,
                       suppressed_year=year)
 
 
-def _suppressed_year(persons: pl.DataFrame) -> int | None:
-    """The first year of the cohort's earliest 20-year band of birth years (top-coded years
-    left out; :data:`TOP_CODED` when every person is top-coded).
+def _suppressed_year(persons: pl.DataFrame, earliest_year: int | None = None) -> int | None:
+    """The first year of the cohort's earliest 20-year band of birth years: the years not
+    top-coded and ``earliest_year`` (:data:`TOP_CODED` when there is none).
 
     >>> _suppressed_year(pl.DataFrame({"year_of_birth": [1995, 2012, TOP_CODED]}))
     1980
+    >>> _suppressed_year(pl.DataFrame({"year_of_birth": [1995, TOP_CODED]}), 1921)
+    1920
     """
-    years = persons.filter(pl.col("year_of_birth") != TOP_CODED)["year_of_birth"]
-    if years.len() == 0 or years.null_count() == years.len():
+    years = [int(y) for y in persons["year_of_birth"].drop_nulls() if y != TOP_CODED]
+    if earliest_year is not None:
+        years.append(earliest_year)
+    if not years:
         return TOP_CODED if persons.height else None
-    return int(years.min()) // 20 * 20  # type: ignore[arg-type]
+    return min(years) // 20 * 20
 
 
 def describe(quasi_identifier: str, level: int) -> str:
