@@ -248,7 +248,7 @@ def _clinical(table: str, frame: pl.DataFrame, keep: frozenset[str], done: _Pass
         frame = frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64)
                                    .alias("__new_id"))
     if table == "visit_occurrence" and own is not None:
-        done.visits = frame.select(pl.col(own).cast(pl.Int64).alias("old"),
+        done.visits = frame.select(pl.col(own).cast(pl.Int64, strict=False).alias("old"),
                                    pl.col("__new_id").alias("new"))
     remap = done.visits
     columns: list[pl.Expr] = []
@@ -259,7 +259,7 @@ def _clinical(table: str, frame: pl.DataFrame, keep: frozenset[str], done: _Pass
         elif action == "renumbered":
             columns.append(pl.col("__new_id").alias(column))
         elif action == "remapped":
-            columns.append(pl.col(column).cast(pl.Int64).replace_strict(
+            columns.append(pl.col(column).cast(pl.Int64, strict=False).replace_strict(
                 remap["old"], remap["new"], default=None, return_dtype=pl.Int64)
                 if remap is not None else pl.lit(None, pl.Int64).alias(column))
         elif action == "nulled":
