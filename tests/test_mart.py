@@ -349,6 +349,26 @@ def test_no_class_under_k_among_unsuppressed(mart_run: MartRun) -> None:
     unsuppressed = released.join(small.select(qis), on=qis, how="anti", nulls_equal=True)
     assert (unsuppressed["year_of_birth"] % width == 0).all()
     assert unsuppressed.height >= 0.95 * person.height
+    # each original person, generalised at the recorded levels, is found in its mart class
+    source = pl.read_parquet(mart_run.cdm / "person" / "*.parquet").join(
+        _keys(mart_run), on="person_id")
+    places = pl.read_parquet(mart_run.cdm / "location.parquet").select(
+        "location_id", zip3(pl.col("zip")).alias("zip3_source"))
+    source = source.join(places, on="location_id", how="left")
+    alike = (pl.col("gender_concept_id") == 0) & (pl.col("race_concept_id") == 0) & (
+        pl.col("ethnicity_concept_id") == 0) & (pl.col("zip3") == "000")
+    plain = released.filter(~alike)  # not suppressed (suppressed persons all look like this)
+    pairs = source.join(plain, left_on="new_person_id", right_on="person_id", suffix="_mart")
+    assert pairs.height == plain.height > 0.9 * person.height
+    for column in ("gender_concept_id", "race_concept_id", "ethnicity_concept_id"):
+        expected = pairs[column] if levels[column] == 0 else pl.Series([0] * pairs.height)
+        assert (pairs[f"{column}_mart"] == expected).all(), column
+    expected_zip = pairs["zip3_source"] if levels["zip3"] == 0 else pl.Series(
+        ["000"] * pairs.height)
+    assert (pairs["zip3"].eq_missing(expected_zip)).all()
+    # the shifted birth year, banded: within a year of the true one, before banding
+    assert ((pairs["year_of_birth"] // width * width - pairs["year_of_birth_mart"]).abs()
+            <= width).all()
 
 
 def test_every_date_moved_by_the_persons_shift(mart_run: MartRun) -> None:
