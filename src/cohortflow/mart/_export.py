@@ -177,16 +177,27 @@ def _write_table(frame: pl.DataFrame, path: Path) -> None:
     path.chmod(0o600)
 
 
-def _read(source: OmopSource, table: str, keys: pl.DataFrame) -> pl.DataFrame | None:
-    """The cohort's rows of ``table`` with each person's keys (None when the source has no
-    such table, or an empty one)."""
+def _read(source: OmopSource, table: str, keys: pl.DataFrame, keep: frozenset[str] | None
+          = None) -> tuple[pl.DataFrame, dict[str, pl.DataType]] | None:
+    """The cohort's rows of ``table`` with each person's keys, and the table's columns
+    (None when the source has no such table, or an empty one).  With ``keep`` (a clinical
+    table), the columns the mart drops are left out batch by batch, so that memory holds
+    only what is written."""
     if not source.has(table):
         return None
-    parts = [frame.join(keys, on="person_id", how="inner")
-             for frame in source.batches(table, ["person_id"])]
-    if not parts:
+    parts, schema = [], None
+    for batch in source.batches(table, ["person_id"]):
+        batch = _deid.as_dates(batch)
+        if schema is None:
+            schema = dict(batch.schema)
+        if keep is not None:
+            own = OWN_ID[table]
+            batch = batch.select(c for c, t in batch.schema.items()
+                                 if _deid.column_action(table, c, t, own, keep) != "dropped")
+        parts.append(batch.join(keys, on="person_id", how="inner"))
+    if schema is None:
         return None
-    return _deid.as_dates(pl.concat(parts, how="diagonal_relaxed"))
+    return pl.concat(parts, how="diagonal_relaxed"), schema
 
 
 def _write(study: Study, cohort: str, source: OmopSource, members: list[int], secret: str,
@@ -196,14 +207,14 @@ def _write(study: Study, cohort: str, source: OmopSource, members: list[int], se
     keep = frozenset(policy.keep_columns)
     done = _Pass()
     for table in CLINICAL:
-        frame = _read(source, table, keys)
-        if frame is not None:
-            _write_table(_clinical(table, frame, keep, done), work / f"{table}.parquet")
+        found = _read(source, table, keys, keep)
+        if found is not None:
+            _write_table(_clinical(table, *found, keep, done), work / f"{table}.parquet")
     person = _read(source, "person", keys)
     if person is None:
         raise CohortflowError(f"{source.location}: the source has no person rows for the "
                               "cohort; fix: export from the source the cohort was built on")
-    persons, location, anonymised = _person(study, source, person, keep, done)
+    persons, location, anonymised = _person(study, source, person[0], keep, done)
     _write_table(persons, work / "person.parquet")
     done.rows["person"] = persons.height
     if location is not None:
@@ -229,16 +240,16 @@ def _write(study: Study, cohort: str, source: OmopSource, members: list[int], se
     return record
 
 
-def _clinical(table: str, frame: pl.DataFrame, keep: frozenset[str], done: _Pass
-              ) -> pl.DataFrame:
+def _clinical(table: str, frame: pl.DataFrame, schema: dict[str, pl.DataType],
+              keep: frozenset[str], done: _Pass) -> pl.DataFrame:
     """One clinical table de-identified: ids pseudonymised, renumbered or remapped, dates
-    shifted, free text dropped; rows renumbered in (person, date, concept, id) order."""
+    shifted, free text dropped (``frame`` holds the others of the table's columns,
+    ``schema``); rows renumbered in (person, date, concept, id) order."""
     own = OWN_ID[table]
-    source_columns = [c for c in frame.columns if c not in ("new_person_id", "shift_days")]
-    actions = {c: _deid.column_action(table, c, frame.schema[c], own, keep)
-               for c in source_columns}
-    for column in source_columns:
+    actions = {c: _deid.column_action(table, c, t, own, keep) for c, t in schema.items()}
+    for column in schema:
         done.act(table, column, actions[column])
+    source_columns = [c for c in schema if actions[c] != "dropped"]
     dates = [c for c in source_columns if actions[c] == "shifted"]
     concepts = [c for c in source_columns if c.endswith("concept_id")]
     frame = frame.with_columns(_deid.shifted(c, frame.schema[c]) for c in dates)
