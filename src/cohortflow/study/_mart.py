@@ -18,6 +18,7 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for MartPolicy
 from __future__ import annotations
 
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from cohortflow.study._base import SpecModel
 
@@ -56,6 +57,11 @@ MAX_TOP_CODE_AGE = 89
 """Safe Harbor aggregates every age over 89 into one category."""
 
 
+def _refused(message: str) -> PydanticCustomError:
+    """A policy refused, in the check's own words (no "Value error" prefix)."""
+    return PydanticCustomError("mart_policy", message.replace("{", "(").replace("}", ")"))
+
+
 class MartPolicy(SpecModel):
     """How ``cohortflow export-mart`` de-identifies a cohort's OMOP CDM subset.
 
@@ -91,19 +97,19 @@ class MartPolicy(SpecModel):
     def _known_quasi_identifiers(cls, value: list[str]) -> list[str]:
         unknown = [q for q in value if q not in QUASI_IDENTIFIERS]
         if unknown:
-            raise ValueError(
+            raise _refused(
                 f"unknown quasi-identifier column(s) {', '.join(unknown)}; known: "
-                f"{', '.join(QUASI_IDENTIFIERS)}; fix: e.g. quasi_identifiers: "
-                f"[{', '.join(DEFAULT_QUASI_IDENTIFIERS)}]")
+                f"{', '.join(QUASI_IDENTIFIERS)}; fix: remove {', '.join(unknown)} from "
+                "quasi_identifiers, or name a known column")
         if len(set(value)) != len(value):
-            raise ValueError("a quasi-identifier is listed twice; fix: list each once")
+            raise _refused("a quasi-identifier is listed twice; fix: list each once")
         return value
 
     @field_validator("date_shift_days")
     @classmethod
     def _shifted(cls, value: int) -> int:
         if value < 1:
-            raise ValueError(
+            raise _refused(
                 "Safe Harbor identifier 'all elements of dates (except year)' left untouched: "
                 f"date_shift_days is {value}, so dates would keep their day; fix: "
                 "date_shift_days: 365")
@@ -113,7 +119,7 @@ class MartPolicy(SpecModel):
     @classmethod
     def _birth(cls, value: str) -> str:
         if value not in ("year", "year_month"):
-            raise ValueError(
+            raise _refused(
                 f"birth: {value!r} would keep the birth date (Safe Harbor identifier 'all "
                 "elements of dates (except year)'); fix: birth: year (or year_month, the "
                 "shifted month kept too)" if value == "full" else
@@ -126,18 +132,19 @@ class MartPolicy(SpecModel):
         for column in value:
             table, dot, name = column.partition(".")
             if not dot or not table or not name:
-                raise ValueError(f"keep_columns entry {column!r} is not table.column; fix: "
+                raise _refused(f"keep_columns entry {column!r} is not table.column; fix: "
                                  "e.g. condition_occurrence.condition_source_value")
             if table not in MART_TABLES:
-                raise ValueError(f"keep_columns entry {column!r}: no table {table} in a mart "
-                                 f"(tables: {', '.join(MART_TABLES)})")
+                raise _refused(f"keep_columns entry {column!r}: no table {table} in a mart; fix: "
+                               "name one of its tables "
+                               f"({', '.join(MART_TABLES)})")
             what = SAFE_HARBOR_COLUMNS.get(column.lower())
             if what is not None:
-                raise ValueError(
+                raise _refused(
                     f"keep_columns entry {column!r} would leave a Safe Harbor identifier "
                     f"untouched: {what}; fix: remove it from keep_columns")
             if name.endswith("_id") and not name.endswith("concept_id"):
-                raise ValueError(
+                raise _refused(
                     f"keep_columns entry {column!r} is an id, which the mart pseudonymises, "
                     "renumbers or nulls (Safe Harbor identifier 'any other unique identifying "
                     "number'); fix: remove it from keep_columns")
@@ -147,7 +154,7 @@ class MartPolicy(SpecModel):
     @classmethod
     def _top_coded(cls, value: int) -> int:
         if value > MAX_TOP_CODE_AGE:
-            raise ValueError(
+            raise _refused(
                 f"top_code_age {value} would show ages over {MAX_TOP_CODE_AGE} (Safe Harbor "
                 f"identifier 'ages over 89'); fix: top_code_age: {MAX_TOP_CODE_AGE}")
         return value
