@@ -518,3 +518,21 @@ def test_top_coding_and_suppression_on_a_tiny_source(tmp_path: Path) -> None:
     assert "person_source_value" not in person.columns
     assert person["month_of_birth"].null_count() == 15
     assert "location.parquet" not in {p.name for p in (tmp_path / "mart").iterdir()}
+
+
+@pytest.mark.slow
+def test_a_synth_study_exports_from_its_results_tree(tmp_path: Path) -> None:
+    """A ``source.synth`` study's CDM is the one its synth step wrote under the results."""
+    from cohortflow import synth
+
+    study_path = write_study(tmp_path / "s.yaml", shards=1, source__synth__persons=400)
+    layout = Layout.of(tmp_path / "results", "demo")
+    synth.synthesize(load_study(study_path), layout.omop)
+    omop.ingest(omop.open_source(layout.omop), layout.store, shards=1)
+    build_labels(study_path, layout.store, layout.root)
+    record = export_mart(load_study(study_path), "cohort", tmp_path / "mart",
+                         results=tmp_path / "results", key=KEY)
+    cohort = pl.read_parquet(layout.cohort_table("cohort", "0"))
+    person = pl.read_parquet(tmp_path / "mart" / "person.parquet")
+    assert person.height == cohort["subject_id"].n_unique() > 0
+    assert record["persons"] == (person.height if person.height >= 11 else "<11")
