@@ -449,6 +449,11 @@ def test_cli(mart_run: MartRun, tmp_path: Path) -> None:
     again = _cli(study, "--cohort", "cohort", "--out", "mart", "--results", results,
                  cwd=tmp_path)  # a previous mart is replaced
     assert again.returncode == 0, again.stderr
+    (tmp_path / "mart" / "my_notes.txt").write_text("mine")
+    refused = _cli(study, "--cohort", "cohort", "--out", "mart", "--results", results,
+                   cwd=tmp_path)  # nor a previous mart the user added a file to
+    assert refused.returncode == 2 and "my_notes.txt" in refused.stderr
+    assert (tmp_path / "mart" / "my_notes.txt").read_text() == "mine"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     refused = _cli(study, "--cohort", "cohort", "--out", "other", "--results", results,

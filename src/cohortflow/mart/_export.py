@@ -128,6 +128,15 @@ def _check_out(out: Path) -> None:
             raise CohortflowError(
                 f"{out}: directory is not empty and is not a previous `cohortflow export-mart` "
                 f"output (no {MARKER}); fix: choose an empty or new --out directory")
+        ours_names = {MARKER, DUCKDB_FILE, f"{DUCKDB_FILE}.wal", REPORT_JSON, REPORT_HTML,
+                      *(f"{t}.parquet" for t in MART_TABLES)}
+        others = sorted(p.name for p in out.iterdir() if p.name not in ours_names
+                        or not (p.is_file() and not p.is_symlink()))
+        if others:  # replacing the mart would delete them
+            raise CohortflowError(
+                f"{out / others[0]}: a previous mart's folder holds a file the export did not "
+                "write, which replacing the mart would delete; fix: move it away, or choose "
+                "a new --out directory")
 
 
 def _swap(work: Path, out: Path) -> None:
