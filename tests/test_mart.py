@@ -215,6 +215,7 @@ def _add_locations(cdm: Path) -> None:
     the address fields the mart drops) and every person a location."""
     person = pl.read_parquet(cdm / "person" / "*.parquet")
     shutil.rmtree(cdm / "person")
+    shutil.rmtree(cdm / "location", ignore_errors=True)  # the synthetic one, when it has it
     (cdm / "person").mkdir()
     person.with_columns((pl.col("person_id") % 12 + 1).alias("location_id")).write_parquet(
         cdm / "person" / "part-00000.parquet")
