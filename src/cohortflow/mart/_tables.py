@@ -42,8 +42,9 @@ class Collected:
                              "detail": detail or _deid.DETAILS[action]})
 
 
-def read(source: OmopSource, table: str, keys: pl.DataFrame, keep: frozenset[str] | None
-          = None) -> tuple[pl.DataFrame, dict[str, pl.DataType]] | None:
+def read(source: OmopSource, table: str, keys: pl.DataFrame,
+         keep: frozenset[str] | None = None
+         ) -> tuple[pl.DataFrame, dict[str, pl.DataType]] | None:
     """The cohort's rows of ``table`` with each person's keys, and the table's columns
     (None when the source has no such table, or an empty one).  With ``keep`` (a clinical
     table), the columns the mart drops are left out batch by batch, so that memory holds
@@ -59,14 +60,14 @@ def read(source: OmopSource, table: str, keys: pl.DataFrame, keep: frozenset[str
             own = OWN_ID[table]
             batch = batch.select(c for c, t in batch.schema.items()
                                  if _deid.column_action(table, c, t, own, keep) != "dropped")
-        parts.append(batch.join(keys, on="person_id", how="inner"))
+        parts.append(batch.join(keys, on="person_id", how="inner", maintain_order="left"))
     if schema is None:
         return None
     return pl.concat(parts, how="diagonal_relaxed"), schema
 
 
 def clinical(table: str, frame: pl.DataFrame, schema: dict[str, pl.DataType],
-              keep: frozenset[str], done: Collected) -> pl.DataFrame:
+             keep: frozenset[str], done: Collected) -> pl.DataFrame:
     """One clinical table de-identified: ids pseudonymised, renumbered or remapped, dates
     shifted, free text dropped (``frame`` holds the others of the table's columns,
     ``schema``); rows renumbered in (person, date, concept, id) order."""
@@ -113,8 +114,9 @@ def clinical(table: str, frame: pl.DataFrame, schema: dict[str, pl.DataType],
     return result
 
 
-def person_table(study: Study, source: OmopSource, frame: pl.DataFrame, keep: frozenset[str],
-            done: Collected) -> tuple[pl.DataFrame, pl.DataFrame | None, _kanon.Anonymised]:
+def person_table(study: Study, source: OmopSource, frame: pl.DataFrame,
+                 keep: frozenset[str], done: Collected
+                 ) -> tuple[pl.DataFrame, pl.DataFrame | None, _kanon.Anonymised]:
     """The person table: births generalised (and top-coded), the location generalised,
     k-anonymity over the quasi-identifiers; and the mart's location table."""
     policy = study.mart
@@ -123,7 +125,7 @@ def person_table(study: Study, source: OmopSource, frame: pl.DataFrame, keep: fr
     last = (pl.concat(done.last_dates).group_by("new_person_id").agg(pl.col("last").max())
             if done.last_dates else pl.DataFrame(schema={"new_person_id": pl.Int64,
                                                          "last": pl.Date}))
-    frame = frame.join(last, on="new_person_id", how="left")
+    frame = frame.join(last, on="new_person_id", how="left", maintain_order="left")
     birth = _birth_date(frame)
     oldest = policy.top_code_age + 1
     frame = frame.with_columns(
@@ -134,7 +136,8 @@ def person_table(study: Study, source: OmopSource, frame: pl.DataFrame, keep: fr
     frame = frame.with_columns(pl.when(top).then(pl.lit(_kanon.TOP_CODED, pl.Int32))
                                .otherwise(year).alias("__year"))
     location = _locations(source, frame)
-    frame = frame.join(location, on="person_id", how="left") if location is not None else (
+    frame = frame.join(location, on="person_id", how="left",
+                                maintain_order="left") if location is not None else (
         frame.with_columns(pl.lit(None, pl.String).alias("zip3"),
                            pl.lit(None, pl.String).alias("state")))
     month = (pl.col("__birth").dt.month().cast(pl.Int32) if policy.birth == "year_month"
@@ -159,7 +162,8 @@ def person_table(study: Study, source: OmopSource, frame: pl.DataFrame, keep: fr
     frame = frame.drop("zip3", "state").join(
         released.rename({c: f"{c}__released" for c in released.columns if c != "person_id"})
         .rename({"person_id": "new_person_id", "zip3__released": "zip3",
-                 "state__released": "state"}), on="new_person_id", how="left")
+                 "state__released": "state"}), on="new_person_id", how="left",
+        maintain_order="left")
     frame = frame.with_columns(year_out.cast(pl.Int32).alias("__year_out"))
     places = None
     if location is not None:
@@ -169,7 +173,8 @@ def person_table(study: Study, source: OmopSource, frame: pl.DataFrame, keep: fr
                   .with_row_index("location_id", offset=1)
                   .select(pl.col("location_id").cast(pl.Int64), "zip3", "state"))
         frame = frame.join(places.rename({"location_id": "__location"}),
-                           on=["zip3", "state"], how="left", nulls_equal=True)
+                           on=["zip3", "state"], how="left", nulls_equal=True,
+                           maintain_order="left")
         places = places.rename({"zip3": "zip"})  # OMOP's column, holding three digits
         done.act("location", "location_id", "renumbered",
                  "1..n over the distinct generalised (zip, state), in that order")
