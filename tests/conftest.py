@@ -53,6 +53,7 @@ HEAVY_FIXTURES = frozenset({
     "small_run",      # tests/test_privacy_study.py: a whole study
     "target_run",     # tests/test_runner.py: a study up to its attrition
     "many_run",       # the multi-analysis seed study, 3,000 persons
+    "mart_run",       # tests/test_mart.py: a cohort built and exported as a mart, twice
 })
 # Markers the fast lane leaves out: services, whole studies, heavy fixtures.
 NOT_FAST = ("slow", "e2e", "slurm", "postgres", "browser")

@@ -271,6 +271,28 @@ def package_command(
     err.print(f"wrote the model package {out} (digest {digest})")
 
 
+@app.command("export-mart")
+@_friendly
+def export_mart_command(
+    study: Annotated[Path, typer.Argument(help="Study YAML file (its mart: section is the "
+                                               "de-identification policy).")],
+    cohort: Annotated[str, typer.Option(help="The built cohort whose persons to export.")],
+    out: Annotated[Path, typer.Option(help="The new mart folder (or a previous mart, "
+                                           "replaced).")] = Path("mart"),
+    results: Annotated[Path, typer.Option(help="Results root the study ran into.")] = Path(
+        "results"),
+) -> None:
+    """Export a cohort's de-identified OMOP CDM subset (Parquet and DuckDB) with its
+    de-identification record; the pseudonym key comes from $COHORTFLOW_PSEUDONYM_KEY."""
+    from cohortflow.mart import export_mart
+    from cohortflow.study import load_study
+
+    _file_path(study, "the study's YAML file", True)
+    record = export_mart(load_study(study), cohort, out, results=results, origin=str(study))
+    err.print(f"wrote the mart of cohort '{cohort}' ({record['persons']} persons, k = "
+              f"{record['k']}) to {out}")
+
+
 @app.command("status")
 @_friendly
 def status_command(

@@ -80,6 +80,7 @@ from cohortflow.study._features import (
     SequenceFeatures,
     feature_key,
 )
+from cohortflow.study._mart import MartPolicy
 from cohortflow.study._model import Logistic, Model, Range
 from cohortflow.study._source import (
     PASSWORD_FIX,
@@ -130,6 +131,7 @@ __all__ = [
     "Group",
     "InclusionRule",
     "Logistic",
+    "MartPolicy",
     "Matching",
     "MedsSource",
     "Model",
@@ -193,6 +195,9 @@ class Study(SpecModel):
         [], description="Targets x outcomes x times at risk, each entry a cross product.")
     features: Features = Features()
     model: Model = Model()
+    mart: MartPolicy = Field(
+        MartPolicy(), description="How `cohortflow export-mart` de-identifies a cohort's "
+                                  "OMOP CDM subset (safe defaults).")
     share_with_group: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
         description="Unix group that may read (never write) the results tree; without "
@@ -463,9 +468,9 @@ class Study(SpecModel):
 
     def digest(self, exclude: frozenset[str] = frozenset()) -> str:
         """A stable hash of the study's content, independent of key order and comments."""
-        # who may read the results changes no byte of them
+        # who may read the results, and how a mart would be exported, change no byte of them
         return content_digest(self.model_dump(mode="json",
-                                              exclude={*exclude, "share_with_group"}))
+                                              exclude={*exclude, "share_with_group", "mart"}))
 
     # Rerun keys: one per step, each covering exactly the parts of the study that step
     # reads (its files are Snakemake inputs and need no key).  Editing a part reruns the
