@@ -92,6 +92,14 @@ def test_study_option_is_left_out_of_dumps_when_off(tmp_path):
     on = load_study(write_study(tmp_path / "g.yaml", source__synth__genotypes={"share": 0.3}))
     assert on.source.model_dump(mode="json")["synth"]["genotypes"] == {
         "share": 0.3, "background_variants": 2000, "exposed_share": 0.3}
+    small = load_study(write_study(tmp_path / "s.yaml", source__synth__persons=200,
+                                   source__synth__genotypes={"background_variants": 10}))
+    synth.synthesize(small, tmp_path / "cdm")  # the workflow's synth step passes it on
+    assert _oracle(tmp_path / "cdm")["genotypes"]["background_variants"] == 10  # type: ignore[index]
+    assert (tmp_path / "cdm" / "genotypes" / "linkage.csv").is_file()
+    with pytest.raises(ValueError, match="demo preset only"):
+        load_study(write_study(tmp_path / "w.yaml", source__synth__preset="warehouse",
+                               source__synth__genotypes={"share": 0.3}))
 
 
 def test_bad_settings_are_refused(tmp_path):

@@ -65,10 +65,14 @@ POOR = "Poor Metabolizer"
 BETA = (0.5, 2.0)
 CLEAR_BP = 50
 
-# Allele frequencies per haplotype in Europeans (the reference allele takes the rest),
-# rounded from the CPIC allele frequency tables (ClinPGx/PharmGKB "Frequency Table" files of
-# each gene, European column) and, for SLCO1B1 haplotypes, the CPIC 2022 statin guideline
-# supplement; alleles near zero in Europeans are given 0.001 so that they occur at all.
+# Allele frequencies per haplotype in Europeans (the reference allele takes the rest): the
+# European column of the CPIC allele frequency tables (ClinPGx/PharmGKB "<GENE> frequency
+# table" files), rounded, as recalled when this was written and not re-checked against those
+# files (the seeds carry no frequencies): e.g. CYP2C19 *2 0.147 and *17 0.215, CYP2C9 *2
+# 0.127 and *3 0.076, TPMT *3A 0.034, DPYD HapB3 0.024 and *2A 0.006.  SLCO1B1 haplotypes
+# are split so that c.388A>G (rs2306283) is about 0.40, c.521T>C (rs4149056) 0.155 and
+# c.463C>A (rs11045819) 0.16, as in Europeans.  Alleles near zero in Europeans get 0.001
+# so that they occur at all.  Realistic enough for synthetic data, not a reference.
 FREQUENCIES: dict[str, dict[str, float]] = {
     "CYP2C19": {"*2": 0.147, "*3": 0.002, "*4": 0.002, "*5": 0.001, "*6": 0.001,
                 "*7": 0.001, "*8": 0.003, "*9": 0.001, "*10": 0.001, "*17": 0.215},
