@@ -5,6 +5,7 @@ that shows in the tables as the oracle records it."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -54,8 +55,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {p.name: p for p in root.iterdir()}
 
 
+def _plain(out: Path) -> Path:
+    """The VCF, decompressed next to it (any gzip reader reads BGZF)."""
+    plain = out.parent / f"{out.name}.vcf"
+    if not plain.exists():
+        plain.write_bytes(gzip.decompress((out / "genotypes" / "cohort.vcf.gz").read_bytes()))
+    return plain
+
+
 def _vcf(out: Path) -> tuple[list[str], list[list[str]]]:
-    lines = (out / "genotypes" / "cohort.vcf").read_text().splitlines()
+    lines = _plain(out).read_text().splitlines()
     return ([x for x in lines if x.startswith("#")],
             [x.split("\t") for x in lines if not x.startswith("#")])
 
@@ -115,6 +124,9 @@ def test_bad_settings_are_refused(tmp_path):
 # ---- the VCF -------------------------------------------------------------------------------
 
 def test_the_vcf_follows_the_spec(runs):
+    data = (runs["on"] / "genotypes" / "cohort.vcf.gz").read_bytes()
+    assert data[:4] == bytes.fromhex("1f8b0804") and data[12:14] == b"BC"  # BGZF blocks
+    assert data.endswith(bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000"))
     meta, rows = _vcf(runs["on"])
     assert meta[0] == "##fileformat=VCFv4.3"
     contigs = [m for m in meta if m.startswith("##contig=")]
@@ -164,7 +176,7 @@ def test_allele_frequencies_are_within_binomial_bounds(runs):
 
 
 def test_the_pgx_caller_gives_the_assigned_phenotypes(runs):
-    called = pgx.call_phenotypes(read_vcf(runs["on"] / "genotypes" / "cohort.vcf"))
+    called = pgx.call_phenotypes(read_vcf(_plain(runs["on"])))
     truth = pl.read_csv(runs["on"] / "genotypes" / "truth.csv")
     assert called.select("sample_id", "gene", "diplotype", "phenotype").sort(
         "gene", "sample_id").equals(truth.sort("gene", "sample_id"))
@@ -219,7 +231,7 @@ def test_deterministic_and_genotypes_independent_of_chunk_size(runs, tmp_path):
     _generate(tmp_path / "again", genotypes=ON)
     assert _files(tmp_path / "again") == _files(runs["on"])
     _generate(tmp_path / "chunked", chunk=2000, genotypes=ON)
-    for name in ("cohort.vcf", "linkage.csv", "truth.csv"):
+    for name in ("cohort.vcf.gz", "linkage.csv", "truth.csv"):
         assert ((tmp_path / "chunked" / "genotypes" / name).read_bytes()
                 == (runs["on"] / "genotypes" / name).read_bytes())
     _generate(tmp_path / "again", genotypes=None)  # a rerun without them removes the files
@@ -232,6 +244,6 @@ def test_cli_genotypes(tmp_path):
     assert done.returncode == 0, done.stderr
     oracle = _oracle(tmp_path / "cdm")["genotypes"]
     assert oracle["share"] == 0.5 and oracle["background_variants"] == 20  # type: ignore[index]
-    assert (tmp_path / "cdm" / "genotypes" / "cohort.vcf").is_file()
+    assert (tmp_path / "cdm" / "genotypes" / "cohort.vcf.gz").is_file()
     bad = cohortflow("synth", "--out", "x", "--genotypes", "[1]", cwd=tmp_path)
     assert bad.returncode == 2 and "not a mapping" in bad.stderr

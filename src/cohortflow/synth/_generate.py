@@ -75,7 +75,7 @@ def _prepare(out: Path) -> None:
             shutil.rmtree(table, ignore_errors=True)
         for name in ("concept.parquet", "concept_ancestor.parquet", "oracle.json"):
             (out / name).unlink(missing_ok=True)
-        for name in ("linkage.csv", "truth.csv", "cohort.vcf"):  # planted genotypes' files
+        for name in ("linkage.csv", "truth.csv", "cohort.vcf.gz"):  # planted genotypes' files
             (out / "genotypes" / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             (out / "genotypes").rmdir()

@@ -31,10 +31,13 @@ generator's own, so everything depends on the seed and the person id only, not o
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -64,6 +67,7 @@ RATES = {"poor_metabolizer": 0.30, "other": 0.05}
 POOR = "Poor Metabolizer"
 BETA = (0.5, 2.0)
 CLEAR_BP = 50
+BGZF_BLOCK = 65_280  # uncompressed bytes per BGZF block, as htslib writes them
 
 # Allele frequencies per haplotype in Europeans (the reference allele takes the rest): the
 # European column of the CPIC allele frequency tables (ClinPGx/PharmGKB "<GENE> frequency
@@ -291,7 +295,8 @@ class GenotypePlant:
                                                               sort_key(cw, cd))}
 
     def write(self, out: Path, persons: int) -> None:
-        """``genotypes/cohort.vcf``, ``linkage.csv`` and ``truth.csv`` under ``out``."""
+        """``genotypes/cohort.vcf.gz`` (BGZF), ``linkage.csv`` and ``truth.csv`` under
+        ``out``."""
         folder = out / "genotypes"
         folder.mkdir(exist_ok=True)
         everyone = np.arange(1, persons + 1, dtype=np.int64)
@@ -313,7 +318,7 @@ class GenotypePlant:
                 "sample_id": sample.tolist(), "gene": gene.definition.gene,
                 "diplotype": dip[a, b].tolist(), "phenotype": phe[a, b].tolist()}))
         pl.concat(frames).write_csv(folder / "truth.csv")  # quotes the names with commas
-        self._vcf(folder / "cohort.vcf", who, sample.tolist(), allele)
+        self._vcf(folder / "cohort.vcf.gz", who, sample.tolist(), allele)
 
     def _vcf(self, path: Path, who: np.ndarray, samples: list[str], allele: np.ndarray
              ) -> None:
@@ -335,7 +340,9 @@ class GenotypePlant:
                              str(bg["alt"][i]), float(bg["freq"][i]), calls[i - lo]))
         rows.sort(key=lambda r: (r[0], r[1]))
         gt = np.array(["0|0", "0|1", "1|0", "1|1"])
-        with path.open("w", newline="\n") as f:
+        with (path.open("wb") as raw,
+              io.TextIOWrapper(io.BufferedWriter(Bgzf(raw), 1 << 20), "ascii",
+                               newline="\n") as f):
             f.write("##fileformat=VCFv4.3\n##source=cohortflow.synth\n##reference=GRCh38\n")
             f.writelines(f"##contig=<ID={c},length={n}>\n" for c, n in CONTIGS.items())
             f.write('##INFO=<ID=AF,Number=A,Type=Float,Description="Alternate allele '
@@ -369,7 +376,7 @@ class GenotypePlant:
 
         return {
             "description": (
-                "Genotypes (genotypes/cohort.vcf, sample ids linked to persons by "
+                "Genotypes (genotypes/cohort.vcf.gz, sample ids linked to persons by "
                 "genotypes/linkage.csv) for about `share` of the persons at every defining "
                 "variant of seeds/pgx plus background SNVs.  About exposed_share of the "
                 "persons whose first observation period is longer than 90 days get "
@@ -388,6 +395,52 @@ class GenotypePlant:
                                           "other": group(self.truth[1])},
             "allele_frequencies": {g: dict(f) for g, f in FREQUENCIES.items()},
         }
+
+
+class Bgzf(io.RawIOBase):
+    """A write-only BGZF stream (SAM/BAM specification section 4.1): gzip members of at most
+    :data:`BGZF_BLOCK` bytes each with the ``BC`` extra field, then the empty end block, so
+    htslib tools (``bcftools``, ``tabix``) read and index the file; any gzip reader reads it.
+    Fixed header bytes (no time stamp, no name), so the bytes depend on the text only.
+
+    >>> import gzip
+    >>> buf = io.BytesIO()
+    >>> with Bgzf(buf) as z:
+    ...     _ = z.write(b"x" * 100_000)
+    >>> gzip.decompress(buf.getvalue()) == b"x" * 100_000, buf.getvalue()[-28:] == Bgzf.EOF
+    (True, True)
+    """
+
+    EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self.raw, self.pending = raw, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.pending += view
+        while len(self.pending) >= BGZF_BLOCK:
+            self._block(bytes(self.pending[:BGZF_BLOCK]))
+            del self.pending[:BGZF_BLOCK]
+        return len(view)
+
+    def close(self) -> None:
+        if not self.closed:
+            if self.pending:
+                self._block(bytes(self.pending))
+            self.raw.write(self.EOF)
+        super().close()
+
+    def _block(self, data: bytes) -> None:
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body = deflate.compress(data) + deflate.flush()
+        header = struct.pack("<4BI2BH2BHH", 0x1F, 0x8B, 8, 4, 0, 0, 0xFF, 6, ord("B"),
+                             ord("C"), 2, len(body) + 25)
+        self.raw.write(header + body + struct.pack("<II", zlib.crc32(data), len(data)))
 
 
 def _tally(group: np.ndarray, event: np.ndarray, k: int) -> np.ndarray:
