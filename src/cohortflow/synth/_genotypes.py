@@ -322,38 +322,50 @@ class GenotypePlant:
 
     def _vcf(self, path: Path, who: np.ndarray, samples: list[str], allele: np.ndarray
              ) -> None:
+        """Write the VCF record by record (one batch of background calls in memory)."""
         names = list(CONTIGS)
-        rows: list[tuple[int, int, str, str, str, float, np.ndarray]] = []  # sortable
+        sites: list[tuple[int, int, str, str, str, float, int, int]] = []  # sortable
         for g, gene in enumerate(self.genes):
             freq = np.diff(np.r_[0.0, gene.cumulative])
             for j, v in enumerate(gene.definition.variants):
                 carries = (gene.bits >> j) & 1 == 1
-                calls = carries[allele[g]].astype(np.int8)  # persons x 2
-                rows.append((names.index(v.chromosome), v.position, v.id, v.ref, v.alt,
-                             float(freq[carries].sum()), calls))
+                sites.append((names.index(v.chromosome), v.position, v.id, v.ref, v.alt,
+                              float(freq[carries].sum()), g, j))
         bg = _sites(self.seed, self.options.background_variants, self.genes)
-        for lo in range(0, bg["pos"].size, VARIANT_BATCH):
-            hi = min(lo + VARIANT_BATCH, bg["pos"].size)
-            calls = self._background(lo // VARIANT_BATCH, bg["freq"][lo:hi], who)
-            for i in range(lo, hi):
-                rows.append((int(bg["contig"][i]), int(bg["pos"][i]), ".", str(bg["ref"][i]),
-                             str(bg["alt"][i]), float(bg["freq"][i]), calls[i - lo]))
-        rows.sort(key=lambda r: (r[0], r[1]))
-        gt = np.array(["0|0", "0|1", "1|0", "1|1"])
-        with (path.open("wb") as raw,
-              io.TextIOWrapper(io.BufferedWriter(Bgzf(raw), 1 << 20), "ascii",
-                               newline="\n") as f):
-            f.write("##fileformat=VCFv4.3\n##source=cohortflow.synth\n##reference=GRCh38\n")
-            f.writelines(f"##contig=<ID={c},length={n}>\n" for c, n in CONTIGS.items())
-            f.write('##INFO=<ID=AF,Number=A,Type=Float,Description="Alternate allele '
-                    'frequency the generator drew from">\n'
-                    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n')
-            f.write("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO",
-                               "FORMAT", *samples]) + "\n")
-            for c, pos, vid, ref, alt, af, calls in rows:
-                codes = gt[2 * calls[:, 0] + calls[:, 1]]
-                f.write(f"{names[c]}\t{pos}\t{vid}\t{ref}\t{alt}\t.\tPASS\tAF={af:.6g}\tGT\t"
-                        + "\t".join(codes.tolist()) + "\n")
+        for i in range(bg["pos"].size):
+            sites.append((int(bg["contig"][i]), int(bg["pos"][i]), ".", str(bg["ref"][i]),
+                          str(bg["alt"][i]), float(bg["freq"][i]), -1, -1))
+        sites.sort(key=lambda r: (r[0], r[1]))
+        # background variant k (in file order) is drawn in batch k // VARIANT_BATCH
+        freqs = np.array([r[5] for r in sites if r[6] < 0])
+        codes = np.array([b"0|0\t", b"0|1\t", b"1|0\t", b"1|1\t"], dtype="S4")
+        fields = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+        fields += ["FORMAT", *samples] if samples else []
+        with path.open("wb") as raw, io.BufferedWriter(Bgzf(raw), 1 << 20) as f:
+            f.write(b"##fileformat=VCFv4.3\n##source=cohortflow.synth\n##reference=GRCh38\n")
+            f.write("".join(f"##contig=<ID={c},length={n}>\n"
+                            for c, n in CONTIGS.items()).encode())
+            f.write(b'##INFO=<ID=AF,Number=A,Type=Float,Description="Alternate allele '
+                    b'frequency the generator drew from">\n'
+                    b'##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n')
+            f.write(("\t".join(fields) + "\n").encode())
+            k, batch, calls = 0, -1, np.zeros((0, who.size, 2), np.int8)
+            for c, pos, vid, ref, alt, af, g, j in sites:
+                if g >= 0:
+                    carries = (self.genes[g].bits >> j) & 1
+                    row = carries[allele[g]]  # persons x 2
+                else:
+                    if k // VARIANT_BATCH != batch:
+                        batch = k // VARIANT_BATCH
+                        calls = self._background(batch, freqs[batch * VARIANT_BATCH:
+                                                               (batch + 1) * VARIANT_BATCH], who)
+                    row, k = calls[k % VARIANT_BATCH], k + 1
+                line = f"{names[c]}\t{pos}\t{vid}\t{ref}\t{alt}\t.\tPASS\tAF={af:.6g}"
+                if samples:
+                    gts = codes[2 * row[:, 0] + row[:, 1]].tobytes()
+                    f.write(f"{line}\tGT\t".encode() + gts[:-1] + b"\n")
+                else:
+                    f.write(f"{line}\n".encode())
 
     def _background(self, batch: int, freq: np.ndarray, who: np.ndarray) -> np.ndarray:
         """The background calls of variants ``freq`` (batch ``batch``): variants x persons
