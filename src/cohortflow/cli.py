@@ -71,7 +71,7 @@ def synth(
         help="Plant changes after a date (demo preset), as YAML, e.g. '{after: 2021-01-01, "
              "outcome_rate_factor: 1.5}'; see the docs for every part.")] = None,
     genotypes: Annotated[str | None, typer.Option(
-        help="Write genotypes/cohort.vcf and plant a CYP2C19 x escitalopram interaction "
+        help="Write genotypes/cohort.vcf.gz and plant a CYP2C19 x escitalopram interaction "
              "(demo preset), as YAML, e.g. '{share: 0.3, background_variants: 2000}'.")] = None,
 ) -> None:
     """Generate a synthetic pediatric OMOP CDM v5.4 with a planted outcome risk."""

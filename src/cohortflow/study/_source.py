@@ -120,7 +120,7 @@ class SynthSource(SpecModel):
     drift: SynthDrift | None = Field(
         None, description="Plant changes after a date (demo preset); null: none.")
     genotypes: SynthGenotypes | None = Field(
-        None, description="Write genotypes/cohort.vcf for a share of the persons and plant "
+        None, description="Write genotypes/cohort.vcf.gz for a share of the persons and plant "
         "a gene x drug interaction (demo preset); null: none.")
 
     @model_validator(mode="after")

@@ -3,7 +3,8 @@ pharmacogene and background variants for a share of the persons, and a gene x dr
 interaction on an outcome.
 
 Every person has a latent diplotype at each gene of ``seeds/pgx`` (two haplotypes, each one
-allele drawn from :data:`FREQUENCIES`); the VCF holds the genotypes of the persons drawn for
+allele drawn from :data:`FREQUENCIES`); ``genotypes/cohort.vcf.gz`` (VCF 4.3, BGZF, records
+sorted by GRCh38 contig and position) holds the genotypes of the persons drawn for
 genotyping (about ``share``), under sample ids that are not person ids, and
 ``genotypes/linkage.csv`` maps them back.  Each haplotype is one allele definition of the
 seeds, written phased, so :func:`cohortflow.pgx.call_phenotypes` on the VCF gives exactly the
