@@ -70,6 +70,9 @@ def synth(
     drift: Annotated[str | None, typer.Option(
         help="Plant changes after a date (demo preset), as YAML, e.g. '{after: 2021-01-01, "
              "outcome_rate_factor: 1.5}'; see the docs for every part.")] = None,
+    genotypes: Annotated[str | None, typer.Option(
+        help="Write genotypes/cohort.vcf.gz and plant a CYP2C19 x escitalopram interaction "
+             "(demo preset), as YAML, e.g. '{share: 0.3, background_variants: 2000}'.")] = None,
 ) -> None:
     """Generate a synthetic pediatric OMOP CDM v5.4 with a planted outcome risk."""
     import yaml
@@ -80,9 +83,13 @@ def synth(
     if planted is not None and not isinstance(planted, dict):
         raise CohortflowError(f"--drift {drift!r}: not a mapping; "
                               "fix: --drift '{after: 2021-01-01, outcome_rate_factor: 1.5}'")
+    typed = None if genotypes is None else yaml.safe_load(genotypes)
+    if typed is not None and not isinstance(typed, dict):
+        raise CohortflowError(f"--genotypes {genotypes!r}: not a mapping; "
+                              "fix: --genotypes '{share: 0.3, background_variants: 2000}'")
     summary = synth_module.generate(persons, seed, out, progress=progress, preset=preset,
                                     rare_disease_per_million=rare_disease_per_million,
-                                    drift=planted)
+                                    drift=planted, genotypes=typed)
     err.print(f"wrote {summary.total_rows:,} rows for {summary.persons:,} persons to {out}; "
               f"oracle AUROC {summary.oracle_auroc:.3f}")
 

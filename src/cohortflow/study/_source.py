@@ -92,6 +92,19 @@ class SynthDrift(SpecModel):
         return self
 
 
+class SynthGenotypes(SpecModel):
+    """A VCF for a share of the persons and a planted CYP2C19 x escitalopram interaction,
+    recorded in ``oracle.json`` (demo only)."""
+
+    share: float = Field(0.3, gt=0, le=1, description="Share of persons genotyped, e.g. 0.3.")
+    background_variants: int = Field(
+        2000, ge=0, le=1_000_000, description="Background SNVs besides the pharmacogene "
+        "variants, e.g. 2000.")
+    exposed_share: float = Field(
+        0.3, gt=0, le=1, description="Share of persons given the CYP2C19 substrate "
+        "(escitalopram), e.g. 0.3.")
+
+
 class SynthSource(SpecModel):
     """Generate a synthetic OMOP CDM with ``cohortflow synth`` as the study's first step."""
 
@@ -106,11 +119,16 @@ class SynthSource(SpecModel):
         "about this many persons per million; 0: none.")
     drift: SynthDrift | None = Field(
         None, description="Plant changes after a date (demo preset); null: none.")
+    genotypes: SynthGenotypes | None = Field(
+        None, description="Write genotypes/cohort.vcf.gz for a share of the persons and plant "
+        "a gene x drug interaction (demo preset); null: none.")
 
     @model_validator(mode="after")
     def _drift_in_demo(self) -> SynthSource:
         if self.drift is not None and self.preset != "demo":
             raise ValueError("drift is planted in the demo preset only; fix: preset: demo")
+        if self.genotypes is not None and self.preset != "demo":
+            raise ValueError("genotypes are planted in the demo preset only; fix: preset: demo")
         return self
 
     @model_serializer(mode="wrap")
@@ -125,6 +143,8 @@ class SynthSource(SpecModel):
             data.pop("rare_disease_per_million", None)
         if data.get("drift") is None:
             data.pop("drift", None)
+        if data.get("genotypes") is None:
+            data.pop("genotypes", None)
         return data
 
 

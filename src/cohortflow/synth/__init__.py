@@ -27,10 +27,12 @@ chunk's persons, visits and events), ``_tables`` (those arrays as OMOP tables) a
 ``_generate`` (the output directory and the files written; :func:`synthesize`, the
 workflow's synth step).
 
-Two more planted truths, off by default (and then nothing above changes): a rare disease
-(``generate(..., rare_disease_per_million=N)``, ``_rare``) and drift after a date
-(``generate(..., drift={...})``, demo preset, ``_drift``); ``_plants`` applies them to each
-chunk from their own random streams and ``_plant_rows`` holds their row surgery.
+Three more planted truths, off by default (and then nothing above changes): a rare disease
+(``generate(..., rare_disease_per_million=N)``, ``_rare``), drift after a date
+(``generate(..., drift={...})``, demo preset, ``_drift``) and genotypes with a gene x drug
+interaction (``generate(..., genotypes={...})``, demo preset, ``_genotypes``); ``_plants``
+applies them to each chunk from their own random streams and ``_plant_rows`` holds their
+row surgery.
 """
 
 from cohortflow.synth import vocab

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Mapping
@@ -74,6 +75,10 @@ def _prepare(out: Path) -> None:
             shutil.rmtree(table, ignore_errors=True)
         for name in ("concept.parquet", "concept_ancestor.parquet", "oracle.json"):
             (out / name).unlink(missing_ok=True)
+        for name in ("linkage.csv", "truth.csv", "cohort.vcf.gz"):  # planted genotypes' files
+            (out / "genotypes" / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (out / "genotypes").rmdir()
     out.mkdir(parents=True, exist_ok=True)
     _write_json(marker, {"generator": "cohortflow.synth", "complete": False})
 
@@ -93,7 +98,8 @@ def _write_json(path: Path, data: dict[str, object]) -> None:
 def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
              chunk_persons: int | None = None, preset: str = "demo",
              rare_disease_per_million: float = 0,
-             drift: Drift | Mapping[str, Any] | None = None) -> SynthSummary:
+             drift: Drift | Mapping[str, Any] | None = None,
+             genotypes: Mapping[str, Any] | None = None) -> SynthSummary:
     """Write a synthetic OMOP CDM of ``persons`` children to ``out``; see the module docs.
 
     ``chunk_persons`` sets how many persons each Parquet part holds (default
@@ -103,7 +109,8 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
     rows do not depend on it (only how they are split into parts).
 
     ``rare_disease_per_million`` and ``drift`` plant a rare disease and a change after a
-    date (:mod:`._rare`, :mod:`._drift`; both off by default, and then nothing changes).
+    date (:mod:`._rare`, :mod:`._drift`), ``genotypes`` a VCF and a gene x drug interaction
+    (:mod:`._genotypes`; all off by default, and then nothing changes).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +132,7 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
         raise CohortflowError(f"chunk_persons must be a positive integer, got {chunk_persons!r}; "
                               f"fix: leave it at {CHUNK_PERSONS}")
     persons, seed = int(persons), int(seed)
-    plants = make_plants(seed, preset, rare_disease_per_million, drift)
+    plants = make_plants(seed, preset, rare_disease_per_million, drift, genotypes)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     out = Path(out)
@@ -174,6 +181,7 @@ def generate(persons: int, seed: int, out: Path, *, progress: bool = True,
     rows["location"] = locations.num_rows
     if plants is not None:
         plants.add_to_vocabulary(out, _WRITE)
+        plants.write_files(out, persons)
     extra = {} if preset == "demo" else {"preset": preset}
     planted = {} if plants is None else plants.oracle(persons)
     settings = {} if plants is None else plants.settings()
@@ -237,4 +245,5 @@ def synthesize(study: Study, out: Path) -> None:
     spec = study.source.synth
     generate(spec.persons, spec.seed, Path(out), progress=False, preset=spec.preset,
              rare_disease_per_million=spec.rare_disease_per_million,
-             drift=None if spec.drift is None else spec.drift.model_dump())
+             drift=None if spec.drift is None else spec.drift.model_dump(),
+             genotypes=None if spec.genotypes is None else spec.genotypes.model_dump())
