@@ -9,7 +9,7 @@ called (it needs copy-number calling).
 ['CYP2C19', 'CYP2C9', 'SLCO1B1', 'TPMT', 'NUDT15', 'DPYD']
 """
 
-from cohortflow.pgx._call import SCHEMA, Call, call_gene, call_phenotypes
+from cohortflow.pgx._call import SCHEMA, Call, call_gene, call_phenotypes, diplotype_call
 from cohortflow.pgx._genotypes import REQUIRED, GeneGenotypes, PgxGenotypeError, SiteIndex
 from cohortflow.pgx._seeds import (
     FUNCTIONS,
@@ -39,6 +39,7 @@ __all__ = [
     "Variant",
     "call_gene",
     "call_phenotypes",
+    "diplotype_call",
     "load_definitions",
     "seeds_folder",
 ]

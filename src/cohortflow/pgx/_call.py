@@ -81,7 +81,9 @@ def _haplotype(gene: GeneDefinition, mask: int) -> str | None:
     return None if found is None else _lowest(gene, found, 1)[0]
 
 
-def _phenotype(gene: GeneDefinition, first: str, second: str) -> Call:
+def diplotype_call(gene: GeneDefinition, first: str, second: str) -> Call:
+    """The call of a known diplotype (two allele names of ``gene``): its name in allele
+    order, activity score and CPIC phenotype, or Indeterminate where CPIC assigns none."""
     a, b = sorted((gene.alleles[first], gene.alleles[second]), key=lambda x: x.order)
     diplotype = f"{a.name}/{b.name}"
     if gene.phenotype_rule == "activity_score":
@@ -108,7 +110,7 @@ def _unphased(gene: GeneDefinition, both: int, het: int) -> Call:
             return _indeterminate(f"the variants {_labels(gene, both | het)} match no "
                                   f"combination of defined {gene.gene} alleles")
         first, second = _lowest(gene, found, 2)
-        return _phenotype(gene, first, second)
+        return diplotype_call(gene, first, second)
     if len(sites) > MAX_UNPHASED:
         return _indeterminate(f"heterozygous without phase at {len(sites)} {gene.gene} sites")
     options: dict[tuple[str, str], None] = {}
@@ -120,7 +122,7 @@ def _unphased(gene: GeneDefinition, both: int, het: int) -> Call:
             key = sorted((left, right), key=lambda n: gene.alleles[n].order)
             options[key[0], key[1]] = None
     if len(options) == 1:
-        return _phenotype(gene, *next(iter(options)))
+        return diplotype_call(gene, *next(iter(options)))
     if not options:
         return _indeterminate(f"the unphased variants {_labels(gene, both | het)} match no "
                               f"pair of defined {gene.gene} alleles")
@@ -140,7 +142,7 @@ def _resolve(gene: GeneDefinition, missing: int, unphased: bool, a: int, b: int)
         odd = a if first is None else b
         return _indeterminate(f"a haplotype carries {_labels(gene, odd)}, which together "
                               f"define no {gene.gene} allele in seeds/pgx/alleles.csv")
-    return _phenotype(gene, first, second)
+    return diplotype_call(gene, first, second)
 
 
 def call_gene(gene: GeneDefinition, genotypes: GeneGenotypes, absent: str) -> list[Call]:

@@ -45,8 +45,7 @@ import polars as pl
 import pyarrow as pa
 
 from cohortflow.errors import CohortflowError
-from cohortflow.pgx import GeneDefinition, load_definitions
-from cohortflow.pgx._call import _phenotype
+from cohortflow.pgx import GeneDefinition, diplotype_call, load_definitions
 from cohortflow.synth import vocab as V  # noqa: N812
 from cohortflow.synth._plant_rows import DAY_US, days, insert_rows, ints, new_ids, sort_key
 from cohortflow.synth._tables import table_of
@@ -197,7 +196,7 @@ def _calls(gene: _Gene) -> tuple[list[list[str]], list[list[str]]]:
     """Diplotype and phenotype of each pair of allele indices, by the pgx rules."""
     dip, phe = [], []
     for a in gene.names:
-        calls = [_phenotype(gene.definition, a, b) for b in gene.names]
+        calls = [diplotype_call(gene.definition, a, b) for b in gene.names]
         dip.append([str(c.diplotype) for c in calls])
         phe.append([c.phenotype for c in calls])
     return dip, phe
