@@ -214,15 +214,22 @@ def balance(rows: pl.DataFrame, matched: pl.DataFrame) -> list[dict[str, Any]]:
 def person_facts(store: Path, shards: list[str], subjects: pl.Series) -> pl.DataFrame:
     """``subject_id, birth, sex`` of ``subjects`` from the event store: the earliest
     ``MEDS_BIRTH`` time and the first ``GENDER//<concept>`` code's concept (null if
-    absent)."""
-    wanted = subjects.unique().implode()
-    frames = [
-        events.scan_shard(store, s).filter(
-            pl.col("subject_id").is_in(wanted)
-            & ((pl.col("code") == events.BIRTH) | pl.col("code").str.starts_with("GENDER//")))
-        .select("subject_id", "time", "code").collect()
-        for s in shards]
-    ev = pl.concat(frames)
+    absent).
+
+    One lazy scan of every shard: three columns, the code filter pushed into the Parquet
+    reader, then a semi join on the subjects (about 2x faster on 1,000,000 persons than a
+    per-shard ``is_in`` filter; the whole match step is ~1% of that run, see
+    benchmarks/bench_rare.py)."""
+    paths = [events.shard_path(store, s) for s in shards]
+    if missing := [p for p in paths if not p.is_file()]:
+        raise StoreError(f"{missing[0]}: shard missing from the event store; fix: rerun the "
+                         "ingest step")
+    ev = (
+        pl.scan_parquet(paths)
+        .select("subject_id", "time", "code")
+        .filter((pl.col("code") == events.BIRTH) | pl.col("code").str.starts_with("GENDER//"))
+        .join(subjects.unique().to_frame("subject_id").lazy(), on="subject_id", how="semi")
+        .collect())
     birth = ev.filter(pl.col("code") == events.BIRTH).group_by("subject_id").agg(
         birth=pl.col("time").min())
     sex = ev.filter(pl.col("code").str.starts_with("GENDER//")).group_by("subject_id").agg(
