@@ -206,7 +206,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("persons", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="results folder to use and keep (default: "
-                        "a temporary folder, deleted)")
+                        "a temporary folder, deleted); over kept results Snakemake reruns, "
+                        "and times, only what changed, while the step table keeps the "
+                        "benchmark files of the run that made each output")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_rare_"))
     root.mkdir(parents=True, exist_ok=True)
