@@ -5,6 +5,7 @@ seed, a case without an eligible control keeps none, and the ratio is respected.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -359,3 +360,50 @@ def test_the_report_section_shows_the_design_and_hides_small_groups() -> None:
     page = matching_html({"matching": spec, "counts": few, "balance": table}, gate)
     assert "8.2" not in page and "-0.05" not in page and "&lt;11" in page
     assert "<td class=n>9.5</td>" in page  # every label-false row: a large group
+
+
+def test_a_matching_that_leaves_every_case_alone_fails_with_the_fix() -> None:
+    from cohortflow.cohorts._matching import require_matches
+    from cohortflow.errors import CohortflowError
+
+    rows = pl.DataFrame({
+        "row": [0, 1, 2], "subject_id": [1, 2, 3], "label": [True, False, False],
+        "sex": [8507, 8532, 8532],  # only women among the controls
+        "age_years": [10.0, 10.0, 10.0], "index_day": [100, 100, 100],
+        "observation_days": [400, 400, 400]}, schema=MATCH_ROWS)
+    spec = Matching(controls=2, age_years=0.5, index_days=30)
+    matched = match_controls(rows, spec, seed=0)
+    counts = match_counts(rows, matched, 2)
+    with pytest.raises(CohortflowError) as error:
+        require_matches("t__o__1y", spec, counts, 2)
+    message = str(error.value)
+    assert "'t__o__1y'" in message and "none of its 1 cases" in message
+    assert "controls: 2, sex: true, age_years: 0.5, index_days: 30" in message
+    assert "fix: widen the tolerances" in message and "more controls" in message
+    with pytest.raises(CohortflowError, match=r"no case .* remove matching:"):
+        require_matches("t__o__1y", spec, match_counts(rows.filter(~pl.col("label")),
+                                                       matched, 2), 2)
+    # one case with a control is enough
+    rows = rows.with_columns(sex=pl.lit(8507, pl.Int64))
+    require_matches("t__o__1y", spec, match_counts(rows, match_controls(rows, spec, 0), 2), 2)
+
+
+def test_the_overview_marks_a_matched_analysis_and_shows_no_rate() -> None:
+    from cohortflow import report
+    from cohortflow.disclosure import Disclosure
+    from cohortflow.study import Analysis, RiskWindow
+
+    gate = Disclosure(Layout.of("results", "s"), 11)
+    metrics = {"test": {"auroc": 0.7, "auroc_ci_low": 0.6, "auroc_ci_high": 0.8},
+               "n_test": 100}
+    label = np.array([1] * 50 + [0] * 200)
+    cells = [report.Cell.of(Analysis("t__o__1y", "t", "o", "1y", "o",
+                                     matching=Matching(controls=4)), metrics, label),
+             report.Cell.of(Analysis("t__p__1y", "t", "p", "1y", "p"), metrics, label)]
+    page = report.overview_html(cells, {"1y": RiskWindow(start_days=1, end_days=365)}, gate)
+    rates = re.findall(r"<span class=rate>([^<]*)</span>", page)
+    assert rates == ["matched 1:4, 50 cases / 250 rows", "50 / 250 (20.0%)"]
+    assert "not the outcome&#x27;s rate" in page or "not the outcome's rate" in page
+    plain = report.overview_html(cells[1:], {"1y": RiskWindow(start_days=1, end_days=365)},
+                                 gate)
+    assert "matched 1:k" not in plain

@@ -30,7 +30,7 @@ import polars as pl
 from cohortflow import events
 from cohortflow.cohorts._engine import LABEL_SCHEMA
 from cohortflow.cohorts._io import read_episodes
-from cohortflow.errors import StoreError
+from cohortflow.errors import CohortflowError, StoreError
 from cohortflow.study import Analysis, Matching
 
 DAYS_PER_YEAR = 365.25
@@ -214,15 +214,22 @@ def balance(rows: pl.DataFrame, matched: pl.DataFrame) -> list[dict[str, Any]]:
 def person_facts(store: Path, shards: list[str], subjects: pl.Series) -> pl.DataFrame:
     """``subject_id, birth, sex`` of ``subjects`` from the event store: the earliest
     ``MEDS_BIRTH`` time and the first ``GENDER//<concept>`` code's concept (null if
-    absent)."""
-    wanted = subjects.unique().implode()
-    frames = [
-        events.scan_shard(store, s).filter(
-            pl.col("subject_id").is_in(wanted)
-            & ((pl.col("code") == events.BIRTH) | pl.col("code").str.starts_with("GENDER//")))
-        .select("subject_id", "time", "code").collect()
-        for s in shards]
-    ev = pl.concat(frames)
+    absent).
+
+    One lazy scan of every shard: three columns, the code filter pushed into the Parquet
+    reader, then a semi join on the subjects (about 2x faster on 1,000,000 persons than a
+    per-shard ``is_in`` filter; the whole match step is ~1% of that run, see
+    benchmarks/bench_rare.py)."""
+    paths = [events.shard_path(store, s) for s in shards]
+    if missing := [p for p in paths if not p.is_file()]:
+        raise StoreError(f"{missing[0]}: shard missing from the event store; fix: rerun the "
+                         "ingest step")
+    ev = (
+        pl.scan_parquet(paths)
+        .select("subject_id", "time", "code")
+        .filter((pl.col("code") == events.BIRTH) | pl.col("code").str.starts_with("GENDER//"))
+        .join(subjects.unique().to_frame("subject_id").lazy(), on="subject_id", how="semi")
+        .collect())
     birth = ev.filter(pl.col("code") == events.BIRTH).group_by("subject_id").agg(
         birth=pl.col("time").min())
     sex = ev.filter(pl.col("code").str.starts_with("GENDER//")).group_by("subject_id").agg(
@@ -248,13 +255,58 @@ def match_rows(labels: pl.DataFrame, episodes: pl.DataFrame, persons: pl.DataFra
     )
 
 
+def settings_text(spec: Matching) -> str:
+    """A matching block in words, as the study writes it.
+
+    >>> settings_text(Matching(controls=4, age_years=None))
+    'controls: 4, sex: true, age_years: null, index_days: 90, observation_days: 365'
+    """
+    def text(value: object) -> str:
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) \
+            else f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key}: {text(value)}" for key, value in spec.model_dump().items())
+
+
+def require_matches(analysis: str, spec: Matching, counts: dict[str, int],
+                    candidates: int) -> None:
+    """Refuse a matching that leaves no matched set: its sweep would see one label value
+    only.  One message naming the analysis, its settings and the fix.
+
+    >>> require_matches("a__o__1y", Matching(), {"cases": 3, "cases_with_none": 3}, 10)
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.CohortflowError: analysis 'a__o__1y': none of its 3 cases has a \
+control among its 10 label-false rows that meets every matching constraint (matching: \
+controls: 4, sex: true, age_years: 1, index_days: 90, observation_days: 365), so no model \
+can be fit; fix: widen the tolerances of its analyses: entry's matching: block (age_years, \
+index_days, observation_days; null drops a constraint) or sex: false, or give it more \
+controls (a larger target cohort or source)
+    """
+    cases = counts["cases"]
+    if cases == 0:
+        raise CohortflowError(
+            f"analysis '{analysis}': its labels hold no case (label-true row) to match "
+            f"(matching: {settings_text(spec)}), so no model can be fit; fix: check its "
+            "outcome and time at risk, or remove matching: from its analyses: entry")
+    if counts["cases_with_none"] == cases:
+        raise CohortflowError(
+            f"analysis '{analysis}': none of its {cases} cases has a control among its "
+            f"{candidates} label-false rows that meets every matching constraint (matching: "
+            f"{settings_text(spec)}), so no model can be fit; fix: widen the tolerances of "
+            "its analyses: entry's matching: block (age_years, index_days, observation_days; "
+            "null drops a constraint) or sex: false, or give it more controls (a larger "
+            "target cohort or source)")
+
+
 def write_matching(analysis: Analysis, seed: int, labels: Path, target_dir: Path,
                    store: Path, shards: list[str], matched_out: Path, record_out: Path
                    ) -> None:
     """The match step of one matched analysis: its cases and their controls (the labels'
     rows with ``match_set``, :data:`MATCHED_SCHEMA`, sorted by row) into ``matched_out``;
     the settings, counts (:func:`match_counts`) and balance table (:func:`balance`) into
-    ``record_out`` (exact counts, person-level: the report suppresses them)."""
+    ``record_out`` (exact counts, person-level: the report suppresses them).  Fails
+    (:func:`require_matches`) when no case has a control."""
     spec = analysis.matching
     if spec is None:
         raise StoreError(f"analysis '{analysis.id}' has no matching block; fix: add "
@@ -264,10 +316,12 @@ def write_matching(analysis: Analysis, seed: int, labels: Path, target_dir: Path
     rows = match_rows(table, episodes, person_facts(Path(store), shards,
                                                     table["subject_id"]))
     matched = match_controls(rows, spec, match_seed(seed, analysis.id))
+    counts = match_counts(rows, matched, spec.controls)
+    require_matches(analysis.id, spec, counts, int((~rows["label"]).sum()))
     out = table.join(matched, on="row", how="inner").sort("row").cast(
         MATCHED_SCHEMA)
     record = {"analysis": analysis.id, "matching": spec.model_dump(mode="json"),
-              "counts": match_counts(rows, matched, spec.controls),
+              "counts": counts,
               "balance": balance(rows, matched)}
     events.write_parquet(out.select(list(MATCHED_SCHEMA)).to_arrow(), Path(matched_out))
     events.write_json(record, Path(record_out))

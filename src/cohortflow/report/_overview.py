@@ -10,6 +10,10 @@ axes; a two-way grid per window keeps the cells alike, so a column or row reads 
 The outcome count goes through the gate like every count: below ``min_cell_count`` it shows
 as ``<min`` and so does its complement (persons without the outcome) when small, and then
 the rate, which with the total would give the count back, is not shown.
+
+A matched analysis (``matching:``) is marked ``matched 1:k`` and shows its cases over the
+rows of its matched sets with no rate: that share is about 1/(k+1) by design, not the
+outcome's rate in the target population.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ class Cell:
 
 def outcome_rate(cell: Cell, disclosure: Disclosure) -> str:
     """``outcomes / episodes (rate)`` through the gate: a small count (or complement) hides
-    itself and the rate.
+    itself and the rate.  A matched analysis: ``matched 1:k, cases / rows``, never a rate
+    (the share of cases is set by the design).
 
     >>> from cohortflow.layout import Layout
     >>> gate = Disclosure(Layout.of("results", "s"), 11)
@@ -68,10 +73,17 @@ def outcome_rate(cell: Cell, disclosure: Disclosure) -> str:
     '40 / 400 (10.0%)'
     >>> [outcome_rate(Cell(a, .7, .6, .8, k, 400), gate) for k in (5, 395)]
     ['&lt;11 / 400', '* / 400']
+    >>> from cohortflow.study import Matching
+    >>> m = Analysis("t__o__1y", "t", "o", "1y", "o", matching=Matching(controls=4))
+    >>> outcome_rate(Cell(m, .7, .6, .8, 50, 250), gate)
+    'matched 1:4, 50 cases / 250 rows'
     """
     shown = disclosure.categories({"with": cell.outcomes,
                                    "without": cell.episodes - cell.outcomes})
     total = disclosure.count(cell.episodes)
+    if cell.analysis.matching is not None:
+        return html.escape(f"matched 1:{cell.analysis.matching.controls}, {shown['with']} "
+                           f"cases / {total} rows")
     text = f"{shown['with']} / {total}"
     if shown["with"] == str(cell.outcomes) and total == str(cell.episodes) and cell.episodes:
         text += f" ({100 * cell.outcomes / cell.episodes:.1f}%)"
@@ -119,6 +131,10 @@ def overview_html(cells: Sequence[Cell], windows: dict[str, RiskWindow],
     esc = html.escape
     parts = ["<p class=note>Each cell: the chosen model's test AUROC (95% CI) and the "
              "outcomes among the labelled episodes (rate); click a cell for its analysis.</p>"]
+    if any(cell.analysis.matching is not None for cell in cells):
+        parts.append("<p class=note>A cell marked <i>matched 1:k</i> is a matched "
+                     "case-control analysis: its cases over the rows of its matched sets, "
+                     "about 1/(k+1) by design, not the outcome's rate in the target.</p>")
     for tar, grid in by_window.items():
         targets = _in_order(t for t, _ in grid)
         outcomes = _in_order(o for _, o in grid)
