@@ -104,7 +104,7 @@ def model_html(disclosure: Disclosure, attrition: list[dict[str, Any]],
     esc = html.escape
     h = f"h{level}"
     test = metrics["test"]
-    shown = metrics_shown(metrics["n_test"], disclosure)
+    shown = metrics_shown(predictions, disclosure)
     metric_rows = "".join(
         f"<tr><td>{name}</td><td class=n>{value:.3f}</td></tr>"
         for name, value in (("AUROC", test["auroc"]), ("AUPRC", test["auprc"]),
@@ -193,7 +193,7 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
                 "with the outcome and another without is in both columns.")
     top_metrics, top_predictions = next(iter(best.values()))
     # Every configuration has the same test split: one test decides for all of them.
-    test_shown = metrics_shown(top_metrics["n_test"], disclosure)
+    test_shown = metrics_shown(top_predictions, disclosure)
     hidden = "".join(
         note.format(min_cell_count=least) for note, drawn in (
             (NOT_DRAWN, roc_shown(top_predictions, disclosure)),
@@ -205,7 +205,7 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
               else f" — marks a mean not shown: of fewer than {least} persons, or of none.")
     board_note = ("Test metrics are shown, never used to choose." if test_shown else
                   "Test metrics are never used to choose; not shown here (—): the test split "
-                  f"has fewer than {least} persons.")
+                  f"has fewer than {least} persons with or without the outcome.")
     page = f"""
 <{h}>Characteristics (Table 1)</{h}>
 <p class=note>Target cohort and the persons with and without the outcome; counts below {least}
