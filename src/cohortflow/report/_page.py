@@ -20,6 +20,7 @@ import polars as pl
 
 from cohortflow import models
 from cohortflow.disclosure import Disclosure
+from cohortflow.html_style import BASE_CSS, document
 from cohortflow.privacy import COMPLEMENTARY
 from cohortflow.report._figures import (
     CALIBRATION_NOT_DRAWN,
@@ -51,14 +52,7 @@ from cohortflow.study import Analysis, Study
 INLINE_ANALYSES = 12
 """The most analyses whose plots are inlined in the page (each adds ~150 kB)."""
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; display: inline; }
-h3 { font-size: 1.05rem; margin-top: 1.5rem; }
-section > h2, body > h2 { display: block; }
-table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ddd; }
-th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.note { color: #666; font-size: .9rem; }
+_CSS = BASE_CSS + """\
 .grid { overflow-x: auto; } table.overview th:first-child { position: sticky; left: 0;
   background: #fff; } td.cell { text-align: center; white-space: nowrap; }
 td.cell a { color: inherit; text-decoration: none; display: block; }
@@ -275,15 +269,11 @@ def render(study: Study, disclosure: Disclosure, sections: Sequence[str], *,
     least = disclosure.min_cell_count
     esc = html.escape
     grid = f"<h2>Overview</h2>\n{overview}\n" if overview else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
-<body>
+    return document(f"cohortflow study report: {esc(study.name)}", _CSS, f"""\
 <h1>Study report: {esc(study.name)}</h1>
 <p class=note>Study digest {study.digest()}. Counts below {least} are shown as &lt;{least};
 {COMPLEMENTARY} marks a count hidden so that a small one cannot be worked out by subtraction.
 {note}</p>
 {grid}{quality}
 {"".join(sections)}
-</body></html>
-"""
+""")
