@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import events, models, report, synth
+from cohortflow import events, manifest, models, report, synth
 from cohortflow.disclosure import Disclosure, audit
 from cohortflow.layout import Layout
 from cohortflow.study import load_study
@@ -95,6 +95,10 @@ def test_the_shared_leaderboard_holds_no_test_metric_of_a_tiny_split(
     assert board.select("config_id", "best", "rank", "cv_auroc").equals(
         models.leaderboard(metrics, "auroc").select("config_id", "best", "rank", "cv_auroc"))
     assert json.loads(lay.model_metrics(analysis).read_text())["test"]["auroc"] == 0.6
+    # the manifest's record of the chosen model follows the same rule
+    chosen = json.loads(lay.model_metrics(analysis).read_text())
+    assert manifest.shared_test(chosen, gate) == (
+        chosen["test"] if shown else {models.WITHHELD: board[models.WITHHELD][0]})
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +157,9 @@ def test_the_cohort_is_tiny_and_no_shared_output_shows_a_small_count(
     board = pl.read_parquet(lay.leaderboard(analysis))
     assert _withheld(board) == [] and board[models.WITHHELD].null_count() == 0
     assert all(board[f"test_{c}"].null_count() == board.height for c in models.TEST_COLUMNS)
+    # and so is the manifest's record of the chosen model
+    assert json.loads(lay.manifest.read_text())["metrics"] == {analysis: {
+        models.WITHHELD: f"test split: fewer than {K} persons with or without the outcome"}}
 
 
 @pytest.mark.e2e

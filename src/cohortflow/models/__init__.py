@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         best_per,
         leaderboard,
         split_counts,
+        withheld,
     )
     from cohortflow.models._metrics import (
         auroc_ci,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(["describe", "importance", "make_estimator"], "_estimators"),
     **dict.fromkeys(["TEST_COLUMNS", "WITHHELD", "best_per", "leaderboard",
-                     "split_counts"], "_leaderboard"),
+                     "split_counts", "withheld"], "_leaderboard"),
     **dict.fromkeys(["auroc_ci", "brier", "calibration_bins", "calibration_curve",
                      "calibration_intercept", "calibration_slope", "e_avg", "evaluate",
                      "pool_calibration", "smoothed_observed"], "_metrics"),
@@ -131,4 +132,5 @@ __all__ = [
     "time_test",
     "train",
     "train_configuration",
+    "withheld",
 ]

@@ -33,6 +33,24 @@ def split_counts(metrics: dict[str, Any]) -> tuple[int, int]:
     return persons, round(float(metrics["outcome_rate_test"]) * persons)
 
 
+def withheld(metrics: dict[str, Any], disclosure: Disclosure) -> str | None:
+    """Why a configuration's test metrics (``metrics.json``) may not leave the compute, or
+    None when they may: the one rule of :meth:`Disclosure.metrics_shown` on its test split.
+
+    >>> from cohortflow.disclosure import Disclosure
+    >>> from cohortflow.layout import Layout
+    >>> gate = Disclosure(Layout.of("results", "s"), 11)
+    >>> withheld({"n_test": 8, "outcome_rate_test": 0.25}, gate)
+    'test split: fewer than 11 persons with or without the outcome'
+    >>> withheld({"n_test": 200, "outcome_rate_test": 0.25}, gate) is None
+    True
+    """
+    if disclosure.metrics_shown(*split_counts(metrics)):
+        return None
+    return (f"test split: fewer than {disclosure.min_cell_count} persons with or without "
+            "the outcome")
+
+
 def leaderboard(metrics: list[dict[str, Any]], select_by: str,
                 disclosure: Disclosure | None = None) -> pl.DataFrame:
     """The table of every configuration's CV and test metrics, best first per outcome.
@@ -40,8 +58,8 @@ def leaderboard(metrics: list[dict[str, Any]], select_by: str,
     ``best`` marks, per outcome, the configuration with the best mean CV ``select_by``
     (ties: the smaller id); test metrics are shown, never used to choose.  With a
     ``disclosure`` (the table is to be shared), a row whose test split it may not show
-    (:meth:`Disclosure.metrics_shown`) has null test metrics and its reason in
-    :data:`WITHHELD`; the ranking is the same.
+    (:func:`withheld`) has null test metrics and the reason in :data:`WITHHELD`; the
+    ranking is the same.
 
     >>> rows = [{"config_id": c, "outcome": "o", "cohort": "cohort", "feature_set": "all",
     ...          "family": "logistic", "hyperparameters": {"C": cv}, "replicate": 0,
@@ -58,19 +76,16 @@ def leaderboard(metrics: list[dict[str, Any]], select_by: str,
     >>> board.select("config_id", "best", "test_auroc", WITHHELD).rows()[0]
     ('b', True, None, 'test split: fewer than 11 persons with or without the outcome')
     """
-    shown = [disclosure is None or disclosure.metrics_shown(*split_counts(m)) for m in metrics]
-    why = (None if disclosure is None else
-           f"test split: fewer than {disclosure.min_cell_count} persons with or without "
-           "the outcome")
+    why = [None if disclosure is None else withheld(m, disclosure) for m in metrics]
     table = pl.DataFrame([{
         "config_id": m["config_id"], "outcome": m["outcome"], "cohort": m["cohort"],
         "feature_set": m["feature_set"], "family": m["family"], "model": m["model"],
         "hyperparameters": json.dumps(m["hyperparameters"], sort_keys=True),
         "replicate": m["replicate"], "seed": m["seed"], "n_features": m["n_features"],
         **{f"cv_{k}": float(m["cv"][k]) for k in ("auroc", "auprc", "brier")},
-        **{f"test_{k}": float(m["test"][k]) if ok else None for k in TEST_COLUMNS},
-        WITHHELD: None if ok else why,
-    } for m, ok in zip(metrics, shown, strict=True)],
+        **{f"test_{k}": None if reason else float(m["test"][k]) for k in TEST_COLUMNS},
+        WITHHELD: reason,
+    } for m, reason in zip(metrics, why, strict=True)],
         schema_overrides={f"test_{k}": pl.Float64 for k in TEST_COLUMNS} | {WITHHELD: pl.String})
     key = pl.col(f"cv_{select_by}")
     score = -key if select_by in LOWER_IS_BETTER else key
