@@ -124,7 +124,7 @@ def test_roc_curve_is_drawn_only_over_enough_persons_of_each_class() -> None:
 def test_the_overview_shows_no_outcome_count_below_the_threshold() -> None:
     gate = Disclosure(Layout.of("results", "small"), K)
     metrics = {"test": {"auroc": 0.71, "auroc_ci_low": 0.65, "auroc_ci_high": 0.77},
-               "n_test": 100}
+               "n_test": 200, "outcome_rate_test": 0.2}
     cells = [report.Cell.of(Analysis(f"t{i}__o__1y", f"t{i}", "o", "1y", "o"), metrics,
                             np.array([1] * outcomes + [0] * (total - outcomes)))
              for i, (outcomes, total) in enumerate([(3, 400), (395, 400), (12, 14), (40, 400)])]

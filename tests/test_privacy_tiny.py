@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import report, synth
+from cohortflow import events, manifest, models, report, synth
 from cohortflow.disclosure import Disclosure, audit
 from cohortflow.layout import Layout
 from cohortflow.study import load_study
@@ -51,6 +51,54 @@ def test_a_tiny_test_split_shows_no_metric_curve_or_calibration(
     # with a large enough split everything is shown again
     shown, _ = page_of(_predictions(30, 50), gate)
     assert "Metric (test split)" in shown and "not drawn" not in shown.lower()
+
+
+def _withheld(board: pl.DataFrame) -> list[str]:
+    """The rows of a shared leaderboard whose test metrics do not follow its
+    :data:`models.WITHHELD` column: every one shown and no reason, or every one null and
+    a reason; empty when all follow it."""
+    test = [f"test_{c}" for c in models.TEST_COLUMNS]
+    return [row["config_id"] for row in board.iter_rows(named=True)
+            if {row[c] is None for c in test} != {row[models.WITHHELD] is not None}]
+
+
+@pytest.mark.parametrize("positives, negatives, shown", [(2, 6, False), (4, 36, False),
+                                                         (30, 50, True)])
+def test_the_shared_leaderboard_holds_no_test_metric_of_a_tiny_split(
+        tmp_path: Path, positives: int, negatives: int, shown: bool) -> None:
+    study = load_study(write_study(tmp_path / "s.yaml", name="s"))
+    lay = Layout.of(tmp_path / "results", "s")
+    gate = Disclosure(lay, K)
+    predictions = _predictions(positives, negatives)
+    metrics = [_metrics(predictions, config_id=c, auroc=a) | {"cv": cv}
+               for c, a, cv in (("a", 0.9, {"auroc": 0.6, "auprc": 0.3, "brier": 0.2}),
+                                ("b", 0.6, {"auroc": 0.8, "auprc": 0.2, "brier": 0.3}))]
+    files = []
+    for m in metrics:
+        events.write_json(m, lay.config_file(m["config_id"], "metrics"))
+        events.write_parquet(predictions.to_arrow(), lay.config_file(m["config_id"],
+                                                                      "predictions"))
+        files.append((lay.config_file(m["config_id"], "metrics"),
+                      lay.config_file(m["config_id"], "predictions")))
+    analysis = metrics[0]["analysis"]
+    models.select_models(study, gate, [f for f, _ in files], [p for _, p in files],
+                         lay.leaderboard(analysis), lay.model_metrics(analysis),
+                         lay.model_predictions(analysis))
+    board = pl.read_parquet(lay.leaderboard(analysis))
+    assert _withheld(board) == [] and audit(lay) == []
+    reasons = {None} if shown else {
+        f"test split: fewer than {K} persons with or without the outcome"}
+    assert set(board[models.WITHHELD]) == reasons
+    # the choice is by CV alone, the same as without the gate; the chosen model's own
+    # metrics (inside the compute) keep every test metric
+    assert board.filter("best")["config_id"].to_list() == ["b"]
+    assert board.select("config_id", "best", "rank", "cv_auroc").equals(
+        models.leaderboard(metrics, "auroc").select("config_id", "best", "rank", "cv_auroc"))
+    assert json.loads(lay.model_metrics(analysis).read_text())["test"]["auroc"] == 0.6
+    # the manifest's record of the chosen model follows the same rule
+    chosen = json.loads(lay.model_metrics(analysis).read_text())
+    assert manifest.shared_test(chosen, gate) == (
+        chosen["test"] if shown else {models.WITHHELD: board[models.WITHHELD][0]})
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +153,13 @@ def test_the_cohort_is_tiny_and_no_shared_output_shows_a_small_count(
     for path in (lay.report, lay.manifest, lay.export_attrition(analysis), lay.log("ingest")):
         assert str(path) in flagged, path
     assert audit(lay) == []
+    # the leaderboard's test metrics are over the same tiny test split: withheld, said why
+    board = pl.read_parquet(lay.leaderboard(analysis))
+    assert _withheld(board) == [] and board[models.WITHHELD].null_count() == 0
+    assert all(board[f"test_{c}"].null_count() == board.height for c in models.TEST_COLUMNS)
+    # and so is the manifest's record of the chosen model
+    assert json.loads(lay.manifest.read_text())["metrics"] == {analysis: {
+        models.WITHHELD: f"test split: fewer than {K} persons with or without the outcome"}}
 
 
 @pytest.mark.e2e
@@ -120,13 +175,14 @@ def test_the_report_says_what_it_does_not_show_and_why(
     least = f"fewer than {K} persons"
     # the test metrics: not in the model's table, the leaderboard or the overview
     assert "Metric (test split)" not in page
-    assert (f"Not shown: the test split has {least}, and metrics (AUROC, AUPRC, Brier "
-            "score) over so few would show how many had the outcome.") in page
+    assert (f"Not shown: the test split has {least} with or without the outcome, and "
+            "metrics (AUROC, AUPRC, Brier score) over so few would show how many had the "
+            "outcome.") in page
     assert ("Test metrics are never used to choose; not shown here (—): the test split "
-            f"has {least}") in page
+            f"has {least} with or without the outcome.") in page
     row = re.search(r"<tr><td>asthma_exacerbation</td><td>1</td>.*?</tr>", page)
     assert row is not None and row.group(0).count("<td class=n>—</td>") == 7, row
-    assert f"AUROC not shown: test split under {K} persons" in page
+    assert f"AUROC not shown: test split under {K} persons with or without the outcome" in page
     # the curves: the chosen model's and the best models' ROC, the calibration plot
     assert 'alt="ROC curve of the test split"' not in page
     assert page.count(f"Not drawn: the test split has {least} with or without the outcome, "

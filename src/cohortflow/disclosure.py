@@ -113,6 +113,11 @@ class Disclosure:
         """Whether a ROC curve of these labels may be drawn (:func:`privacy.curve_shown`)."""
         return privacy.curve_shown(labels, self.min_cell_count)
 
+    def metrics_shown(self, persons: int, outcomes: int) -> bool:
+        """Whether metrics over a test split of ``persons``, ``outcomes`` of them with the
+        outcome, may be shown (:func:`privacy.split_shown`)."""
+        return privacy.split_shown(persons, outcomes, self.min_cell_count)
+
     def pool_bins(self, positives: Sequence[int], totals: Sequence[int]) -> list[list[int]]:
         """Calibration bins grouped so none has a small count (:func:`privacy.pool_bins`)."""
         return privacy.pool_bins(positives, totals, self.min_cell_count)

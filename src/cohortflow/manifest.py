@@ -183,7 +183,8 @@ def build(*, disclosure: Disclosure, study_path: Path, study_digest: str,
     ``source`` says where the data came from (never with a credential); ``inputs`` holds
     each source table's fingerprint, exact: the row counts of the source tables are counts
     too (a death table of 3 rows), suppressed here by ``disclosure``; ``metrics`` the test
-    metrics of each analysis's chosen model, by analysis id; ``analyses`` the study's
+    metrics of each analysis's chosen model as they may be shared (:func:`shared_test`),
+    by analysis id; ``analyses`` the study's
     analyses and cohorts (:func:`analyses_record`); ``snakemake_logs`` give each step's
     wall time (see :func:`step_timings`; steps are named under ``results/benchmarks``)."""
     packages = package_versions()
@@ -301,11 +302,22 @@ def source_record(study: Study) -> dict[str, Any]:
             "format": spec.format, "schema": spec.schema_name}
 
 
+def shared_test(metrics: dict[str, Any], disclosure: Disclosure) -> dict[str, Any]:
+    """A chosen model's test metrics (its ``metrics.json``) as the manifest may hold them:
+    all of them, or only why not (``{"test_withheld": ...}``) when its test split is too
+    small to show them, the shared leaderboard's rule (:func:`models.withheld`)."""
+    from cohortflow import models  # numpy and the study model: only for this step
+
+    reason = models.withheld(metrics, disclosure)
+    return dict(metrics["test"]) if reason is None else {models.WITHHELD: reason}
+
+
 def write(study: Study, disclosure: Disclosure, study_path: Path, profile: str,
           workflow_root: Path, outputs: list[Path], benchmarks: list[Path]) -> None:
     """The study's run manifest (``manifest.json``), written through the disclosure gate:
-    inputs, code, packages, seeds, the analyses and cohorts, each analysis's test metrics,
-    a checksum of each of ``outputs`` (a file or a folder, as given), step timings."""
+    inputs, code, packages, seeds, the analyses and cohorts, each analysis's test metrics
+    (:func:`shared_test`), a checksum of each of ``outputs`` (a file or a folder, as
+    given), step timings."""
     layout = disclosure.layout
     seeds = {"study": study.seed}
     if study.source.synth is not None:
@@ -315,7 +327,8 @@ def write(study: Study, disclosure: Disclosure, study_path: Path, profile: str,
         seeds=seeds, profile=profile, workflow_root=workflow_root, results=layout.root,
         outputs=[Path(p) for p in outputs], source=source_record(study),
         inputs=json.loads(events.source_fingerprint_path(layout.store).read_text()),
-        metrics={a.id: json.loads(layout.model_metrics(a.id).read_text())["test"]
+        metrics={a.id: shared_test(json.loads(layout.model_metrics(a.id).read_text()),
+                                   disclosure)
                  for a in study.analysis_list()},
         benchmarks=[Path(p) for p in benchmarks], analyses=analyses_record(study))
     disclosure.write_json(layout.manifest, record)

@@ -34,15 +34,28 @@ def suppress(count: int, min_cell_count: int) -> str:
     return str(count)
 
 
+def split_shown(persons: int, outcomes: int, min_cell_count: int) -> bool:
+    """Whether a figure or metric computed over a group of ``persons`` (a model's test
+    split), ``outcomes`` of them with the outcome, may be shown: only when at least
+    ``min_cell_count`` have the outcome and as many do not.  A ROC curve's steps are
+    1 / (persons with the outcome) high and 1 / (persons without) wide; a Brier score with
+    its scaled Brier gives the outcome rate exactly (scaled = 1 - Brier / (rate × (1 -
+    rate))); an AUROC over so few is a fraction of a small denominator: each gives the
+    counts back.
+
+    >>> split_shown(41, 11, 11), split_shown(34, 4, 11), split_shown(8, 2, 11)
+    (True, False, False)
+    """
+    return outcomes >= min_cell_count and persons - outcomes >= min_cell_count
+
+
 def curve_shown(labels: Sequence[int] | Any, min_cell_count: int) -> bool:
-    """Whether a ROC curve of these labels may be drawn: each step of one is 1 / (persons
-    with the outcome) high and 1 / (persons without) wide, so both must be large enough.
+    """Whether a ROC curve of these labels may be drawn (:func:`split_shown`).
 
     >>> curve_shown([1] * 11 + [0] * 30, 11), curve_shown([1] * 4 + [0] * 30, 11)
     (True, False)
     """
-    positives = int(sum(int(v) for v in labels))
-    return positives >= min_cell_count and len(labels) - positives >= min_cell_count
+    return split_shown(len(labels), int(sum(int(v) for v in labels)), min_cell_count)
 
 
 def suppress_value(count: int, min_cell_count: int) -> int | str:

@@ -18,22 +18,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cohortflow.html_style import BASE_CSS, document
+
 FORMAT = "cohortflow-deid-report/1"
 """The record format this page renders."""
 
 SAFE_HARBOR_IDENTIFIERS = 18
 """HIPAA §164.514(b)(2) lists 18 identifiers; the record says how each is handled."""
 
-# The study report's plain style (cohortflow/report/_page.py), the rules this page uses:
-# importing it would load the report's plotting stack (matplotlib, scikit-learn) for a page
-# that draws nothing.
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
-table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ddd; }
-th { text-align: left; vertical-align: top; } td { vertical-align: top; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.note { color: #666; font-size: .9rem; } code { font-size: .9rem; }
+_CSS = BASE_CSS + """th, td { vertical-align: top; } code { font-size: .9rem; }
 tr.unmet td { color: #a00; font-weight: 600; }
 """
 
@@ -158,11 +151,9 @@ def render_html(record: dict[str, Any]) -> str:
     missing = ("" if listed == SAFE_HARBOR_IDENTIFIERS else
                f"<p class=note>The record lists {listed} of the {SAFE_HARBOR_IDENTIFIERS} "
                "identifiers.</p>")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>cohortflow de-identification report: {shown(record.get("study"))} /
-{shown(record.get("cohort"))}</title><style>{_CSS}</style></head>
-<body>
+    title = (f"cohortflow de-identification report: {shown(record.get('study'))} /\n"
+             f"{shown(record.get('cohort'))}")
+    return document(title, _CSS, f"""\
 {header_html(record)}
 <h2>Generalisation</h2>
 {_table(("Quasi-identifier", "Level", "Generalised to"), _rows(record, "generalisation"),
@@ -184,8 +175,7 @@ handles each.</p>
         numeric=frozenset({"rows"}), css="tables")}
 <h2>Policy</h2>
 {policy_html(record)}
-</body></html>
-"""
+""")
 
 
 def write_html(record: dict[str, Any], path: Path) -> None:

@@ -30,7 +30,14 @@ from cohortflow.models._space import (
 
 if TYPE_CHECKING:
     from cohortflow.models._estimators import describe, importance, make_estimator
-    from cohortflow.models._leaderboard import TEST_COLUMNS, best_per, leaderboard
+    from cohortflow.models._leaderboard import (
+        TEST_COLUMNS,
+        WITHHELD,
+        best_per,
+        leaderboard,
+        split_counts,
+        withheld,
+    )
     from cohortflow.models._metrics import (
         auroc_ci,
         brier,
@@ -58,7 +65,8 @@ if TYPE_CHECKING:
 # Name -> the private module that defines it, imported on first access (PEP 562).
 _LAZY = {
     **dict.fromkeys(["describe", "importance", "make_estimator"], "_estimators"),
-    **dict.fromkeys(["TEST_COLUMNS", "best_per", "leaderboard"], "_leaderboard"),
+    **dict.fromkeys(["TEST_COLUMNS", "WITHHELD", "best_per", "leaderboard",
+                     "split_counts", "withheld"], "_leaderboard"),
     **dict.fromkeys(["auroc_ci", "brier", "calibration_bins", "calibration_curve",
                      "calibration_intercept", "calibration_slope", "e_avg", "evaluate",
                      "pool_calibration", "smoothed_observed"], "_metrics"),
@@ -91,6 +99,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "LABEL_COLUMNS",
     "TEST_COLUMNS",
+    "WITHHELD",
     "Configuration",
     "assign_split",
     "auroc_ci",
@@ -118,8 +127,10 @@ __all__ = [
     "select_features",
     "select_models",
     "smoothed_observed",
+    "split_counts",
     "stratified_test",
     "time_test",
     "train",
     "train_configuration",
+    "withheld",
 ]

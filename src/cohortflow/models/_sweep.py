@@ -36,7 +36,8 @@ def select_models(study: Study, disclosure: Disclosure, metric_files: list[Path]
                   predictions_out: Path) -> None:
     """The model step of one analysis: the leaderboard of its configurations
     (``metric_files`` and ``prediction_files`` list their files in the same order), shared,
-    so written through the disclosure gate to ``leaderboard_out``, and a copy of the best
+    so written through the disclosure gate to ``leaderboard_out`` without the test metrics
+    of a test split too small to show, and a copy of the best
     by cross-validation (``model.select_by``) as ``metrics_out`` and ``predictions_out``."""
     if not metric_files or len(prediction_files) != len(metric_files):
         raise ValueError(f"select_models: {len(metric_files)} metrics files and "
@@ -49,7 +50,7 @@ def select_models(study: Study, disclosure: Disclosure, metric_files: list[Path]
             f"{metric_files[0]}: the model step chooses within one analysis, but these "
             f"configurations belong to {', '.join(analyses)}; fix: rerun the sweep "
             "(configurations written before analyses existed have none)")
-    table = leaderboard(all_metrics, study.model.select_by)
+    table = leaderboard(all_metrics, study.model.select_by, disclosure)
     disclosure.write_parquet(Path(leaderboard_out), table.to_arrow())
     best = table.filter(pl.col("best"))["config_id"][0]
     chosen = [m["config_id"] for m in all_metrics].index(best)

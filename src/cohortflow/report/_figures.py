@@ -36,8 +36,8 @@ from cohortflow.disclosure import Disclosure
 NOT_DRAWN = ("<p class=note>Not drawn: the test split has fewer than {min_cell_count} persons "
              "with or without the outcome, and a curve would show how many.</p>")
 NOT_SHOWN_METRICS = ("<p class=note>Not shown: the test split has fewer than {min_cell_count} "
-                     "persons, and metrics (AUROC, AUPRC, Brier score) over so few would show "
-                     "how many had the outcome.</p>")
+                     "persons with or without the outcome, and metrics (AUROC, AUPRC, Brier "
+                     "score) over so few would show how many had the outcome.</p>")
 CALIBRATION_NOT_DRAWN = ("<p class=note>Calibration not drawn: the test split has fewer than "
                          "{min_cell_count} persons with or without the outcome, and a point "
                          "(an observed rate) would show how many.</p>")
@@ -73,17 +73,22 @@ def roc_shown(predictions: pl.DataFrame, disclosure: Disclosure) -> bool:
     return disclosure.curve_shown(_test_split(predictions)["label"].cast(pl.Int64).to_list())
 
 
-def metrics_shown(n_test: int, disclosure: Disclosure) -> bool:
-    """Whether a model's test metrics may be shown: a test split of fewer than
-    ``min_cell_count`` persons is too small (an AUROC over 2 × 6 persons is a multiple of
-    1/12, and gives the counts back).
+def metrics_shown(predictions: pl.DataFrame, disclosure: Disclosure) -> bool:
+    """Whether a model's test metrics may be shown: its test split has enough persons with,
+    and without, the outcome (:meth:`Disclosure.metrics_shown`, the rule the shared
+    leaderboard follows too); else an AUROC over 2 × 6 persons is a multiple of 1/12, and a
+    Brier score with its scaled Brier gives the outcome rate.
 
     >>> from cohortflow.layout import Layout
     >>> gate = Disclosure(Layout.of("results", "s"), 11)
-    >>> metrics_shown(8, gate), metrics_shown(40, gate)
-    (False, True)
+    >>> split = lambda k, n: pl.DataFrame({"label": [1] * k + [0] * (n - k), "split": "test"})
+    >>> metrics_shown(split(2, 8), gate), metrics_shown(split(4, 40), gate)
+    (False, False)
+    >>> metrics_shown(split(12, 40), gate)
+    True
     """
-    return n_test >= disclosure.min_cell_count
+    test = _test_split(predictions)
+    return disclosure.metrics_shown(test.height, int(test["label"].cast(pl.Int64).sum()))
 
 
 def calibration_shown(bins: list[dict[str, float]], disclosure: Disclosure) -> bool:

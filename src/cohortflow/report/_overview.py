@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from cohortflow import models
 from cohortflow.disclosure import Disclosure
 from cohortflow.study import Analysis, RiskWindow
 
@@ -49,8 +50,9 @@ class Cell:
     ci_high: float
     outcomes: int
     episodes: int
-    n_test: int | None = None
-    """The persons of the test split; fewer than ``min_cell_count``: no AUROC shown."""
+    test: tuple[int, int] | None = None
+    """The test split's persons and outcomes (:func:`models.split_counts`); no AUROC shown
+    when the gate may not show metrics over them (:meth:`Disclosure.metrics_shown`)."""
 
     @classmethod
     def of(cls, analysis: Analysis, metrics: dict[str, Any], label: np.ndarray) -> Cell:
@@ -58,7 +60,7 @@ class Cell:
         test = metrics["test"]
         return cls(analysis, float(test["auroc"]), float(test["auroc_ci_low"]),
                    float(test["auroc_ci_high"]), int(np.asarray(label).sum()), len(label),
-                   int(metrics["n_test"]))
+                   models.split_counts(metrics))
 
 
 def outcome_rate(cell: Cell, disclosure: Disclosure) -> str:
@@ -110,11 +112,13 @@ def describe_window(window: RiskWindow) -> str:
 
 def cell_html(cell: Cell, disclosure: Disclosure) -> str:
     """One cell: the AUROC with its CI (or why not: a test split of fewer than
-    ``min_cell_count`` persons) and the outcome rate, a link to the section."""
+    ``min_cell_count`` persons with or without the outcome) and the outcome rate, a link to
+    the section."""
     least = disclosure.min_cell_count
     auroc = (f"<b>{cell.auroc:.3f}</b> <span class=ci>({cell.ci_low:.3f}–{cell.ci_high:.3f})"
-             "</span>" if cell.n_test is None or cell.n_test >= least else
-             f"<span class=ci>AUROC not shown: test split under {least} persons</span>")
+             "</span>" if cell.test is None or disclosure.metrics_shown(*cell.test) else
+             f"<span class=ci>AUROC not shown: test split under {least} persons with or "
+             "without the outcome</span>")
     return (f'<td class=cell><a href="#{anchor(cell.analysis.id)}">{auroc}'
             f"<br><span class=rate>{outcome_rate(cell, disclosure)}</span></a></td>")
 

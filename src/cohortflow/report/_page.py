@@ -20,6 +20,7 @@ import polars as pl
 
 from cohortflow import models
 from cohortflow.disclosure import Disclosure
+from cohortflow.html_style import BASE_CSS, document
 from cohortflow.privacy import COMPLEMENTARY
 from cohortflow.report._figures import (
     CALIBRATION_NOT_DRAWN,
@@ -51,14 +52,7 @@ from cohortflow.study import Analysis, Study
 INLINE_ANALYSES = 12
 """The most analyses whose plots are inlined in the page (each adds ~150 kB)."""
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; display: inline; }
-h3 { font-size: 1.05rem; margin-top: 1.5rem; }
-section > h2, body > h2 { display: block; }
-table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ddd; }
-th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.note { color: #666; font-size: .9rem; }
+_CSS = BASE_CSS + """\
 .grid { overflow-x: auto; } table.overview th:first-child { position: sticky; left: 0;
   background: #fff; } td.cell { text-align: center; white-space: nowrap; }
 td.cell a { color: inherit; text-decoration: none; display: block; }
@@ -104,7 +98,7 @@ def model_html(disclosure: Disclosure, attrition: list[dict[str, Any]],
     esc = html.escape
     h = f"h{level}"
     test = metrics["test"]
-    shown = metrics_shown(metrics["n_test"], disclosure)
+    shown = metrics_shown(predictions, disclosure)
     metric_rows = "".join(
         f"<tr><td>{name}</td><td class=n>{value:.3f}</td></tr>"
         for name, value in (("AUROC", test["auroc"]), ("AUPRC", test["auprc"]),
@@ -193,7 +187,7 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
                 "with the outcome and another without is in both columns.")
     top_metrics, top_predictions = next(iter(best.values()))
     # Every configuration has the same test split: one test decides for all of them.
-    test_shown = metrics_shown(top_metrics["n_test"], disclosure)
+    test_shown = metrics_shown(top_predictions, disclosure)
     hidden = "".join(
         note.format(min_cell_count=least) for note, drawn in (
             (NOT_DRAWN, roc_shown(top_predictions, disclosure)),
@@ -205,7 +199,7 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
               else f" — marks a mean not shown: of fewer than {least} persons, or of none.")
     board_note = ("Test metrics are shown, never used to choose." if test_shown else
                   "Test metrics are never used to choose; not shown here (—): the test split "
-                  f"has fewer than {least} persons.")
+                  f"has fewer than {least} persons with or without the outcome.")
     page = f"""
 <{h}>Characteristics (Table 1)</{h}>
 <p class=note>Target cohort and the persons with and without the outcome; counts below {least}
@@ -275,15 +269,11 @@ def render(study: Study, disclosure: Disclosure, sections: Sequence[str], *,
     least = disclosure.min_cell_count
     esc = html.escape
     grid = f"<h2>Overview</h2>\n{overview}\n" if overview else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>cohortflow study report: {esc(study.name)}</title><style>{_CSS}</style></head>
-<body>
+    return document(f"cohortflow study report: {esc(study.name)}", _CSS, f"""\
 <h1>Study report: {esc(study.name)}</h1>
 <p class=note>Study digest {study.digest()}. Counts below {least} are shown as &lt;{least};
 {COMPLEMENTARY} marks a count hidden so that a small one cannot be worked out by subtraction.
 {note}</p>
 {grid}{quality}
 {"".join(sections)}
-</body></html>
-"""
+""")

@@ -198,7 +198,8 @@ def _count_cell(shown: str, count: float, total_shown: str, total: float) -> str
 
 def leaderboard_html(table: pl.DataFrame, rows: int = 20, *, test_shown: bool = True) -> str:
     """The leaderboard's best ``rows`` configurations per outcome, the chosen one marked;
-    the test metrics a dash when not ``test_shown`` (a test split too small to show them).
+    the test metrics a dash when not ``test_shown`` or withheld from the table (null: a test
+    split too small to show them).
 
     >>> from cohortflow import models
     >>> t = pl.DataFrame({"outcome": ["o"], "rank": [1], "best": [True], "model": ["m"],
@@ -206,6 +207,8 @@ def leaderboard_html(table: pl.DataFrame, rows: int = 20, *, test_shown: bool = 
     ...     **{f"test_{c}": [0.5] for c in models.TEST_COLUMNS}})
     >>> "<td>m ★</td>" in leaderboard_html(t), "0.500" in leaderboard_html(t, test_shown=False)
     (True, False)
+    >>> "0.500" in leaderboard_html(t.with_columns(test_auroc=None))
+    False
     """
     head = ("Outcome", "Rank", "Model", "Features", "Id", "CV AUROC", "Test AUROC (95% CI)",
             "AUPRC", "Brier", "Scaled Brier", "Cal. intercept", "Cal. slope", "E-avg")
@@ -214,14 +217,14 @@ def leaderboard_html(table: pl.DataFrame, rows: int = 20, *, test_shown: bool = 
         star = " ★" if r["best"] else ""
         cells = [html.escape(str(r["outcome"])), str(r["rank"]),
                  html.escape(r["model"]) + star, html.escape(r["feature_set"]),
-                 f"<code>{r['config_id']}</code>", f"{r['cv_auroc']:.3f}",
-                 f"{r['test_auroc']:.3f} ({r['test_auroc_ci_low']:.3f}–"
-                 f"{r['test_auroc_ci_high']:.3f})",
-                 *(f"{r['test_' + c]:.3f}" for c in ("auprc", "brier", "scaled_brier",
-                                                      "calibration_intercept",
-                                                      "calibration_slope", "e_avg"))]
-        if not test_shown:
-            cells[6:] = ["—"] * len(cells[6:])
+                 f"<code>{r['config_id']}</code>", f"{r['cv_auroc']:.3f}"]
+        rest = ("auprc", "brier", "scaled_brier", "calibration_intercept",
+                "calibration_slope", "e_avg")
+        if test_shown and r["test_auroc"] is not None:
+            cells += [f"{r['test_auroc']:.3f} ({r['test_auroc_ci_low']:.3f}–"
+                      f"{r['test_auroc_ci_high']:.3f})", *(f"{r['test_' + c]:.3f}" for c in rest)]
+        else:
+            cells += ["—"] * (1 + len(rest))
         body.append("<tr>" + "".join(f"<td>{c}</td>" if i < 5 else f"<td class=n>{c}</td>"
                                      for i, c in enumerate(cells)) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
