@@ -173,6 +173,8 @@ def test_the_mart_report_of_the_tiny_cohort_shows_no_small_count(
         isinstance(suppressed["persons"], int) and suppressed["persons"] >= K)
     if suppressed["persons"] == f"<{K}":  # the share is a bound that gives no count back
         assert suppressed["share"] == f"<{100 * K / mart_persons:.2g}%"
+        assert (f"Their number is under {K}, so it is shown as &lt;{K} and their share as "
+                f"an upper bound ({K} / {mart_persons} persons)") in _page_of(out)
     page = _page_of(out)
     assert f"Counts below {K} are shown as &lt;{K}" in page
     # with a huge threshold both files are flagged: the scan reads their counts
@@ -205,3 +207,20 @@ def test_a_cohort_under_k_persons_has_no_mart(tmp_path: Path) -> None:
             f"k-anonymous (k = min_cell_count = {K})") in message
     assert "fix:" in message and "5" not in message.replace(str(tmp_path), "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cdm", "results", "s.yaml"]
+
+
+def test_a_mart_where_everyone_is_suppressed_says_so() -> None:
+    """Twelve persons born in four 20-year bands: no class reaches k = 11 at any level, so
+    all are suppressed; the record shows no k reached, the suppressed number as it is (not
+    small), and says why."""
+    from cohortflow.mart import _record, k_anonymise
+
+    persons = pl.DataFrame({"person_id": range(12), "year_of_birth": [1930, 1950, 1970,
+                            1990] * 3, "gender_concept_id": [8507] * 12})
+    done = k_anonymise(persons, ["year_of_birth", "gender_concept_id"], K, 0.05)
+    assert done.k_reached is None and done.suppressed == 12 and not done.within_limit
+    assert _record._k_reached(done.k_reached, K) is None
+    words = _record._suppression_words(done, persons.height, K)
+    assert words.endswith("Every person was suppressed: even the most general level left no "
+                          "class of at least k, so no k is reached (shown as —)")
+    assert f"under {K}" not in words

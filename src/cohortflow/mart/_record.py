@@ -49,6 +49,23 @@ def _share(suppressed: int, persons: int, min_cell_count: int) -> float | str:
     return round(suppressed / persons, 4)
 
 
+def _suppression_words(anonymised: _kanon.Anonymised, persons: int, k: int) -> str:
+    """What suppression does, and what the record cannot show and why: a small number of
+    suppressed persons (shown as ``<k``, its share as a bound), or nobody left unsuppressed
+    (no k reached)."""
+    words = ("quasi-identifiers of persons left in a class under k set to one value each "
+             "(concepts 0, zip3 \"000\", state and month null, year of birth the first year "
+             "of the cohort's earliest 20-year band); no person is dropped")
+    if small(anonymised.suppressed, k):
+        words += (f". Their number is under {k}, so it is shown as <{k} and their share as "
+                  f"an upper bound ({k} / {persons} persons): the exact share would give the "
+                  "number back")
+    if anonymised.k_reached is None and persons:
+        words += (". Every person was suppressed: even the most general level left no class "
+                  "of at least k, so no k is reached (shown as —)")
+    return words
+
+
 def _k_reached(reached: int | None, min_cell_count: int) -> int | str | None:
     """The smallest class left, a class size: suppressed like a count when under k (it is
     not, by construction: persons in classes under k are suppressed), ``None`` when every
@@ -150,10 +167,7 @@ def build(study: Study, cohort: str, anonymised: _kanon.Anonymised, rows: dict[s
             "share": _share(anonymised.suppressed, persons, k),
             "within_limit": anonymised.within_limit,
             "max_share": policy.max_suppression,
-            "description": "quasi-identifiers of persons left in a class under k set to one "
-                           "value each (concepts 0, zip3 \"000\", state and month null, year "
-                           "of birth the first year of the cohort's earliest 20-year band); "
-                           "no person is dropped"},
+            "description": _suppression_words(anonymised, persons, k)},
         "date_shift": {
             "min_days": -policy.date_shift_days, "max_days": policy.date_shift_days,
             "description": "one keyed offset per person (HMAC-SHA256 of the id under the "
