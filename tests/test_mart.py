@@ -190,7 +190,7 @@ def test_failure_half_way_leaves_nothing(tmp_path: Path) -> None:
                                    shards=1))
     table = Layout.of(tmp_path / "results", "demo").cohort_table("cohort", "0")
     table.parent.mkdir(parents=True)
-    pl.DataFrame({"subject_id": [1, 2]}).write_parquet(table)
+    pl.DataFrame({"subject_id": range(1, 13)}).write_parquet(table)  # k = 11 persons or more
     out = tmp_path / "mart"
     with pytest.raises(CohortflowError, match="no person rows"):
         export_mart(study, "cohort", out, results=tmp_path / "results", key=KEY)

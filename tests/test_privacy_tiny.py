@@ -2,7 +2,9 @@
 outcomes): every shared output still passes the small-count scan of
 :mod:`tests.test_privacy_study`, and the report says what it does not show and why (the
 test metrics, the ROC curves, the calibration plot, small Table 1 cells and means, the
-outcome counts) instead of showing it."""
+outcome counts) instead of showing it.  So does the de-identification report of the
+cohort's data mart (``cohortflow export-mart``); a cohort of fewer than k persons has no
+mart at all."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import pytest
 
 from cohortflow import events, manifest, models, report, synth
 from cohortflow.disclosure import Disclosure, audit
+from cohortflow.errors import CohortflowError
 from cohortflow.layout import Layout
+from cohortflow.mart import export_mart
 from cohortflow.study import load_study
 from tests.conftest import write_study
 from tests.test_privacy_study import K, _move_person_ids, scan, shared_files
@@ -26,6 +30,7 @@ from tests.test_report import BEST, _metrics, _predictions
 from tests.test_report import _page as page_of
 
 PERSONS = 100  # seed 3: 38 first asthma codes, 30 with a year of prior observation
+KEY = "tiny-mart-key"
 
 
 @pytest.mark.parametrize("positives, negatives", [(2, 6), (3, 7)])
@@ -196,3 +201,82 @@ def test_the_report_says_what_it_does_not_show_and_why(
     assert table1 is not None and f"<td class=n>&lt;{K}</td>" in table1.group(0)
     if "<td class=n>—</td>" in table1.group(0):
         assert f"— marks a mean not shown: of {least}, or of none." in page
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_mart_report_of_the_tiny_cohort_shows_no_small_count(
+        tiny_run: tuple[Path, Path, str]) -> None:
+    """The target cohort's mart: its record and page pass the scan (persons, suppressed
+    persons, table rows and the k reached are counts), and the scan does read them."""
+    root = tiny_run[0]
+    study = load_study(root / "tiny.yaml")
+    [cohort] = study.targets()
+    out = root / "mart"
+    record = export_mart(study, cohort, out, results=root / "results", key=KEY)
+    person = pl.read_parquet(root / "cdm" / "person")
+    ids = set(person["person_id"].to_list())
+    births = {b.strftime("%Y-%m-%d") for b in person["birth_datetime"].drop_nulls()}
+    files = [out / "deid_report.json", out / "deid_report.html", out / "mart.json"]
+    assert scan(files, K, ids, births) == []
+    mart_persons = pl.read_parquet(out / "person.parquet").height
+    assert 25 <= mart_persons <= 35 and record["persons"] == mart_persons
+    # the k reached is the smallest class left: a class size, never one under k
+    reached = record["k_reached"]
+    assert reached is None or (isinstance(reached, int) and reached >= K), reached
+    suppressed = record["suppression"]
+    assert suppressed["persons"] == 0 or suppressed["persons"] == f"<{K}" or (
+        isinstance(suppressed["persons"], int) and suppressed["persons"] >= K)
+    if suppressed["persons"] == f"<{K}":  # the share is a bound that gives no count back
+        assert suppressed["share"] == f"<{100 * K / mart_persons:.2g}%"
+        assert (f"Their number is under {K}, so it is shown as &lt;{K} and their share as "
+                f"an upper bound ({K} / {mart_persons} persons)") in _page_of(out)
+    page = _page_of(out)
+    assert f"Counts below {K} are shown as &lt;{K}" in page
+    # with a huge threshold both files are flagged: the scan reads their counts
+    flagged = {leak.split(": ")[0] for leak in scan(files[:2], 10**9, set(), set())}
+    assert flagged == {str(files[0]), str(files[1])}
+
+
+def _page_of(folder: Path) -> str:
+    return " ".join((folder / "deid_report.html").read_text().split())
+
+
+def test_a_cohort_under_k_persons_has_no_mart(tmp_path: Path) -> None:
+    """Five persons: no grouping of them reaches k = 11, so k-anonymity is impossible; the
+    export refuses, says why without the exact count, and leaves nothing behind."""
+    cdm = tmp_path / "cdm"
+    cdm.mkdir()
+    ids = [4_000_000_001 + i for i in range(5)]
+    pl.DataFrame({"person_id": ids, "gender_concept_id": [8532] * 5,
+                  "year_of_birth": [1990] * 5, "race_concept_id": [8527] * 5,
+                  "ethnicity_concept_id": [38003564] * 5}).write_parquet(cdm / "person.parquet")
+    study = load_study(write_study(tmp_path / "s.yaml", source={"omop": {"path": "cdm"}},
+                                   shards=1))
+    table = Layout.of(tmp_path / "results", "demo").cohort_table("cohort", "0")
+    table.parent.mkdir(parents=True)
+    pl.DataFrame({"subject_id": ids}).write_parquet(table)
+    with pytest.raises(CohortflowError) as refused:
+        export_mart(study, "cohort", tmp_path / "mart", results=tmp_path / "results", key=KEY)
+    message = str(refused.value)
+    assert (f"cohort 'cohort' has fewer than {K} persons, so no mart of it can be "
+            f"k-anonymous (k = min_cell_count = {K})") in message
+    assert "fix:" in message and "5" not in message.replace(str(tmp_path), "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cdm", "results", "s.yaml"]
+
+
+def test_a_mart_where_everyone_is_suppressed_says_so() -> None:
+    """Twelve persons born in four 20-year bands: no class reaches k = 11 at any level, so
+    all are suppressed; the record shows no k reached, the suppressed number as it is (not
+    small), and says why."""
+    from cohortflow.mart import _record, k_anonymise
+
+    persons = pl.DataFrame({"person_id": range(12), "year_of_birth": [1930, 1950, 1970,
+                            1990] * 3, "gender_concept_id": [8507] * 12})
+    done = k_anonymise(persons, ["year_of_birth", "gender_concept_id"], K, 0.05)
+    assert done.k_reached is None and done.suppressed == 12 and not done.within_limit
+    assert _record._k_reached(done.k_reached, K) is None
+    words = _record._suppression_words(done, persons.height, K)
+    assert words.endswith("Every person was suppressed: even the most general level left no "
+                          "class of at least k, so no k is reached (shown as —)")
+    assert f"under {K}" not in words

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cohortflow import __version__
 from cohortflow.errors import CohortflowError
@@ -31,6 +32,14 @@ out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _print_error(message: str) -> None:
+    """``error: <message>`` on stderr, the message verbatim: it is a :class:`Text`, never
+    read as console markup, so paths, JSON keys or fixes in brackets (``[fix: a]``,
+    ``[red]``, ``[/]``) print as written instead of being taken for styles and dropped."""
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
+              soft_wrap=True)
+
+
 def _friendly(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,7 +47,7 @@ def _friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CohortflowError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            _print_error(str(exc))
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

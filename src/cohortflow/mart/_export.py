@@ -60,6 +60,7 @@ def export_mart(study: Study, cohort: str, out: Path, *, results: Path = Path("r
             "secret of the study's exports, kept off the mart>") from None
     layout = Layout.of(results, study.name)
     members = cohort_members(study, layout, cohort, origin)
+    _refuse_under_k(len(members), study.min_cell_count, cohort, origin)
     out = Path(out)
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,20 @@ def export_mart(study: Study, cohort: str, out: Path, *, results: Path = Path("r
         shutil.rmtree(work, ignore_errors=True)
         raise
     return record
+
+
+def _refuse_under_k(persons: int, k: int, cohort: str, origin: str) -> None:
+    """Refuse a cohort of fewer than ``k`` persons (but some): every class of
+    quasi-identifiers, even all of them generalised to one value, would be under k, so no
+    mart of it can be k-anonymous.  The message does not give the count (it is small)."""
+    if privacy.small(persons, k):
+        raise CohortflowError(
+            f"{origin}: cohort '{cohort}' has fewer than {k} persons, so no mart of it can be "
+            f"k-anonymous (k = min_cell_count = {k}): even with every quasi-identifier "
+            "generalised to one value they would form one class under k, and suppressing "
+            "them all would still hand over their records; nothing was written; fix: export "
+            "a cohort of at least min_cell_count persons (a broader cohort definition, or a "
+            "larger source)")
 
 
 def cohort_members(study: Study, layout: Layout, cohort: str, origin: str) -> list[int]:
@@ -171,6 +186,8 @@ def _write(study: Study, cohort: str, source: OmopSource, members: list[int], se
     if person is None:
         raise CohortflowError(f"{source.location}: the source has no person rows for the "
                               "cohort; fix: export from the source the cohort was built on")
+    _refuse_under_k(person[0].height, study.min_cell_count, cohort,
+                    f"{source.location}: the cohort's person rows")
     persons, location, anonymised = _tables.person_table(study, source, person[0], keep, done)
     _write_table(persons, work / "person.parquet")
     done.rows["person"] = persons.height

@@ -3,7 +3,10 @@ table, how each HIPAA Safe Harbor identifier is handled, and the k-anonymity rea
 
 Every count in it is suppressed at the study's ``min_cell_count``
 (:func:`cohortflow.privacy.suppress_value`); so is the suppressed share when the count
-behind it is small (the share times the persons would give the count back).
+behind it is small (the share times the persons would give the count back: it becomes an
+upper bound, ``"<1.1%"``), and so is the k reached, the size of the smallest class left
+(at least k by construction; ``None`` when every person was suppressed).  A cohort of
+fewer than k persons has no record: the export refuses it.
 """
 
 from __future__ import annotations
@@ -33,16 +36,45 @@ def year_detail(anonymised: _kanon.Anonymised, top_code_age: int, quasi: bool) -
 
 
 def _share(suppressed: int, persons: int, min_cell_count: int) -> float | str:
-    """The suppressed share, or an upper bound when the count is small.
+    """The suppressed share (0-1), or, when the count is small, an upper bound as a
+    percentage (the page shows a string as given).
 
-    >>> _share(0, 100, 11), _share(20, 1000, 11), _share(3, 1000, 11)
-    (0.0, 0.02, '<0.011')
+    >>> _share(0, 100, 11), _share(20, 1000, 11), _share(3, 1000, 11), _share(3, 30, 11)
+    (0.0, 0.02, '<1.1%', '<37%')
     """
     if persons == 0:
         return 0.0
     if small(suppressed, min_cell_count):
-        return f"<{min_cell_count / persons:.2g}"
+        return f"<{100 * min_cell_count / persons:.2g}%"
     return round(suppressed / persons, 4)
+
+
+def _suppression_words(anonymised: _kanon.Anonymised, persons: int, k: int) -> str:
+    """What suppression does, and what the record cannot show and why: a small number of
+    suppressed persons (shown as ``<k``, its share as a bound), or nobody left unsuppressed
+    (no k reached)."""
+    words = ("quasi-identifiers of persons left in a class under k set to one value each "
+             "(concepts 0, zip3 \"000\", state and month null, year of birth the first year "
+             "of the cohort's earliest 20-year band); no person is dropped")
+    if small(anonymised.suppressed, k):
+        words += (f". Their number is under {k}, so it is shown as <{k} and their share as "
+                  f"an upper bound ({k} / {persons} persons): the exact share would give the "
+                  "number back")
+    if anonymised.k_reached is None and persons:
+        words += (". Every person was suppressed: even the most general level left no class "
+                  "of at least k, so no k is reached (shown as —)")
+    return words
+
+
+def _k_reached(reached: int | None, min_cell_count: int) -> int | str | None:
+    """The smallest class left, a class size: suppressed like a count when under k (it is
+    not, by construction: persons in classes under k are suppressed), ``None`` when every
+    person was suppressed.
+
+    >>> _k_reached(14, 11), _k_reached(None, 11), _k_reached(4, 11)
+    (14, None, '<11')
+    """
+    return None if reached is None else suppress_value(reached, min_cell_count)
 
 
 def safe_harbor(study: Study, has_location: bool) -> list[dict[str, str]]:
@@ -123,7 +155,7 @@ def build(study: Study, cohort: str, anonymised: _kanon.Anonymised, rows: dict[s
         "cohort": cohort,
         "min_cell_count": k,
         "k": k,
-        "k_reached": anonymised.k_reached,
+        "k_reached": _k_reached(anonymised.k_reached, k),
         "persons": suppress_value(persons, k),
         "quasi_identifiers": list(policy.quasi_identifiers),
         "generalisation": [
@@ -135,10 +167,7 @@ def build(study: Study, cohort: str, anonymised: _kanon.Anonymised, rows: dict[s
             "share": _share(anonymised.suppressed, persons, k),
             "within_limit": anonymised.within_limit,
             "max_share": policy.max_suppression,
-            "description": "quasi-identifiers of persons left in a class under k set to one "
-                           "value each (concepts 0, zip3 \"000\", state and month null, year "
-                           "of birth the first year of the cohort's earliest 20-year band); "
-                           "no person is dropped"},
+            "description": _suppression_words(anonymised, persons, k)},
         "date_shift": {
             "min_days": -policy.date_shift_days, "max_days": policy.date_shift_days,
             "description": "one keyed offset per person (HMAC-SHA256 of the id under the "

@@ -157,7 +157,7 @@ def render_html(record: dict[str, Any]) -> str:
 {header_html(record)}
 <h2>Generalisation</h2>
 {_table(("Quasi-identifier", "Level", "Generalised to"), _rows(record, "generalisation"),
-        ("column", "level", "description"), numeric=frozenset({"level"}), css="generalisation")}
+        ("column", "level", "description"), css="generalisation")}
 <h2>Suppression</h2>
 {suppression_html(record)}
 <h2>Date shift</h2>

@@ -1,0 +1,41 @@
+"""The command's error printer: a :class:`~cohortflow.errors.CohortflowError` prints as
+``error: <message>``, the message verbatim (never read as console markup, which would take
+``[fix: a]`` or ``[red]`` for styles and drop them, or fail on a lone ``[/]``), and the
+command exits with status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from cohortflow import cli
+from cohortflow.errors import CohortflowError
+
+MESSAGE = "study.yaml: cohorts[0] is wrong [fix: a] [red]not red[/] [/] [bold]x[/bold] \\[y]"
+
+
+def test_an_error_message_prints_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    @cli._friendly
+    def fails() -> None:
+        raise CohortflowError(MESSAGE)
+
+    with pytest.raises(typer.Exit) as done:
+        fails()
+    assert done.value.exit_code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {MESSAGE}\n"
+
+
+def test_a_command_prints_a_bracketed_path_verbatim_and_exits_2(tmp_path: Path) -> None:
+    study = tmp_path / "[fix: a] [red] x [/].yaml"
+    done = subprocess.run([sys.executable, "-m", "cohortflow", "validate", str(study)],
+                          capture_output=True, text=True, check=False,
+                          env={"COLUMNS": "400", "PATH": "", "PYTHONPATH": ":".join(sys.path)})
+    assert done.returncode == 2, done.stderr
+    assert f"error: {study}: " in done.stderr
+    assert "Traceback" not in done.stderr
