@@ -395,7 +395,7 @@ def test_the_overview_marks_a_matched_analysis_and_shows_no_rate() -> None:
 
     gate = Disclosure(Layout.of("results", "s"), 11)
     metrics = {"test": {"auroc": 0.7, "auroc_ci_low": 0.6, "auroc_ci_high": 0.8},
-               "n_test": 100}
+               "n_test": 100, "outcome_rate_test": 0.2}
     label = np.array([1] * 50 + [0] * 200)
     cells = [report.Cell.of(Analysis("t__o__1y", "t", "o", "1y", "o",
                                      matching=Matching(controls=4)), metrics, label),

@@ -116,6 +116,12 @@ def suppress_counts(record: Any, keys: frozenset[str], min_cell_count: int) -> A
     return record
 
 
+RESTRICTED_ZIP3 = frozenset({
+    "036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831",
+    "878", "879", "884", "890", "893"})
+"""Three-digit ZIP prefixes of areas of 20,000 people or fewer, which HIPAA Safe Harbor
+replaces by ``000`` (the list of the HHS de-identification guidance, from the 2000 Census)."""
+
 COMPLEMENTARY = "*"
 """Shown for a count hidden only so that a small one cannot be recovered by subtraction."""
 

@@ -10,8 +10,9 @@ the study's ``mart:`` section (:class:`cohortflow.study.MartPolicy`).
 """
 
 from cohortflow.mart._export import MARKER, cohort_members, export_mart
-from cohortflow.mart._geo import RESTRICTED_ZIP3, zip3
+from cohortflow.mart._geo import zip3
 from cohortflow.mart._kanon import Anonymised, k_anonymise
+from cohortflow.privacy import RESTRICTED_ZIP3
 
 __all__ = ["MARKER", "RESTRICTED_ZIP3", "Anonymised", "cohort_members", "export_mart",
            "k_anonymise", "zip3"]

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-RESTRICTED_ZIP3 = frozenset({
-    "036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831",
-    "878", "879", "884", "890", "893"})
-"""Three-digit ZIP prefixes of areas of 20,000 people or fewer: shown as ``000``."""
+from cohortflow.privacy import RESTRICTED_ZIP3
 
 SUPPRESSED_ZIP3 = "000"
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from cohortflow.privacy import RESTRICTED_ZIP3
+
 TAG = 0x10CA7  # keeps the location streams apart from every other stream of the generator
 BLOCK_PERSONS = 1_000
 UNITED_STATES = 42046186  # OMOP Geography concept "United States of America"
@@ -35,10 +37,6 @@ SCHEMA = pa.schema([
     ("country_concept_id", pa.int64()), ("country_source_value", pa.string()),
     ("latitude", pa.float64()), ("longitude", pa.float64())])
 """The OMOP CDM v5.4 ``location`` table."""
-
-RESTRICTED_ZIP3 = ("036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830",
-                   "831", "878", "879", "884", "890", "893")
-"""The ZIP3 prefixes Safe Harbor replaces by ``000`` (2000 Census: 20,000 people or fewer)."""
 
 # ZIP3 -> (state, city, county, latitude, longitude): three states, 36 prefixes.
 ZIP3S: dict[str, tuple[str, str, str, float, float]] = {

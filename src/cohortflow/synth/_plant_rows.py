@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cohortflow.synth import vocab as V  # noqa: N812
+
 DAY_US = 86_400_000_000
 _DAY_SPAN = 1 << 20  # more days than any date in a synthetic CDM is from 1970
 PLANTED_IDS = 1_000_000_000_000  # planted rows' ids start above it, far above the others
@@ -87,21 +89,9 @@ def with_concepts(concept: pa.Table, rows: Sequence[tuple[int, str, str, str, st
     concept_id."""
     if not rows:
         return concept
-    n = len(rows)
-    cols = list(zip(*rows, strict=True))
-    first = concept.slice(0, 1)
-    extra = pa.table({
-        "concept_id": pa.array(cols[0], pa.int64()),
-        "concept_name": pa.array(cols[1], pa.string()),
-        "domain_id": pa.array(cols[2], pa.string()),
-        "vocabulary_id": pa.array(cols[3], pa.string()),
-        "concept_class_id": pa.array(cols[4], pa.string()),
-        "standard_concept": pa.array(cols[5], pa.string()),
-        "concept_code": pa.array(cols[6], pa.string()),
-        "valid_start_date": pa.repeat(first.column("valid_start_date")[0], n),
-        "valid_end_date": pa.repeat(first.column("valid_end_date")[0], n),
-        "invalid_reason": pa.nulls(n, pa.string()),
-    }).cast(concept.schema)
+    first = concept.slice(0, 1)  # the added rows are valid as the vocabulary's first one
+    extra = V.concept_rows(list(rows), first.column("valid_start_date")[0].as_py(),
+                           first.column("valid_end_date")[0].as_py()).cast(concept.schema)
     both = pa.concat_tables([concept, extra])
     return both.take(pc.sort_indices(both, [("concept_id", "ascending")]))
 

@@ -245,7 +245,13 @@ def concept_table() -> pa.Table:
     >>> t.num_rows == len(CONCEPTS) and t.column("concept_id").type == pa.int64()
     True
     """
-    rows = sorted(CONCEPTS)
+    return concept_rows(sorted(CONCEPTS))
+
+
+def concept_rows(rows: list[_C], valid_start: dt.date = _VALID_START,
+                 valid_end: dt.date = _VALID_END) -> pa.Table:
+    """``concept`` rows from tuples laid out as :data:`CONCEPTS`, in their order, valid from
+    ``valid_start`` to ``valid_end``."""
     cols = list(zip(*rows, strict=True))
     n = len(rows)
     return pa.table({
@@ -256,8 +262,8 @@ def concept_table() -> pa.Table:
         "concept_class_id": pa.array(cols[4], pa.string()),
         "standard_concept": pa.array(cols[5], pa.string()),
         "concept_code": pa.array(cols[6], pa.string()),
-        "valid_start_date": pa.array([_VALID_START] * n, pa.date32()),
-        "valid_end_date": pa.array([_VALID_END] * n, pa.date32()),
+        "valid_start_date": pa.array([valid_start] * n, pa.date32()),
+        "valid_end_date": pa.array([valid_end] * n, pa.date32()),
         "invalid_reason": pa.nulls(n, pa.string()),
     })
 
