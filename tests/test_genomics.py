@@ -177,3 +177,41 @@ def test_a_genotyped_sample_missing_from_the_linkage_is_named(tmp_path):
     with pytest.raises(GenomicsError, match=r"linkage\.csv: sample_id: 2 genotyped sample\(s\) "
                                             r"not in the linkage table: S0, S9; fix: add"):
         genomics.link_samples(linkage, ["S0", "S1", "S9"], path)
+
+
+def _split_by_contig(vcf: Path, into: Path) -> list[Path]:
+    """``vcf`` as two BGZF files: the records of its first contig with records, and the
+    rest (one header each), as a cohort split per chromosome is delivered."""
+    header, records = [], []
+    for line in gzip.decompress(vcf.read_bytes()).decode().splitlines(keepends=True):
+        (header if line.startswith("#") else records).append(line)
+    first = records[0].split("\t")[0]
+    parts = [[r for r in records if r.split("\t")[0] == first],
+             [r for r in records if r.split("\t")[0] != first]]
+    into.mkdir()
+    return [_bgzf("".join(header + part), into / f"part{i}.vcf.gz")
+            for i, part in enumerate(parts)]
+
+
+def test_a_vcf_split_in_files_converts_to_the_same_store(converted, tmp_path):
+    folder, store = converted
+    parts = _split_by_contig(folder / "cohort.vcf.gz", tmp_path / "parts")
+    genomics.build_index(parts[1], parts[1].with_name(parts[1].name + ".csi"))  # one indexed
+    split = genomics.convert_vcf(parts, tmp_path / "split.vcz", partitions=PARTITIONS)
+    whole, halves = genomics.open_genotypes(store), genomics.open_genotypes(split)
+    for name in ("sample_id", "contig_id", "variant_position", "variant_contig",
+                 "variant_allele", "call_genotype", "call_genotype_phased"):
+        np.testing.assert_array_equal(halves[name].values, whole[name].values, err_msg=name)
+    assert sorted(p.name for p in parts[0].parent.iterdir()) == [
+        "part0.vcf.gz", "part1.vcf.gz", "part1.vcf.gz.csi"]
+
+
+def test_vcfs_of_different_samples_are_refused_and_leave_nothing(tmp_path):
+    one = _bgzf(VCF.replace("chr2\t20", "chr1\t20"), tmp_path / "one.vcf.gz")
+    other = _bgzf(VCF.replace("chr2\t20", "chr1\t30").replace("\tS2\n", "\tS3\n"),
+                  tmp_path / "other.vcf.gz")
+    out = tmp_path / "out" / "both.vcz"
+    with pytest.raises(GenomicsError, match=r"genomics\.vcf: the VCFs cannot be combined .*"
+                                            r"fix: give files with the same samples"):
+        genomics.convert_vcf([one, other], out)
+    assert list(out.parent.iterdir()) == []
