@@ -1,0 +1,26 @@
+"""Genotypes of a study (``genomics:``): VCF/BCF files converted once into a VCF Zarr
+store with bio2zarr (:func:`convert_vcf`, in partitions a workflow can run as separate
+jobs), read back with zarr/xarray (:func:`open_genotypes`), and linked to persons by a
+sample → person table (:func:`read_linkage`).  Genotypes stay in Zarr, chunked by
+variants × samples; they never enter the event store."""
+
+from cohortflow.genomics._convert import (
+    GenomicsError,
+    build_index,
+    convert_vcf,
+    encode_finalise,
+    encode_init,
+    encode_partition,
+    explode_finalise,
+    explode_init,
+    explode_partition,
+    publish,
+    stage,
+)
+from cohortflow.genomics._linkage import link_samples, read_linkage
+from cohortflow.genomics._store import REQUIRED, open_genotypes
+
+__all__ = ["REQUIRED", "GenomicsError", "build_index", "convert_vcf", "encode_finalise",
+           "encode_init", "encode_partition", "explode_finalise", "explode_init",
+           "explode_partition", "link_samples", "open_genotypes", "publish", "read_linkage",
+           "stage"]
