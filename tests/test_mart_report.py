@@ -158,14 +158,8 @@ def test_the_page_loads_offline_in_chromium_with_the_k_row_visible(tmp_path: Pat
             " getComputedStyle(r).visibility, tables: document.querySelectorAll('table')"
             ".length, scripts: document.scripts.length}); })()"))["result"]["value"])
         shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-    errors = [e for e in tools.events if e.get("method") == "Runtime.exceptionThrown"
-              or (e.get("method") == "Runtime.consoleAPICalled"
-                  and e["params"]["type"] in ("error", "assert"))
-              or (e.get("method") == "Log.entryAdded"
-                  and e["params"]["entry"]["level"] == "error")]
-    assert errors == []
-    requested = [e["params"]["request"]["url"] for e in tools.events
-                 if e.get("method") == "Network.requestWillBeSent"]
+    assert tools.errors() == []
+    requested = tools.requested()
     assert all(u.startswith("file:") for u in requested), requested
     assert " ".join(seen["text"].split()) == "k required / k reached 11 / 14"
     assert seen["height"] > 10 and seen["width"] > 100 and 0 <= seen["top"] < 900

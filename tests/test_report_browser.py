@@ -53,6 +53,19 @@ class DevTools:
                 return message.get("result", {})
             self.events.append(message)
 
+    def errors(self) -> list[dict[str, Any]]:
+        """The page's uncaught exceptions, console errors and assertions, and logged errors."""
+        return [e for e in self.events if e.get("method") == "Runtime.exceptionThrown"
+                or (e.get("method") == "Runtime.consoleAPICalled"
+                    and e["params"]["type"] in ("error", "assert"))
+                or (e.get("method") == "Log.entryAdded"
+                    and e["params"]["entry"]["level"] == "error")]
+
+    def requested(self) -> list[str]:
+        """Every URL the page asked for."""
+        return [e["params"]["request"]["url"] for e in self.events
+                if e.get("method") == "Network.requestWillBeSent"]
+
     def wait_for(self, method: str) -> dict[str, Any]:
         while True:
             for event in self.events:
@@ -106,14 +119,8 @@ def test_report_loads_without_errors_shows_its_plots_and_screenshots(
             "[...document.querySelectorAll('h2')].map(h => h.textContent).join('|')"
         ))["result"]["value"]
         shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-    errors = [e for e in tools.events if e.get("method") == "Runtime.exceptionThrown"
-              or (e.get("method") == "Runtime.consoleAPICalled"
-                  and e["params"]["type"] in ("error", "assert"))
-              or (e.get("method") == "Log.entryAdded"
-                  and e["params"]["entry"]["level"] == "error")]
-    assert errors == []
-    requested = [e["params"]["request"]["url"] for e in tools.events
-                 if e.get("method") == "Network.requestWillBeSent"]
+    assert tools.errors() == []
+    requested = tools.requested()
     assert all(u.startswith(("file:", "data:")) for u in requested), requested
     alts = {i["alt"] for i in images}
     assert {"ROC curve of the test split", "ROC curves of the best models (test split)",
@@ -167,6 +174,5 @@ def test_each_overview_cell_opens_its_analysis_with_its_figures(
     assert shown["images"] == [[f"figures/{analysis}/{name}.png", shown["images"][i][1]]
                                for i, name in enumerate(("roc", "calibration"))]
     assert all(width > 200 for _, width in shown["images"]), shown
-    requested = [e["params"]["request"]["url"] for e in tools.events
-                 if e.get("method") == "Network.requestWillBeSent"]
+    requested = tools.requested()
     assert all(u.startswith(("file:", "data:")) for u in requested), requested
