@@ -11,6 +11,11 @@ rule cohort_shard:
         attrition=LAYOUT.cohort_shard_attrition("{cohort}", "{shard}"),
     params:
         digest=lambda wildcards: STUDY.cohort_digest(wildcards.cohort),
+    # On SLURM, `group-components: [cohort=N]` (profiles/slurm) packs N shards, of any
+    # cohorts, into one submission: a warehouse's thousands of shards are not thousands of
+    # sbatch calls (docs/scaling.md).
+    group:
+        "cohort"
     log:
         LAYOUT.log("cohort_shard/{cohort}/{shard}"),
     benchmark:
