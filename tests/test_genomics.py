@@ -82,6 +82,22 @@ def test_only_the_finished_store_is_left_owner_only_and_not_converted_twice(conv
         genomics.convert_vcf([folder / "cohort.vcf.gz"], store)
 
 
+def test_a_stale_staging_folder_is_cleared_only_if_a_conversion_left_it(converted, tmp_path):
+    folder, _ = converted
+    vcf = folder / "cohort.vcf.gz"
+    foreign = genomics.staging_path(tmp_path / "a.vcz")
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("the user's")
+    with pytest.raises(GenomicsError, match="is not a staging folder a conversion left"):
+        genomics.stage([vcf], tmp_path / "a.vcz")
+    assert (foreign / "notes.txt").read_text() == "the user's"  # left untouched
+
+    work = genomics.stage([vcf], tmp_path / "b.vcz")  # as an interrupted conversion leaves
+    (work / "half-written").write_text("x")
+    again = genomics.stage([vcf], tmp_path / "b.vcz")
+    assert again == work and not (work / "half-written").exists()
+
+
 def test_every_sample_links_to_its_person(converted):
     folder, store = converted
     linkage = genomics.read_linkage(folder / "linkage.csv")

@@ -16,6 +16,7 @@ from cohortflow.genomics._convert import (
     explode_partition,
     publish,
     stage,
+    staging_path,
 )
 from cohortflow.genomics._linkage import link_samples, read_linkage
 from cohortflow.genomics._store import REQUIRED, open_genotypes
@@ -23,4 +24,4 @@ from cohortflow.genomics._store import REQUIRED, open_genotypes
 __all__ = ["REQUIRED", "GenomicsError", "build_index", "convert_vcf", "encode_finalise",
            "encode_init", "encode_partition", "explode_finalise", "explode_init",
            "explode_partition", "link_samples", "open_genotypes", "publish", "read_linkage",
-           "stage"]
+           "stage", "staging_path"]

@@ -37,6 +37,10 @@ class GenomicsError(CohortflowError):
     """Genotype input (VCF, VCF Zarr store or linkage table) that cannot be used."""
 
 
+STAGING_MARKER = ".cohortflow-staging"
+"""Written first into a staging folder: only a folder holding it is removed as stale."""
+
+
 def staging_path(out: Path) -> Path:
     """The staging folder of ``out``: a hidden sibling, so the final rename stays on one
     file system.
@@ -141,10 +145,16 @@ def stage(vcfs: Sequence[Path], out: Path) -> Path:
         raise GenomicsError(f"{out}: the VCF Zarr store already exists; fix: remove it to "
                             "convert again, or declare it as genomics.zarr")
     work = staging_path(out)
-    shutil.rmtree(work, ignore_errors=True)
+    if work.exists() or work.is_symlink():
+        if work.is_symlink() or not (work / STAGING_MARKER).is_file():
+            raise GenomicsError(
+                f"{work}: exists and is not a staging folder a conversion left (no "
+                f"{STAGING_MARKER}), so it is left untouched; fix: move it away")
+        shutil.rmtree(work)  # a stale one of ours: an interrupted conversion's
     out.parent.mkdir(parents=True, exist_ok=True)
     (work / INPUT).mkdir(parents=True, mode=0o700)
     work.chmod(0o700)
+    (work / STAGING_MARKER).touch(mode=0o600)
     try:
         for i, vcf in enumerate(Path(v).absolute() for v in vcfs):
             _check_vcf(vcf)
