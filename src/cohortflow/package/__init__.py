@@ -12,6 +12,8 @@ predicted, and writes::
                         outcome and time at risk, their digests
     analyses/<ID>/columns.json      the feature columns (tensor feature index), in order
     analyses/<ID>/calibration.json  test calibration bins, pooled to min_cell_count
+    analyses/<ID>/reference.json    the train rows' feature and score bins, pooled to
+                                    min_cell_count, and codes, for drift monitoring
     analyses/<ID>/model/*.npy       the fitted model as plain arrays (no pickle)
     CHECKSUMS           sha256sum lines of every other file; its SHA-256 is the digest
 

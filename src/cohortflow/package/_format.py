@@ -13,6 +13,9 @@ STUDY = "study.json"
 CHECKSUMS = "CHECKSUMS"
 COLUMNS = "columns.json"
 CALIBRATION = "calibration.json"
+REFERENCE = "reference.json"
+"""What the train rows looked like (:func:`cohortflow.scoring.reference_profile`), for drift
+monitoring; a package made before it has none."""
 ARRAYS = "model"
 REMAKE = ("fix: copy the package again from where it was made, or make it anew with "
           "`cohortflow package results/<study> --out <new folder>`")

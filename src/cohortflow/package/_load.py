@@ -19,6 +19,7 @@ from cohortflow.package._format import (
     COLUMNS,
     FORMAT,
     META,
+    REFERENCE,
     REMAKE,
     STUDY,
     PackageError,
@@ -42,6 +43,9 @@ class ModelPackage:
     columns: list[str]
     calibration: list[dict[str, Any]]
     arrays: dict[str, np.ndarray]
+    reference: dict[str, Any] | None = None
+    """The training reference profile for drift monitoring (``reference.json``); None in a
+    package made before cohortflow wrote one."""
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """The probability of the outcome for each row of ``x`` (one column per entry of
@@ -115,4 +119,6 @@ def load(path: Path) -> ModelPackage:
         path=path, digest=digest, meta=meta, study=json.loads((path / STUDY).read_text()),
         analysis=analysis_id, outcome=analysis["outcome"], family=analysis["family"],
         columns=json.loads((where / COLUMNS).read_text())["columns"],
-        calibration=json.loads((where / CALIBRATION).read_text())["test"], arrays=arrays)
+        calibration=json.loads((where / CALIBRATION).read_text())["test"], arrays=arrays,
+        reference=json.loads((where / REFERENCE).read_text())
+        if (where / REFERENCE).is_file() else None)

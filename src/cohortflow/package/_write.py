@@ -22,6 +22,7 @@ from cohortflow.package._format import (
     COLUMNS,
     FORMAT,
     META,
+    REFERENCE,
     STUDY,
     PackageError,
     analysis_dir,
@@ -102,6 +103,15 @@ def _check_refit(layout: Layout, config_id: str, family: str, arrays: dict[str, 
             "on the test rows; fix: report this as a cohortflow bug")
 
 
+def _reference(fitted: Any, x: np.ndarray, is_test: np.ndarray, columns: list[str],
+               min_cell_count: int) -> dict[str, Any]:
+    """The reference profile of the refit's train rows and its predictions on them."""
+    from cohortflow.scoring._drift import reference_profile  # scoring imports package
+
+    train = x[~is_test]
+    return reference_profile(train, columns, fitted.predict_proba(train)[:, 1], min_cell_count)
+
+
 def chosen_analysis(study: Study, analysis: str | None) -> str:
     """The analysis to package: ``analysis`` when given (one of the study's), else the
     study's only one; a study of several must name one."""
@@ -167,6 +177,8 @@ def contents(results: Path, study_path: Path | None = None, threads: int = 1,
         f"{where}/{COLUMNS}": _json({"columns": columns}),
         f"{where}/{CALIBRATION}": _json({"test": _pooled(chosen["calibration"]["test"],
                                                          study.min_cell_count)}),
+        f"{where}/{REFERENCE}": _json(_reference(fitted, x, is_test, columns,
+                                                 study.min_cell_count)),
         **{f"{where}/{ARRAYS}/{name}.npy": _npy(a) for name, a in sorted(arrays.items())},
     }
     files[META] = _json({
