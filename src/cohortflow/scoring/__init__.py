@@ -11,6 +11,7 @@ from cohortflow.scoring._drift import (
     psi,
     reference_profile,
 )
+from cohortflow.scoring._monitor_html import render as monitor_page
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -18,6 +19,7 @@ __all__ = [
     "DriftError",
     "Thresholds",
     "drift",
+    "monitor_page",
     "persons_with_codes",
     "prospective",
     "psi",
