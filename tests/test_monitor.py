@@ -274,7 +274,7 @@ def test_the_page_shows_the_flags_first_and_is_deterministic(reference: dict[str
     assert 'class="drift"' in flags and "Flags of the latest run (2025-03-28)" in flags
     assert f'<tr class="drift"><td class="level">drift</td><td>{LAB}</td><td>psi</td>' in flags
     assert "<td>PROCEDURE//4</td><td>vanished_code</td>" in flags
-    assert "<td>codes</td><td>new_codes</td><td class=n>1 codes</td>" in flags
+    assert "<td>codes</td><td>new_codes</td><td class=n>1 code</td>" in flags
     assert page.count("<svg ") == 3 and "http" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     assert "<script" not in page and "<li>CONDITION//99</li>" in page

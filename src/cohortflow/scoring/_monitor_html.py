@@ -20,7 +20,7 @@ from cohortflow.html_style import BASE_CSS, document
 from cohortflow.scoring._drift import DriftError
 
 TOP = 20  # rows of the feature drift and missingness tables
-WIDTH, HEIGHT, LEFT, RIGHT, TOP_MARGIN, BOTTOM = 640, 220, 56, 16, 24, 40
+WIDTH, HEIGHT, LEFT, RIGHT, TOP_MARGIN, BOTTOM = 370, 220, 48, 12, 24, 40  # three a row
 COLOURS = {"line": "#1f5fa8", "drift": "#b3261e", "watch": "#b26a00", "ref": "#666"}
 
 CSS = BASE_CSS + """
@@ -30,7 +30,7 @@ CSS = BASE_CSS + """
 tr.drift td { background: #fbe9e7; } tr.watch td { background: #fff4e0; }
 .level { font-weight: 600; text-transform: uppercase; font-size: .8rem; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure { margin: 0; } figcaption { font-size: .9rem; color: #444; }
+figure { margin: 0; } figcaption { font-size: .9rem; color: #444; max-width: 370px; }
 svg text { font: 11px system-ui, sans-serif; fill: #333; }
 ul.codes { columns: 3; font-family: ui-monospace, monospace; font-size: .85rem; }
 """
@@ -177,7 +177,8 @@ def _flag_section(run: Mapping[str, Any]) -> str:
 
 def _value(flag: Mapping[str, Any]) -> str:
     if flag["statistic"] == "new_codes":
-        return f"{flag['value']:,} codes"  # a number of codes, not of persons
+        n = flag["value"]
+        return f"{n:,} code{'' if n == 1 else 's'}"  # a number of codes, not of persons
     return _num(flag["value"])
 
 
