@@ -55,10 +55,17 @@ def reference() -> dict[str, Any]:
     return scoring.reference_profile(x, COLUMNS, s, K)
 
 
+def json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    """``record``, checked to be JSON without NaN whose keys are already sorted."""
+    text = json.dumps(record, allow_nan=False)
+    assert text == json.dumps(record, sort_keys=True)
+    return record
+
+
 def _drift(reference: dict[str, Any], x: np.ndarray, s: np.ndarray,
            codes: dict[str, int] | None = None) -> dict[str, Any]:
     found = scoring.persons_with_codes(x, COLUMNS) if codes is None else codes
-    return scoring.drift(reference, x, COLUMNS, s, found, K)
+    return json_safe(scoring.drift(json_safe(reference), x, COLUMNS, s, found, K))
 
 
 def _flagged(result: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -134,6 +141,10 @@ def test_new_and_vanished_codes(reference: dict[str, Any]) -> None:
     codes |= {"PROCEDURE//4": 0, "DRUG//2": K - 1, "CONDITION//99": K, "CONDITION//98": K - 1}
     del codes["MEDS_BIRTH"]
     found = _drift(reference, x, s, codes)
+    frame = pl.DataFrame({"code": list(codes), "persons": list(codes.values())})
+    assert scoring.drift(reference, x, COLUMNS, s, frame, K) == found
+    with pytest.raises(scoring.DriftError, match="fix: a frame of columns `code` and `persons`"):
+        scoring.drift(reference, x, COLUMNS, s, frame.rename({"persons": "n"}), K)
     assert found["codes"] == {"new": ["CONDITION//99"],
                               "vanished": ["DRUG//2", "MEDS_BIRTH", "PROCEDURE//4"]}
     assert _flagged(found) == [("codes", "new_codes", "watch"),
@@ -191,7 +202,7 @@ def test_no_bin_of_a_profile_or_a_drift_shows_a_small_count(tmp_path: Path) -> N
     found = scoring.drift(profile, now, columns, rng.random(100), {"A": 10, "B": 100}, K)
     assert found["features"]["A|30d|count"]["missing"]["now"] is None
     assert found["codes"] == {"new": [], "vanished": ["A"]}  # 10 persons: fewer than K
-    tiny = scoring.drift(profile, now[:7], columns, rng.random(7), {"A": 7}, K)
+    tiny = json_safe(scoring.drift(profile, now[:7], columns, rng.random(7), {"A": 7}, K))
     assert tiny == {"persons": f"<{K}", "min_cell_count": K, "epsilon": scoring.PSI_EPSILON,
                     "thresholds": scoring.DEFAULT_THRESHOLDS.as_dict(), "flags": [],
                     "withheld": f"fewer than {K} persons scored"}
@@ -225,7 +236,7 @@ def test_prospective_metrics_are_the_direct_ones() -> None:
     p = rng.uniform(0.02, 0.6, 3000)
     risk = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + 0.5)))  # under-predicted by 0.5 log odds
     y = (rng.random(3000) < risk).astype(np.int8)
-    found = scoring.prospective(y, p, K, training_auroc=0.95)
+    found = json_safe(scoring.prospective(y, p, K, training_auroc=0.95))
     auc, low, high = _metrics.auroc_ci(y, p)
     assert found["auroc"] == round(auc, 10)
     assert found["auroc_ci"] == [round(low, 10), round(high, 10)]

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from cohortflow.errors import CohortflowError
 from cohortflow.privacy import pool_bins, small, split_shown, suppress_value
@@ -144,6 +145,24 @@ def groups(counts: Sequence[int], min_cell_count: int) -> list[list[int]]:
     return pool(counts, min_cell_count)
 
 
+def sorted_keys(record: Any) -> Any:
+    """A JSON-like record with every mapping's keys in sorted order (lists keep theirs), so
+    its text is the same however it is written.
+
+    >>> sorted_keys({"b": [{"d": 1, "c": 2}], "a": None})
+    {'a': None, 'b': [{'c': 2, 'd': 1}]}
+    """
+    if isinstance(record, Mapping):
+        return {str(k): sorted_keys(record[k]) for k in sorted(record)}
+    if isinstance(record, list | tuple):
+        return [sorted_keys(v) for v in record]
+    return record
+
+
+def _record(record: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted_keys(record))
+
+
 def _share(count: int, total: int) -> float:
     return round(count / total, ROUND)
 
@@ -210,17 +229,15 @@ def reference_profile(x: np.ndarray, columns: Sequence[str], scores: np.ndarray,
     ([[0], [1, 2, 3], [4, 5, 6], [7, 8, 9, 10]], ['A', 'B'])
     """
     x, s = _checked(x, columns, scores, "reference profile")
-    features = {str(c): dict(sorted(_profile(x[:, j], min_cell_count, bins).items()))
-                for j, c in enumerate(columns)}
+    features = {str(c): _profile(x[:, j], min_cell_count, bins) for j, c in enumerate(columns)}
     present = persons_with_codes(x, columns)
     shown = len(s) > 0 and not small(len(s), min_cell_count)
-    return {
+    return _record({
         "format": PROFILE_FORMAT, "bins": bins, "min_cell_count": min_cell_count,
-        "features": dict(sorted(features.items())),
-        "score": dict(sorted(_profile(s, min_cell_count, bins).items())),
+        "features": features, "score": _profile(s, min_cell_count, bins),
         "mean_score": round(float(s.mean()), ROUND) if shown else None,
         "codes": sorted(c for c, n in present.items() if n >= max(min_cell_count, 1)),
-    }
+    })
 
 
 # ---- drift ---------------------------------------------------------------------------------
@@ -280,7 +297,8 @@ def _compare(profile: dict[str, Any], values: np.ndarray, min_cell_count: int
 
 
 def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
-          scores: np.ndarray, code_persons: Mapping[str, int], min_cell_count: int,
+          scores: np.ndarray, code_persons: Mapping[str, int] | pl.DataFrame,
+          min_cell_count: int,
           thresholds: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, Any]:
     """A scored extract (feature matrix ``x`` in the model's ``columns``, its ``scores``)
     against the model's ``reference`` profile: per feature its PSI over the reference bins
@@ -292,7 +310,7 @@ def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
     feature and statistic, drift before watch.
     """
     x, s = _checked(x, columns, scores, "scoring run")
-    known = list(reference.get("features", {}))
+    known = sorted(reference.get("features", {}))
     if sorted(str(c) for c in columns) != known:
         missing = sorted(set(known) - {str(c) for c in columns})
         extra = sorted({str(c) for c in columns} - set(known))
@@ -304,14 +322,20 @@ def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
                               "min_cell_count": min_cell_count, "epsilon": PSI_EPSILON,
                               "thresholds": thresholds.as_dict()}
     if len(x) == 0 or small(len(x), min_cell_count):
-        return {**result, "withheld": f"fewer than {min_cell_count} persons scored",
-                "flags": []}
+        return _record({**result, "flags": [],
+                            "withheld": f"fewer than {min_cell_count} persons scored"})
     features = {str(c): _compare(reference["features"][str(c)], x[:, j], min_cell_count)
                 for j, c in enumerate(columns)}
     score = _compare(reference["score"], s, min_cell_count)
     score.pop("missing", None)
     score["mean"] = round(float(s.mean()), ROUND)
     score["training_mean"] = reference.get("mean_score")
+    if isinstance(code_persons, pl.DataFrame):
+        if not {"code", "persons"} <= set(code_persons.columns):
+            raise DriftError(f"code_persons: columns {code_persons.columns}; fix: a frame of "
+                             "columns `code` and `persons` (persons per code of the extract)")
+        code_persons = dict(zip(code_persons["code"].cast(pl.String).to_list(),
+                                code_persons["persons"].to_list(), strict=True))
     trained = set(reference.get("codes", []))
     enough = {str(c) for c, n in code_persons.items() if int(n) >= max(min_cell_count, 1)}
     codes = {"new": sorted(enough - trained), "vanished": sorted(trained - enough)}
@@ -330,9 +354,8 @@ def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
               for code in codes["vanished"]]
     if codes["new"]:
         flags.append(_flag("watch", "codes", "new_codes", len(codes["new"]), min_cell_count))
-    return {**result, "features": dict(sorted(features.items())),
-            "score": dict(sorted(score.items())), "codes": codes,
-            "flags": sorted_flags(flags)}
+    return _record({**result, "features": features, "score": score, "codes": codes,
+                        "flags": sorted_flags(flags)})
 
 
 # ---- prospective performance ---------------------------------------------------------------
@@ -371,8 +394,8 @@ def prospective(labels: np.ndarray, scores: np.ndarray, min_cell_count: int,
                               "thresholds": thresholds.as_dict(),
                               "training_auroc": training_auroc}
     if not split_shown(n, outcomes, min_cell_count):
-        return {**result, "flags": [], "withheld": (
-            f"fewer than {min_cell_count} persons with or without the outcome")}
+        return _record({**result, "flags": [], "withheld": (
+            f"fewer than {min_cell_count} persons with or without the outcome")})
     auc, low, high = auroc_ci(y, p)
     intercept = _finite(calibration_intercept(y, p))
     slope = _finite(calibration_slope(y, p))
@@ -386,9 +409,9 @@ def prospective(labels: np.ndarray, scores: np.ndarray, min_cell_count: int,
     if slope is not None and not thresholds.slope_low <= slope <= thresholds.slope_high:
         flags.append(_flag("watch", MODEL, "calibration_slope", slope,
                            [thresholds.slope_low, thresholds.slope_high]))
-    return {**result, "outcomes": outcomes,
+    return _record({**result, "outcomes": outcomes,
             "auroc": _finite(auc), "auroc_ci": [_finite(low), _finite(high)],
             "calibration_intercept": intercept, "calibration_slope": slope,
             "observed_rate": _finite(observed), "expected_rate": _finite(expected),
             "observed_expected": _finite(observed / expected) if expected > 0 else None,
-            "flags": sorted_flags(flags)}
+            "flags": sorted_flags(flags)})
