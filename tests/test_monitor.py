@@ -79,7 +79,7 @@ def test_psi_of_a_binary_feature_by_hand() -> None:
     x = np.r_[np.zeros(60), np.ones(40)][:, None]
     profile = scoring.reference_profile(x, ["A|30d|present"], np.full(100, 0.3), K)
     feature = profile["features"]["A|30d|present"]
-    assert feature == {"edges": [0.0], "groups": [[0], [1], [2]], "missing": 0.0,
+    assert feature == {"edges": [0.5], "groups": [[0], [1], [2]], "missing": 0.0,
                        "shares": [0.0, 0.6, 0.4]}
     half = np.r_[np.zeros(50), np.ones(50)][:, None]
     found = scoring.drift(profile, half, ["A|30d|present"], np.full(100, 0.3), {"A": 50}, K)
@@ -102,7 +102,7 @@ def test_psi_of_a_binary_feature_by_hand() -> None:
 
 def test_bins_of_counts_and_continuous_values() -> None:
     counts = np.array([0.0] * 50 + [1.0] * 30 + [2.0] * 15 + [5.0] * 5)
-    assert value_edges(counts) == [0.0, 1.0, 2.0]  # one bin per value: no empty bin
+    assert value_edges(counts) == [0.5, 1.5, 3.5]  # one bin per value: no empty bin
     continuous = np.random.default_rng(0).normal(size=1000)
     edges = value_edges(continuous)
     assert len(edges) == 9 and edges == sorted(edges)
@@ -191,7 +191,9 @@ def test_no_bin_of_a_profile_or_a_drift_shows_a_small_count(tmp_path: Path) -> N
     profile = scoring.reference_profile(x, columns, scores, K)
     assert _small_shares(profile, n) == []
     assert profile["features"]["A|30d|count"]["missing"] is None
-    assert profile["features"]["A|30d|count"]["groups"] == [[0, 1], [2, 3]]
+    # 0, 1 and 7 make three bins; the 3 sevens join the 60 ones, the 2 missing the zeros
+    assert profile["features"]["A|30d|count"]["groups"] == [[0, 1], [2]]
+    assert profile["features"]["A|30d|count"]["edges"] == [0.5]
     assert profile["features"]["B|30d|mean"]["missing"] is None
     # the same shares with no minimum show them
     assert _small_shares(scoring.reference_profile(x, columns, scores, 0), n) != []

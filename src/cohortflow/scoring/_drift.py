@@ -16,17 +16,20 @@ expected outcome rates for the persons of an earlier scoring whose outcomes are 
 
 Bins: a feature's non-missing train values are cut at their deciles (a count or binary
 feature with few distinct values gets fewer bins: equal quantiles are one edge, and an edge
-is the largest train value of its bin, so no bin is empty); a value ``v`` falls in the
-first bin whose edge is ``>= v``, above the last edge in the last bin; missing values
-(NaN) are a category of their own, listed first.  Privacy: adjacent categories are pooled
-(as :func:`cohortflow.privacy.pool_bins` pools calibration bins) until none holds between 1
-and ``min_cell_count - 1`` persons, on the training side when the profile is made and again
-on the extract's side when it is compared, so no share times a known total gives a small
-count; a missing share pooled with a bin is not shown (``null``).
+lies halfway between the largest train value of its bin and the smallest of the next, so no
+bin is empty and no edge is a person's value); a value ``v`` falls in the first bin whose
+edge is ``>= v``, above the last edge in the last bin; missing values (NaN) are a category
+of their own, listed first.  Privacy: adjacent categories are pooled (as
+:func:`cohortflow.privacy.pool_bins` pools calibration bins) until none holds between 1 and
+``min_cell_count - 1`` persons (the edges inside a pooled group of bins dropped), on the
+training side when the profile is made and again on the extract's side when it is
+compared, so no share times a known total gives a small count; a missing share pooled with
+a bin is not shown (``null``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -85,22 +88,23 @@ class DriftError(CohortflowError):
 # ---- bins ----------------------------------------------------------------------------------
 
 def value_edges(values: np.ndarray, bins: int = BINS) -> list[float]:
-    """The bin edges of non-missing ``values``: the largest value of each non-empty
-    quantile bin but the last, so a bin's values are above the edge before it and at most
-    its own edge.
+    """The bin edges of non-missing ``values``: between each non-empty quantile bin and the
+    next, halfway from the bin's largest value to the next one's smallest (so no edge is a
+    person's value, and no bin of ``values`` is empty).
 
     >>> value_edges(np.arange(1.0, 11.0), bins=5)
-    [2.0, 4.0, 6.0, 8.0]
+    [2.5, 4.5, 6.5, 8.5]
     >>> value_edges(np.array([0.0] * 90 + [1.0] * 10)), value_edges(np.array([3.0, 3.0]))
-    ([0.0], [])
+    ([0.5], [])
     """
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return []
     quantiles = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1]))
     which = np.searchsorted(quantiles, v, side="left")
-    tops = sorted(float(v[which == b].max()) for b in np.unique(which))
-    return tops[:-1]
+    spans = sorted((float(v[which == b].min()), float(v[which == b].max()))
+                   for b in np.unique(which))
+    return [(top + bottom) / 2 for (_, top), (bottom, _) in itertools.pairwise(spans)]
 
 
 def categories(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
@@ -174,6 +178,12 @@ def _profile(values: np.ndarray, min_cell_count: int, bins: int) -> dict[str, An
     edges = value_edges(v[~np.isnan(v)], bins)
     counts = np.bincount(categories(v, edges), minlength=len(edges) + 2)
     pooled = groups(counts.tolist(), min_cell_count)
+    # an edge inside a pooled group of bins goes: edge j parts categories j + 1 and j + 2
+    inside = {j for g in pooled for j in range(len(edges)) if j + 1 in g and j + 2 in g}
+    if inside:
+        edges = [e for j, e in enumerate(edges) if j not in inside]
+        counts = np.bincount(categories(v, edges), minlength=len(edges) + 2)
+        pooled = groups(counts.tolist(), min_cell_count)
     return {"edges": edges, "groups": pooled,
             "shares": [_share(int(counts[g].sum()), len(v)) for g in pooled],
             "missing": _share(int(counts[0]), len(v)) if pooled[0] == [0] else None}
@@ -224,9 +234,9 @@ def reference_profile(x: np.ndarray, columns: Sequence[str], scores: np.ndarray,
     >>> x = np.array([[float(i % 2), float(i)] for i in range(40)])
     >>> p = reference_profile(x, ["A|30d|present", "B|30d|count"], x[:, 1] / 40, 11)
     >>> p["features"]["A|30d|present"]
-    {'edges': [0.0], 'groups': [[0], [1], [2]], 'missing': 0.0, 'shares': [0.0, 0.5, 0.5]}
-    >>> p["features"]["B|30d|count"]["groups"], p["codes"]
-    ([[0], [1, 2, 3], [4, 5, 6], [7, 8, 9, 10]], ['A', 'B'])
+    {'edges': [0.5], 'groups': [[0], [1], [2]], 'missing': 0.0, 'shares': [0.0, 0.5, 0.5]}
+    >>> p["features"]["B|30d|count"]["edges"], p["codes"]
+    ([11.5, 23.5], ['A', 'B'])
     """
     x, s = _checked(x, columns, scores, "reference profile")
     features = {str(c): _profile(x[:, j], min_cell_count, bins) for j, c in enumerate(columns)}
