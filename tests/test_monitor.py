@@ -204,6 +204,9 @@ def test_no_bin_of_a_profile_or_a_drift_shows_a_small_count(tmp_path: Path) -> N
     found = scoring.drift(profile, now, columns, rng.random(100), {"A": 10, "B": 100}, K)
     assert found["features"]["A|30d|count"]["missing"]["now"] is None
     assert found["codes"] == {"new": [], "vanished": ["A"]}  # 10 persons: fewer than K
+    gaps = np.column_stack([np.r_[np.full(95, np.nan), np.zeros(5)], rng.normal(size=100)])
+    mostly_missing = scoring.drift(profile, gaps, columns, rng.random(100), {}, K)
+    assert mostly_missing["features"]["A|30d|count"]["missing"]["now"] is None  # 5 are not
     tiny = json_safe(scoring.drift(profile, now[:7], columns, rng.random(7), {"A": 7}, K))
     assert tiny == {"persons": f"<{K}", "min_cell_count": K, "epsilon": scoring.PSI_EPSILON,
                     "thresholds": scoring.DEFAULT_THRESHOLDS.as_dict(), "flags": [],

@@ -300,7 +300,9 @@ def _compare(profile: dict[str, Any], values: np.ndarray, min_cell_count: int
     expected = [sum(profile["shares"][j] for j in r) for r in regrouped]
     actual = [sum(in_group[j] for j in r) / n for r in regrouped]
     training = profile["missing"]
-    now = None if small(int(found[0]), min_cell_count) else _share(int(found[0]), n)
+    missing = int(found[0])  # shown when neither it nor the rest is small (n is shown)
+    now = None if small(missing, min_cell_count) or small(n - missing, min_cell_count) \
+        else _share(missing, n)
     change = None if training is None or now is None else round(now - training, ROUND)
     return {"psi": round(psi(expected, actual), ROUND), "bins": len(regrouped),
             "missing": {"training": training, "now": now, "change": change}}
@@ -333,7 +335,7 @@ def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
                               "thresholds": thresholds.as_dict()}
     if len(x) == 0 or small(len(x), min_cell_count):
         return _record({**result, "flags": [],
-                            "withheld": f"fewer than {min_cell_count} persons scored"})
+                        "withheld": f"fewer than {min_cell_count} persons scored"})
     features = {str(c): _compare(reference["features"][str(c)], x[:, j], min_cell_count)
                 for j, c in enumerate(columns)}
     score = _compare(reference["score"], s, min_cell_count)
@@ -365,7 +367,7 @@ def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
     if codes["new"]:
         flags.append(_flag("watch", "codes", "new_codes", len(codes["new"]), min_cell_count))
     return _record({**result, "features": features, "score": score, "codes": codes,
-                        "flags": sorted_flags(flags)})
+                    "flags": sorted_flags(flags)})
 
 
 # ---- prospective performance ---------------------------------------------------------------
@@ -419,9 +421,10 @@ def prospective(labels: np.ndarray, scores: np.ndarray, min_cell_count: int,
     if slope is not None and not thresholds.slope_low <= slope <= thresholds.slope_high:
         flags.append(_flag("watch", MODEL, "calibration_slope", slope,
                            [thresholds.slope_low, thresholds.slope_high]))
-    return _record({**result, "outcomes": outcomes,
-            "auroc": _finite(auc), "auroc_ci": [_finite(low), _finite(high)],
-            "calibration_intercept": intercept, "calibration_slope": slope,
-            "observed_rate": _finite(observed), "expected_rate": _finite(expected),
-            "observed_expected": _finite(observed / expected) if expected > 0 else None,
-            "flags": sorted_flags(flags)})
+    return _record({
+        **result, "outcomes": outcomes,
+        "auroc": _finite(auc), "auroc_ci": [_finite(low), _finite(high)],
+        "calibration_intercept": intercept, "calibration_slope": slope,
+        "observed_rate": _finite(observed), "expected_rate": _finite(expected),
+        "observed_expected": _finite(observed / expected) if expected > 0 else None,
+        "flags": sorted_flags(flags)})
