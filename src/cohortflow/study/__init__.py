@@ -28,8 +28,10 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -80,6 +82,17 @@ from cohortflow.study._features import (
     SequenceFeatures,
     feature_key,
 )
+from cohortflow.study._genomics import (
+    DOSAGE,
+    MISSING_CODE,
+    PGX_PREFIX,
+    PHENOTYPE_SLUGS,
+    VARIANT_PREFIX,
+    GenomicFeatures,
+    Genomics,
+    PgxCriterion,
+    phenotype_slug,
+)
 from cohortflow.study._mart import MartPolicy
 from cohortflow.study._model import Logistic, Model, Range
 from cohortflow.study._source import (
@@ -107,6 +120,11 @@ __all__ = [
     "ALL_CODES",
     "ANALYSIS_ID",
     "DEMO_STUDY",
+    "DOSAGE",
+    "MISSING_CODE",
+    "PGX_PREFIX",
+    "PHENOTYPE_SLUGS",
+    "VARIANT_PREFIX",
     "MAX_YAML_NODES",
     "NAME_PART",
     "PASSWORD_FIX",
@@ -128,6 +146,8 @@ __all__ = [
     "FeatureKey",
     "FeatureWindow",
     "Features",
+    "GenomicFeatures",
+    "Genomics",
     "Group",
     "InclusionRule",
     "Logistic",
@@ -139,6 +159,7 @@ __all__ = [
     "OmopCdm",
     "Outcome",
     "OutcomeSpec",
+    "PgxCriterion",
     "Range",
     "RiskWindow",
     "RuleItem",
@@ -158,6 +179,7 @@ __all__ = [
     "json_schema",
     "load_study",
     "parse_study",
+    "phenotype_slug",
     "read_yaml",
     "redact",
 ]
@@ -193,6 +215,9 @@ class Study(SpecModel):
         {}, description="Times at risk by name, with their population settings.")
     analyses: list[AnalysisGrid] = Field(
         [], description="Targets x outcomes x times at risk, each entry a cross product.")
+    genomics: Genomics | None = Field(
+        None, description="Genotypes (VCF/BCF converted to VCF Zarr, or a VCF Zarr store) "
+                          "linked to persons: for pgx criteria and features.genomics.")
     features: Features = Features()
     model: Model = Model()
     mart: MartPolicy = Field(
@@ -337,6 +362,40 @@ class Study(SpecModel):
         return self
 
     @model_validator(mode="after")
+    def _genotypes_given(self) -> Study:
+        """A pgx criterion or genomic features need the study's genotypes (``genomics:``);
+        genotypes without files are a synthetic source's, which must plant them."""
+        errors: list[InitErrorDetails] = []
+        if self.genomics is None:
+            cohorts = ([("cohort", self.cohort)] if self.cohort is not None
+                       else [(f"cohorts.{n}", c) for n, c in self.cohorts.items()])
+            places = [where for where, c in cohorts if c.pgx_criteria()]
+            if self.features.genomics is not None:
+                places.append("features.genomics")
+            for where in places:
+                errors.append(InitErrorDetails(type=PydanticCustomError(
+                    "no_genotypes", "reads pharmacogene phenotypes, but the study declares no "
+                    "genotypes; fix: add genomics: {vcf: [FILE.vcf.gz], linkage: FILE.csv}"),
+                    loc=tuple(where.split(".")), input=None))
+        elif self.genomics.from_synth and (self.source.synth is None
+                                           or self.source.synth.genotypes is None):
+            errors.append(InitErrorDetails(type=PydanticCustomError(
+                "no_genotypes", "no vcf or zarr given, and the source plants no genotypes; "
+                "fix: genomics: {vcf: [FILE.vcf.gz], linkage: FILE.csv}, or source: {synth: "
+                "{..., genotypes: {share: 0.3}}}"), loc=("genomics",), input=None))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_genomics(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # left out of dumps when unused, so studies written before it keep their digests
+        data: dict[str, Any] = handler(self)
+        if data.get("genomics") is None:
+            data.pop("genomics", None)
+        return data
+
+    @model_validator(mode="after")
     def _feature_sets_built(self) -> Study:
         """Every window and aggregation a feature set names is one the features build."""
         if self.model.sweep is not None:
@@ -466,6 +525,44 @@ class Study(SpecModel):
             return None
         return path if path.is_absolute() else self._folder / path
 
+    def _resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self._folder / path
+
+    def genotype_files(self) -> list[Path]:
+        """The VCF/BCF files to convert (``genomics.vcf``), resolved against the study
+        file's folder; none for a store or a synthetic source's genotypes (the synth step's
+        output)."""
+        return [] if self.genomics is None else [self._resolve(p) for p in self.genomics.vcf]
+
+    def genotype_store(self) -> Path | None:
+        """The VCF Zarr store given as ``genomics.zarr`` (resolved), or None: converted."""
+        g = self.genomics
+        return None if g is None or g.zarr is None else self._resolve(g.zarr)
+
+    def linkage_file(self) -> Path | None:
+        """The linkage table ``genomics.linkage`` (resolved); None: the synthetic source's."""
+        g = self.genomics
+        return None if g is None or g.linkage is None else self._resolve(g.linkage)
+
+    def genomics_digest(self) -> str:
+        """The genotype steps' key (conversion, linkage, phenotypes): the genomics section
+        and the content of the files it names (a store: its files' paths and contents), so
+        a replaced VCF of the same name reruns them, and nothing else does."""
+        g = self.genomics
+        if g is None:
+            return content_digest(None)
+        files = [*self.genotype_files(), *filter(None, [self.genotype_store(),
+                                                          self.linkage_file()])]
+        return content_digest({"genomics": g.model_dump(mode="json", exclude={"vcf", "zarr",
+                                                                              "linkage"}),
+                               "files": [_file_digest(f) for f in files]})
+
+    def variants_digest(self) -> str:
+        """The variant-dosage step's key: the genotypes' and the declared variants."""
+        spec = self.features.genomics
+        return content_digest({"genomics": self.genomics_digest(),
+                               "variants": [] if spec is None else spec.variants})
+
     def digest(self, exclude: frozenset[str] = frozenset()) -> str:
         """A stable hash of the study's content, independent of key order and comments."""
         # who may read the results, and how a mart would be exported, change no byte of them
@@ -542,6 +639,31 @@ def _a_name(name: str) -> str:
     """A name like ``name`` that fits :data:`NAME` and is not the single form's target."""
     fitted = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", name)).strip("_") or "outcome"
     return f"{fitted}_outcome" if fitted == SINGLE_TARGET else fitted
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (a folder: of its files' relative paths and bytes, in
+    sorted order); ``missing`` for nothing there (the step that reads it says so).  Kept
+    per (path, size, mtime) for the life of the process: a workflow asks once per job."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        h = hashlib.sha256()
+        files = ([path] if path.is_file() else
+                 sorted(p for p in path.rglob("*") if p.is_file()))
+        for f in files:
+            h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
+            with f.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    h.update(chunk)
+        _FILE_DIGESTS[key] = h.hexdigest()[:16]
+    return _FILE_DIGESTS[key]
 
 
 def content_digest(value: Any) -> str:
