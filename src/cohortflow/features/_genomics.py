@@ -38,7 +38,7 @@ def gene_phenotypes(gene: str) -> tuple[str, ...]:
     >>> gene_phenotypes("CYP2C19")[-3:]
     ('likely_poor', 'poor', 'indeterminate')
     """
-    from cohortflow.pgx import INDETERMINATE, load_definitions  # noqa: PLC0415
+    from cohortflow.pgx import INDETERMINATE, load_definitions
 
     definition = load_definitions()[gene]
     terms = {*definition.function_pairs.values(), *definition.activity_scores.values(),

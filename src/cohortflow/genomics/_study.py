@@ -40,13 +40,15 @@ SYNTH_VCF = Path("genotypes") / "cohort.vcf.gz"
 SYNTH_LINKAGE = Path("genotypes") / "linkage.csv"
 """Where the synthetic source writes its genotypes, inside its OMOP folder."""
 
-LINKAGE_SCHEMA = {"sample_id": pl.String, "subject_id": pl.Int64}
-PHENOTYPE_SCHEMA = {"subject_id": pl.Int64, "gene": pl.String, "diplotype": pl.String,
-                    "phenotype": pl.String, "cpic_phenotype": pl.String,
-                    "activity_score": pl.Float64, "reason": pl.String}
+LINKAGE_SCHEMA = pl.Schema({"sample_id": pl.String(), "subject_id": pl.Int64()})
+PHENOTYPE_SCHEMA = pl.Schema({"subject_id": pl.Int64(), "gene": pl.String(),
+                              "diplotype": pl.String(), "phenotype": pl.String(),
+                              "cpic_phenotype": pl.String(), "activity_score": pl.Float64(),
+                              "reason": pl.String()})
 """``phenotype``: the short name criteria and features use (:func:`phenotype_slug`);
 ``cpic_phenotype``: the CPIC term; ``reason``: why a call is indeterminate."""
-DOSAGE_SCHEMA = {"subject_id": pl.Int64, "variant": pl.String, "dosage": pl.Float32}
+DOSAGE_SCHEMA = pl.Schema({"subject_id": pl.Int64(), "variant": pl.String(),
+                           "dosage": pl.Float32()})
 
 
 def genotype_inputs(study: Study, omop: Path) -> tuple[list[Path], Path | None, Path]:
@@ -149,7 +151,7 @@ def write_phenotypes(record: Path, linkage: Path, absent: str, out: Path) -> Non
     """Every linked person's diplotype and phenotype at every seeded pharmacogene
     (``PHENOTYPE_SCHEMA``, sorted by subject and gene), called by
     :func:`cohortflow.pgx.call_phenotypes`."""
-    from cohortflow.pgx import call_phenotypes  # noqa: PLC0415 (seeds read when called)
+    from cohortflow.pgx import call_phenotypes
 
     ds = _store(record)
     calls = call_phenotypes(ds, absent="reference" if absent == "reference" else "missing")
@@ -184,8 +186,8 @@ def variant_rows(ds: xr.Dataset, variant: str) -> tuple[int, int | None]:
         rows = np.flatnonzero((contig == _contig(parts[0])) & (positions == int(parts[1])))
         alt = None
     if len(parts) == 4 and len(rows):
-        alleles = [_strings(ds["variant_allele"].isel(variants=int(r)).values) for r in rows]
-        hits = [(int(r), a.index(parts[3])) for r, a in zip(rows, alleles, strict=True)
+        options = [_strings(ds["variant_allele"].isel(variants=int(r)).values) for r in rows]
+        hits = [(int(r), a.index(parts[3])) for r, a in zip(rows, options, strict=True)
                 if a[0] == parts[2] and parts[3] in a[1:]]
         if len(hits) == 1:
             return hits[0]
@@ -213,7 +215,7 @@ def dosages(ds: xr.Dataset, variant: str) -> np.ndarray:
     carried = calls > 0 if alt is None else calls == alt
     out = carried.sum(axis=1).astype(np.float32)
     out[(calls == -1).any(axis=1)] = np.nan
-    return out
+    return np.asarray(out, dtype=np.float32)
 
 
 def write_dosages(record: Path, linkage: Path, variants: Sequence[str], out: Path) -> None:
@@ -226,7 +228,7 @@ def write_dosages(record: Path, linkage: Path, variants: Sequence[str], out: Pat
     frames = [order.select("subject_id", variant=pl.lit(v, pl.String),
                            dosage=pl.Series(dosages(ds, v)), k=pl.lit(k))
               for k, v in enumerate(variants)]
-    empty = pl.DataFrame(schema={**DOSAGE_SCHEMA, "k": pl.Int32})
+    empty = pl.DataFrame(schema={**DOSAGE_SCHEMA, "k": pl.Int32()})
     frame = (pl.concat(frames, how="vertical_relaxed") if frames else empty)
     frame = (frame.filter(pl.col("subject_id").is_not_null()).sort("subject_id", "k")
              .select(list(DOSAGE_SCHEMA)).cast(DOSAGE_SCHEMA))

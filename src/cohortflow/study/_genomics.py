@@ -62,7 +62,7 @@ Phenotype = Literal[
 @cache
 def seeded_genes() -> tuple[str, ...]:
     """The genes of ``seeds/pgx/genes.csv`` (read once; the CSV is a few lines)."""
-    from cohortflow.pgx._seeds import seeds_folder  # noqa: PLC0415 (the seeds, on demand)
+    from cohortflow.pgx._seeds import seeds_folder
 
     lines = (seeds_folder() / "genes.csv").read_text(encoding="utf-8").splitlines()
     return tuple(line.split(",")[0].strip() for line in lines[1:] if line.strip())
