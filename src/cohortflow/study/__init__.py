@@ -641,18 +641,19 @@ def _a_name(name: str) -> str:
     return f"{fitted}_outcome" if fitted == SINGLE_TARGET else fitted
 
 
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+_FILE_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def _file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes (a folder: of its files' relative paths and bytes, in
     sorted order); ``missing`` for nothing there (the step that reads it says so).  Kept
-    per (path, size, mtime) for the life of the process: a workflow asks once per job."""
+    per (path, inode, size, mtime, ctime) for the life of the process: a workflow's parse
+    asks for it once per genotype rule."""
     path = Path(path)
     if not path.exists():
         return "missing"
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _FILE_DIGESTS:
         h = hashlib.sha256()
         files = ([path] if path.is_file() else

@@ -103,7 +103,7 @@ class Genomics(SpecModel):
         if self.vcf and self.zarr is not None:
             raise ValueError("give vcf (files to convert) or zarr (a converted store), not "
                              "both; fix: remove one")
-        if (self.vcf or self.zarr is not None) != (self.linkage is not None):
+        if (bool(self.vcf) or self.zarr is not None) != (self.linkage is not None):
             raise ValueError("give the genotypes (vcf or zarr) with their linkage (CSV or "
                              "Parquet, sample_id → person_id), or neither (a synthetic "
                              "source's genotypes); fix: genomics: {vcf: [cohort.vcf.gz], "
