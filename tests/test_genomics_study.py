@@ -39,6 +39,7 @@ from cohortflow.study import (
 )
 from cohortflow.synth._genotypes import Bgzf
 from tests.helpers import REPO, run_study
+from tests.test_rerun_keys import _dry_run, _rules
 
 PGX_STUDY = REPO / "seeds" / "studies" / "pgx.yaml"
 STAR2 = "chr10:94781859:G:A"  # CYP2C19*2's defining variant (rs4244285)
@@ -127,6 +128,18 @@ def test_editing_the_genotypes_reruns_only_what_reads_them(tmp_path: Path) -> No
         "escitalopram_starters", "cyp2c19_poor"))) == keys[1:]
     for name in ("escitalopram_starters", "cyp2c19_poor"):
         assert third.features_digest(name) == before.features_digest(name)
+    raw["genomics"]["absent"] = "reference"  # how the caller counts: the phenotypes only
+    path.write_text(yaml.safe_dump(raw))
+    fourth = load_study(path)
+    assert fourth.phenotypes_digest() != third.phenotypes_digest()
+    assert (fourth.genomics_digest(), fourth.linkage_digest(), fourth.variants_digest()) == (
+        third.genomics_digest(), third.linkage_digest(), third.variants_digest())
+    linked = fourth.genomics_digest(), fourth.linkage_digest()
+    link.write_text("sample_id,person_id\nS1,1\n")  # a new linkage: not the conversion
+    os.utime(link, ns=(link.stat().st_atime_ns, link.stat().st_mtime_ns + 10**9))
+    fifth = load_study(path)
+    assert fifth.genomics_digest() == linked[0]
+    assert fifth.linkage_digest() != linked[1]
 
 
 def test_studies_without_genotypes_keep_their_keys() -> None:
@@ -454,3 +467,32 @@ def test_the_tensor_is_byte_identical_whatever_the_worker_count(pgx_run: Path,
         theirs = {p.relative_to(built): p.read_bytes() for p in built.rglob("*")
                   if p.is_file()}
         assert ours == theirs, workers
+
+
+@pytest.mark.e2e
+def test_editing_how_absent_sites_count_reruns_the_phenotypes_not_the_conversion(
+        pgx_run: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load((pgx_run.parents[2] / "pgx.yaml").read_text())
+    raw["genomics"]["absent"] = "reference"
+    study = pgx_run.parents[2] / "edited.yaml"
+    study.write_text(yaml.safe_dump(raw, sort_keys=False))
+    jobs = _dry_run(study, pgx_run.parents[1])
+    rules = _rules(jobs)
+    assert {"genomics_phenotypes", "cohort_shard", "features"} <= rules
+    assert not rules & {"synth", "ingest", "genomics_explode", "genomics_encode",
+                        "genomics_store", "genomics_linkage", "genomics_variants"}
+    assert {w for r, w in jobs if r == "cohort_shard"} == {
+        "cohort=cyp2c19_poor, shard=0", "cohort=cyp2c19_poor, shard=1"}
+
+
+@pytest.mark.e2e
+def test_a_given_store_skips_the_conversion(pgx_run: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load((pgx_run.parents[2] / "pgx.yaml").read_text())
+    raw["genomics"] = {"zarr": str(pgx_run / "genomics" / "genotypes.vcz"),
+                       "linkage": str(pgx_run / "omop" / "genotypes" / "linkage.csv")}
+    study = tmp_path / "zarr.yaml"
+    study.write_text(yaml.safe_dump(raw, sort_keys=False))
+    rules = _rules(_dry_run(study, tmp_path))
+    assert {"genomics_store", "genomics_linkage", "genomics_phenotypes"} <= rules
+    assert not rules & {"genomics_explode_init", "genomics_explode", "genomics_encode_init",
+                        "genomics_encode"}

@@ -125,7 +125,7 @@ rule genomics_linkage:
     output:
         LAYOUT.linkage,
     params:
-        digest=STUDY.genomics_digest(),
+        digest=STUDY.linkage_digest(),
     log:
         LAYOUT.log("genomics/linkage"),
     benchmark:
@@ -142,7 +142,7 @@ rule genomics_phenotypes:
     output:
         LAYOUT.phenotypes,
     params:
-        digest=STUDY.genomics_digest(),
+        digest=STUDY.phenotypes_digest(),
     log:
         LAYOUT.log("genomics/phenotypes"),
     benchmark:

@@ -545,22 +545,33 @@ class Study(SpecModel):
         return None if g is None or g.linkage is None else self._resolve(g.linkage)
 
     def genomics_digest(self) -> str:
-        """The genotype steps' key (conversion, linkage, phenotypes): the genomics section
-        and the content of the files it names (a store: its files' paths and contents), so
-        a replaced VCF of the same name reruns them, and nothing else does."""
+        """The conversion's key (or the given store's check): the genotype files' content
+        (a store: its files' paths and contents) and the partitions, so a replaced VCF of
+        the same name reruns it, and editing anything else of the section does not."""
         g = self.genomics
         if g is None:
             return content_digest(None)
-        files = [*self.genotype_files(), *filter(None, [self.genotype_store(),
-                                                          self.linkage_file()])]
-        return content_digest({"genomics": g.model_dump(mode="json", exclude={"vcf", "zarr",
-                                                                              "linkage"}),
+        store = self.genotype_store()
+        files = [*self.genotype_files(), *([store] if store is not None else [])]
+        return content_digest({"partitions": g.partitions,
                                "files": [_file_digest(f) for f in files]})
 
+    def linkage_digest(self) -> str:
+        """The linkage step's key: the genotypes' and the linkage table's content."""
+        link = self.linkage_file()
+        return content_digest({"genotypes": self.genomics_digest(),
+                               "linkage": None if link is None else _file_digest(link)})
+
+    def phenotypes_digest(self) -> str:
+        """The phenotype step's key: the linked genotypes' and how absent sites count."""
+        g = self.genomics
+        return content_digest({"linkage": self.linkage_digest(),
+                               "absent": None if g is None else g.absent})
+
     def variants_digest(self) -> str:
-        """The variant-dosage step's key: the genotypes' and the declared variants."""
+        """The variant-dosage step's key: the linked genotypes' and the declared variants."""
         spec = self.features.genomics
-        return content_digest({"genomics": self.genomics_digest(),
+        return content_digest({"linkage": self.linkage_digest(),
                                "variants": [] if spec is None else spec.variants})
 
     def digest(self, exclude: frozenset[str] = frozenset()) -> str:
