@@ -38,7 +38,7 @@ from cohortflow.study import (
     phenotype_slug,
 )
 from cohortflow.synth._genotypes import Bgzf
-from tests.helpers import REPO, run_study
+from tests.helpers import REPO, cohortflow, run_study
 from tests.test_rerun_keys import _dry_run, _rules
 
 PGX_STUDY = REPO / "seeds" / "studies" / "pgx.yaml"
@@ -93,6 +93,18 @@ def test_a_bad_pgx_criterion_names_its_field(criterion: dict[str, Any], message:
     raw["cohorts"]["cyp2c19_poor"]["inclusion_rules"][0]["criteria"][0]["pgx"] = criterion
     with pytest.raises(StudySpecError, match=message):
         parse_study(raw, origin="pgx.yaml")
+
+
+def test_a_missing_genotype_file_is_named_through_the_cli(tmp_path: Path) -> None:
+    (tmp_path / "link.csv").write_text("sample_id,person_id\n")
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump(_raw(genomics={"vcf": ["chr10.vcf.gz"],
+                                                   "linkage": "link.csv"})))
+    done = cohortflow("validate", str(study), cwd=tmp_path)
+    assert done.returncode == 2
+    assert (f"genomics.vcf.0: chr10.vcf.gz: no such file ({tmp_path / 'chr10.vcf.gz'}); "
+            "fix: correct the path") in done.stderr
+    assert "linkage" not in done.stderr
 
 
 def test_genomic_features_without_genotypes_are_refused() -> None:

@@ -731,7 +731,30 @@ def load_study(path: str | Path | None = None) -> Study:
     # Relative source paths mean "next to the study file", whatever directory a run uses;
     # the folder is kept beside the model so the study's digest does not depend on it.
     study._folder = folder
+    _check_genotype_paths(study, path)
     return study
+
+
+def _check_genotype_paths(study: Study, path: Path) -> None:
+    """Every file the genomics section names exists: refused now, naming its field, rather
+    than by a workflow that cannot find an input."""
+    g = study.genomics
+    if g is None:
+        return
+    given = [(f"genomics.vcf.{i}", v, p) for i, (v, p) in enumerate(
+        zip(g.vcf, study.genotype_files(), strict=True))]
+    for name, value, resolved in (("genomics.zarr", g.zarr, study.genotype_store()),
+                                  ("genomics.linkage", g.linkage, study.linkage_file())):
+        if value is not None and resolved is not None:
+            given.append((name, value, resolved))
+    missing = [(name, value, resolved) for name, value, resolved in given
+               if not resolved.exists()]
+    if missing:
+        lines = [f"  - {name}: {value}: no such file ({resolved}); fix: correct the path "
+                 "(a relative path is read from the study file's folder)"
+                 for name, value, resolved in missing]
+        raise StudySpecError(f"{path}: {len(missing)} problem(s) in the study file:\n"
+                             + "\n".join(lines))
 
 
 def parse_study(raw: dict[str, Any], origin: str = "<study>",
