@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,22 @@ def test_the_converted_store_is_recorded_and_its_samples_linked(tiny: Layout) ->
     assert pl.read_parquet(tiny.linkage).rows() == [("S1", 11), ("S2", 12), ("S3", 13),
                                                      ("S4", 14)]
     assert tiny.genotypes.stat().st_mode & 0o077 == 0  # the rest: the workflow's umask
+
+
+def test_a_rerun_conversion_replaces_its_own_store_only(tiny: Layout, tmp_path: Path) -> None:
+    """A conversion rerun (its inputs changed) starts by removing the store it published
+    before; a folder of that name that is not a Zarr store is refused and kept."""
+    vcf = tiny.root.parents[1] / "in" / "tiny.vcf.gz"
+    old = tmp_path / "genotypes.vcz"
+    shutil.copytree(tiny.genotypes, old)
+    steps.convert_init([vcf], old, 1, tmp_path / "init.json")
+    assert not old.exists() and steps.partition_names(tmp_path / "init.json")
+    foreign = tmp_path / "other" / "genotypes.vcz"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(GenomicsError, match="already exists"):
+        steps.convert_init([vcf], foreign, 1, tmp_path / "init2.json")
+    assert (foreign / "notes.txt").read_text() == "mine"
 
 
 def test_the_phenotypes_are_the_callers_for_each_linked_person(tiny: Layout) -> None:
