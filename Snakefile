@@ -12,6 +12,7 @@ min_version("9.0")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/source.smk"
+include: "workflow/rules/genomics.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/model.smk"

@@ -4,6 +4,13 @@
 
     omop/                      synthetic OMOP CDM (synth source only)
     events/                    sharded event store (person-level)
+    genomics/                  genotypes (person-level; a study with genomics: only):
+        genotypes.vcz          the VCF Zarr store converted from genomics.vcf
+        genotypes.json         which store the later steps read, its samples and variants
+        steps/                 the conversion's per-partition job records
+        linkage.parquet        sample_id → subject_id of the store's samples
+        phenotypes.parquet     subject_id, gene, diplotype, phenotype (pharmacogenes)
+        variants.parquet       subject_id, variant, dosage (features.genomics.variants)
     cohorts/<cohort>/shards/<shard>.parquet, .attrition.json
                                one cohort's episodes per shard (person-level); every cohort
                                of the library an analysis uses, targets and outcomes alike
@@ -98,6 +105,42 @@ class Layout:
     def store(self) -> Path:
         """The sharded event store."""
         return self.root / "events"
+
+    @property
+    def genomics(self) -> Path:
+        """The study's genotype files (``genomics:``): all person-level."""
+        return self.root / "genomics"
+
+    @property
+    def genotypes(self) -> Path:
+        """The VCF Zarr store converted from ``genomics.vcf``."""
+        return self.genomics / "genotypes.vcz"
+
+    @property
+    def genotypes_record(self) -> Path:
+        """The store the genotype steps read (converted, or ``genomics.zarr``), with its
+        sample and variant counts: written once the store is complete."""
+        return self.genomics / "genotypes.json"
+
+    def genomics_step(self, name: str) -> Path:
+        """A conversion job's record (``explode/{part}.json``): the jobs' outputs, since the
+        store is one folder they all write into."""
+        return self.genomics / "steps" / name
+
+    @property
+    def linkage(self) -> Path:
+        """The store's samples with their persons (``sample_id``, ``subject_id``)."""
+        return self.genomics / "linkage.parquet"
+
+    @property
+    def phenotypes(self) -> Path:
+        """Every linked person's diplotype and phenotype at each seeded pharmacogene."""
+        return self.genomics / "phenotypes.parquet"
+
+    @property
+    def variants(self) -> Path:
+        """Every linked person's dosage of each variant of ``features.genomics``."""
+        return self.genomics / "variants.parquet"
 
     def cohort(self, name: str) -> Path:
         """A cohort's folder: its per-shard tables and its merged attrition."""

@@ -5,7 +5,8 @@ cohorts = LazyModule("cohortflow.cohorts")
 # cohort shared by many analyses is built once.
 rule cohort_shard:
     input:
-        LAYOUT.store,
+        store=LAYOUT.store,
+        phenotypes=get_cohort_phenotypes,
     output:
         table=LAYOUT.cohort_table("{cohort}", "{shard}"),
         attrition=LAYOUT.cohort_shard_attrition("{cohort}", "{shard}"),
@@ -22,8 +23,9 @@ rule cohort_shard:
         LAYOUT.benchmark("cohort_shard/{cohort}/{shard}")
     run:
         with DISCLOSURE.step_log(log[0]):
-            cohorts.write_shard(STUDY, wildcards.cohort, input[0], wildcards.shard,
-                                output.table, output.attrition)
+            cohorts.write_shard(STUDY, wildcards.cohort, input.store, wildcards.shard,
+                                output.table, output.attrition,
+                                input.phenotypes[0] if input.phenotypes else None)
 
 
 rule attrition:

@@ -24,9 +24,11 @@ STORE = LAYOUT.store
 # Every (target, outcome, time at risk) of the study, by id; each cohort and tensor they
 # read is built once (see the cohort and features rules).
 ANALYSES = {a.id: a for a in STUDY.analysis_list()}
+LIBRARY = STUDY.library()
 
 wildcard_constraints:
     shard=r"\d+",
+    part=r"\d+",
     cohort=NAME_PART,
     target=NAME_PART,
     analysis=ANALYSIS_ID,
@@ -39,6 +41,28 @@ def cohort_tables(name):
 
 # One input function per rule, returning every named input (`unpack`): Snakemake's cost
 # per job grows with the functions it calls, and a study plans thousands of these jobs.
+def get_cohort_phenotypes(wildcards):
+    """The phenotype table of a cohort with pgx criteria (none for any other)."""
+    cohort = LIBRARY[wildcards.cohort]
+    return [LAYOUT.phenotypes] if cohort.pgx_criteria() else []
+
+
+def get_genomic_tables(wildcards):
+    """The phenotype (and dosage) tables of genomic features (features.genomics)."""
+    spec = STUDY.features.genomics
+    if spec is None:
+        return {}
+    return {"phenotypes": LAYOUT.phenotypes} | (
+        {"variants": LAYOUT.variants} if spec.variants else {})
+
+
+def genomic_tables(input):
+    """The features step's (phenotypes, dosages) paths from its named inputs; None: none."""
+    if "phenotypes" not in input.keys():
+        return None
+    return (Path(input.phenotypes), Path(input.variants) if "variants" in input.keys() else None)
+
+
 def get_labels_input(wildcards):
     """An analysis's target and outcome cohorts, each by its attrition: written once every
     shard of the cohort is, so it stands for the whole cohort.  Not the shards themselves:
@@ -90,4 +114,9 @@ def get_benchmarks(wildcards):
     names += [f"match/{analysis}" for analysis in MATCHED]
     if STUDY.source.synth is not None:
         names.append("synth")
+    if STUDY.features.genomics is not None or any(
+            LIBRARY[c].pgx_criteria() for c in STUDY.cohorts_used()):
+        names += ["genomics/store", "genomics/linkage", "genomics/phenotypes"]
+        if STUDY.features.genomics is not None and STUDY.features.genomics.variants:
+            names.append("genomics/variants")
     return [LAYOUT.benchmark(name) for name in sorted(names)]

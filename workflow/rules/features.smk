@@ -4,6 +4,7 @@ features = LazyModule("cohortflow.features")
 # One tensor per target cohort, read by every outcome and time at risk of that target.
 rule features:
     input:
+        unpack(get_genomic_tables),
         store=LAYOUT.store,
         cohort=lambda wildcards: cohort_tables(wildcards.target),
     output:
@@ -21,4 +22,5 @@ rule features:
                                   LAYOUT.cohort(wildcards.target),
                                   LAYOUT.tensor(wildcards.target),
                                   scratch=LAYOUT.scratch(wildcards.target), workers=threads,
-                                  dask_config=get_dask_config(resources))
+                                  dask_config=get_dask_config(resources),
+                                  genomics=genomic_tables(input))

@@ -62,11 +62,14 @@ class CohortPlan:
 
     ``required`` concept sets (entry, and a single-form cohort's outcome) must occur in the
     store; the others may be absent (a washout of a drug nobody takes is simply always passed).
+    ``phenotypes`` are the study's pharmacogene phenotypes (``subject_id``, ``gene``,
+    ``phenotype``; :data:`cohortflow.genomics.PHENOTYPE_SCHEMA`), for ``pgx`` criteria.
     """
 
     cohort: Cohort
     concept_sets: Mapping[str, ConceptSet]
     codes: pl.DataFrame
+    phenotypes: pl.DataFrame | None = None
     _cache: dict[tuple[str | None, str], list[str]] = field(default_factory=dict, repr=False)
 
     def domain_of(self, concept_set: str | None, domain: str | None) -> str:

@@ -15,9 +15,14 @@ import polars as pl
 
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._events import merge_intervals, observation_periods, occurrences
-from cohortflow.cohorts._rules import group_flag, matching
+from cohortflow.cohorts._rules import genotyped_flag, group_flag, matching
 from cohortflow.errors import StudySpecError
 from cohortflow.study import RiskWindow
+from cohortflow.study._cohort import genotyped_first
+
+GENOTYPED_STEP = "Genotyped (a sample linked to the person)"
+"""The attrition step before a rule of type ALL with a pgx criterion of its own: persons
+without genotypes fail that rule, and the attrition shows how many there were."""
 
 COHORT_SCHEMA = pl.Schema(
     [
@@ -102,6 +107,12 @@ def rule_steps(plan: CohortPlan, episodes: pl.LazyFrame, ev: pl.LazyFrame) -> St
     """One step per named inclusion rule, each keeping the episodes that pass it."""
     steps: Steps = []
     for rule in plan.cohort.inclusion_rules:
+        if genotyped_first(rule):
+            numbered = _checkpoint(episodes.with_row_index("episode"))
+            typed = genotyped_flag(plan, numbered)
+            episodes = _checkpoint(numbered.join(typed, on="episode").filter("ok")
+                                   .select(EPISODE_COLUMNS))
+            steps.append((GENOTYPED_STEP, episodes))
         numbered = _checkpoint(episodes.with_row_index("episode"))
         ok = group_flag(plan, rule, numbered, ev)
         episodes = _checkpoint(numbered.join(ok, on="episode").filter("ok")

@@ -24,10 +24,14 @@ from cohortflow.layout import shard_table
 from cohortflow.study import Analysis, Cohort, Study
 
 
-def plan_of(study: Study, cohort: Cohort, store: Path) -> CohortPlan:
+def plan_of(study: Study, cohort: Cohort, store: Path,
+            phenotypes: Path | None = None) -> CohortPlan:
     """``cohort`` (one of ``study.library()``) resolved against the store's ``codes.parquet``
-    with the study's concept sets; its entry concept sets are checked now."""
-    plan = CohortPlan(cohort, study.concept_sets, events.read_codes(store))
+    with the study's concept sets (and the phenotype table ``phenotypes`` for its pgx
+    criteria); its entry concept sets are checked now."""
+    table = None if phenotypes is None else pl.read_parquet(
+        phenotypes, columns=["subject_id", "gene", "phenotype"])
+    plan = CohortPlan(cohort, study.concept_sets, events.read_codes(store), table)
     plan.check()
     return plan
 
@@ -65,11 +69,12 @@ def _collect_steps(steps: Steps) -> tuple[list[pl.DataFrame], list[dict[str, Any
     return frames, attrition
 
 
-def build_shard(study: Study, cohort: str, store: Path, shard: str
-                ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+def build_shard(study: Study, cohort: str, store: Path, shard: str,
+                phenotypes: Path | None = None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """The episodes (``EPISODE_COLUMNS``) of the library cohort ``cohort`` on one event-store
-    shard, and the attrition of the steps that made them."""
-    plan = plan_of(study, _library_cohort(study, cohort), store)
+    shard, and the attrition of the steps that made them (``phenotypes``: the study's
+    phenotype table, for a cohort with pgx criteria)."""
+    plan = plan_of(study, _library_cohort(study, cohort), store, phenotypes)
     # One read of the shard, of the codes the cohort needs: the steps scan these events
     # several times (memory: one shard).
     wanted = pl.Series(codes_read(plan), dtype=pl.String).implode()
@@ -95,10 +100,11 @@ def merge_attrition(per_shard: list[list[dict[str, Any]]]) -> list[dict[str, Any
 
 
 def write_shard(study: Study, cohort: str, store: Path, shard: str, table: Path,
-                attrition: Path) -> None:
+                attrition: Path, phenotypes: Path | None = None) -> None:
     """The cohort step of one (cohort, shard): the episodes into ``table`` (Parquet) and
     the attrition counts into ``attrition`` (JSON), each written atomically."""
-    frame, steps = build_shard(study, cohort, Path(store), shard)
+    frame, steps = build_shard(study, cohort, Path(store), shard,
+                               None if phenotypes is None else Path(phenotypes))
     events.write_parquet(frame.to_arrow(), Path(table))
     events.write_json(steps, Path(attrition))
 

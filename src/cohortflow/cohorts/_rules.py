@@ -13,12 +13,14 @@ import polars as pl
 
 from cohortflow.cohorts._concepts import CohortPlan
 from cohortflow.cohorts._events import occurrences, persons
+from cohortflow.errors import StudySpecError
 from cohortflow.study import (
     AgeRange,
     Count,
     Criterion,
     Group,
     Occurrence,
+    PgxCriterion,
     RuleItem,
     Washout,
     Window,
@@ -108,6 +110,32 @@ def sex_flag(sexes: Sequence[str | int], episodes: pl.LazyFrame,
         "episode", ok=pl.col("gender").is_in(ids).fill_null(False))
 
 
+def _phenotypes(plan: CohortPlan) -> pl.LazyFrame:
+    if plan.phenotypes is None:
+        raise StudySpecError("a pgx criterion needs the study's phenotype table "
+                             "(genomics/phenotypes.parquet); fix: declare genomics: in the "
+                             "study and run its genomics steps first")
+    return plan.phenotypes.lazy()
+
+
+def pgx_flag(plan: CohortPlan, pgx: PgxCriterion, episodes: pl.LazyFrame) -> pl.LazyFrame:
+    """Whether the person's phenotype at ``pgx.gene`` is one of ``pgx.phenotype``; a person
+    without genotypes (no row in the phenotype table) never matches."""
+    wanted = pl.Series(pgx.phenotype, dtype=pl.String).implode()
+    matched = (_phenotypes(plan).filter((pl.col("gene") == pgx.gene)
+                                        & pl.col("phenotype").is_in(wanted))
+               .select("subject_id").unique().with_columns(hit=pl.lit(True)))
+    return episodes.join(matched, on="subject_id", how="left").select(
+        "episode", ok=pl.col("hit").fill_null(False))
+
+
+def genotyped_flag(plan: CohortPlan, episodes: pl.LazyFrame) -> pl.LazyFrame:
+    """Whether the person has genotypes: a linked sample (a row in the phenotype table)."""
+    typed = _phenotypes(plan).select("subject_id").unique().with_columns(hit=pl.lit(True))
+    return episodes.join(typed, on="subject_id", how="left").select(
+        "episode", ok=pl.col("hit").fill_null(False))
+
+
 def washout_rule(washout: Washout) -> Occurrence:
     """A washout is 'exactly 0 events in the days before the index day', counting every
     recorded event, in or out of an observation period."""
@@ -150,5 +178,7 @@ def _item_flag(plan: CohortPlan, item: RuleItem, episodes: pl.LazyFrame, ev: pl.
         return sex_flag(item.sex, episodes, people)
     if item.washout is not None:
         return occurrence_flag(plan, washout_rule(item.washout), episodes, ev)
+    if item.pgx is not None:
+        return pgx_flag(plan, item.pgx, episodes)
     assert item.group is not None
     return group_flag(plan, item.group, episodes, ev)

@@ -16,8 +16,9 @@ from dask.delayed import Delayed
 from dask.delayed import delayed as dask_delayed
 
 from cohortflow import cohorts, compute, events
-from cohortflow.errors import StoreError
+from cohortflow.errors import StoreError, StudySpecError
 from cohortflow.features import _aggregate as agg
+from cohortflow.features import _genomics as gen
 from cohortflow.features._index import (
     FeatureIndex,
     dense_block,
@@ -139,9 +140,15 @@ def _skeleton(study: Study, target: str, cohort: pl.DataFrame, index: FeatureInd
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
+GenomicTables = tuple[Path, Path | None]
+"""The phenotype table and the dosage table (None: no variant declared) of genomic
+features."""
+
+
 def build_tensor(study: Study, target: str, store: Path, cohort_dir: Path, out: Path, *,
                  scratch: Path, workers: int | None = None,
-                 dask_config: Path | None = None) -> None:
+                 dask_config: Path | None = None,
+                 genomics: GenomicTables | None = None) -> None:
     """The features step of one target cohort: :func:`build_store` over the shards, on
     Dask's threaded scheduler in this process (:func:`cohortflow.compute.local_scheduler`,
     ``workers`` threads), or on dask-jobqueue workers when ``dask_config`` names their
@@ -151,18 +158,19 @@ def build_tensor(study: Study, target: str, store: Path, cohort_dir: Path, out: 
     The step never uses the process's default Dask scheduler: in a profile that runs jobs
     as threads of one process (``force-use-threads``), two features steps at once each
     compute on their own threads or cluster, and no other job's Dask work lands on
-    them."""
+    them.  ``genomics``: the tables of genomic features (``features.genomics``)."""
     if dask_config is None:
         build_store(study, target, Path(store), Path(cohort_dir), Path(out),
-                    scheduler=compute.local_scheduler(workers))
+                    scheduler=compute.local_scheduler(workers), genomics=genomics)
         return
     with compute.dask_client(max_workers=workers, dask_config=dask_config,
                              scheduler_dir=Path(scratch), as_default=False) as client:
-        build_store(study, target, Path(store), Path(cohort_dir), Path(out), scheduler=client)
+        build_store(study, target, Path(store), Path(cohort_dir), Path(out), scheduler=client,
+                    genomics=genomics)
 
 
 def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: Path, *,
-                scheduler: Any = None) -> xr.Dataset:
+                scheduler: Any = None, genomics: GenomicTables | None = None) -> xr.Dataset:
     """Compute the feature tensors of the target cohort ``target`` over all shards (Dask
     tasks) and write them to Zarr: one row per episode of the cohort tables in
     ``cohort_dir`` (``cohorts/<target>``), shard after shard, in each table's order.
@@ -173,9 +181,15 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
     marker is written last and the store renamed into place, so a killed step never leaves
     a store that looks finished, and a rerun starts clean.  ``scheduler`` is what Dask
     computes with (a :class:`distributed.Client`, or a name such as ``"synchronous"``);
-    None: the active scheduler.
+    None: the active scheduler.  ``genomics``: the phenotype and dosage tables the genomic
+    features (``features.genomics``) are read from, joined to each shard's rows in phase 1.
     """
     spec = study.features
+    if spec.genomics is not None and genomics is None:
+        raise StudySpecError("features.genomics: the features need the study's phenotype "
+                             "table (genomics/phenotypes.parquet); fix: run the genomics "
+                             "steps first (cohortflow run builds them)")
+    tables = None if spec.genomics is None else genomics
     store, cohort_dir, out = Path(store), Path(cohort_dir), Path(out)
     shards = events.list_shards(store)
     codes = events.read_codes(store)
@@ -194,7 +208,9 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
         cohort = pl.scan_parquet(shard_table(cohort_dir, shard))
         window, sequence, static, vocab = aggregate_shard(
             spec, mapping, events.scan_shard(store, shard), cohort, train)
-        for name, frame in (("window", window), ("sequence", sequence), ("static", static)):
+        genomic = gen.genomic_cells(spec.genomics, cohort, *gen.read_tables(tables))
+        for name, frame in (("window", window), ("sequence", sequence), ("static", static),
+                            ("genomics", genomic)):
             frame.write_parquet(work / f"{shard}.{name}.parquet")
         rows = cohort.select(pl.len()).collect().item()
         return ShardSummary(rows, vocab, static["feature_code"].unique().to_list())
@@ -202,6 +218,8 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
     summaries = _compute(*[phase1(s) for s in shards], scheduler=scheduler)
     vocabulary = pl.concat([s.vocabulary for s in summaries])
     index = feature_index(spec, vocabulary, [c for s in summaries for c in s.static_codes])
+    index = FeatureIndex.of([*zip(index.code, index.window, index.aggregation, strict=True),
+                             *gen.genomic_keys(spec.genomics)])
     seq = sequence_index(spec, vocabulary)
     cohort = _episode_rows(cohort_dir, shards)
     row_bytes = 4 * (len(index) + (spec.sequence.bins * len(seq) if spec.sequence else 0))
@@ -220,7 +238,7 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
     def phase2(i: int, shard: str) -> None:
         n = layout.offsets[i + 1] - layout.offsets[i]
         cells = pl.concat([pl.read_parquet(work / f"{shard}.{k}.parquet")
-                           for k in ("window", "static")])
+                           for k in ("window", "static", "genomics")])
         blocks = {"values": dense_block(index, cells, n)}
         if "sequence" in shapes:
             blocks["sequence"] = dense_sequence(

@@ -28,8 +28,10 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -80,6 +82,17 @@ from cohortflow.study._features import (
     SequenceFeatures,
     feature_key,
 )
+from cohortflow.study._genomics import (
+    DOSAGE,
+    MISSING_CODE,
+    PGX_PREFIX,
+    PHENOTYPE_SLUGS,
+    VARIANT_PREFIX,
+    GenomicFeatures,
+    Genomics,
+    PgxCriterion,
+    phenotype_slug,
+)
 from cohortflow.study._mart import MartPolicy
 from cohortflow.study._model import Logistic, Model, Range
 from cohortflow.study._source import (
@@ -107,14 +120,19 @@ __all__ = [
     "ALL_CODES",
     "ANALYSIS_ID",
     "DEMO_STUDY",
+    "DOSAGE",
     "MAX_YAML_NODES",
+    "MISSING_CODE",
     "NAME_PART",
     "PASSWORD_FIX",
+    "PGX_PREFIX",
+    "PHENOTYPE_SLUGS",
     "SEPARATOR",
     "SINGLE_TARGET",
     "SINGLE_TIME_AT_RISK",
     "STATIC_WINDOW",
     "VALUE_AGGREGATIONS",
+    "VARIANT_PREFIX",
     "AgeRange",
     "Analysis",
     "AnalysisGrid",
@@ -128,6 +146,8 @@ __all__ = [
     "FeatureKey",
     "FeatureWindow",
     "Features",
+    "GenomicFeatures",
+    "Genomics",
     "Group",
     "InclusionRule",
     "Logistic",
@@ -139,6 +159,7 @@ __all__ = [
     "OmopCdm",
     "Outcome",
     "OutcomeSpec",
+    "PgxCriterion",
     "Range",
     "RiskWindow",
     "RuleItem",
@@ -158,6 +179,7 @@ __all__ = [
     "json_schema",
     "load_study",
     "parse_study",
+    "phenotype_slug",
     "read_yaml",
     "redact",
 ]
@@ -193,6 +215,9 @@ class Study(SpecModel):
         {}, description="Times at risk by name, with their population settings.")
     analyses: list[AnalysisGrid] = Field(
         [], description="Targets x outcomes x times at risk, each entry a cross product.")
+    genomics: Genomics | None = Field(
+        None, description="Genotypes (VCF/BCF converted to VCF Zarr, or a VCF Zarr store) "
+                          "linked to persons: for pgx criteria and features.genomics.")
     features: Features = Features()
     model: Model = Model()
     mart: MartPolicy = Field(
@@ -337,6 +362,40 @@ class Study(SpecModel):
         return self
 
     @model_validator(mode="after")
+    def _genotypes_given(self) -> Study:
+        """A pgx criterion or genomic features need the study's genotypes (``genomics:``);
+        genotypes without files are a synthetic source's, which must plant them."""
+        errors: list[InitErrorDetails] = []
+        if self.genomics is None:
+            cohorts = ([("cohort", self.cohort)] if self.cohort is not None
+                       else [(f"cohorts.{n}", c) for n, c in self.cohorts.items()])
+            places = [where for where, c in cohorts if c.pgx_criteria()]
+            if self.features.genomics is not None:
+                places.append("features.genomics")
+            for where in places:
+                errors.append(InitErrorDetails(type=PydanticCustomError(
+                    "no_genotypes", "reads pharmacogene phenotypes, but the study declares no "
+                    "genotypes; fix: add genomics: {vcf: [FILE.vcf.gz], linkage: FILE.csv}"),
+                    loc=tuple(where.split(".")), input=None))
+        elif self.genomics.from_synth and (self.source.synth is None
+                                           or self.source.synth.genotypes is None):
+            errors.append(InitErrorDetails(type=PydanticCustomError(
+                "no_genotypes", "no vcf or zarr given, and the source plants no genotypes; "
+                "fix: genomics: {vcf: [FILE.vcf.gz], linkage: FILE.csv}, or source: {synth: "
+                "{..., genotypes: {share: 0.3}}}"), loc=("genomics",), input=None))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_genomics(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # left out of dumps when unused, so studies written before it keep their digests
+        data: dict[str, Any] = handler(self)
+        if data.get("genomics") is None:
+            data.pop("genomics", None)
+        return data
+
+    @model_validator(mode="after")
     def _feature_sets_built(self) -> Study:
         """Every window and aggregation a feature set names is one the features build."""
         if self.model.sweep is not None:
@@ -466,6 +525,55 @@ class Study(SpecModel):
             return None
         return path if path.is_absolute() else self._folder / path
 
+    def _resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self._folder / path
+
+    def genotype_files(self) -> list[Path]:
+        """The VCF/BCF files to convert (``genomics.vcf``), resolved against the study
+        file's folder; none for a store or a synthetic source's genotypes (the synth step's
+        output)."""
+        return [] if self.genomics is None else [self._resolve(p) for p in self.genomics.vcf]
+
+    def genotype_store(self) -> Path | None:
+        """The VCF Zarr store given as ``genomics.zarr`` (resolved), or None: converted."""
+        g = self.genomics
+        return None if g is None or g.zarr is None else self._resolve(g.zarr)
+
+    def linkage_file(self) -> Path | None:
+        """The linkage table ``genomics.linkage`` (resolved); None: the synthetic source's."""
+        g = self.genomics
+        return None if g is None or g.linkage is None else self._resolve(g.linkage)
+
+    def genomics_digest(self) -> str:
+        """The conversion's key (or the given store's check): the genotype files' content
+        (a store: its files' paths and contents) and the partitions, so a replaced VCF of
+        the same name reruns it, and editing anything else of the section does not."""
+        g = self.genomics
+        if g is None:
+            return content_digest(None)
+        store = self.genotype_store()
+        files = [*self.genotype_files(), *([store] if store is not None else [])]
+        return content_digest({"partitions": g.partitions,
+                               "files": [_file_digest(f) for f in files]})
+
+    def linkage_digest(self) -> str:
+        """The linkage step's key: the genotypes' and the linkage table's content."""
+        link = self.linkage_file()
+        return content_digest({"genotypes": self.genomics_digest(),
+                               "linkage": None if link is None else _file_digest(link)})
+
+    def phenotypes_digest(self) -> str:
+        """The phenotype step's key: the linked genotypes' and how absent sites count."""
+        g = self.genomics
+        return content_digest({"linkage": self.linkage_digest(),
+                               "absent": None if g is None else g.absent})
+
+    def variants_digest(self) -> str:
+        """The variant-dosage step's key: the linked genotypes' and the declared variants."""
+        spec = self.features.genomics
+        return content_digest({"linkage": self.linkage_digest(),
+                               "variants": [] if spec is None else spec.variants})
+
     def digest(self, exclude: frozenset[str] = frozenset()) -> str:
         """A stable hash of the study's content, independent of key order and comments."""
         # who may read the results, and how a mart would be exported, change no byte of them
@@ -544,6 +652,32 @@ def _a_name(name: str) -> str:
     return f"{fitted}_outcome" if fitted == SINGLE_TARGET else fitted
 
 
+_FILE_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (a folder: of its files' relative paths and bytes, in
+    sorted order); ``missing`` for nothing there (the step that reads it says so).  Kept
+    per (path, inode, size, mtime, ctime) for the life of the process: a workflow's parse
+    asks for it once per genotype rule."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _FILE_DIGESTS:
+        h = hashlib.sha256()
+        files = ([path] if path.is_file() else
+                 sorted(p for p in path.rglob("*") if p.is_file()))
+        for f in files:
+            h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
+            with f.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    h.update(chunk)
+        _FILE_DIGESTS[key] = h.hexdigest()[:16]
+    return _FILE_DIGESTS[key]
+
+
 def content_digest(value: Any) -> str:
     """A 16-hex-digit hash of a JSON value, independent of key order.
 
@@ -597,7 +731,30 @@ def load_study(path: str | Path | None = None) -> Study:
     # Relative source paths mean "next to the study file", whatever directory a run uses;
     # the folder is kept beside the model so the study's digest does not depend on it.
     study._folder = folder
+    _check_genotype_paths(study, path)
     return study
+
+
+def _check_genotype_paths(study: Study, path: Path) -> None:
+    """Every file the genomics section names exists: refused now, naming its field, rather
+    than by a workflow that cannot find an input."""
+    g = study.genomics
+    if g is None:
+        return
+    given = [(f"genomics.vcf.{i}", v, p) for i, (v, p) in enumerate(
+        zip(g.vcf, study.genotype_files(), strict=True))]
+    for name, value, resolved in (("genomics.zarr", g.zarr, study.genotype_store()),
+                                  ("genomics.linkage", g.linkage, study.linkage_file())):
+        if value is not None and resolved is not None:
+            given.append((name, value, resolved))
+    missing = [(name, value, resolved) for name, value, resolved in given
+               if not resolved.exists()]
+    if missing:
+        lines = [f"  - {name}: {value}: no such file ({resolved}); fix: correct the path "
+                 "(a relative path is read from the study file's folder)"
+                 for name, value, resolved in missing]
+        raise StudySpecError(f"{path}: {len(missing)} problem(s) in the study file:\n"
+                             + "\n".join(lines))
 
 
 def parse_study(raw: dict[str, Any], origin: str = "<study>",

@@ -18,9 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
 
 from cohortflow.study._base import SpecModel
+from cohortflow.study._genomics import PgxCriterion
 
 Domain = Literal["CONDITION", "DRUG", "DRUG_ERA", "PROCEDURE", "MEASUREMENT", "OBSERVATION",
                  "VISIT", "DEATH"]
@@ -134,23 +141,35 @@ class Washout(SpecModel):
 
 
 class RuleItem(SpecModel):
-    """One criterion of a rule: exactly one of occurrence, age, sex, washout, group."""
+    """One criterion of a rule: exactly one of occurrence, age, sex, washout, pgx, group."""
 
     occurrence: Occurrence | None = None
     age: AgeRange | None = None
     sex: list[Literal["female", "male"] | int] | None = Field(
         None, description="female, male or gender concept ids.")
     washout: Washout | None = None
+    pgx: PgxCriterion | None = Field(
+        None, description="A pharmacogene phenotype called from the study's genotypes "
+                          "(genomics:), e.g. {gene: CYP2C19, phenotype: [poor]}; persons "
+                          "without genotypes do not match.")
     group: Group | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RuleItem:
-        given = [k for k in ("occurrence", "age", "sex", "washout", "group")
+        given = [k for k in ("occurrence", "age", "sex", "washout", "pgx", "group")
                  if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of occurrence, age, sex, washout, group "
+            raise ValueError(f"give exactly one of occurrence, age, sex, washout, pgx, group "
                              f"(got {given or 'none'}), e.g. - age: {{min: 18}}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_pgx(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # left out of dumps when unused, so cohorts written before it keep their digests
+        data: dict[str, Any] = handler(self)
+        if data.get("pgx") is None:
+            data.pop("pgx", None)
+        return data
 
 
 class Group(SpecModel):
@@ -323,6 +342,10 @@ class Cohort(SpecModel):
         if self.outcome is not None and self.outcome.concept_set is not None:
             yield f"{where}.outcome.concept_set", self.outcome.concept_set
 
+    def pgx_criteria(self) -> list[PgxCriterion]:
+        """Every pharmacogene criterion of the inclusion rules (nested groups too)."""
+        return [c for rule in self.inclusion_rules for c in _group_pgx(rule)]
+
     def without_outcome(self) -> Cohort:
         """The cohort alone, its outcome label left out (what a cohort step builds)."""
         return self.model_copy(update={"outcome": None})
@@ -346,6 +369,21 @@ def _group_refs(group: Group, where: str) -> Iterator[tuple[str, str]]:
             yield f"{here}.washout.concept_set", item.washout.concept_set
         if item.group is not None:
             yield from _group_refs(item.group, f"{here}.group")
+
+
+def _group_pgx(group: Group) -> Iterator[PgxCriterion]:
+    for item in group.criteria:
+        if item.pgx is not None:
+            yield item.pgx
+        if item.group is not None:
+            yield from _group_pgx(item.group)
+
+
+def genotyped_first(group: Group) -> bool:
+    """Whether every episode that passes ``group`` has genotypes: a group of type ALL with
+    a pharmacogene criterion among its own criteria.  Its attrition then shows the persons
+    with genotypes first, as a step of its own."""
+    return group.type == "all" and any(item.pgx is not None for item in group.criteria)
 
 
 RuleItem.model_rebuild()

@@ -5,12 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.study._base import SpecModel
+from cohortflow.study._genomics import DOSAGE, GenomicFeatures
 
 ALL_CODES = "*"
 """In ``domains``: every code of the event store."""
@@ -28,8 +37,9 @@ AGGREGATION_ORDER: tuple[Aggregation, ...] = (
     "value_count",
 )
 """The order of the aggregations along the feature axis, whatever the study lists."""
-TensorAggregation = Literal[Aggregation, "age_years"]
-"""An aggregation on the feature axis: one of the study's, or ``age_years`` (demographics)."""
+TensorAggregation = Literal[Aggregation, "age_years", "dosage"]
+"""An aggregation on the feature axis: one of the study's, ``age_years`` (demographics) or
+``dosage`` (a variant's, ``features.genomics``)."""
 STATIC_WINDOW = "all"
 """The window of demographic features (age at index, sex, race, ethnicity)."""
 KEY_SEPARATOR = "|"
@@ -161,7 +171,7 @@ e.g. 'CONDITION//317009|365d|count'
         return cls(code, FeatureWindow.parse(window), aggregation)
 
 
-_TENSOR_AGGREGATIONS: tuple[str, ...] = (*AGGREGATION_ORDER, "age_years")
+_TENSOR_AGGREGATIONS: tuple[str, ...] = (*AGGREGATION_ORDER, "age_years", DOSAGE)
 
 
 def _window_label(label: str) -> str:
@@ -243,6 +253,10 @@ class Features(SpecModel):
         default_factory=lambda: list(_DEFAULT_DEMOGRAPHICS), description="Demographic features."
     )
     sequence: SequenceFeatures | None = Field(None, description="Also build a time-binned tensor.")
+    genomics: GenomicFeatures | None = Field(
+        None, description="Features from the study's genotypes (genomics:): pharmacogene "
+        "phenotypes (one-hot) and variant dosages, with a missing indicator for persons "
+        "without genotypes; null: none.")
     window_end: Literal["index_day", "before_index_time"] = Field(
         "index_day",
         description="Where windows reaching the index day end (and the last sequence bin): "
@@ -275,6 +289,15 @@ class Features(SpecModel):
             raise ValueError(f"windows repeat: {labels}; fix: list each window once")
         return self
 
+    @model_serializer(mode="wrap")
+    def _omit_no_genomics(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # left out of dumps when unused, so feature specs written before it keep their
+        # digests (and their tensors stay current)
+        data: dict[str, Any] = handler(self)
+        if data.get("genomics") is None:
+            data.pop("genomics", None)
+        return data
+
     def all_windows(self) -> list[FeatureWindow]:
         """``windows_days`` (shortest first) as windows, then ``windows`` in study order.
 
@@ -292,7 +315,7 @@ class Features(SpecModel):
         ['30d', 'all']
         """
         labels = [w.label for w in self.all_windows()]
-        if self.demographics and STATIC_WINDOW not in labels:
+        if (self.demographics or self.genomics) and STATIC_WINDOW not in labels:
             labels.append(STATIC_WINDOW)
         return labels
 
@@ -304,10 +327,14 @@ class Features(SpecModel):
         ['count', 'mean', 'age_years']
         """
         built: set[str] = set(self.aggregations)
-        if set(self.demographics) - {"age"}:
+        if set(self.demographics) - {"age"} or self.genomics is not None:
             built.add("present")
         order: list[str] = [a for a in AGGREGATION_ORDER if a in built]
-        return [*order, "age_years"] if "age" in self.demographics else order
+        if "age" in self.demographics:
+            order.append("age_years")
+        if self.genomics is not None and self.genomics.variants:
+            order.append(DOSAGE)
+        return order
 
     def check_selections(self, selections: Mapping[str, _Selection],
                          where: tuple[str, ...]) -> None:
