@@ -5,7 +5,6 @@ sample → person table (:func:`read_linkage`).  Genotypes stay in Zarr, chunked
 variants × samples; they never enter the event store."""
 
 from cohortflow.genomics._convert import (
-    GenomicsError,
     build_index,
     convert_vcf,
     encode_finalise,
@@ -18,10 +17,12 @@ from cohortflow.genomics._convert import (
     stage,
     staging_path,
 )
+from cohortflow.genomics._errors import GenomicsError
 from cohortflow.genomics._linkage import link_samples, read_linkage
-from cohortflow.genomics._store import REQUIRED, open_genotypes
+from cohortflow.genomics._reference import GRCH38_CONTIGS
+from cohortflow.genomics._store import REQUIRED, open_genotypes, truncated_chunks
 
-__all__ = ["REQUIRED", "GenomicsError", "build_index", "convert_vcf", "encode_finalise",
-           "encode_init", "encode_partition", "explode_finalise", "explode_init",
-           "explode_partition", "link_samples", "open_genotypes", "publish", "read_linkage",
-           "stage", "staging_path"]
+__all__ = ["GRCH38_CONTIGS", "REQUIRED", "GenomicsError", "build_index", "convert_vcf",
+           "encode_finalise", "encode_init", "encode_partition", "explode_finalise",
+           "explode_init", "explode_partition", "link_samples", "open_genotypes", "publish",
+           "read_linkage", "stage", "staging_path", "truncated_chunks"]

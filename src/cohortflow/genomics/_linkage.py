@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cohortflow.genomics._convert import GenomicsError
+from cohortflow.genomics._errors import GenomicsError
 
 COLUMNS = ("sample_id", "person_id")
 
