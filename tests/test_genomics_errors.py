@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 import zarr
@@ -35,7 +36,7 @@ GOOD = """\
 chr10\t1000\t.\tA\tG\t.\tPASS\t.\tGT\t0|1\t0|0
 chr10\t94761900\trs12248560\tC\tT\t.\tPASS\t.\tGT\t0|1\t1|1
 chr10\t94949281\t.\tG\tT\t.\tPASS\t.\tGT\t0|0\t0|1
-chr13\t500\t.\tT\tC\t.\tPASS\t.\tGT\t1|1\t0|1
+chr13\t500\t.\tT\tC\t.\tPASS\t.\tGT\t1|1\t./.
 """
 
 
@@ -60,17 +61,31 @@ def refused(vcf: Path, out: Path, match: str, **options: object) -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The good VCF converted (4 variants × 2 samples)."""
+    """The good VCF converted (4 variants × 2 samples, chunks of 2 variants × 1 sample)."""
     root = tmp_path_factory.mktemp("good")
     vcf = bgzf(HEADER + GOOD, root / "in" / "good.vcf.gz")
     return genomics.convert_vcf([vcf], root / "out" / "good.vcz",
-                                reference_contigs=genomics.GRCH38_CONTIGS)
+                                reference_contigs=genomics.GRCH38_CONTIGS,
+                                variants_chunk_size=2, samples_chunk_size=1)
 
 
 def test_the_good_vcf_converts_against_the_grch38_contigs(store: Path) -> None:
     ds = genomics.open_genotypes(store)
     assert ds["variant_position"].values.tolist() == [1000, 94761900, 94949281, 500]
     assert ds["sample_id"].values.tolist() == ["S1", "S2"]
+
+
+def test_dosages_are_read_chunk_by_chunk(store: Path, tmp_path: Path) -> None:
+    nan = float("nan")
+    got = genomics.read_dosages(store, np.array([3, 1, 0]), np.array([1, 0]))
+    np.testing.assert_array_equal(got, [[nan, 2, 0], [2, 1, 1]])  # S2 then S1
+    damaged = tmp_path / "damaged.vcz"
+    shutil.copytree(store, damaged)
+    (damaged / "call_genotype" / "1.0.0").write_bytes(b"garbage")  # variants 2-3 of S1
+    np.testing.assert_array_equal(genomics.read_dosages(damaged, np.array([0, 3]),
+                                                        np.array([1])), [[0, nan]])
+    with pytest.raises(GenomicsError, match=r"damaged\.vcz: call_genotype: unreadable chunk"):
+        genomics.read_dosages(damaged, np.array([3]), np.array([0]))
 
 
 def test_a_contig_the_header_does_not_declare(tmp_path: Path) -> None:

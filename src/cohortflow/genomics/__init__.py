@@ -23,10 +23,15 @@ from cohortflow.genomics._errors import GenomicsError
 from cohortflow.genomics._linkage import link_samples, read_linkage
 from cohortflow.genomics._omics import OmicsBlock, OmicsMatrix, omics_block, open_omics
 from cohortflow.genomics._reference import GRCH38_CONTIGS
-from cohortflow.genomics._store import REQUIRED, open_genotypes, truncated_chunks
+from cohortflow.genomics._store import (
+    REQUIRED,
+    open_genotypes,
+    read_dosages,
+    truncated_chunks,
+)
 
 __all__ = ["GRCH38_CONTIGS", "REQUIRED", "GenomicsError", "OmicsBlock", "OmicsMatrix",
            "build_index", "convert_vcf", "encode_finalise", "encode_init", "encode_partition",
            "explode_finalise", "explode_init", "explode_partition", "link_samples",
-           "omics_block", "open_genotypes", "open_omics", "publish", "read_linkage", "stage",
-           "staging_path", "truncated_chunks"]
+           "omics_block", "open_genotypes", "open_omics", "publish", "read_dosages",
+           "read_linkage", "stage", "staging_path", "truncated_chunks"]

@@ -25,7 +25,7 @@ import cyvcf2.cyvcf2
 from bio2zarr import vcf as b2z
 from bio2zarr import vcf_utils
 
-from cohortflow.genomics._errors import GenomicsError
+from cohortflow.genomics._errors import GenomicsError as GenomicsError  # re-exported
 from cohortflow.genomics._reference import Site, bare, check_ref, defining_sites
 
 INPUT = "input"

@@ -110,3 +110,38 @@ def open_genotypes(path: Path, check_reference: bool = True) -> xr.Dataset:
     if check_reference:
         _check_reference(ds, path)
     return ds
+
+
+def _blocks(index: np.ndarray, size: int) -> list[tuple[int, np.ndarray]]:
+    """Positions in ``index`` grouped by the chunk (of ``size`` rows) each falls in.
+
+    >>> [(c, p.tolist()) for c, p in _blocks(np.array([5, 1, 12, 3]), 4)]
+    [(0, [1, 3]), (1, [0]), (3, [2])]
+    """
+    chunk = np.asarray(index, dtype=np.int64) // size
+    return [(int(c), np.flatnonzero(chunk == c)) for c in np.unique(chunk)]
+
+
+def read_dosages(path: Path, variants: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Alternate-allele dosages (copies of any ALT, float32; NaN where a call is missing)
+    of store rows ``variants`` for store columns ``samples``: samples × variants, in the
+    order given.  Read one ``call_genotype`` chunk at a time (only the chunks holding a
+    requested pair), so memory holds one decoded chunk and the result, whatever the size
+    of the store."""
+    array = zarr.open_array(Path(path) / "call_genotype", mode="r")
+    v_size, s_size = int(array.chunks[0]), int(array.chunks[1])
+    variants = np.asarray(variants, dtype=np.int64)
+    samples = np.asarray(samples, dtype=np.int64)
+    out = np.empty((len(samples), len(variants)), dtype=np.float32)
+    for _, vi in _blocks(variants, v_size):
+        for _, si in _blocks(samples, s_size):
+            try:
+                calls = np.asarray(array.get_orthogonal_selection(
+                    (variants[vi], samples[si], slice(None))))
+            except Exception as e:  # a damaged chunk
+                raise GenomicsError(f"{path}: call_genotype: unreadable chunk "
+                                    f"({type(e).__name__}: {e}); {_FIX}") from None
+            dosage = (calls > 0).sum(axis=2, dtype=np.int8).astype(np.float32)
+            dosage[(calls < 0).any(axis=2)] = np.nan
+            out[np.ix_(si, vi)] = dosage.T
+    return out
