@@ -98,14 +98,20 @@ for partition in sys.argv[3:]:
 """
 
 
-def _run_partitions(step: str, work: Path, partitions: int, workers: int) -> None:
-    """Every partition of ``step``, round-robin over ``workers`` processes run at once."""
+def _run_partitions(step: str, work: Path, partitions: int, workers: int) -> float:
+    """Every partition of ``step``, round-robin over ``workers`` processes run at once;
+    returns the CPU seconds (user + system) the processes used."""
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, step, str(work),
                                *map(str, range(w, partitions, workers))], env=_env())
              for w in range(min(workers, partitions))]
-    failed = [p.args for p in procs if p.wait() != 0]
-    if failed:
-        sys.exit(f"{step} failed: {failed}")
+    cpu = 0.0
+    for p in procs:
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            sys.exit(f"{step} failed: {p.args}")
+        cpu += usage.ru_utime + usage.ru_stime
+    return cpu
 
 
 def convert(vcf: Path, out: Path, workers: int) -> dict[str, float]:
@@ -115,21 +121,22 @@ def convert(vcf: Path, out: Path, workers: int) -> dict[str, float]:
     from cohortflow import genomics
 
     times: dict[str, float] = {}
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     work = genomics.stage([vcf], out)
     times["stage"] = time.perf_counter() - t
     t = time.perf_counter()
     n = genomics.explode_init(work, max(workers, 1))
-    _run_partitions("explode_partition", work, n, workers)
+    cpu = _run_partitions("explode_partition", work, n, workers)
     genomics.explode_finalise(work)
     times["explode"], times["explode_partitions"] = time.perf_counter() - t, n
     t = time.perf_counter()
     n = genomics.encode_init(work, max(workers, 1))
-    _run_partitions("encode_partition", work, n, workers)
+    cpu += _run_partitions("encode_partition", work, n, workers)
     genomics.encode_finalise(work)
     genomics.publish(work, out)
     times["encode"], times["encode_partitions"] = time.perf_counter() - t, n
     times["total"] = times["stage"] + times["explode"] + times["encode"]
+    times["cpu"] = cpu + time.process_time() - c
     return times
 
 
@@ -150,17 +157,22 @@ def bench_convert(root: Path, samples: int, variants: int, workers: int) -> None
         np.array_equal(a[i:i + 2000], b[i:i + 2000]) for i in range(0, variants, 2000))
     cells = samples * variants
     print(f"{'workers':>7} {'partitions (explode/encode)':>28} {'stage s':>8} {'explode s':>10} "
-          f"{'encode s':>9} {'total s':>8} {'genotypes/s':>12}")
+          f"{'encode s':>9} {'total s':>8} {'CPU s':>7} {'genotypes/s':>12} "
+          f"{'per CPU s':>10}")
     for w, r in rows:
         parts = f"{int(r['explode_partitions'])}/{int(r['encode_partitions'])}"
         print(f"{w:>7} {parts:>28} {r['stage']:>8.1f} {r['explode']:>10.1f} "
-              f"{r['encode']:>9.1f} {r['total']:>8.1f} {cells / r['total']:>12,.0f}")
+              f"{r['encode']:>9.1f} {r['total']:>8.1f} {r['cpu']:>7.1f} "
+              f"{cells / r['total']:>12,.0f} {cells / r['cpu']:>10,.0f}")
     one, par = rows[0][1], rows[1][1]
     print(f"speed-up with {workers} processes: explode {one['explode'] / par['explode']:.2f}x, "
           f"encode {one['encode'] / par['encode']:.2f}x, total {one['total'] / par['total']:.2f}x;"
           f" stores identical: {same}")
     store = sum(p.stat().st_size for p in (root / "one.vcz").rglob("*") if p.is_file())
-    print(f"store {store / 2**20:,.1f} MiB (genotypes/s: samples x variants / total s)")
+    print(f"store {store / 2**20:,.1f} MiB; genotypes/s: samples x variants / total wall s; "
+          "per CPU s: / CPU seconds of every process of the conversion; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (other work on the "
+          "machine takes cores from the workers)")
 
 
 # --------------------------------------------------------------------------- (b) join
@@ -316,7 +328,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     free = shutil.disk_usage(args.tmp).free
-    print(f"{args.tmp}: {free / 2**30:,.1f} GiB free")
+    print(f"{args.tmp}: {free / 2**30:,.1f} GiB free; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     root = Path(tempfile.mkdtemp(prefix="bench_genomics_", dir=args.tmp))
     try:
         if args.only in (None, "convert"):
