@@ -16,6 +16,7 @@ import ctypes
 import gzip
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,17 +25,14 @@ import cyvcf2.cyvcf2
 from bio2zarr import vcf as b2z
 from bio2zarr import vcf_utils
 
-from cohortflow.errors import CohortflowError
+from cohortflow.genomics._errors import GenomicsError as GenomicsError  # re-exported
+from cohortflow.genomics._reference import Site, bare, check_ref, defining_sites
 
 INPUT = "input"
 ICF = "icf"
 VCZ = "vcz"
 CSI_MIN_SHIFT = 14
 """htslib's default for CSI indexes (bins of 16 kbp), as ``bcftools index`` uses."""
-
-
-class GenomicsError(CohortflowError):
-    """Genotype input (VCF, VCF Zarr store or linkage table) that cannot be used."""
 
 
 STAGING_MARKER = ".cohortflow-staging"
@@ -118,27 +116,76 @@ def _header_contigs(vcf: Path) -> set[str]:
     return declared
 
 
-def _check_contigs(vcf: Path, link: Path) -> None:
+def _check_contigs(vcf: Path, link: Path, reference: Sequence[str] | None) -> None:
     """Every contig with records (as the index lists them) is declared by a ##contig
-    header line: bio2zarr numbers contigs by the header.  (A BCF cannot hold records on
-    undeclared contigs.)"""
+    header line (bio2zarr numbers contigs by the header; a BCF cannot hold records on
+    undeclared contigs) and, when ``reference`` lists the reference's contigs, is one of
+    them (``chr10`` and ``10`` are the same)."""
 
-    if _suffix(vcf) == ".bcf":
-        return
     with vcf_utils.VcfFile(link) as staged:
         used = [str(name) for name, n in staged.contig_record_counts().items() if n != 0]
-    declared = _header_contigs(vcf)
-    unknown = [name for name in used if name not in declared]
-    if unknown:
-        raise GenomicsError(
-            f"{vcf}: CHROM: records on contig(s) {', '.join(unknown)} that no ##contig "
-            f"header line declares; fix: add ##contig=<ID={unknown[0]},length=...> lines "
-            "(`bcftools reheader`) or drop those records")
+    if _suffix(vcf) != ".bcf":
+        declared = _header_contigs(vcf)
+        unknown = [name for name in used if name not in declared]
+        if unknown:
+            raise GenomicsError(
+                f"{vcf}: CHROM: records on contig(s) {', '.join(unknown)} that no ##contig "
+                f"header line declares; fix: add ##contig=<ID={unknown[0]},length=...> lines "
+                "(`bcftools reheader`) or drop those records")
+    if reference is not None:
+        known = {bare(c) for c in reference}
+        foreign = [name for name in used if bare(name) not in known]
+        if foreign:
+            raise GenomicsError(
+                f"{vcf}: CHROM: records on contig(s) {', '.join(foreign)}, not a contig of "
+                f"the reference ({_few(reference)}); fix: rename the contigs to the "
+                "reference's names (`bcftools annotate --rename-chrs`) or drop those "
+                "records (`bcftools view -t ^CONTIG`)")
 
 
-def stage(vcfs: Sequence[Path], out: Path) -> Path:
+def _few(names: Sequence[str], n: int = 4) -> str:
+    """The first few names of a list and how many there are.
+
+    >>> _few(["chr1", "chr2", "chr3", "chr4", "chr5"])
+    'chr1, chr2, chr3, chr4, … 5 in all'
+    """
+    shown = ", ".join(names[:n])
+    return shown if len(names) <= n else f"{shown}, … {len(names)} in all"
+
+
+def _check_reference(vcf: Path, link: Path, sites: Sequence[Site]) -> None:
+    """The REF of every record at a defining position of the pharmacogenes agrees with
+    the definitions' (GRCh38): indexed inputs are queried at those positions only, a
+    plain VCF is read through."""
+
+    reader = cyvcf2.VCF(str(link), lazy=True)
+    try:
+        indexed = any(link.with_name(link.name + ext).exists() for ext in (".tbi", ".csi"))
+        if not indexed:
+            places = {(s.contig, s.position) for s in sites}
+            check_ref(((r.CHROM, r.POS, r.REF) for r in reader
+                       if (bare(r.CHROM), r.POS) in places), str(vcf), sites)
+            return
+        names = {bare(n): n for n in reader.seqnames}
+        for site in sites:
+            if site.contig not in names:
+                continue
+            with warnings.catch_warnings():  # cyvcf2 warns of a region without records
+                warnings.simplefilter("ignore", UserWarning)
+                found = list(reader(f"{names[site.contig]}:{site.position}-{site.position}"))
+            check_ref(((r.CHROM, r.POS, r.REF) for r in found if site.position == r.POS),
+                      str(vcf), [site])
+    finally:
+        reader.close()
+
+
+def stage(vcfs: Sequence[Path], out: Path, reference_contigs: Sequence[str] | None = None
+          ) -> Path:
     """Make ``out``'s staging folder (owner-only, any stale one removed) holding a link to
-    each input and its index, building the indexes missing; returns the folder."""
+    each input and its index, building the indexes missing, after checking each input's
+    contigs (declared in its header; among ``reference_contigs`` when given, e.g.
+    :data:`GRCH38_CONTIGS`) and its REF alleles at the pharmacogenes' defining positions;
+    returns the folder.  Nothing is left behind when a check fails."""
     if not vcfs:
         raise GenomicsError("genomics.vcf: no files listed; fix: list the VCF/BCF files")
     if out.exists():
@@ -156,6 +203,7 @@ def stage(vcfs: Sequence[Path], out: Path) -> Path:
     work.chmod(0o700)
     (work / STAGING_MARKER).touch(mode=0o600)
     try:
+        sites = defining_sites()
         for i, vcf in enumerate(Path(v).absolute() for v in vcfs):
             _check_vcf(vcf)
             link = work / INPUT / f"{i:05d}{_suffix(vcf)}"
@@ -171,7 +219,8 @@ def stage(vcfs: Sequence[Path], out: Path) -> Path:
                         "not split by contig); fix: compress it with `bgzip` or `bcftools "
                         "view -Oz`, or index it (`bcftools index`) if it is BGZF")
                 build_index(link, link.with_name(link.name + ".csi"), vcf)
-            _check_contigs(vcf, link)
+            _check_contigs(vcf, link, reference_contigs)
+            _check_reference(vcf, link, sites)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -244,12 +293,13 @@ def publish(work: Path, out: Path) -> Path:
 
 def convert_vcf(vcfs: Sequence[Path], out: Path, *, partitions: int = 1,
                 variants_chunk_size: int | None = None,
-                samples_chunk_size: int | None = None) -> Path:
+                samples_chunk_size: int | None = None,
+                reference_contigs: Sequence[str] | None = None) -> Path:
     """Convert ``vcfs`` (BGZF VCF or BCF, indexed or not; same samples) into the VCF Zarr
     store ``out``, running every partition here in turn; nothing at ``out`` unless all
     of it succeeded.  A workflow runs the same steps as separate jobs instead."""
     out = Path(out)
-    work = stage([Path(v) for v in vcfs], out)
+    work = stage([Path(v) for v in vcfs], out, reference_contigs)
     try:
         for i in range(explode_init(work, partitions)):
             explode_partition(work, i)

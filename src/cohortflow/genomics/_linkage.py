@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cohortflow.genomics._convert import GenomicsError
+from cohortflow.genomics._errors import GenomicsError
 
 COLUMNS = ("sample_id", "person_id")
 
@@ -72,15 +72,18 @@ def read_linkage(path: Path) -> pl.DataFrame:
     return table.select(COLUMNS).sort("sample_id")
 
 
-def link_samples(linkage: pl.DataFrame, sample_ids: Sequence[str], where: Path) -> pl.DataFrame:
+def link_samples(linkage: pl.DataFrame, sample_ids: Sequence[str], where: Path,
+                 what: str = "genotyped sample(s)",
+                 drop: str = "remove them from the VCF (`bcftools view -s ^SAMPLE`)"
+                 ) -> pl.DataFrame:
     """The person of each of ``sample_ids`` (a store's samples, in its order); every one
-    must be in the linkage table ``where`` was read from."""
+    must be in the linkage table ``where`` was read from (``what`` and ``drop`` word the
+    message for the kind of store)."""
     samples = pl.DataFrame({"sample_id": list(sample_ids)}, schema={"sample_id": pl.String})
     linked = samples.join(linkage, on="sample_id", how="left", maintain_order="left")
     unlinked = linked.filter(pl.col("person_id").is_null())["sample_id"].to_list()
     if unlinked:
-        raise GenomicsError(f"{where}: sample_id: {len(unlinked)} genotyped sample(s) not "
+        raise GenomicsError(f"{where}: sample_id: {len(unlinked)} {what} not "
                             f"in the linkage table: {_examples(unlinked)}; fix: add a row "
-                            "(sample_id, person_id) for each, or remove them from the VCF "
-                            "(`bcftools view -s ^SAMPLE`)")
+                            f"(sample_id, person_id) for each, or {drop}")
     return linked

@@ -19,6 +19,57 @@ _Z95 = 1.959963984540054
 _EPS = 1e-8  # predictions of exactly 0 or 1 (trees) get a finite logit
 
 
+def _placements(label: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's placement values by midranks (Sun & Xu 2014, O(n log n)): per case the
+    share of controls it outscores, per control the share of cases that outscore it (ties
+    count one half)."""
+    label = np.asarray(label).astype(bool)
+    prediction = np.asarray(prediction, dtype=np.float64)
+    cases, controls = prediction[label], prediction[~label]
+    m, n = len(cases), len(controls)
+    ranks_all = rankdata(np.r_[cases, controls])
+    case_place = (ranks_all[:m] - rankdata(cases)) / n
+    control_place = 1.0 - (ranks_all[m:] - rankdata(controls)) / m
+    return case_place, control_place
+
+
+def delong_difference(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray
+                      ) -> tuple[float, float, float, float]:
+    """AUROC(a) - AUROC(b) of two predictions for the same persons, its 95% confidence
+    interval and the two-sided p-value of DeLong's paired test (DeLong, DeLong &
+    Clarke-Pearson 1988; placements by midranks as Sun & Xu 2014).  The AUROCs are
+    correlated (same persons), so the variance of the difference takes the covariance of
+    the two predictions' placements into account: ``var = L S10 L'/m + L S01 L'/n`` with
+    ``L = (1, -1)``.
+
+    By hand: cases score 0.35, 0.8 under a and 0.3, 0.9 under b; controls 0.1, 0.4 and
+    0.2, 0.25.  Placements of a: cases 0.5, 1 and controls 1, 0.5 (AUROC 0.75); of b all
+    1 (AUROC 1).  Difference -0.25, variance 0.125/2 + 0.125/2 = 0.125, z = -0.7071,
+    p = erfc(0.5) = 0.4795.
+
+    >>> y = np.array([0, 0, 1, 1])
+    >>> a, b = np.array([.1, .4, .35, .8]), np.array([.2, .25, .3, .9])
+    >>> [round(v, 4) for v in delong_difference(y, a, b)]
+    [-0.25, -0.943, 0.443, 0.4795]
+    """
+    y = np.asarray(label).astype(bool)
+    m, n = int(y.sum()), int((~y).sum())
+    if m == 0 or n == 0:
+        raise ValueError("delong_difference needs at least one case and one control")
+    case_a, control_a = _placements(y, pred_a)
+    case_b, control_b = _placements(y, pred_b)
+    diff = float(case_a.mean() - case_b.mean())
+    var = 0.0
+    for a, b, k in ((case_a, case_b, m), (control_a, control_b, n)):
+        if k > 1:
+            var += float(np.var(a - b, ddof=1)) / k  # L S L' is the variance of a - b
+    se = math.sqrt(max(var, 0.0))
+    if se == 0.0:
+        return diff, diff, diff, 1.0 if diff == 0 else 0.0
+    p = math.erfc(abs(diff) / se / math.sqrt(2.0))
+    return diff, diff - _Z95 * se, diff + _Z95 * se, p
+
+
 def auroc_ci(label: np.ndarray, prediction: np.ndarray) -> tuple[float, float, float]:
     """AUROC and its 95% confidence interval by DeLong's method (ties count one half).
 
@@ -29,13 +80,8 @@ def auroc_ci(label: np.ndarray, prediction: np.ndarray) -> tuple[float, float, f
     >>> [round(v, 4) for v in auroc_ci(np.array([0, 0, 1, 1]), np.array([.1, .4, .35, .8]))]
     [0.75, 0.057, 1.0]
     """
-    label = np.asarray(label).astype(bool)
-    prediction = np.asarray(prediction, dtype=np.float64)
-    cases, controls = prediction[label], prediction[~label]
-    m, n = len(cases), len(controls)
-    ranks_all = rankdata(np.r_[cases, controls])
-    case_place = (ranks_all[:m] - rankdata(cases)) / n
-    control_place = 1.0 - (ranks_all[m:] - rankdata(controls)) / m
+    case_place, control_place = _placements(label, prediction)
+    m, n = len(case_place), len(control_place)
     auc = float(case_place.mean())
     var = (case_place.var(ddof=1) / m if m > 1 else 0.0) + (
         control_place.var(ddof=1) / n if n > 1 else 0.0)
