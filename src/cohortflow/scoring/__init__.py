@@ -1,0 +1,48 @@
+"""Scoring fresh extracts with a model package: as-of eligibility, features, scores, labels.
+
+``cohortflow score PKG --source SRC --as-of D`` scores, as of the day D, every person the
+packaged target cohort holds on D (:mod:`cohortflow.scoring._asof` defines "eligible as of
+D": the cohort built from the extract as known on D, episode open on D), with the packaged
+features at index time D, and writes ``<out>/<package digest[:12]>/<D>/``
+(:mod:`cohortflow.scoring._run`).  :func:`score_index` scores any explicit
+``(subject_id, index_time)`` table (for a study's own persons: the study's predictions);
+:func:`outcomes` labels earlier scorings from a later extract, as the study's labels step
+does.  docs/scoring.md tells how to schedule it.
+"""
+
+from cohortflow.scoring._asof import as_of_time, eligible, eligible_steps, known_on
+from cohortflow.scoring._definitions import Definitions, ScoringError, check_store, check_tables
+from cohortflow.scoring._outcomes import LABEL_COLUMNS, outcomes
+from cohortflow.scoring._score import (
+    FEATURES_FILE,
+    code_counts,
+    feature_matrix,
+    pooled_histogram,
+    score_index,
+    summary,
+    write_eligible,
+    write_features,
+    write_scores,
+)
+
+__all__ = [
+    "FEATURES_FILE",
+    "LABEL_COLUMNS",
+    "Definitions",
+    "ScoringError",
+    "as_of_time",
+    "check_store",
+    "check_tables",
+    "code_counts",
+    "eligible",
+    "eligible_steps",
+    "feature_matrix",
+    "known_on",
+    "outcomes",
+    "pooled_histogram",
+    "score_index",
+    "summary",
+    "write_eligible",
+    "write_features",
+    "write_scores",
+]
