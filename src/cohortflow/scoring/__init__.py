@@ -13,6 +13,8 @@ does.  docs/scoring.md tells how to schedule it.
 from cohortflow.scoring._asof import as_of_time, eligible, eligible_steps, known_on
 from cohortflow.scoring._definitions import Definitions, ScoringError, check_store, check_tables
 from cohortflow.scoring._outcomes import LABEL_COLUMNS, outcomes
+from cohortflow.scoring._run import HistoryRow, ScoringRun, history, parse_as_of, prepare
+from cohortflow.scoring._run import score as run_scoring
 from cohortflow.scoring._score import (
     FEATURES_FILE,
     code_counts,
@@ -29,7 +31,9 @@ __all__ = [
     "FEATURES_FILE",
     "LABEL_COLUMNS",
     "Definitions",
+    "HistoryRow",
     "ScoringError",
+    "ScoringRun",
     "as_of_time",
     "check_store",
     "check_tables",
@@ -37,9 +41,13 @@ __all__ = [
     "eligible",
     "eligible_steps",
     "feature_matrix",
+    "history",
     "known_on",
     "outcomes",
+    "parse_as_of",
     "pooled_histogram",
+    "prepare",
+    "run_scoring",
     "score_index",
     "summary",
     "write_eligible",

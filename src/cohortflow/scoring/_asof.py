@@ -92,7 +92,7 @@ def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date
                .join(dead, on="subject_id", how="anti"))
     persons = (open_on.select("subject_id").unique().sort("subject_id")
                .with_columns(index_time=pl.lit(as_of_time(as_of), pl.Datetime("us")))
-               .cast(dict(ELIGIBLE_SCHEMA)))
+               .cast(ELIGIBLE_SCHEMA))
     return [*steps, (f"Episode open on {as_of.isoformat()}", open_on),
             ("One row per person", persons)]
 

@@ -96,7 +96,7 @@ def write_eligible(package_path: Path, store: Path, as_of: date, out: Path,
         attrition.append([{"step": name, "subjects": f["subject_id"].n_unique(),
                            "rows": f.height} for (name, _), f in zip(steps, collected,
                                                                      strict=True)])
-    table = pl.concat(frames).sort("subject_id").cast(dict(ELIGIBLE_SCHEMA))
+    table = pl.concat(frames).sort("subject_id").cast(ELIGIBLE_SCHEMA)
     events.write_parquet(table.to_arrow(), Path(out))
     events.write_json(cohorts.merge_attrition(attrition), Path(attrition_out))
 
