@@ -4,6 +4,7 @@ scoring command on a package alone, its refusals, its reruns and its history."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -108,7 +109,7 @@ def test_shared_summary_hides_small_counts() -> None:
         assert sum(b["persons"] for b in bins) == 500
         assert all(b["persons"] == 0 or b["persons"] >= m for b in bins)
         assert bins[0]["from"] == 0.0 and bins[-1]["to"] == 1.0
-        assert all(a["to"] == b["from"] for a, b in zip(bins, bins[1:], strict=False))
+        assert all(a["to"] == b["from"] for a, b in itertools.pairwise(bins))
     codes = {"seen": {"A": 400}, "unseen": {"B": 12, "C": 3}}
     steps = [{"step": "entry", "subjects": 520}, {"step": "open", "subjects": 500}]
     record = scoring.summary(scores, codes, steps, min_cell_count=11, package_digest="p" * 64,
