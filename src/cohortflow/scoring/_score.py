@@ -186,7 +186,7 @@ def write_scores(package_path: Path, features_dir: Path, eligible: Path, attriti
     if not frame["subject_id"].equals(index["subject_id"]):
         raise package.PackageError(f"{features_dir}: its rows are not the persons of "
                                    f"{eligible}; fix: rerun the scoring")
-    x = frame.select(pkg.columns).to_numpy().astype(np.float64)
+    x = np.ascontiguousarray(frame.select(pkg.columns).to_numpy(), dtype=np.float64)
     scores = pkg.predict_proba(x) if len(x) else np.zeros(0)
     private_table = index.with_columns(score=pl.Series(scores, dtype=pl.Float64))
     shared = pl.DataFrame({
