@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from cohortflow import cohorts, events, package, privacy
+from cohortflow.cohorts._io import codes_read
 from cohortflow.features import aggregate_shard, code_map, dense_block
 from cohortflow.package import ModelPackage
 from cohortflow.scoring._asof import ELIGIBLE_SCHEMA, eligible_steps
@@ -88,9 +89,12 @@ def write_eligible(package_path: Path, store: Path, as_of: date, out: Path,
     check_store(defs, codes, str(store))
     plan = cohorts.CohortPlan(defs.cohort, defs.concept_sets, codes)
     plan.check()
+    # one read of each shard, of the codes the cohort needs (memory: one shard's share)
+    wanted = pl.Series(codes_read(plan), dtype=pl.String).implode()
     frames, attrition = [], []
     for shard in events.list_shards(store):
-        steps = eligible_steps(plan, events.scan_shard(store, shard), as_of)
+        shard_events = events.scan_shard(store, shard).filter(pl.col("code").is_in(wanted))
+        steps = eligible_steps(plan, shard_events, as_of)
         collected = pl.collect_all([frame for _, frame in steps])
         frames.append(collected[-1])
         attrition.append([{"step": name, "subjects": f["subject_id"].n_unique(),
