@@ -29,9 +29,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cohortflow import manifest, omop, package, privacy, private
+from cohortflow import events, manifest, omop, package, privacy, private
+from cohortflow.cohorts import CohortPlan
 from cohortflow.runner._command import workflow_root
-from cohortflow.scoring._definitions import Definitions, ScoringError, check_tables
+from cohortflow.scoring._definitions import (
+    Definitions,
+    ScoringError,
+    check_store,
+    check_tables,
+)
 
 SNAKEFILE = "workflow/score.smk"
 STORES = "stores"
@@ -102,8 +108,9 @@ class ScoringRun:
 
 def prepare(package_path: Path, source: Path, as_of: str, out: Path) -> ScoringRun:
     """Check everything before any work: the package (verified, this major version), the
-    as-of date, the pseudonym key, the source (an event store, or an OMOP extract holding
-    every table the packaged definitions read); one clear error otherwise."""
+    as-of date, the pseudonym key, the source (an OMOP extract holding every table the
+    packaged definitions read, or an event store holding codes of every family they read
+    and the target cohort's entry concepts); one clear error otherwise."""
     pkg = package.load(Path(package_path))
     day = parse_as_of(as_of)
     privacy.pseudonym_key()
@@ -113,6 +120,9 @@ def prepare(package_path: Path, source: Path, as_of: str, out: Path) -> ScoringR
                            "Parquet or CSV folder) or an event store with --source")
     defs = Definitions.of(pkg)
     if is_event_store(source):
+        codes = events.read_codes(source)
+        check_store(defs, codes, str(source))
+        CohortPlan(defs.cohort, defs.concept_sets, codes).check()
         kind = "store"
     else:
         with omop.open_source(source) as opened:
