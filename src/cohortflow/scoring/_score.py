@@ -133,12 +133,12 @@ def code_counts(columns: list[str], persons: dict[str, int]) -> dict[str, dict[s
 
 def pooled_histogram(scores: np.ndarray, min_cell_count: int) -> list[dict[str, Any]]:
     """Scores counted in tenths of [0, 1], adjacent bins pooled until no bin holds a
-    small count (:func:`cohortflow.privacy.pool_bins`); empty bins stay.
+    small count (:func:`cohortflow.privacy.pool_bins`: a small bin joins its smaller
+    neighbour, an empty one included).
 
     >>> pooled_histogram(np.array([0.05] * 20 + [0.55] * 3 + [0.95] * 12), 11)
     ... # doctest: +NORMALIZE_WHITESPACE
-    [{'from': 0.0, 'persons': 20, 'to': 0.1}, {'from': 0.1, 'persons': 0, 'to': 0.5},
-     {'from': 0.5, 'persons': 15, 'to': 1.0}]
+    [{'from': 0.0, 'to': 0.1, 'persons': 20}, {'from': 0.1, 'to': 1.0, 'persons': 15}]
     """
     counts = np.histogram(scores, bins=np.array(HISTOGRAM_EDGES))[0].astype(int).tolist()
     groups = privacy.pool_bins([0] * len(counts), counts, min_cell_count)
