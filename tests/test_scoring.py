@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import subprocess
 from datetime import date, datetime
@@ -15,9 +16,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cohortflow import events, package, privacy, scoring
+from cohortflow import events, package, privacy, private, scoring
 from cohortflow.cohorts import CohortPlan
 from cohortflow.layout import Layout
+from cohortflow.scoring._run import snakemake_command
 from cohortflow.study import Cohort, ConceptSet
 from tests.helpers import DEMO_ANALYSIS, cohortflow, ev
 
@@ -319,3 +321,17 @@ def test_scores_history_of_a_missing_folder(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "not a folder; fix: give the --out folder of `cohortflow score`" in done.stderr
 
+
+
+@pytest.mark.parametrize("profile", ["slurm", "slurm-dask"])
+def test_the_cluster_profiles_plan_the_scoring_workflow(made: tuple[Path, Path], tmp_path: Path,
+                                                        profile: str) -> None:
+    """A dry run under each cluster profile plans the four steps (no SLURM needed)."""
+    results, out = made
+    run = scoring.prepare(out, Layout(results).omop, AS_OF, tmp_path / "scores")
+    private.protect(run.out)
+    planned = subprocess.run(snakemake_command(run, profile, ["-n"]), capture_output=True,
+                             text=True, check=False, cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    for rule in ("ingest", "eligible", "score_features", "score"):
+        assert re.search(rf"^{rule}\s+1$", planned.stdout, re.MULTILINE), planned.stdout
