@@ -316,8 +316,8 @@ def score_command(
 @app.command("scores")
 @_friendly
 def scores_command(
-    out: Annotated[Path, typer.Argument(help="The --out folder of `cohortflow score`.")] = Path(
-        "scores"),
+    folder: Annotated[Path, typer.Argument(help="The --out folder of `cohortflow score`.")
+                      ] = Path("scores"),
 ) -> None:
     """List the scoring history: as-of date, package, persons scored, mean score, state."""
     from rich.table import Table
@@ -325,10 +325,9 @@ def scores_command(
     from cohortflow.scoring import history
 
     table = Table("as of", "package", "persons scored", "mean score", "state")
-    for row in history(out):
+    for row in history(folder):
         table.add_row(row.as_of, row.package, row.persons, row.mean_score, row.state)
-    out_console = Console()
-    out_console.print(table)
+    out.print(table)
 
 
 @app.command("export-mart")
