@@ -287,6 +287,49 @@ def package_command(
     err.print(f"wrote the model package {out} (digest {digest})")
 
 
+@app.command("score")
+@_friendly
+def score_command(
+    package: Annotated[Path, typer.Argument(help="A model package (`cohortflow package`).")],
+    source: Annotated[Path, typer.Option(help="The extract: an OMOP CDM (DuckDB file, "
+                                              "Parquet or CSV folder) or an event store.")],
+    as_of: Annotated[str, typer.Option(help="Score as of this day, YYYY-MM-DD: the persons "
+                                            "the target cohort holds on it, features up to "
+                                            "it.")],
+    out: Annotated[Path, typer.Option(help="Scoring folder; the run goes to "
+                                           "<out>/<package digest[:12]>/<as-of>/.")] = Path(
+        "scores"),
+    profile: Annotated[str, typer.Option(help="Profile in profiles/.")] = "laptop",
+    shards: Annotated[int, typer.Option(min=1, help="Event-store shards of an OMOP "
+                                                    "extract's ingest.")] = 4,
+) -> None:
+    """Score an extract as of a date with a model package (docs/scoring.md)."""
+    from cohortflow.scoring import run_scoring
+
+    code, run, log = run_scoring(package, source, as_of, out, profile, shards=shards)
+    if code != 0:
+        err.print(f"scoring failed (Snakemake exit {code}); its whole output: {log}")
+        raise typer.Exit(code)
+    err.print(f"scored as of {run.as_of.isoformat()}: {run.folder} (Snakemake's output: {log})")
+
+
+@app.command("scores")
+@_friendly
+def scores_command(
+    folder: Annotated[Path, typer.Argument(help="The --out folder of `cohortflow score`.")
+                      ] = Path("scores"),
+) -> None:
+    """List the scoring history: as-of date, package, persons scored, mean score, state."""
+    from rich.table import Table
+
+    from cohortflow.scoring import history
+
+    table = Table("as of", "package", "persons scored", "mean score", "state")
+    for row in history(folder):
+        table.add_row(row.as_of, row.package, row.persons, row.mean_score, row.state)
+    out.print(table)
+
+
 @app.command("export-mart")
 @_friendly
 def export_mart_command(
