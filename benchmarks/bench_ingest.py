@@ -13,8 +13,9 @@ RSS):
 
 The ratio is the ingest's events/s over the reference's rows/s; the last lines give the
 ingest's events/s as a share of the goal (5,000,000 events/s on 2 CPUs, issue 13) and per
-CPU second (user + system), the figure that moves least with a shared machine's load.  Both
-programs run on ``--cores`` CPUs (default 2).
+CPU second (user + system), the figure that moves least with a shared machine's load, and
+the floor: the events/s of decoding the source's columns and encoding the store alone (the
+Parquet work any ingest writing these bytes does).  All run on ``--cores`` CPUs (default 2).
 
     python benchmarks/bench_ingest.py                  # 30000 warehouse persons, ~1.2e7 events
     python benchmarks/bench_ingest.py 30000 300000     # ~1.2e7 and ~1.2e8 events
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -63,11 +66,50 @@ for shard in range(shards):
 print(total)
 """
 
+# The floor under any ingest that writes these stores: decoding the columns the ingest reads
+# from the source, and encoding the store's shards as it does (zstd, dictionary,
+# statistics), two shards at a time; printed as two wall times, in seconds.
+BOUND = """
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import polars as pl
+from cohortflow import events
+from cohortflow.omop import _ingest
+from cohortflow.omop._open import open_source
+cdm, store, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+start = time.perf_counter()
+with open_source(cdm) as source:
+    for name, required, optional in [
+            ("person", _ingest.PERSON_REQUIRED, _ingest.PERSON_OPTIONAL),
+            ("observation_period", _ingest.PERIOD_REQUIRED, []),
+            ("death", _ingest.DEATH_REQUIRED, ["death_datetime"]),
+            *[(t.name, t.required(), t.optional()) for t in _ingest.CLINICAL_TABLES]]:
+        if source.has(name):
+            for batch in source._read(source._index[name], required, optional):
+                pass
+decode = time.perf_counter() - start
+shards = [pl.read_parquet(p).to_arrow().cast(events.EVENT_SCHEMA)
+          for p in sorted((store / "data").glob("*.parquet"))]
+start = time.perf_counter()
+with ThreadPoolExecutor(2) as pool:
+    list(pool.map(lambda i: events.write_parquet(shards[i], out / f"{i}.parquet"),
+                  range(len(shards))))
+print(decode, time.perf_counter() - start)
+"""
+
 
 def _row(label: str, persons: int, events: int, usage: Usage, ratio: str) -> str:
     return (f"| {label:<22} | {persons:>9,} | {events:>12,} | {usage.wall:>7.2f} | "
             f"{events / usage.wall:>11,.0f} | {usage.cpu:>6.1f} | {usage.rss:>11,.0f} | "
             f"{ratio:>6} |")
+
+
+def _env() -> dict[str, str]:
+    """This checkout's package first on the path, for the floor's child."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def main() -> None:
@@ -104,6 +146,10 @@ def main() -> None:
             persons = summary["subjects"]
             ref = measure_usage([sys.executable, "-c", REFERENCE, str(cdm),
                                  str(root / "reference"), str(args.shards)], root)
+            bound = subprocess.run(
+                [sys.executable, "-c", BOUND, str(cdm), str(store), str(root / "bound")],
+                check=True, capture_output=True, text=True, env=_env())
+            decode, encode = map(float, bound.stdout.split())
             ref_rows = sum(summary["source_rows"].get(t, 0) for t in (
                 "visit_occurrence", "condition_occurrence", "drug_exposure",
                 "procedure_occurrence", "measurement"))
@@ -115,7 +161,9 @@ def main() -> None:
                 f"{summary['events']:,} events: {rate:,.0f} events/s = "
                 f"{rate / args.goal:.2f} of the goal ({args.goal:,.0f}/s); "
                 f"{summary['events'] / ours.cpu:,.0f} events per CPU second; "
-                f"{rate / ref_rate:.2f} x the reference's rows/s")
+                f"{rate / ref_rate:.2f} x the reference's rows/s; floor: decoding the "
+                f"source {decode:.1f} s + encoding the store {encode:.1f} s = "
+                f"{summary['events'] / (decode + encode):,.0f} events/s")
     print()
     for line in verdicts:
         print(line)

@@ -158,8 +158,8 @@ def _end_events(frame: pl.DataFrame, table: EventTable,
     engine pairs each end with its start (the end falls back to start + days_supply); and
     the rows of ``frame`` that have an end."""
     if table.end is None and table.supply is None:
-        return _events(frame.clear(), pl.col("person_id"), pl.lit(None), pl.lit(None)), \
-            frame.clear()
+        none = frame.clear()
+        return _events(none, pl.col("person_id"), pl.lit(None), pl.lit(None)), none
     start = _as_datetime(frame, table.date, None, where)
     end = (_as_datetime(frame, table.end, None, where)
            if table.end is not None and table.end in frame.columns
