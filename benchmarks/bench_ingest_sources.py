@@ -1,14 +1,15 @@
 """Benchmark ingest from PostgreSQL against ingest from Parquet, measured in the same run.
 
-One synthetic OMOP CDM is written as Parquet and loaded into a throwaway PostgreSQL server
-(the test harness, ``tests/harness/postgres.py``).  Each ingest runs as the command a user
-types (``cohortflow ingest <dir|url>``) and is measured with ``os.wait4``: wall seconds and
-peak RSS.  The two event stores must be byte-identical.  A second table compares the
-PostgreSQL drivers on the read alone (every clinical table, to Arrow batches): ADBC
-(binary COPY, what cohortflow uses) and, when installed, psycopg with a server-side cursor.
+One synthetic OMOP CDM (warehouse preset unless asked) is written as Parquet and loaded into
+a throwaway PostgreSQL server (the test harness, ``tests/harness/postgres.py``).  Each
+ingest runs as the command a user types (``cohortflow ingest <dir|url>``) and is measured
+with ``os.wait4``: wall seconds and peak RSS.  The two event stores must be byte-identical.
+A second table compares the PostgreSQL drivers on the read alone (every clinical table, to
+Arrow batches): ADBC (binary COPY, what cohortflow uses) and, when installed, psycopg with a
+server-side cursor.
 
-    python benchmarks/bench_ingest_sources.py            # 100000 persons
-    python benchmarks/bench_ingest_sources.py 20000
+    python benchmarks/bench_ingest_sources.py            # 100000 warehouse persons
+    python benchmarks/bench_ingest_sources.py 20000 --preset demo
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("persons", nargs="?", type=int, default=100_000)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--preset", default="warehouse", choices=["demo", "warehouse"])
     args = parser.parse_args()
     bindir = find_bindir()
     if bindir is None:
@@ -100,7 +102,7 @@ def main() -> None:
         root = Path(tmp)
         cdm = root / "omop"
         run_measured([*COHORTFLOW, "synth", "--persons", str(args.persons), "--seed", "7",
-                      "--out", str(cdm), "--no-progress"])
+                      "--preset", args.preset, "--out", str(cdm), "--no-progress"])
         server = PostgresServer(root=Path(tempfile.mkdtemp(prefix="cohortflow-pg-")),
                                 bindir=bindir, run_as="postgres" if os.geteuid() == 0 else None)
         server.start()
@@ -142,7 +144,8 @@ def main() -> None:
         finally:
             server.stop()
 
-    print(f"\nIngest of {args.persons:,} synthetic persons into {args.shards} shards "
+    print(f"\nIngest of {args.persons:,} synthetic {args.preset} persons into {args.shards} "
+          "shards "
           f"(PostgreSQL load: {load_wall:.1f} s, not timed below); "
           f"stores byte-identical: {identical}\n")
     print(f"| {'source':<32} | {'events':>11} | {'wall s':>7} | {'events/s':>10} | "

@@ -27,8 +27,9 @@ class ShardWriter:
     """Buffers event frames per shard as part files under ``root/parts``, then sorts each
     shard once; keeps the distinct codes and how often each occurs.
 
-    Parts are Arrow IPC (LZ4): written and read back at memory speed, with no Parquet
-    encoding of data that lives for seconds.  :meth:`finish` sorts and writes
+    Parts are uncompressed Arrow IPC: written and read back at memory speed, with no
+    Parquet encoding or compression of data that lives for seconds (LZ4 cost the spilling
+    thread more than the disk it saved).  :meth:`finish` sorts and writes
     :data:`WORKERS` shards at a time (the sort and the Parquet encoder release the GIL), so
     memory is bounded by that many shards.
     """
@@ -50,20 +51,26 @@ class ShardWriter:
         """The distinct codes added (complete after :meth:`close` or :meth:`finish`)."""
         return set(self.code_counts)
 
-    def add(self, frame: pl.DataFrame) -> None:
+    def add(self, frame: pl.DataFrame, code_counts: dict[str, int] | None = None) -> None:
+        """Buffer ``frame``'s events.  ``code_counts``, when the caller has them (the OMOP
+        ingest counts concept ids, not the longer code strings), must be the events of
+        each code in ``frame``; without them they are counted here."""
         if frame.height == 0:
             return
         self._wait()
         if self._spiller is None:
-            self._spill(frame, self.parts)
+            self._spill(frame, self.parts, code_counts)
         else:
-            self._pending = self._spiller.submit(self._spill, frame, self.parts)
+            self._pending = self._spiller.submit(self._spill, frame, self.parts, code_counts)
         self.parts += 1
 
-    def _spill(self, frame: pl.DataFrame, number: int) -> None:
+    def _spill(self, frame: pl.DataFrame, number: int,
+               code_counts: dict[str, int] | None) -> None:
         frame = frame.select(pl.col(name).cast(dtype)
                              for name, dtype in events.POLARS_EVENT_SCHEMA.items())
-        for code, n in frame["code"].value_counts().iter_rows():
+        counted = (code_counts.items() if code_counts is not None
+                   else frame["code"].value_counts().iter_rows())
+        for code, n in counted:
             self.code_counts[code] = self.code_counts.get(code, 0) + n
         self.units.update(frame["unit"].drop_nulls().unique().to_list())
         shard = events.shard_of(frame["subject_id"].to_numpy(), self.shards)
@@ -71,7 +78,7 @@ class ShardWriter:
         for (index,), part in frame.partition_by("_shard", as_dict=True).items():
             path = self.root / "parts" / str(index) / f"{number:08d}.arrow"
             path.parent.mkdir(parents=True, exist_ok=True)
-            part.drop("_shard").write_ipc(path, compression="lz4")
+            part.drop("_shard").write_ipc(path, compression="uncompressed")
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -130,8 +137,12 @@ def sort_events(frame: pl.DataFrame, codes: pl.Series | None = None,
     as they do (each string by its rank among the frame's distinct values, the float by its
     order-preserving bits), so the sort compares three integers, not text; a frame where
     that cannot be exact (a NaN or a negative zero, or too many distinct codes and units to
-    pack) is sorted on the columns themselves.  ``codes`` and ``units``, sorted and
-    holding every code and unit of the frame, spare finding them again.
+    pack) is sorted on the columns themselves.  So is a frame that is nearly in subject
+    order already (a source exported person by person; see :func:`_nearly_sorted`): there
+    the sort's merge runs are long and comparing the columns costs less than making the key.
+    Either way the result is the same, since equal keys are equal rows.  ``codes`` and
+    ``units``, sorted and holding every code and unit of the frame, spare finding them
+    again.
 
     >>> frame = pl.DataFrame({"subject_id": [2, 1, 1, 1], "time": [None, 5, 5, None],
     ...                       "code": ["B", "b", "A", "A"], "numeric_value": [1.0, None, -2.0, 3.0],
@@ -140,11 +151,32 @@ def sort_events(frame: pl.DataFrame, codes: pl.Series | None = None,
     >>> sort_events(frame)["code"].to_list()
     ['A', 'A', 'b', 'B']
     """
-    key = _packed_key(frame, {"code": codes, "unit": units})
+    key = None if _nearly_sorted(frame) else _packed_key(frame, {"code": codes, "unit": units})
     if key is None:
         return frame.sort(SORT_KEY, nulls_last=False, maintain_order=True)
     return (frame.with_columns(pl.Series("_key", key)).sort(
         [*SORT_KEY[:2], "_key"], nulls_last=False, maintain_order=True).select(SORT_KEY))
+
+
+#: A frame with fewer subject-order breaks than this share of its rows is nearly sorted.
+NEARLY_SORTED = 0.001
+
+
+def _nearly_sorted(frame: pl.DataFrame) -> bool:
+    """Whether ``subject_id`` falls between neighbouring rows at most :data:`NEARLY_SORTED`
+    of the time (a shard's parts are the source's tables one after another: a source
+    exported person by person breaks the order once per table and batch).
+
+    >>> _nearly_sorted(pl.DataFrame({"subject_id": list(range(5000)) * 2}))
+    True
+    >>> _nearly_sorted(pl.DataFrame({"subject_id": [2, 1] * 5000}))
+    False
+    """
+    ids = frame["subject_id"].to_numpy()
+    if ids.size < 2:
+        return True
+    breaks = int(np.count_nonzero(ids[1:] < ids[:-1]))
+    return breaks <= NEARLY_SORTED * ids.size
 
 
 def _packed_key(frame: pl.DataFrame,

@@ -69,15 +69,57 @@ def _collect_steps(steps: Steps) -> tuple[list[pl.DataFrame], list[dict[str, Any
     return frames, attrition
 
 
+#: Plans resolved in this process, by what they are a function of (see :func:`_shard_plan`).
+_PLANS: dict[tuple[str, str, str], tuple[CohortPlan, list[str]]] = {}
+_PLANS_KEPT = 8
+
+
+def _file_identity(path: Path) -> tuple[str, int, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _shard_plan(study: Study, cohort: str, store: Path, phenotypes: Path | None = None
+                ) -> tuple[CohortPlan, list[str]]:
+    """The plan of ``cohort`` against the store's codes and the codes its steps read,
+    resolved once per process for every shard of the store (a warehouse vocabulary's
+    descendants take longer to resolve than a shard's cohort steps to run).
+
+    The key is the cohort's and the concept sets' content and the identity (path, inode, size
+    and modification time) of the codes file and of the phenotype table ``phenotypes``, so a
+    changed study, a rewritten store or new phenotypes resolve again."""
+    spec = _library_cohort(study, cohort)
+    try:
+        files = [_file_identity(events.codes_path(store))]
+        if phenotypes is not None:
+            files.append(_file_identity(Path(phenotypes)))
+    except OSError:
+        return _resolve(study, spec, store, phenotypes)
+    sets = {name: study.concept_sets[name].model_dump(mode="json")
+            for name in sorted(study.concept_sets)}
+    key = (spec.model_dump_json(), json.dumps(sets, sort_keys=True), json.dumps(files))
+    if key not in _PLANS:
+        if len(_PLANS) >= _PLANS_KEPT:
+            del _PLANS[next(iter(_PLANS))]
+        _PLANS[key] = _resolve(study, spec, store, phenotypes)
+    return _PLANS[key]
+
+
+def _resolve(study: Study, cohort: Cohort, store: Path, phenotypes: Path | None
+             ) -> tuple[CohortPlan, list[str]]:
+    plan = plan_of(study, cohort, store, phenotypes)
+    return plan, codes_read(plan)
+
+
 def build_shard(study: Study, cohort: str, store: Path, shard: str,
                 phenotypes: Path | None = None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """The episodes (``EPISODE_COLUMNS``) of the library cohort ``cohort`` on one event-store
     shard, and the attrition of the steps that made them (``phenotypes``: the study's
     phenotype table, for a cohort with pgx criteria)."""
-    plan = plan_of(study, _library_cohort(study, cohort), store, phenotypes)
+    plan, codes = _shard_plan(study, cohort, Path(store), phenotypes)
     # One read of the shard, of the codes the cohort needs: the steps scan these events
     # several times (memory: one shard).
-    wanted = pl.Series(codes_read(plan), dtype=pl.String).implode()
+    wanted = pl.Series(codes, dtype=pl.String).implode()
     shard_events = events.scan_shard(store, shard).filter(
         pl.col("code").is_in(wanted)).collect().lazy()
     frames, attrition = _collect_steps(make_episodes(plan)(shard_events))

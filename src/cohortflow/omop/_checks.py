@@ -121,8 +121,10 @@ class Lifespan:
                    + DEATH_GRACE + timedelta(days=1)),
         )
         time = pl.col("time")
-        wrong = shard.join(life, on="subject_id", how="inner").filter(
-            (time < pl.col("birth")) | (time >= pl.col("death")))
+        # Lazy, so that of the shard only subject_id, time and code are joined.
+        wrong = shard.lazy().join(life.lazy(), on="subject_id", how="inner").filter(
+            (time < pl.col("birth")) | (time >= pl.col("death"))).select(
+            "time", "code", "birth", "death").collect()
         wrong = wrong.filter(
             ~pl.col("code").is_in(_NOT_LIFE_EVENTS), ~pl.col("code").str.starts_with("END//"),
             ~pl.col("code").str.starts_with("OBSERVATION_PERIOD//"))

@@ -122,7 +122,8 @@ def _person_events(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _clinical_events(frame: pl.DataFrame, table: EventTable, units: dict[int, str],
-                     where: str) -> pl.DataFrame:
+                     where: str) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The start and end events of one batch of ``table``, and the events of each code."""
     time = _as_datetime(frame, table.date, table.datetime, where)
     value = pl.col(table.value) if table.value and table.value in frame.columns else None
     unit = None
@@ -136,14 +137,29 @@ def _clinical_events(frame: pl.DataFrame, table: EventTable, units: dict[int, st
             f"{where}: {bad.height} row(s) with a null or unparseable {table.date}; "
             "fix: every event needs a start date (ISO 'YYYY-MM-DD')"
         )
-    return pl.concat([out, _end_events(frame, table, where)])
+    counts = _code_counts(frame, table.concept, f"{table.domain}//")
+    ends, ended = _end_events(frame, table, where)
+    for name, n in _code_counts(ended, table.concept, f"END//{table.domain}//").items():
+        counts[name] = counts.get(name, 0) + n
+    return pl.concat([out, ends]), counts
 
 
-def _end_events(frame: pl.DataFrame, table: EventTable, where: str) -> pl.DataFrame:
+def _code_counts(frame: pl.DataFrame, concept: str, prefix: str) -> dict[str, int]:
+    """Rows per code ``<prefix><concept id>``: counted on the integer ids, then formatted as
+    the events' codes are (thousands of strings, not one per event)."""
+    counted = frame.group_by(concept).len()
+    codes = counted.select(pl.format(f"{prefix}{{}}", pl.col(concept))).to_series()
+    return dict(zip(codes.to_list(), counted["len"].to_list(), strict=True))
+
+
+def _end_events(frame: pl.DataFrame, table: EventTable,
+                where: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``END//<code>`` at the end date, valued with the duration in days, so the cohort
-    engine pairs each end with its start (the end falls back to start + days_supply)."""
+    engine pairs each end with its start (the end falls back to start + days_supply); and
+    the rows of ``frame`` that have an end."""
     if table.end is None and table.supply is None:
-        return _events(frame.clear(), pl.col("person_id"), pl.lit(None), pl.lit(None))
+        none = frame.clear()
+        return _events(none, pl.col("person_id"), pl.lit(None), pl.lit(None)), none
     start = _as_datetime(frame, table.date, None, where)
     end = (_as_datetime(frame, table.end, None, where)
            if table.end is not None and table.end in frame.columns
@@ -151,10 +167,10 @@ def _end_events(frame: pl.DataFrame, table: EventTable, where: str) -> pl.DataFr
            else pl.lit(None, pl.Datetime("us")))
     if table.supply and table.supply in frame.columns:
         end = pl.coalesce(end, start + pl.duration(days=pl.col(table.supply)))
+    ended = frame.filter(end.is_not_null())
     code = pl.format(f"END//{table.domain}//{{}}", pl.col(table.concept))
     days = (end - start).dt.total_days()
-    return _events(frame, pl.col("person_id"), end, code, days).filter(
-        pl.col("time").is_not_null())
+    return _events(ended, pl.col("person_id"), end, code, days), ended
 
 
 def ingest(source: OmopSource, out: Path, shards: int, dataset_name: str = "omop",
@@ -249,11 +265,11 @@ def _write_events(source: OmopSource, work: Path, out: Path, writer: store_write
         writer.add(deaths)
     for table in CLINICAL_TABLES:
         for frame in source.batches(table.name, table.required(), table.optional()):
-            found = _clinical_events(with_person(frame, table.name), table, units,
-                                     source.where(table.name))
+            found, code_counts = _clinical_events(with_person(frame, table.name), table,
+                                                  units, source.where(table.name))
             ends_early[table.name] += _checks.ends_before_starts(found)
             future[table.name] += _checks.after_extract(found, extract)
-            writer.add(found)
+            writer.add(found, code_counts)
 
     total = writer.finish(work, inspect=lifespan.add)
     lifespan.check({t.domain: (t.name, source.where(t.name), t.date)
