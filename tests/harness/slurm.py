@@ -1,4 +1,10 @@
-"""A real, throwaway, single-node SLURM cluster for the test suite.
+"""A real, throwaway SLURM cluster for the test suite: single-node here, multi-node in
+:mod:`tests.harness.slurm_multinode` (a subclass: every node a network and UTS namespace of
+its own).  The ``slurm_cluster`` fixture takes the multi-node one (3 nodes, or
+``$COHORTFLOW_SLURM_NODES``) where this machine allows network namespaces (root, iproute2),
+else this one -- except under ``CI=true``, where no namespaces is a failure.
+``COHORTFLOW_SLURM_NODES=1`` asks for the single-node cluster (for debugging).  What
+follows describes the single-node cluster; the multi-node one differs only in its nodes.
 
 What it starts
 --------------
