@@ -1,4 +1,4 @@
-"""The single-node SLURM test cluster works, and so does profiles/slurm on it.
+"""The SLURM test cluster works (multi-node or single-node), and so does profiles/slurm on it.
 
 These run against real slurmctld/slurmd/munged daemons started by
 ``tests/harness/slurm.py`` (see its docstring). Without the SLURM binaries they skip,
