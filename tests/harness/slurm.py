@@ -198,6 +198,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listed_pids(res: subprocess.CompletedProcess[str]) -> list[int]:
+    """The pids of ``scontrol listpids`` output (none when it failed)."""
+    if res.returncode != 0:
+        return []
+    return [int(line.split()[0]) for line in res.stdout.splitlines()[1:]
+            if line.split() and line.split()[0].isdigit()]
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -485,6 +493,11 @@ class SlurmCluster:
         raise SlurmHarnessError(
             f"job {job_id} still {state!r} after {timeout}s\n" + self.log_tails()
         )
+
+    def job_pids(self, job_id: int | str) -> list[int]:
+        """Pids of a running job's processes (``scontrol listpids``, which asks the
+        slurmd of the node it runs on: here, this host)."""
+        return _listed_pids(self.run(["scontrol", "listpids", str(job_id)], check=False))
 
     def submitted_job_ids(self) -> list[int]:
         """Job ids of every accepted batch submission, from the slurmctld log."""

@@ -58,7 +58,13 @@ import time
 from pathlib import Path
 
 from cohortflow.runner import process_alive
-from tests.harness.slurm import SlurmCluster, SlurmHarnessError, _tail, _which
+from tests.harness.slurm import (
+    SlurmCluster,
+    SlurmHarnessError,
+    _listed_pids,
+    _tail,
+    _which,
+)
 
 #: Name of every node's one network interface (the same on every node, like ``ib0``).
 NODE_INTERFACE = "cfnet0"
@@ -247,6 +253,23 @@ class MultiNodeSlurmCluster(SlurmCluster):
             return []
         expanded = self.run(["scontrol", "show", "hostnames", names.splitlines()[0]])
         return expanded.stdout.split()
+
+    def job_pids(self, job_id: int | str) -> list[int]:
+        """Pids of a running job's processes on every node it runs on: ``scontrol
+        listpids`` asks the slurmd of the host it runs on, so it runs inside each node's
+        namespaces (``nsenter`` into its slurmd's)."""
+        pids: list[int] = []
+        for node in self.job_nodes(job_id):
+            try:  # written by _spawn for this process and any other
+                slurmd = int((self.run_dir / f"harness-slurmd-{node}.pid").read_text())
+            except (OSError, ValueError):
+                continue
+            if not process_alive(slurmd):
+                continue
+            pids += _listed_pids(self.run(
+                [_which("nsenter"), "-t", str(slurmd), "--uts", "--net", "--mount",
+                 "scontrol", "listpids", str(job_id)], check=False))
+        return pids
 
     def log_tails(self, lines: int = 30) -> str:
         parts = [super().log_tails(lines)]
