@@ -144,9 +144,10 @@ def test_a_node_lost_mid_study_loses_no_output_and_the_result_is_identical(
     assert crashed is not None, log[-4000:]
     assert head.returncode == 0, log[-6000:]
     job_id, node = crashed
-    # SLURM requeues a batch job whose node failed (JobRequeue=1, its default), or the
-    # job ends NODE_FAIL and the profile's retries submit it again: either way it ran
-    # again, elsewhere.
+    # SLURM requeues a batch job whose node failed (JobRequeue=1, its default; the job
+    # waits about 2 minutes, until its old credential expires, then starts on another
+    # node), or the job ends NODE_FAIL and the profile's retries submit it again: either
+    # way it ran again, elsewhere.
     requeued = cluster.job_nodes(job_id) not in ([], [node])
     retried = bool(re.search(rf"SLURM-job '{job_id}' failed due to a node failure", log)) \
         and "Trying to restart job" in log
