@@ -311,14 +311,12 @@ def in_job(pid: int, job_id: str) -> bool:
     return f"SLURM_JOB_ID={job_id}".encode() in environ
 
 
-def freeze(job_id: str, env: dict[str, str], frozen: set[int]) -> None:
+def freeze(cluster, job_id: str, frozen: set[int]) -> None:
     """SIGSTOP the Python processes of a SLURM job (the rule's work), as a hung filesystem
     would hold them.  srun and the batch shell stay awake: slurmctld talks to srun, and a
-    stopped srun stalls the controller itself."""
-    listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True,
-                            env=env, check=False).stdout
-    for line in listed.splitlines()[1:]:
-        pid = int(line.split()[0])
+    stopped srun stalls the controller itself.  (The job's pids come from the slurmd of
+    its node: ``cluster.job_pids``.)"""
+    for pid in cluster.job_pids(job_id):
         try:
             command = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
@@ -361,7 +359,7 @@ def test_a_job_over_its_time_is_told_and_retried_with_more(
                 if comment == "rule_ingest" and state == "RUNNING" and hung is None:
                     hung = (job_id, time.monotonic() + 5)  # catch children for 5 s
             if hung is not None:
-                freeze(hung[0], env, frozen)
+                freeze(slurm_cluster, hung[0], frozen)
             time.sleep(0.1)
         head.wait(timeout=900)
     finally:

@@ -1,4 +1,4 @@
-"""The single-node SLURM test cluster works, and so does profiles/slurm on it.
+"""The SLURM test cluster works (multi-node or single-node), and so does profiles/slurm on it.
 
 These run against real slurmctld/slurmd/munged daemons started by
 ``tests/harness/slurm.py`` (see its docstring). Without the SLURM binaries they skip,
@@ -161,3 +161,31 @@ def test_snakemake_slurm_profile_submits_every_job(
     assert "profile=slurm" in lines
     for jid in new_ids:
         assert slurm_cluster.job_state(jid) == "COMPLETED"
+
+
+def test_the_fixture_takes_several_nodes_where_namespaces_work_and_fails_on_ci_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.harness import slurm_multinode
+    from tests.harness.slurm import SlurmHarnessError, make_cluster
+    from tests.harness.slurm_multinode import MultiNodeSlurmCluster
+
+    monkeypatch.delenv("COHORTFLOW_SLURM_NODES", raising=False)
+    monkeypatch.setattr(slurm_multinode, "namespaces_usable", lambda: None)
+    cluster, _ = make_cluster()
+    assert isinstance(cluster, MultiNodeSlurmCluster) and len(cluster.node_names) == 3
+    monkeypatch.setenv("COHORTFLOW_SLURM_NODES", "1")
+    cluster, how = make_cluster()
+    assert type(cluster) is SlurmCluster and "COHORTFLOW_SLURM_NODES=1" in how
+    monkeypatch.setenv("COHORTFLOW_SLURM_NODES", "three")
+    with pytest.raises(SlurmHarnessError, match="COHORTFLOW_SLURM_NODES='three'"):
+        make_cluster()
+    monkeypatch.delenv("COHORTFLOW_SLURM_NODES")
+    monkeypatch.setattr(slurm_multinode, "namespaces_usable", lambda: "not root")
+    monkeypatch.setenv("CI", "false")
+    with pytest.warns(UserWarning, match="single node: not root"):
+        cluster, _ = make_cluster()
+    assert type(cluster) is SlurmCluster
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(SlurmHarnessError, match="needs network namespaces: not root"):
+        make_cluster()

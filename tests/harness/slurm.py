@@ -1,4 +1,10 @@
-"""A real, throwaway, single-node SLURM cluster for the test suite.
+"""A real, throwaway SLURM cluster for the test suite: single-node here, multi-node in
+:mod:`tests.harness.slurm_multinode` (a subclass: every node a network and UTS namespace of
+its own).  The ``slurm_cluster`` fixture takes the multi-node one (3 nodes, or
+``$COHORTFLOW_SLURM_NODES``) where this machine allows network namespaces (root, iproute2),
+else this one -- except under ``CI=true``, where no namespaces is a failure.
+``COHORTFLOW_SLURM_NODES=1`` asks for the single-node cluster (for debugging).  What
+follows describes the single-node cluster; the multi-node one differs only in its nodes.
 
 What it starts
 --------------
@@ -192,6 +198,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listed_pids(res: subprocess.CompletedProcess[str]) -> list[int]:
+    """The pids of ``scontrol listpids`` output (none when it failed)."""
+    if res.returncode != 0:
+        return []
+    return [int(line.split()[0]) for line in res.stdout.splitlines()[1:]
+            if line.split() and line.split()[0].isdigit()]
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -234,6 +248,9 @@ class SlurmCluster:
     >>> c.slurmctld_log.name
     'slurmctld.log'
     """
+
+    #: Per-node slurmd pid and log files (``%n``): several slurmds share ``base_dir``.
+    per_node_files = False
 
     def __init__(
         self,
@@ -314,9 +331,8 @@ class SlurmCluster:
         self._write_conf()
         self._link_run_conf()
         try:
-            self._start_munged()
-            self._spawn("slurmctld", [_which("slurmctld"), "-D", "-c", "-f", str(self.conf_path)])
-            self._spawn("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf_path)])
+            self._prepare()
+            self._start_daemons()
             self._write_state()
             self._wait_idle()
         except BaseException:
@@ -325,6 +341,28 @@ class SlurmCluster:
         self.running = True
         return self
 
+    def _prepare(self) -> None:
+        """What the daemons need besides files (the multi-node cluster: its network);
+        a single-node cluster only removes what a multi-node run in the same directory
+        may have left."""
+        self.teardown_network()
+
+    def teardown_network(self) -> None:
+        """Remove the namespaces, veths, bridge and /etc/netns folders that a multi-node
+        cluster in ``base_dir`` recorded in ``network.json`` (none: nothing to do)."""
+        from tests.harness.slurm_multinode import teardown_network
+
+        recorded = self.base_dir / "network.json"
+        with contextlib.suppress(OSError, ValueError):
+            teardown_network(json.loads(recorded.read_text()))
+        with contextlib.suppress(OSError):
+            recorded.unlink()
+
+    def _start_daemons(self) -> None:
+        self._start_munged()
+        self._spawn("slurmctld", [_which("slurmctld"), "-D", "-c", "-f", str(self.conf_path)])
+        self._spawn("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf_path)])
+
     def stop(self) -> None:
         """Stop the daemons this object started (and any job steps); keep the logs."""
         if self.adopted:
@@ -332,10 +370,10 @@ class SlurmCluster:
             return
         procs = list(self._procs.items())
         self._procs.clear()
-        # slurmd first (it takes job steps with it), then the controller, then munge
+        # slurmd(s) first (they take job steps with them), then the controller, then munge
         for name in ("slurmd", "slurmctld", "munged"):
             for pname, proc in procs:
-                if pname == name and proc.poll() is None:
+                if pname.split("-")[0] == name and proc.poll() is None:
                     proc.terminate()
                     try:
                         proc.wait(timeout=10)
@@ -343,6 +381,7 @@ class SlurmCluster:
                         proc.kill()
                         proc.wait(timeout=10)
         self.kill_stale()  # stray slurmstepd / daemons from pid files
+        self.teardown_network()
         self._unlink_run_conf()
         with contextlib.suppress(OSError):
             self._state_file.unlink()
@@ -455,6 +494,11 @@ class SlurmCluster:
             f"job {job_id} still {state!r} after {timeout}s\n" + self.log_tails()
         )
 
+    def job_pids(self, job_id: int | str) -> list[int]:
+        """Pids of a running job's processes (``scontrol listpids``, which asks the
+        slurmd of the node it runs on: here, this host)."""
+        return _listed_pids(self.run(["scontrol", "listpids", str(job_id)], check=False))
+
     def submitted_job_ids(self) -> list[int]:
         """Job ids of every accepted batch submission, from the slurmctld log."""
         try:
@@ -538,14 +582,28 @@ class SlurmCluster:
             fh.write(secrets.token_bytes(1024))
         self.munge_key.chmod(0o600)
 
+    def _hardware(self) -> dict[str, str]:
+        return _node_hardware()
+
+    def _controller(self) -> str:
+        """``SlurmctldHost=``: this host."""
+        return self.hostname
+
+    def _node_lines(self) -> str:
+        """The ``NodeName=`` and ``PartitionName=`` lines: this host, all of it."""
+        node_hw = " ".join(f"{k}={v}" for k, v in self._hardware().items())
+        return (f"NodeName={self.hostname} {node_hw} State=UNKNOWN\n"
+                f"PartitionName={self.partition} Nodes={self.hostname} Default=YES "
+                "MaxTime=INFINITE State=UP\n")
+
     def _write_conf(self) -> None:
-        hw = _node_hardware()
-        node_hw = " ".join(f"{k}={v}" for k, v in hw.items())
         user = getpass.getuser()
+        # one slurmd: plain file names; several: one per node (%n, the node's name)
+        node = "-%n" if self.per_node_files else ""
         conf = f"""\
-# Generated by tests/harness/slurm.py -- throwaway single-node test cluster.
+# Generated by {type(self).__module__.replace('.', '/')}.py -- throwaway test cluster.
 ClusterName={self.cluster_name}
-SlurmctldHost={self.hostname}
+SlurmctldHost={self._controller()}
 SlurmctldPort={self.ctld_port}
 SlurmdPort={self.slurmd_port}
 SlurmUser={user}
@@ -556,9 +614,9 @@ AuthInfo=socket={self.munge_socket}
 StateSaveLocation={self.state_dir}
 SlurmdSpoolDir={self.spool_dir}/slurmd-%n
 SlurmctldPidFile={self.run_dir}/slurmctld.pid
-SlurmdPidFile={self.run_dir}/slurmd.pid
+SlurmdPidFile={self.run_dir}/slurmd{node}.pid
 SlurmctldLogFile={self.slurmctld_log}
-SlurmdLogFile={self.slurmd_log}
+SlurmdLogFile={self.log_dir}/slurmd{node}.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig={self.etc_dir}/plugstack.conf
@@ -590,10 +648,8 @@ Waittime=0
 MessageTimeout=30
 SlurmdTimeout=300
 SlurmctldTimeout=120
-NodeName={self.hostname} {node_hw} State=UNKNOWN
-PartitionName={self.partition} Nodes={self.hostname} Default=YES MaxTime=INFINITE State=UP
 """
-        self.conf_path.write_text(conf)
+        self.conf_path.write_text(conf + self._node_lines())
         (self.etc_dir / "plugstack.conf").write_text("")
 
     def _link_run_conf(self) -> None:
@@ -788,12 +844,45 @@ def listening_tcp(pid_of: str | None = None) -> list[tuple[str, int, int]]:
 
 
 # ---------------------------------------------------------------------------- pytest
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def make_cluster() -> tuple[SlurmCluster, str]:
+    """The cluster the suite runs on, and why: the multi-node cluster
+    (:mod:`tests.harness.slurm_multinode`, ``$COHORTFLOW_SLURM_NODES`` nodes, default 3)
+    where this machine allows network namespaces, else this single-node one.
+    ``COHORTFLOW_SLURM_NODES=1`` asks for the single-node cluster (for debugging); under
+    ``CI=true`` a machine without namespaces is an error, not a fallback.
+    """
+    from tests.harness.slurm_multinode import MultiNodeSlurmCluster, namespaces_usable
+
+    wanted = os.environ.get("COHORTFLOW_SLURM_NODES", "3").strip() or "3"
+    if not wanted.isdigit() or not 1 <= int(wanted) <= 9:
+        raise SlurmHarnessError(
+            f"COHORTFLOW_SLURM_NODES={wanted!r}: a number of nodes from 1 to 9; fix: unset "
+            "it (3 nodes) or set 1 for the single-node cluster")
+    if int(wanted) == 1:
+        return SlurmCluster(), "single node (COHORTFLOW_SLURM_NODES=1)"
+    why_not = namespaces_usable()
+    if why_not is None:
+        return MultiNodeSlurmCluster(nodes=int(wanted)), f"{wanted} nodes"
+    if _on_ci():
+        raise SlurmHarnessError(
+            f"the multi-node SLURM test cluster needs network namespaces: {why_not}; fix: "
+            "run CI as root with iproute2 and util-linux, or set COHORTFLOW_SLURM_NODES=1")
+    warnings.warn(f"SLURM tests run on a single node: {why_not}", stacklevel=2)
+    return SlurmCluster(), f"single node ({why_not})"
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
-    """Session-wide single-node SLURM cluster; exports ``SLURM_CONF``.
+    """Session-wide SLURM cluster (:func:`make_cluster`: several nodes where namespaces
+    work); exports ``SLURM_CONF``.
 
     Skips when the SLURM binaries are missing -- except under ``CI=true``, where a
-    SLURM test must never silently skip, so it fails instead.
+    SLURM test must never silently skip, so it fails instead (and so it does when the
+    multi-node cluster cannot be made).
     """
     missing = missing_binaries()
     if missing:
@@ -801,10 +890,13 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             f"SLURM test cluster unavailable: missing {', '.join(missing)} "
             "(apt-get install slurm-wlm munge)"
         )
-        if os.environ.get("CI", "").strip().lower() == "true":
+        if _on_ci():
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
-    cluster = SlurmCluster()
+    try:
+        cluster, _ = make_cluster()
+    except SlurmHarnessError as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         cluster.start()
     except SlurmHarnessError as exc:
@@ -826,10 +918,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tests.harness.slurm {start,stop,status,env}``."""
     args = sys.argv[1:] if argv is None else argv
     cmd = args[0] if args else "status"
-    cluster = SlurmCluster()
+    cluster, how = make_cluster()
     if cmd == "start":
         cluster.start()
-        print(f"SLURM test cluster up in {cluster.base_dir}")
+        print(f"SLURM test cluster ({how}) up in {cluster.base_dir}")
         print(f"export SLURM_CONF={cluster.conf_path}")
         return 0
     if cmd == "stop":
