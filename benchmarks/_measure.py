@@ -41,10 +41,12 @@ def run_child(code: str, *args: object) -> dict[str, float]:
 
 
 def measure_tree(cmd: list[str], env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) and stdout of a command, measured in a fresh helper
-    process, so the RSS maximum (``ru_maxrss`` of the command and of every descendant it
-    waited for) is this command's alone and not the benchmark's own."""
+                 cwd: Path | None = None) -> tuple[float, float, float, str]:
+    """Wall seconds, peak RSS (MiB), CPU seconds and stdout of a command, measured in a
+    fresh helper process, so the RSS maximum (``ru_maxrss`` of the command and of every
+    descendant it waited for) is this command's alone and not the benchmark's own.  CPU
+    seconds (user + system of the whole tree) are the fairer figure on a shared machine,
+    where wall time stretches with the other processes' load."""
     helper = (
         "import os, subprocess, sys, time, json, resource\n"
         "t = time.perf_counter()\n"
@@ -52,16 +54,19 @@ def measure_tree(cmd: list[str], env: dict[str, str] | None = None,
         "out = p.stdout.read()\n"
         "_, status, ru = os.wait4(p.pid, 0)\n"
         "wall = time.perf_counter() - t\n"
-        "rss = max(ru.ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "kids = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "rss = max(ru.ru_maxrss, kids.ru_maxrss)\n"
         "print(json.dumps({'rc': os.waitstatus_to_exitcode(status), 'wall': wall,"
-        " 'rss': rss / 1024, 'out': out.decode(errors='replace')}))\n"
+        " 'rss': rss / 1024, 'cpu': kids.ru_utime + kids.ru_stime,"
+        " 'out': out.decode(errors='replace')}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", helper, *cmd], capture_output=True, text=True,
                           check=False, env=env, cwd=cwd)
     result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
     if proc.returncode or result.get("rc"):
         sys.exit(f"{' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
-    return float(result["wall"]), float(result["rss"]), str(result["out"])
+    return (float(result["wall"]), float(result["rss"]), float(result["cpu"]),
+            str(result["out"]))
 
 
 def peer_venv(name: str, requirements: list[str], probe: str) -> Path:

@@ -131,16 +131,17 @@ def aces_config(study_file: Path, store: Path) -> dict[str, object]:
     }
 
 
-def run_cohortflow(study: Path, store: Path, out: Path) -> tuple[float, float, pl.DataFrame]:
-    wall, rss, _ = measure_tree([sys.executable, "-c", LABELS, str(study), str(store),
+def run_cohortflow(study: Path, store: Path, out: Path
+                   ) -> tuple[tuple[float, float, float], pl.DataFrame]:
+    wall, rss, cpu, _ = measure_tree([sys.executable, "-c", LABELS, str(study), str(store),
                                  str(out)], env=child_env())
     labels = pl.read_parquet(out / "labels.parquet").select(
         "subject_id", time="index_time", label="label")
-    return wall, rss, labels
+    return (wall, rss, cpu), labels
 
 
 def run_aces(bin_dir: Path, config: dict[str, object], store: Path, out: Path
-             ) -> tuple[float, float, pl.DataFrame]:
+             ) -> tuple[tuple[float, float, float], pl.DataFrame]:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{TASK}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     shards = sorted((p.stem for p in (store / "data").glob("*.parquet")), key=int)
@@ -149,11 +150,11 @@ def run_aces(bin_dir: Path, config: dict[str, object], store: Path, out: Path
            f"cohort_dir={out}", f"cohort_name={TASK}", "hydra/job_logging=none",
            "hydra/hydra_logging=none"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    wall, rss, _ = measure_tree(cmd, env=env, cwd=out)
+    wall, rss, cpu, _ = measure_tree(cmd, env=env, cwd=out)
     labels = pl.concat([pl.read_parquet(out / TASK / f"{s}.parquet") for s in shards])
     labels = labels.select("subject_id", time=pl.col("prediction_time").cast(pl.Datetime("us")),
                            label=pl.col("boolean_value").cast(pl.Boolean))
-    return wall, rss, labels
+    return (wall, rss, cpu), labels
 
 
 def compare(ours: pl.DataFrame, theirs: pl.DataFrame, store: Path, study_file: Path
@@ -215,31 +216,36 @@ def explain(row: dict[str, object], ev: pl.DataFrame, outcome_codes: list[str]) 
 
 def bench(persons: int, root: Path, preset: str, bin_dir: Path) -> dict[str, object]:
     study, store, n_events = prepare(persons, root, preset)
-    ours_wall, ours_rss, ours = run_cohortflow(study, store, root / "cohortflow")
+    (wall, rss, cpu), ours = run_cohortflow(study, store, root / "cohortflow")
     config = aces_config(study, store)
-    aces_wall, aces_rss, theirs = run_aces(bin_dir, config, store, root / "aces")
+    (aces_wall, aces_rss, aces_cpu), theirs = run_aces(bin_dir, config, store, root / "aces")
     diff, real = compare(ours, theirs, store, study)
     return {"persons": persons, "events": n_events, "rows": ours.height,
             "aces_rows": theirs.height, "positives": int(ours["label"].sum()),
             "aces_positives": int(theirs["label"].sum()), "diff": diff, "real": real,
-            "wall": ours_wall, "rss": ours_rss, "aces_wall": aces_wall, "aces_rss": aces_rss}
+            "wall": wall, "rss": rss, "cpu": cpu, "aces_wall": aces_wall, "aces_rss": aces_rss,
+            "aces_cpu": aces_cpu}
 
 
 def print_table(rows: list[dict[str, object]], preset: str) -> None:
     print(f"\nlabels (demo study task, {preset} preset): cohortflow vs ACES {ACES.split('==')[1]}")
     print(f"{'persons':>8} {'events':>10} {'rows':>7} {'ACES rows':>9} {'pos':>5} "
           f"{'ACES pos':>8} {'differ':>6} {'real':>4} {'cf s':>6} {'ACES s':>7} {'speed':>6} "
-          f"{'cf RSS':>8} {'ACES RSS':>9} {'memory':>7}")
+          f"{'cf cpu':>6} {'ACES cpu':>8} {'cpu':>6} {'cf RSS':>8} {'ACES RSS':>9} "
+          f"{'memory':>7}")
     for r in rows:
         wall, aces_wall = float(r["wall"]), float(r["aces_wall"])  # type: ignore[arg-type]
         rss, aces_rss = float(r["rss"]), float(r["aces_rss"])  # type: ignore[arg-type]
+        cpu, aces_cpu = float(r["cpu"]), float(r["aces_cpu"])  # type: ignore[arg-type]
         diff = r["diff"]
         assert isinstance(diff, pl.DataFrame)
         print(f"{r['persons']:>8,} {r['events']:>10,} {r['rows']:>7,} {r['aces_rows']:>9,} "
               f"{r['positives']:>5,} {r['aces_positives']:>8,} {diff.height:>6} "
               f"{r['real']:>4} {wall:>6.1f} {aces_wall:>7.1f} {aces_wall / wall:>5.1f}x "
-              f"{rss:>6.0f}Mi {aces_rss:>7.0f}Mi {rss / aces_rss:>6.2f}x", flush=True)
-    print("speed: ACES wall / cohortflow wall; memory: cohortflow peak RSS / ACES peak RSS; "
+              f"{cpu:>6.1f} {aces_cpu:>8.1f} {aces_cpu / cpu:>5.1f}x {rss:>6.0f}Mi "
+              f"{aces_rss:>7.0f}Mi {rss / aces_rss:>6.2f}x", flush=True)
+    print("speed: ACES wall / cohortflow wall; cpu: the same for CPU seconds (user + system "
+          "of the process tree); memory: cohortflow peak RSS / ACES peak RSS; "
           "differ: rows not identical (subject, prediction time, label); real: of those, "
           "not explained by a known semantic difference")
 
@@ -250,7 +256,8 @@ def print_diff(persons: int, diff: pl.DataFrame) -> None:
         return
     print(f"{persons:,} persons: {diff.height} rows differ")
     with pl.Config(tbl_rows=40, fmt_str_lengths=120, tbl_width_chars=200):
-        print(diff.group_by("reason").len().sort("reason"))
+        for reason, n in diff.group_by("reason").len().sort("reason").iter_rows():
+            print(f"  {n:>4} x {reason}")
         print(diff.sort("subject_id", "time").head(40))
 
 
