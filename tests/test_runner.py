@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cohortflow import manifest, runner
 from cohortflow.cli import app
-from cohortflow.runner import ConsoleFilter
+from cohortflow.runner import ConsoleFilter, RunProgress
 from tests.helpers import cohortflow, write_study
 
 UNKNOWN_CONCEPT = 999999999
@@ -240,3 +240,27 @@ def test_verify_keeps_a_scratch_the_user_named(tmp_path: Path,
                                     str(tmp_path / "mine")])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "mine" / "results" / "s" / "manifest.json").is_file()
+
+
+RECORDED = Path(__file__).parent / "recorded" / "pgx_checkpoints.snakemake.txt"
+"""Snakemake's whole output (``--debug-dag`` listing included) of a pgx run whose genotype
+conversion ran as checkpoints: ``genomics_explode`` and ``genomics_encode`` jobs appear only
+after the checkpoints' DAG updates, not in the job stats; the run then failed in the sweep."""
+
+
+def test_jobs_added_by_a_checkpoint_are_counted_as_ran_not_reused() -> None:
+    progress = RunProgress()
+    for line in RECORDED.read_text().splitlines():
+        progress.feed(line, 0.0)
+    log = RECORDED.read_text()
+    explode = len(set(re.findall(r"output: \S+/steps/explode/(\d+)\.json", log)))
+    stats = log.split("Job stats:")[1].split("total")[0]
+    assert explode > 1 and not re.search(r"^genomics_(explode|encode) ", stats, re.M)
+    steps = {step.rule: step for step in progress.shown()}
+    assert (steps["genomics_explode"].done, steps["genomics_explode"].planned) == (
+        explode, explode)
+    assert steps["genomics_explode"].finished and steps["genomics_encode"].finished
+    assert progress.reused() == {}
+    lines = progress.summary(59.0, 1)
+    assert f"genomics_explode {explode}, genomics_encode 1" in lines[0]
+    assert lines[-1] == "reused (up to date): nothing"

@@ -26,6 +26,7 @@ from cohortflow.features._index import (
     feature_index,
     sequence_index,
 )
+from cohortflow.features._omics import omics_cells, omics_keys
 from cohortflow.features._store import (
     ChunkPlan,
     clear,
@@ -208,7 +209,8 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
         cohort = pl.scan_parquet(shard_table(cohort_dir, shard))
         window, sequence, static, vocab = aggregate_shard(
             spec, mapping, events.scan_shard(store, shard), cohort, train)
-        genomic = gen.genomic_cells(spec.genomics, cohort, *gen.read_tables(tables))
+        genomic = pl.concat([gen.genomic_cells(spec.genomics, cohort, *gen.read_tables(tables)),
+                             omics_cells(study, cohort)])
         for name, frame in (("window", window), ("sequence", sequence), ("static", static),
                             ("genomics", genomic)):
             frame.write_parquet(work / f"{shard}.{name}.parquet")
@@ -219,7 +221,7 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
     vocabulary = pl.concat([s.vocabulary for s in summaries])
     index = feature_index(spec, vocabulary, [c for s in summaries for c in s.static_codes])
     index = FeatureIndex.of([*zip(index.code, index.window, index.aggregation, strict=True),
-                             *gen.genomic_keys(spec.genomics)])
+                             *gen.genomic_keys(spec.genomics), *omics_keys(study)])
     seq = sequence_index(spec, vocabulary)
     cohort = _episode_rows(cohort_dir, shards)
     row_bytes = 4 * (len(index) + (spec.sequence.bins * len(seq) if spec.sequence else 0))

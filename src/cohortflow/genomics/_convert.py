@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import logging
 import os
 import shutil
 import warnings
@@ -37,6 +38,11 @@ CSI_MIN_SHIFT = 14
 
 STAGING_MARKER = ".cohortflow-staging"
 """Written first into a staging folder: only a folder holding it is removed as stale."""
+
+# bio2zarr narrates its passes at INFO: each partition's genomic region with its record
+# count and last position, the sample count.  The steps' logs are shared outputs
+# (logs/genomics/...), so only its warnings and errors may reach them.
+logging.getLogger("bio2zarr").setLevel(logging.WARNING)
 
 
 def staging_path(out: Path) -> Path:

@@ -32,6 +32,7 @@ class Step:
     done: int = 0
     failed: int = 0
     reused: int = 0
+    jobs: int = 0  # distinct job ids seen starting
     began: float | None = None  # when its first job started (the caller's clock)
     ended: float | None = None  # when its last planned job ended
 
@@ -128,8 +129,11 @@ class RunProgress:
             self._block = block
             if block == "group" and (job := smk.JOB.match(line.strip())):
                 self._start(job[1], now)
-            elif (jobid := smk.FIELD.match(line)) and jobid[1] == "jobid":
-                self._jobs.setdefault(jobid[2], self._current)
+            elif ((jobid := smk.FIELD.match(line)) and jobid[1] == "jobid"
+                  and jobid[2] not in self._jobs):
+                self._jobs[jobid[2]] = self._current
+                if block == "job":
+                    self._new_job(self._step(self._current))
             return NEWS if block == "error" else ROUTINE
         return self._plain(line, now)
 
@@ -175,6 +179,13 @@ class RunProgress:
         step.started += 1
         step.began = now if step.began is None else step.began
         self._current = rule
+
+    def _new_job(self, step: Step) -> None:
+        """A job id not seen before started: past the planned count, it is a job that a
+        checkpoint's DAG update added after the job stats were printed (its rule's jobs
+        were unknown then), so it is planned work, never a reused one."""
+        step.jobs += 1
+        step.planned = max(step.planned, step.jobs)
 
     def _step(self, rule: str) -> Step:
         return self.steps.setdefault(rule, Step(rule))

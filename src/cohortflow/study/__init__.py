@@ -95,6 +95,7 @@ from cohortflow.study._genomics import (
 )
 from cohortflow.study._mart import MartPolicy
 from cohortflow.study._model import Logistic, Model, Range
+from cohortflow.study._omics import OMICS_PREFIX, OMICS_VALUE, OmicsFeatures, omics_code
 from cohortflow.study._source import (
     PASSWORD_FIX,
     MedsSource,
@@ -124,6 +125,8 @@ __all__ = [
     "MAX_YAML_NODES",
     "MISSING_CODE",
     "NAME_PART",
+    "OMICS_PREFIX",
+    "OMICS_VALUE",
     "PASSWORD_FIX",
     "PGX_PREFIX",
     "PHENOTYPE_SLUGS",
@@ -156,6 +159,7 @@ __all__ = [
     "MedsSource",
     "Model",
     "Occurrence",
+    "OmicsFeatures",
     "OmopCdm",
     "Outcome",
     "OutcomeSpec",
@@ -178,6 +182,7 @@ __all__ = [
     "holds_password",
     "json_schema",
     "load_study",
+    "omics_code",
     "parse_study",
     "phenotype_slug",
     "read_yaml",
@@ -625,10 +630,20 @@ class Study(SpecModel):
         ``features_digest`` attribute.  The study and target names are written into the
         tensor's attributes."""
         names = sorted(set(self.features.concept_sets) & set(self.concept_sets))
-        return content_digest({
+        key: dict[str, Any] = {
             "name": self.name, "target": target,
             "features": self.features.model_dump(mode="json"),
-            "concept_sets": {n: self.concept_sets[n].model_dump(mode="json") for n in names}})
+            "concept_sets": {n: self.concept_sets[n].model_dump(mode="json") for n in names}}
+        if self.features.omics:  # the stores' and linkages' content (left out when none)
+            key["omics"] = [[_file_digest(p) for p in self.omics_paths(block.name)]
+                            for block in self.features.omics]
+        return content_digest(key)
+
+    def omics_paths(self, block: str) -> tuple[Path, Path]:
+        """An omics block's store and linkage table, resolved against the study file's
+        folder."""
+        [spec] = [b for b in self.features.omics if b.name == block]
+        return self._resolve(spec.store), self._resolve(spec.linkage)
 
     def selection_digest(self) -> str:
         """The model step's key: how the best configuration is picked.  The leaderboard
@@ -652,23 +667,23 @@ def _a_name(name: str) -> str:
     return f"{fitted}_outcome" if fitted == SINGLE_TARGET else fitted
 
 
-_FILE_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+_FILE_DIGESTS: dict[tuple[object, ...], str] = {}
 
 
 def _file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes (a folder: of its files' relative paths and bytes, in
     sorted order); ``missing`` for nothing there (the step that reads it says so).  Kept
-    per (path, inode, size, mtime, ctime) for the life of the process: a workflow's parse
-    asks for it once per genotype rule."""
+    per (path, inode, size, mtime, ctime) of the file, or of each of the folder's files
+    (a chunk rewritten in place changes no folder time), for the life of the process: a
+    workflow's parse asks for it once per genotype rule."""
     path = Path(path)
     if not path.exists():
         return "missing"
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    key = (str(path.resolve()), *((f.as_posix(), s.st_ino, s.st_size, s.st_mtime_ns,
+                                   s.st_ctime_ns) for f in files for s in [f.stat()]))
     if key not in _FILE_DIGESTS:
         h = hashlib.sha256()
-        files = ([path] if path.is_file() else
-                 sorted(p for p in path.rglob("*") if p.is_file()))
         for f in files:
             h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
             with f.open("rb") as handle:
@@ -739,14 +754,18 @@ def _check_genotype_paths(study: Study, path: Path) -> None:
     """Every file the genomics section names exists: refused now, naming its field, rather
     than by a workflow that cannot find an input."""
     g = study.genomics
-    if g is None:
-        return
-    given = [(f"genomics.vcf.{i}", v, p) for i, (v, p) in enumerate(
-        zip(g.vcf, study.genotype_files(), strict=True))]
-    for name, value, resolved in (("genomics.zarr", g.zarr, study.genotype_store()),
-                                  ("genomics.linkage", g.linkage, study.linkage_file())):
-        if value is not None and resolved is not None:
-            given.append((name, value, resolved))
+    given: list[tuple[str, Path, Path]] = []
+    if g is not None:
+        given += [(f"genomics.vcf.{i}", v, p) for i, (v, p) in enumerate(
+            zip(g.vcf, study.genotype_files(), strict=True))]
+        for name, value, resolved in (("genomics.zarr", g.zarr, study.genotype_store()),
+                                      ("genomics.linkage", g.linkage, study.linkage_file())):
+            if value is not None and resolved is not None:
+                given.append((name, value, resolved))
+    for i, block in enumerate(study.features.omics):
+        store, link = study.omics_paths(block.name)
+        given += [(f"features.omics.{i}.store", block.store, store),
+                  (f"features.omics.{i}.linkage", block.linkage, link)]
     missing = [(name, value, resolved) for name, value, resolved in given
                if not resolved.exists()]
     if missing:

@@ -20,6 +20,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cohortflow.study._base import SpecModel
 from cohortflow.study._genomics import DOSAGE, GenomicFeatures
+from cohortflow.study._omics import OMICS_VALUE, OmicsFeatures
 
 ALL_CODES = "*"
 """In ``domains``: every code of the event store."""
@@ -37,9 +38,10 @@ AGGREGATION_ORDER: tuple[Aggregation, ...] = (
     "value_count",
 )
 """The order of the aggregations along the feature axis, whatever the study lists."""
-TensorAggregation = Literal[Aggregation, "age_years", "dosage"]
-"""An aggregation on the feature axis: one of the study's, ``age_years`` (demographics) or
-``dosage`` (a variant's, ``features.genomics``)."""
+TensorAggregation = Literal[Aggregation, "age_years", "dosage", "value"]
+"""An aggregation on the feature axis: one of the study's, ``age_years`` (demographics),
+``dosage`` (a variant's, ``features.genomics``) or ``value`` (an omics feature's,
+``features.omics``)."""
 STATIC_WINDOW = "all"
 """The window of demographic features (age at index, sex, race, ethnicity)."""
 KEY_SEPARATOR = "|"
@@ -171,7 +173,8 @@ e.g. 'CONDITION//317009|365d|count'
         return cls(code, FeatureWindow.parse(window), aggregation)
 
 
-_TENSOR_AGGREGATIONS: tuple[str, ...] = (*AGGREGATION_ORDER, "age_years", DOSAGE)
+_TENSOR_AGGREGATIONS: tuple[str, ...] = (*AGGREGATION_ORDER, "age_years", DOSAGE,
+                                         OMICS_VALUE)
 
 
 def _window_label(label: str) -> str:
@@ -257,6 +260,10 @@ class Features(SpecModel):
         None, description="Features from the study's genotypes (genomics:): pharmacogene "
         "phenotypes (one-hot) and variant dosages, with a missing indicator for persons "
         "without genotypes; null: none.")
+    omics: list[OmicsFeatures] = Field(
+        default_factory=list, description="Omics blocks (expression, methylation, proteins, "
+        "metabolites): each a samples x features Zarr or AnnData store with its own linkage, "
+        "giving OMICS//<name>//<feature>|all|value and OMICS//<name>//missing|all|present.")
     window_end: Literal["index_day", "before_index_time"] = Field(
         "index_day",
         description="Where windows reaching the index day end (and the last sequence bin): "
@@ -287,6 +294,10 @@ class Features(SpecModel):
             )
         if len(set(labels)) != len(labels):
             raise ValueError(f"windows repeat: {labels}; fix: list each window once")
+        names = [b.name for b in self.omics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"omics block names repeat: {names}; fix: give each block its "
+                             "own name")
         return self
 
     @model_serializer(mode="wrap")
@@ -296,6 +307,8 @@ class Features(SpecModel):
         data: dict[str, Any] = handler(self)
         if data.get("genomics") is None:
             data.pop("genomics", None)
+        if not data.get("omics"):
+            data.pop("omics", None)
         return data
 
     def all_windows(self) -> list[FeatureWindow]:
@@ -327,13 +340,15 @@ class Features(SpecModel):
         ['count', 'mean', 'age_years']
         """
         built: set[str] = set(self.aggregations)
-        if set(self.demographics) - {"age"} or self.genomics is not None:
+        if set(self.demographics) - {"age"} or self.genomics is not None or self.omics:
             built.add("present")
         order: list[str] = [a for a in AGGREGATION_ORDER if a in built]
         if "age" in self.demographics:
             order.append("age_years")
         if self.genomics is not None and self.genomics.variants:
             order.append(DOSAGE)
+        if self.omics:
+            order.append(OMICS_VALUE)
         return order
 
     def check_selections(self, selections: Mapping[str, _Selection],

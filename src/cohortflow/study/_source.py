@@ -103,6 +103,18 @@ class SynthGenotypes(SpecModel):
     exposed_share: float = Field(
         0.3, gt=0, le=1, description="Share of persons given the CYP2C19 substrate "
         "(escitalopram), e.g. 0.3.")
+    effect: Literal["poor_only", "graded"] = Field(
+        "poor_only", description="The planted adverse reaction's rate: poor_only, 0.30 for "
+        "CYP2C19 poor metabolisers and 0.05 for everyone else; graded, by CYP2C19 phenotype "
+        "(ultrarapid 0.02, rapid 0.03, normal 0.05, intermediate 0.12, poor 0.30).")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_effect(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # left out of dumps when the default: studies written before it keep their digests
+        data: dict[str, Any] = handler(self)
+        if data.get("effect") == "poor_only":
+            del data["effect"]
+        return data
 
 
 class SynthSource(SpecModel):

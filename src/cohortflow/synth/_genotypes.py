@@ -20,7 +20,9 @@ longer than :data:`WINDOW_DAYS` get escitalopram (a CYP2C19 substrate; CPIC 2023
 guideline) once, on a uniform day of that period at least :data:`WINDOW_DAYS` before its end;
 within :data:`WINDOW_DAYS` days after it, an adverse drug reaction (a local condition concept)
 follows with probability :data:`RATES` ``["poor_metabolizer"]`` for CYP2C19 Poor
-Metabolizers and ``["other"]`` for everyone else, whether genotyped or not.
+Metabolizers and ``["other"]`` for everyone else, whether genotyped or not; with
+``effect: graded`` (off by default), with probability :data:`GRADED_RATES` of the person's
+CYP2C19 phenotype instead (poor highest, intermediate raised, rapid and ultrarapid lowered).
 ``oracle.json`` records the concepts, the rates and the exposed persons by genotype group
 with their observed event rates.
 
@@ -65,6 +67,16 @@ WINDOW_DAYS = 90
 DAYS_SUPPLY = 30
 RATES = {"poor_metabolizer": 0.30, "other": 0.05}
 POOR = "Poor Metabolizer"
+# effect "graded": the adverse reaction's rate by CYP2C19 phenotype.  CPIC's 2023 SSRI
+# guideline has escitalopram exposure raised in poor metabolisers (consider a 50% lower
+# dose), somewhat raised in intermediate ones and lowered in rapid and ultrarapid ones; the
+# rates follow that order (likely phenotypes as their phenotype; indeterminate as normal).
+GRADED_RATES = {
+    "Ultrarapid Metabolizer": 0.02, "Rapid Metabolizer": 0.03, "Normal Metabolizer": 0.05,
+    "Likely Intermediate Metabolizer": 0.12, "Intermediate Metabolizer": 0.12,
+    "Likely Poor Metabolizer": 0.30, "Poor Metabolizer": 0.30, "Indeterminate": 0.05,
+}
+EFFECTS = ("poor_only", "graded")
 BETA = (0.5, 2.0)
 CLEAR_BP = 50
 BGZF_BLOCK = 65_280  # uncompressed bytes per BGZF block, as htslib writes them
@@ -105,6 +117,7 @@ class Genotypes:
     share: float = 0.3
     background_variants: int = 2000
     exposed_share: float = 0.3
+    effect: str = "poor_only"
 
     @classmethod
     def of(cls, value: Genotypes | Mapping[str, Any] | None) -> Genotypes | None:
@@ -114,10 +127,11 @@ class Genotypes:
         if not isinstance(value, Mapping):
             raise CohortflowError(f"genotypes must be a mapping, got {value!r}; "
                                   "fix: genotypes: {share: 0.3, background_variants: 2000}")
-        unknown = sorted(set(value) - {"share", "background_variants", "exposed_share"})
+        unknown = sorted(set(value) - {"share", "background_variants", "exposed_share",
+                                       "effect"})
         if unknown:
             raise CohortflowError(f"genotypes: unknown field(s) {unknown}; expected share, "
-                                  "background_variants, exposed_share")
+                                  "background_variants, exposed_share, effect")
         out = cls(**{k: v for k, v in value.items() if v is not None})
         for name in ("share", "exposed_share"):
             x = getattr(out, name)
@@ -128,12 +142,27 @@ class Genotypes:
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1_000_000:
             raise CohortflowError(f"genotypes.background_variants must be an integer in "
                                   f"[0, 1000000], got {n!r}; fix: background_variants: 2000")
+        if out.effect not in EFFECTS:
+            raise CohortflowError(f"genotypes.effect must be one of {list(EFFECTS)}, got "
+                                  f"{out.effect!r}; fix: effect: graded")
         return out
 
     def settings(self) -> dict[str, object]:
-        """For ``synth.json``."""
-        return {"share": self.share, "background_variants": self.background_variants,
-                "exposed_share": self.exposed_share}
+        """For ``synth.json`` (the effect only when not the default, so that the files of
+        runs made before it stay the same)."""
+        out: dict[str, object] = {"share": self.share,
+                                  "background_variants": self.background_variants,
+                                  "exposed_share": self.exposed_share}
+        if self.effect != "poor_only":
+            out["effect"] = self.effect
+        return out
+
+    def rates(self) -> dict[str, float]:
+        """The adverse reaction's rate by CYP2C19 CPIC phenotype."""
+        if self.effect == "graded":
+            return dict(GRADED_RATES)
+        return {p: RATES["poor_metabolizer"] if p == POOR else RATES["other"]
+                for p in GRADED_RATES}
 
 
 def uniforms(seed: int, stream: int, person_id: np.ndarray, k: int) -> np.ndarray:
@@ -236,11 +265,21 @@ class GenotypePlant:
         self.seed, self.options = seed, genotypes
         self.genes = _genes()
         self.cyp2c19 = [g.definition.gene for g in self.genes].index("CYP2C19")
-        self.poor = np.array(_calls(self.genes[self.cyp2c19])[1]) == POOR
+        phenotypes = np.array(_calls(self.genes[self.cyp2c19])[1], dtype=object)
+        self.poor = phenotypes == POOR
+        missing = sorted(set(phenotypes.ravel().tolist()) - set(GRADED_RATES))
+        if missing:
+            raise CohortflowError(f"GRADED_RATES has no rate for CYP2C19 {missing}; "
+                                  "fix: the rate table")
+        # the adverse reaction's rate and phenotype (index into GRADED_RATES) per allele pair
+        rates = genotypes.rates()
+        self.rate = np.vectorize(rates.__getitem__, otypes=[float])(phenotypes)
+        self.phenotype = np.vectorize(list(GRADED_RATES).index, otypes=[np.int64])(phenotypes)
         # [group: genotyped PM, genotyped other, not genotyped] x [exposed, events]; and
-        # [true PM, other] x [exposed, events] over everyone
+        # [true PM, other] x [exposed, events] over everyone; and by true phenotype
         self.counts = np.zeros((3, 2), np.int64)
         self.truth = np.zeros((2, 2), np.int64)
+        self.by_phenotype = np.zeros((len(GRADED_RATES), 2), np.int64)
 
     def genotyped(self, person_id: np.ndarray) -> np.ndarray:
         """Whether each person is in the VCF."""
@@ -251,6 +290,11 @@ class GenotypePlant:
         """Whether each person is a CYP2C19 Poor Metabolizer (genotyped or not)."""
         a = alleles(self.seed, person_id, self.genes)[self.cyp2c19]
         return np.asarray(self.poor[a[:, 0], a[:, 1]], bool)
+
+    def _pairs(self, person_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each person's CYP2C19 allele indices (the two haplotypes)."""
+        a = alleles(self.seed, person_id, self.genes)[self.cyp2c19]
+        return a[:, 0], a[:, 1]
 
     def chunk(self, tables: dict[str, pa.Table], ids: dict[str, int]) -> dict[str, pa.Table]:
         """The chunk's tables with the exposures and the adverse reactions inserted."""
@@ -265,12 +309,14 @@ class GenotypePlant:
         exposed = (u[0] < self.options.exposed_share) & (pe - ps > WINDOW_DAYS)
         who, start, end = pp[exposed], ps[exposed], pe[exposed]
         day = start + (u[1, exposed] * (end - WINDOW_DAYS - start + 1)).astype(np.int64)
-        pm = self.poor_metabolizer(who)
-        event = u[2, exposed] < np.where(pm, RATES["poor_metabolizer"], RATES["other"])
+        a, b = self._pairs(who)
+        pm = np.asarray(self.poor[a, b], bool)
+        event = u[2, exposed] < self.rate[a, b]
         event_day = day + 1 + (u[3, exposed] * WINDOW_DAYS).astype(np.int64)
         group = np.where(self.genotyped(who), np.where(pm, 0, 1), 2)
         self.counts += _tally(group, event, 3)
         self.truth += _tally((~pm).astype(np.int64), event, 2)
+        self.by_phenotype += _tally(self.phenotype[a, b], event, len(GRADED_RATES))
         drug = tables["drug_exposure"]
         stop = day + DAYS_SUPPLY - 1
         rows = table_of(drug.schema, who.size, {
@@ -396,10 +442,15 @@ class GenotypePlant:
                 "that period's end; an adverse drug reaction (2000000030) follows within "
                 "90 days with probability rates.poor_metabolizer for CYP2C19 Poor "
                 "Metabolizers (by cohortflow.pgx on the diplotypes, genotyped or not) and "
-                "rates.other for everyone else."),
+                "rates.other for everyone else; with effect graded, with probability "
+                "rates_by_phenotype[<the person's CYP2C19 phenotype>] instead."),
             "drug_concept_id": ESCITALOPRAM, "outcome_concept_id": ADVERSE_REACTION,
             "gene": "CYP2C19", "phenotype": POOR, "window_days": WINDOW_DAYS,
             "rates": dict(RATES), **self.options.settings(),
+            **({"rates_by_phenotype": self.options.rates(),
+                "exposed_by_phenotype": {p: group(self.by_phenotype[i])
+                                         for i, p in enumerate(GRADED_RATES)}}
+               if self.options.effect != "poor_only" else {}),
             "exposed": {"genotyped_poor_metabolizer": group(self.counts[0]),
                         "genotyped_other": group(self.counts[1]),
                         "not_genotyped": group(self.counts[2])},
