@@ -77,7 +77,8 @@ def load_matrix(features_path: Path, selection: dict[str, list[str]],
     missing in the columns :func:`missing_columns` names)."""
     ds = features.open_features(features_path)
     keep = _kept(ds, features_path, selection)
-    names = [feature_names(ds)[i] for i in keep]
+    every = feature_names(ds)  # once: per kept feature it was quadratic in the width
+    names = [every[i] for i in keep]
     subjects = ds["subject"].values
     if ds.attrs.get("layout") == "sparse":
         picked = np.arange(ds.sizes["subject"]) if rows is None else np.asarray(rows)
