@@ -25,6 +25,8 @@ from cohortflow.errors import StoreError
 from cohortflow.layout import Layout
 from cohortflow.models import _train
 from cohortflow.package._estimators import export, predict_proba
+from cohortflow.report import _load as report_load
+from cohortflow.report._tables import table_one
 from cohortflow.study import load_study
 from tests.helpers import REPO, build_cohorts, build_labels, write_study
 
@@ -88,6 +90,16 @@ def test_sparse_and_dense_stores_hold_the_same_tensor_to_the_bit(pair: dict[str,
     piece = features.read_matrix(pair["sparse"], rows, cols)
     np.testing.assert_array_equal(_bits(features.to_dense(piece, fill[cols])),
                                   _bits(values[rows][:, cols]))
+
+
+def test_table_one_reads_a_sparse_store_as_the_dense_one(pair: dict[str, Path]) -> None:
+    dense, sparse = (report_load.tensor(pair[k]) for k in ("dense", "sparse"))
+    assert sp.issparse(sparse.values) and not sp.issparse(dense.values)
+    rows = np.arange(0, dense.values.shape[0], 2)
+    label = (rows % 3 == 0).astype(np.int8)
+    tables = [table_one(t.values, t.code, t.window, t.aggregation, label, {}, fill=t.fill)
+              for t in (dense.rows(rows), sparse.rows(rows))]
+    assert tables[0].height > 10 and tables[0].equals(tables[1])
 
 
 def test_store_attributes_record_the_request_the_rule_and_the_choice(
@@ -282,15 +294,15 @@ def test_a_matrix_too_wide_to_read_densely_trains_from_csr(
     assert sp.issparse(x)
     for key, config in configs.items():
         if key == "gradient_boosting":
-            with pytest.raises(StoreError, match="takes dense input only; fix: drop "
-                               "gradient_boosting from model.sweep.families"):
+            with pytest.raises(StoreError, match=r"takes dense input only; fix: drop "
+                               r"gradient_boosting from model\.sweep\.families"):
                 models.train(study, config, event_store, labels, tensor)
             continue
         metrics, predictions = models.train(study, config, event_store, labels, tensor)
         assert metrics["input"] == "sparse"
         # A different estimator (no centring, presence for missing): close, not equal.
         assert metrics["test"]["auroc"] == pytest.approx(dense_auroc[key], abs=0.05), key
-        fitted, x, is_test = models.fit_configuration(study, config, event_store, labels,
+        fitted, x, _ = models.fit_configuration(study, config, event_store, labels,
                                                       tensor)
         assert sp.issparse(x)
         refit = fitted.predict_proba(x)[:, 1]
