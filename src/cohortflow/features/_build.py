@@ -215,13 +215,16 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
     index = feature_index(spec, vocabulary, [c for s in summaries for c in s.static_codes])
     seq = sequence_index(spec, vocabulary)
     cohort = _episode_rows(cohort_dir, shards)
-    row_bytes = 4 * (len(index) + (spec.sequence.bins * len(seq) if spec.sequence else 0))
+    storage = _storage(spec.layout, sum(s.rows for s in summaries), index, summaries)
+    sparse = storage["layout"] == "sparse"
+    # the Zarr grid's rows per chunk: of the dense arrays only (a sparse store's values are
+    # per-shard CSR arrays)
+    row_bytes = 4 * ((0 if sparse else len(index))
+                     + (spec.sequence.bins * len(seq) if spec.sequence else 0))
     layout = ChunkPlan.plan([s.rows for s in summaries], row_bytes)
     if layout.rows != cohort.height:
         raise StoreError(f"{cohort_dir}: cohort tables changed while features were built; "
                          "fix: rerun the features step")
-    storage = _storage(spec.layout, layout.rows, index, summaries)
-    sparse = storage["layout"] == "sparse"
     ds = _skeleton(study, target, cohort, index, seq, layout, shards, storage)
     shapes = {str(name): ds[name].shape for name in ds.data_vars}
     ds.to_zarr(partial, mode="w", encoding=encoding(layout, shapes), compute=False,
