@@ -45,6 +45,17 @@ shard tables (shard after shard: an analysis's labels name their episode's ``row
 axis back as typed keys (a window label keeps its start and end).  The sequence tensor's
 ``sequence_feature`` index reads ``code|bin|aggregation``.
 
+Layout (``features.layout``): ``dense`` stores ``values`` as one Zarr array; ``sparse``
+stores each cohort shard's rows as CSR arrays (``indptr``/``indices``/``data``) in the group
+``values_csr`` of the same store, beside the same coordinates; ``auto`` (the default) picks
+sparse for a wide, mostly empty tensor (:data:`AUTO_RULE`).  The attributes ``layout``,
+``layout_requested``, ``layout_rule``, ``set_cells`` and ``fill`` record the choice.  A cell
+not stored holds its column's fill (0 for counts, NaN for value aggregations: missing is
+never zero), so both layouts hold the same tensor bit for bit.  :func:`read_matrix` reads
+either as a ``scipy.sparse.csr_matrix`` (rows and columns chosen, one shard at a time, never
+the dense whole) with :func:`fill_values`; :func:`open_features` opens either (a sparse
+store's ``values`` is a lazy dense view).  The sequence tensor is always dense.
+
 :func:`build_store` writes the store with the Dask scheduler it is given (default: the active
 one); :func:`build_tensor`, the workflow's features step, runs it on a Dask cluster of its
 own, never the process's default (jobs may share a process as threads).
@@ -75,6 +86,16 @@ from cohortflow.features._index import (
     feature_keys,
     sequence_index,
 )
+from cohortflow.features._sparse import (
+    AUTO_MAX_FILL,
+    AUTO_MIN_FEATURES,
+    AUTO_RULE,
+    SPARSE_GROUP,
+    fill_values,
+    layout_of,
+    read_matrix,
+    to_dense,
+)
 from cohortflow.features._store import (
     COMPLETE_ATTR,
     ChunkPlan,
@@ -87,7 +108,11 @@ from cohortflow.features._store import (
 from cohortflow.study import STATIC_WINDOW
 
 __all__ = [
+    "AUTO_MAX_FILL",
+    "AUTO_MIN_FEATURES",
+    "AUTO_RULE",
     "COMPLETE_ATTR",
+    "SPARSE_GROUP",
     "STATIC_WINDOW",
     "WINDOW_SEMANTICS",
     "ChunkPlan",
@@ -101,15 +126,19 @@ __all__ = [
     "feature_events",
     "feature_index",
     "feature_keys",
+    "fill_values",
     "finish",
     "in_window",
+    "layout_of",
     "open_features",
+    "read_matrix",
     "resolve_concept_sets",
     "selected",
     "sequence_cells",
     "sequence_index",
     "shard_block",
     "static_cells",
+    "to_dense",
     "window_cells",
     "work_paths",
     "write_boundaries",

@@ -19,6 +19,7 @@ from cohortflow import cohorts, compute, events
 from cohortflow.errors import StoreError, StudySpecError
 from cohortflow.features import _aggregate as agg
 from cohortflow.features import _genomics as gen
+from cohortflow.features import _sparse
 from cohortflow.features._index import (
     FeatureIndex,
     dense_block,
@@ -27,6 +28,7 @@ from cohortflow.features._index import (
     sequence_index,
 )
 from cohortflow.features._omics import omics_cells, omics_keys
+from cohortflow.features._sparse import create_group, csr_block, write_shard
 from cohortflow.features._store import (
     ChunkPlan,
     clear,
@@ -70,6 +72,10 @@ class ShardSummary:
     rows: int
     vocabulary: pl.DataFrame
     static_codes: list[str]
+    cells: pl.DataFrame
+    """Window cells per feature code (``feature_code``, ``cells``), for the layout rule."""
+    static_cells: int
+    """Cells of the demographics and of the genomic and omics blocks."""
 
 
 def aggregate_shard(spec: Features, mapping: pl.DataFrame | None, ev: pl.LazyFrame,
@@ -102,10 +108,13 @@ def resolve_concept_sets(study: Study, codes: pl.DataFrame) -> dict[str, list[st
 
 
 def _skeleton(study: Study, target: str, cohort: pl.DataFrame, index: FeatureIndex,
-              seq: FeatureIndex, layout: ChunkPlan, shards: list[str]) -> xr.Dataset:
+              seq: FeatureIndex, layout: ChunkPlan, shards: list[str],
+              storage: dict[str, Any]) -> xr.Dataset:
     n = cohort.height
-    data: dict[str, tuple[tuple[str, ...], da.Array]] = {"values": (("subject", "feature"),
-                       da.zeros((n, len(index)), dtype=np.float32, chunks=-1))}
+    data: dict[str, tuple[tuple[str, ...], da.Array]] = {}
+    if storage["layout"] == "dense":
+        data["values"] = (("subject", "feature"),
+                          da.zeros((n, len(index)), dtype=np.float32, chunks=-1))
     coords: dict[str, tuple[str, np.ndarray]] = {
         "subject": ("subject", cohort["subject_id"].to_numpy()),
         "index_time": ("subject", cohort["index_time"].to_numpy()),
@@ -137,6 +146,7 @@ def _skeleton(study: Study, target: str, cohort: pl.DataFrame, index: FeatureInd
         "window_semantics": WINDOW_SEMANTICS[spec.window_end],
         "shards": shards,
         "shard_offsets": list(layout.offsets),
+        **storage,
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
@@ -215,7 +225,9 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
                             ("genomics", genomic)):
             frame.write_parquet(work / f"{shard}.{name}.parquet")
         rows = cohort.select(pl.len()).collect().item()
-        return ShardSummary(rows, vocab, static["feature_code"].unique().to_list())
+        cells = window.group_by("feature_code").agg(cells=pl.len())
+        return ShardSummary(rows, vocab, static["feature_code"].unique().to_list(), cells,
+                            static.height + genomic.height)
 
     summaries = _compute(*[phase1(s) for s in shards], scheduler=scheduler)
     vocabulary = pl.concat([s.vocabulary for s in summaries])
@@ -224,15 +236,22 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
                              *gen.genomic_keys(spec.genomics), *omics_keys(study)])
     seq = sequence_index(spec, vocabulary)
     cohort = _episode_rows(cohort_dir, shards)
-    row_bytes = 4 * (len(index) + (spec.sequence.bins * len(seq) if spec.sequence else 0))
+    storage = _storage(spec.layout, sum(s.rows for s in summaries), index, summaries)
+    sparse = storage["layout"] == "sparse"
+    # the Zarr grid's rows per chunk: of the dense arrays only (a sparse store's values are
+    # per-shard CSR arrays)
+    row_bytes = 4 * ((0 if sparse else len(index))
+                     + (spec.sequence.bins * len(seq) if spec.sequence else 0))
     layout = ChunkPlan.plan([s.rows for s in summaries], row_bytes)
     if layout.rows != cohort.height:
         raise StoreError(f"{cohort_dir}: cohort tables changed while features were built; "
                          "fix: rerun the features step")
-    ds = _skeleton(study, target, cohort, index, seq, layout, shards)
+    ds = _skeleton(study, target, cohort, index, seq, layout, shards, storage)
     shapes = {str(name): ds[name].shape for name in ds.data_vars}
     ds.to_zarr(partial, mode="w", encoding=encoding(layout, shapes), compute=False,
                zarr_format=3, consolidated=False)
+    if sparse:
+        create_group(partial, layout.rows, len(index), layout.offsets)
     spills = [work / f"{s}.edges.npz" for s in shards]
     bins = spec.sequence.bins if spec.sequence is not None else 0
 
@@ -241,20 +260,44 @@ def build_store(study: Study, target: str, store: Path, cohort_dir: Path, out: P
         n = layout.offsets[i + 1] - layout.offsets[i]
         cells = pl.concat([pl.read_parquet(work / f"{shard}.{k}.parquet")
                            for k in ("window", "static", "genomics")])
-        blocks = {"values": dense_block(index, cells, n)}
+        blocks = {}
+        if sparse:
+            write_shard(partial, i, csr_block(
+                index.fill(), cells.join(index.frame(),
+                                         on=["feature_code", "window", "aggregation"]), n))
+        else:
+            blocks["values"] = dense_block(index, cells, n)
         if "sequence" in shapes:
             blocks["sequence"] = dense_sequence(
                 seq, pl.read_parquet(work / f"{shard}.sequence.parquet"), n, bins)
         write_region(partial, layout, i, blocks, spills[i])
 
     _compute(*[phase2(i, s) for i, s in enumerate(shards)], scheduler=scheduler)
-    fills = {"values": index.fill()}
+    fills = {} if sparse else {"values": index.fill()}
     if "sequence" in shapes:
         fills["sequence"] = np.broadcast_to(seq.fill(), (bins, len(seq))).copy()
     write_boundaries(partial, layout, spills, fills)
     finish(partial, out)
     clear(work)
     return open_features(out)
+
+
+def _storage(requested: str, rows: int, index: FeatureIndex,
+             summaries: tuple[ShardSummary, ...] | list[ShardSummary]) -> dict[str, Any]:
+    """The layout of ``values`` (``features.layout``; ``auto``:
+    :data:`~cohortflow.features._sparse.AUTO_RULE` on the cells phase 1 computed) and what
+    the store's attributes record of it: the request, the rule, the choice, the cells that
+    differ from their fill (``set_cells``) and their share of all cells (``fill``)."""
+    kept = pl.DataFrame({"feature_code": sorted(set(index.code))}, schema={
+        "feature_code": pl.String})
+    per_code = pl.concat([s.cells for s in summaries]) if summaries else pl.DataFrame(
+        schema={"feature_code": pl.String, "cells": pl.UInt32})
+    window = kept.join(per_code, on="feature_code").select(
+        pl.col("cells").cast(pl.Int64).sum()).item()
+    cells = int(window or 0) + sum(s.static_cells for s in summaries)
+    layout, fill = _sparse.choose_layout(requested, rows, len(index), cells)
+    return {"layout": layout, "layout_requested": requested, "layout_rule": _sparse.AUTO_RULE,
+            "set_cells": cells, "fill": fill}
 
 
 def _episode_rows(cohort_dir: Path, shards: list[str]) -> pl.DataFrame:

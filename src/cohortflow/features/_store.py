@@ -227,7 +227,11 @@ def open_features(path: Path) -> xr.Dataset:
 
     The same as ``xarray.open_zarr(path)``, which opens a finished store without a warning:
     its metadata is consolidated and it holds nothing but Zarr nodes.  Features are indexed
-    by key, ``ds.sel(feature="CONDITION//317009|365d|count")``.
+    by key, ``ds.sel(feature="CONDITION//317009|365d|count")``.  A sparse store
+    (``ds.attrs["layout"] == "sparse"``, :mod:`cohortflow.features._sparse`) has no
+    ``values`` array for ``open_zarr`` to find; here ``values`` is a lazy Dask view of its
+    CSR arrays, dense cells computed block by block only when read (read wide selections
+    with :func:`cohortflow.features.read_matrix`, which never densifies).
 
     >>> open_features(Path("nowhere.zarr"))
     Traceback (most recent call last):
@@ -251,4 +255,9 @@ the features step
         raise StoreError(
             f"{path}: a feature store without consolidated metadata (written by an older "
             "cohortflow); fix: delete it and rerun the features step")
-    return cast(xr.Dataset, xr.open_zarr(path, consolidated=True))  # open_zarr: unannotated
+    ds = cast(xr.Dataset, xr.open_zarr(path, consolidated=True))  # open_zarr: unannotated
+    if ds.attrs.get("layout") == "sparse":
+        from cohortflow.features._sparse import dense_view
+
+        ds = ds.assign(values=(("subject", "feature"), dense_view(path)))
+    return ds

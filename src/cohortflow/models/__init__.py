@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         feature_names,
         fit_configuration,
         load_matrix,
+        missing_columns,
         select_features,
         train,
     )
@@ -75,7 +76,7 @@ _LAZY = {
     **dict.fromkeys(["cv_folds", "stratified_test", "time_test"], "_splits"),
     **dict.fromkeys(["select_models", "train_configuration"], "_sweep"),
     **dict.fromkeys(["LABEL_COLUMNS", "assign_split", "feature_names", "fit_configuration",
-                     "load_matrix", "select_features", "train"], "_train"),
+                     "load_matrix", "missing_columns", "select_features", "train"], "_train"),
 }
 
 
@@ -125,6 +126,7 @@ __all__ = [
     "leaderboard",
     "load_matrix",
     "make_estimator",
+    "missing_columns",
     "pool_calibration",
     "rerun_digest",
     "select_features",

@@ -6,7 +6,8 @@ import warnings
 from typing import Any, cast
 
 import numpy as np
-from sklearn.base import ClassifierMixin
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
@@ -16,6 +17,39 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 FAMILIES = ("logistic", "gradient_boosting", "random_forest")
+DENSE_ONLY = ("gradient_boosting",)
+"""Families that take dense input only (scikit-learn's HistGradientBoosting)."""
+
+
+class PresenceIndicator(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Sparse in, sparse out: the feature columns as they are (a cell not stored is 0),
+    then one column per value column (``columns``: NaN-filled features) holding 1 where
+    the cell is stored.  The sparse counterpart of a missing indicator: a value that is
+    missing is 0 beside a presence of 0, and nothing is densified or centred.
+
+    >>> x = sp.csr_matrix(([2.0, 0.0, 5.0], [1, 1, 0], [0, 1, 2, 3]), shape=(3, 2))
+    >>> PresenceIndicator(columns=np.array([1])).fit(x).transform(x).toarray().tolist()
+    [[0.0, 2.0, 1.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]]
+    """
+
+    def __init__(self, columns: np.ndarray | None = None) -> None:
+        self.columns = columns
+
+    def fit(self, x: Any, y: Any = None) -> PresenceIndicator:
+        self.n_features_in_ = int(x.shape[1])
+        return self
+
+    def transform(self, x: Any) -> sp.csr_matrix:
+        x = sp.csr_matrix(x)
+        cols = np.asarray(self.columns if self.columns is not None else [], dtype=np.int64)
+        present = cast(sp.csr_matrix, x[:, cols]).copy()
+        present.data = np.ones_like(present.data)
+        return cast(sp.csr_matrix, sp.hstack([x, present], format="csr"))
+
+
+class SparseForest(RandomForestClassifier):  # type: ignore[misc]
+    """A random forest fitted on sparse input: a cell not stored, a missing value included,
+    is 0 to its trees (a package replaces a NaN by 0 before them)."""
 
 
 def describe(family: str, hyperparameters: dict[str, Any]) -> str:
@@ -28,8 +62,14 @@ def describe(family: str, hyperparameters: dict[str, Any]) -> str:
     return f"{family} ({inner})" if inner else family
 
 
-def make_estimator(family: str, hp: dict[str, Any], seed: int) -> ClassifierMixin | Pipeline:
-    """An unfitted estimator of ``family`` with hyperparameters ``hp``.
+def make_estimator(family: str, hp: dict[str, Any], seed: int,
+                   sparse_missing: np.ndarray | None = None) -> ClassifierMixin | Pipeline:
+    """An unfitted estimator of ``family`` with hyperparameters ``hp``; with
+    ``sparse_missing`` (the positions of the NaN-filled features), one that fits a sparse
+    matrix whose cells not stored are 0, and missing in those columns: a logistic
+    regression on the features and their presence (:class:`PresenceIndicator`) scaled
+    without centring, or a :class:`SparseForest`.  Gradient boosting takes dense input
+    only.
 
     >>> make_estimator("logistic", {"penalty": "l1", "C": 0.5}, seed=1)[-1].l1_ratio
     1.0
@@ -42,12 +82,21 @@ def make_estimator(family: str, hp: dict[str, Any], seed: int) -> ClassifierMixi
         penalty = hp.get("penalty", "l2")
         ratio = {"l2": 0.0, "l1": 1.0}.get(penalty, float(hp.get("l1_ratio", 0.5)))
         solver = "lbfgs" if penalty == "l2" else ("liblinear" if penalty == "l1" else "saga")
+        if sparse_missing is not None:
+            return make_pipeline(
+                PresenceIndicator(columns=np.asarray(sparse_missing, dtype=np.int64)),
+                StandardScaler(with_mean=False),
+                LogisticRegression(C=float(hp.get("C", 1.0)), l1_ratio=ratio, solver=solver,
+                                   max_iter=5000, random_state=seed),
+            )
         return make_pipeline(
             SimpleImputer(strategy="mean", add_indicator=True, keep_empty_features=True),
             StandardScaler(),
             LogisticRegression(C=float(hp.get("C", 1.0)), l1_ratio=ratio, solver=solver,
                                max_iter=5000, random_state=seed),
         )
+    if family in DENSE_ONLY and sparse_missing is not None:
+        raise ValueError(f"{family} takes dense input only; fix: give it a dense matrix")
     if family == "gradient_boosting":
         return HistGradientBoostingClassifier(
             learning_rate=float(hp.get("learning_rate", 0.1)),
@@ -57,7 +106,8 @@ def make_estimator(family: str, hp: dict[str, Any], seed: int) -> ClassifierMixi
             l2_regularization=float(hp.get("l2_regularization", 0.0)),
             early_stopping=False, random_state=seed)
     if family == "random_forest":
-        return RandomForestClassifier(
+        forest = SparseForest if sparse_missing is not None else RandomForestClassifier
+        return forest(
             n_estimators=int(hp.get("n_estimators", 200)),
             max_depth=int(hp.get("max_depth", 8)),
             min_samples_leaf=int(hp.get("min_samples_leaf", 5)),

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 import xarray as xr
 from sklearn.metrics import average_precision_score
 from threadpoolctl import threadpool_limits
@@ -18,6 +19,11 @@ from cohortflow.models._space import Configuration
 from cohortflow.study import Study
 
 TOP_FEATURES = 20
+DENSE_MATRIX_BYTES = 1 << 30
+"""The largest training matrix (rows x selected features x 8 bytes) read densely from a
+sparse store: below it a sparse store gives the very matrix a dense store gives (so a
+study's models do not depend on its store's layout); above it the matrix stays sparse
+(CSR) and the sparse estimators fit it.  A dense store is always read densely."""
 
 
 def feature_names(ds: xr.Dataset) -> list[str]:
@@ -46,25 +52,71 @@ def select_features(code: np.ndarray, window: np.ndarray, aggregation: np.ndarra
     return np.flatnonzero(keep)
 
 
-def load_matrix(features_path: Path, selection: dict[str, list[str]],
-                rows: np.ndarray | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """The selected feature columns, read lazily (xarray over Dask: only what is needed),
-    with their names and the tensor's subject ids; ``rows``: only those tensor rows, in
-    that order (None: every row)."""
-    ds = features.open_features(features_path)
+def _kept(ds: xr.Dataset, features_path: Path, selection: dict[str, list[str]]
+          ) -> np.ndarray:
     keep = select_features(ds["code"].values, ds["window"].values, ds["aggregation"].values,
                            selection)
     if len(keep) == 0:
         raise StoreError(
             f"{features_path}: the feature set {selection} keeps no feature of the tensor; "
             "fix: name windows, aggregations and domains the features step builds")
+    return keep
+
+
+def load_matrix(features_path: Path, selection: dict[str, list[str]],
+                rows: np.ndarray | None = None
+                ) -> tuple[np.ndarray | sp.csr_matrix, list[str], np.ndarray]:
+    """The selected feature columns, read lazily (xarray over Dask: only what is needed),
+    with their names and the tensor's subject ids; ``rows``: only those tensor rows, in
+    that order (None: every row).
+
+    A dense store, and a sparse store whose selected matrix fits
+    :data:`DENSE_MATRIX_BYTES`, give a dense float64 matrix (NaN where a value is
+    missing), the same from either layout; a wider sparse store gives a float64
+    ``csr_matrix`` of its stored cells, read one shard at a time (a cell not stored is 0,
+    missing in the columns :func:`missing_columns` names)."""
+    ds = features.open_features(features_path)
+    keep = _kept(ds, features_path, selection)
+    every = feature_names(ds)  # once: per kept feature it was quadratic in the width
+    names = [every[i] for i in keep]
+    subjects = ds["subject"].values
+    if ds.attrs.get("layout") == "sparse":
+        picked = np.arange(ds.sizes["subject"]) if rows is None else np.asarray(rows)
+        matrix = features.read_matrix(features_path, picked, keep)
+        if len(picked) * len(keep) * 8 <= DENSE_MATRIX_BYTES:
+            fill = features.fill_values(features_path)[keep]
+            return features.to_dense(matrix, fill, np.float64), names, subjects[picked]
+        return matrix.astype(np.float64), names, subjects[picked]
     chosen = ds["values"].isel(feature=keep)
     x = np.asarray(chosen.data.compute(scheduler="synchronous"), dtype=np.float64)
-    names = [feature_names(ds)[i] for i in keep]
-    subjects = ds["subject"].values
     if rows is not None:
         x, subjects = x[rows], subjects[rows]
     return x, names, subjects
+
+
+def missing_columns(features_path: Path, selection: dict[str, list[str]]) -> np.ndarray:
+    """Positions, among a feature set's columns, of the features whose empty cells are
+    missing (NaN-filled: value aggregations), not 0."""
+    ds = features.open_features(features_path)
+    keep = _kept(ds, features_path, selection)
+    return np.flatnonzero(np.isnan(features.fill_values(features_path)[keep]))
+
+
+def _sparse_missing(x: np.ndarray | sp.csr_matrix, config: Configuration,
+                    features_path: Path) -> np.ndarray | None:
+    """For a sparse matrix, its missing columns (after refusing a dense-only family)."""
+    if not sp.issparse(x):
+        return None
+    if config.family in _estimators.DENSE_ONLY:
+        raise StoreError(
+            f"{features_path}: configuration {config.id} ({config.family}) would read "
+            f"{x.shape[0]} rows x {x.shape[1]} features, more than "
+            f"{DENSE_MATRIX_BYTES >> 20} MiB dense, from a sparse feature store, and "
+            f"{config.family} (scikit-learn's HistGradientBoosting) takes dense input only; "
+            "fix: drop gradient_boosting from model.sweep.families, or give it a "
+            "model.sweep.feature_sets entry that keeps fewer features (windows, "
+            "aggregations, domains)")
+    return missing_columns(features_path, config.selection)
 
 
 LABEL_COLUMNS = ("subject_id", "index_time", "label", "row")
@@ -161,6 +213,7 @@ def train(study: Study, config: Configuration, store: Path, labels: Path,
     predictions for every row."""
     frame = cohort_frame(Path(store), Path(labels), Path(features_path))
     x, names, _ = load_matrix(Path(features_path), config.selection, frame["row"].to_numpy())
+    missing = _sparse_missing(x, config, Path(features_path))
     y = frame["label"].to_numpy().astype(np.int8)
     is_test, folds = assign_split(study, frame)
     k = study.model.split.cv_folds
@@ -172,11 +225,12 @@ def train(study: Study, config: Configuration, store: Path, labels: Path,
         for f in range(k):
             fit_rows, held = (folds >= 0) & (folds != f), folds == f
             model = _estimators.fit(
-                _estimators.make_estimator(config.family, config.hyperparameters, config.seed),
+                _estimators.make_estimator(config.family, config.hyperparameters, config.seed,
+                                           missing),
                 x[fit_rows], y[fit_rows])
             out_of_fold[held] = model.predict_proba(x[held])[:, 1]
             fold_metrics.append(_fold_metrics(y[held], out_of_fold[held]))
-        model = _final_fit(config, x, y, is_test)
+        model = _final_fit(config, x, y, is_test, missing)
         prediction = model.predict_proba(x)[:, 1]
         weight = _estimators.importance(model, x[~is_test], y[~is_test], config.seed)
     top = np.argsort(-weight, kind="stable")[:TOP_FEATURES]
@@ -199,6 +253,8 @@ def train(study: Study, config: Configuration, store: Path, labels: Path,
         "importance": [{"feature": names[i], "importance": float(weight[i])} for i in top
                        if weight[i] > 0],
     }
+    if missing is not None:  # only then: a dense matrix's metrics are as they were
+        metrics["input"] = "sparse"
     predictions = frame.select(
         "subject_id", "index_time", "label",
         pl.Series("split", np.where(is_test, "test", "train")),
@@ -209,26 +265,29 @@ def train(study: Study, config: Configuration, store: Path, labels: Path,
     return metrics, predictions
 
 
-def _final_fit(config: Configuration, x: np.ndarray, y: np.ndarray, is_test: np.ndarray) -> Any:
+def _final_fit(config: Configuration, x: np.ndarray | sp.csr_matrix, y: np.ndarray,
+               is_test: np.ndarray, missing: np.ndarray | None = None) -> Any:
     """The configuration's model: fitted on every train row (the one :func:`train` scores)."""
     return _estimators.fit(
-        _estimators.make_estimator(config.family, config.hyperparameters, config.seed),
+        _estimators.make_estimator(config.family, config.hyperparameters, config.seed,
+                                   missing),
         x[~is_test], y[~is_test])
 
 
 def fit_configuration(study: Study, config: Configuration, store: Path, labels: Path,
                       features_path: Path, threads: int = 1
-                      ) -> tuple[Any, np.ndarray, np.ndarray]:
+                      ) -> tuple[Any, np.ndarray | sp.csr_matrix, np.ndarray]:
     """Refit one configuration's final model exactly as :func:`train` fits it (same rows,
     split, seed and feature selection; no CV), for a model package.  Returns the fitted
     estimator, the selected feature matrix (one row per row of ``labels``, in its order)
     and each row's test membership."""
     frame = cohort_frame(Path(store), Path(labels), Path(features_path))
     x, _, _ = load_matrix(Path(features_path), config.selection, frame["row"].to_numpy())
+    missing = _sparse_missing(x, config, Path(features_path))
     y = frame["label"].to_numpy().astype(np.int8)
     is_test, _ = assign_split(study, frame)
     with threadpool_limits(limits=threads):
-        model = _final_fit(config, x, y, is_test)
+        model = _final_fit(config, x, y, is_test, missing)
     return model, x, is_test
 
 

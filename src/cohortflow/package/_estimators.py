@@ -5,11 +5,16 @@ No pickle: each supported family is written as named NumPy arrays (``.npy``, rea
 scikit-learn's own ``predict_proba``, so the two agree to rounding (tested to 1e-12):
 
 - ``logistic``: the mean imputer's statistics and missing-indicator columns, the scaler's
-  mean and scale, the coefficients and the intercept;
+  mean and scale, the coefficients and the intercept; a model fitted on a sparse matrix
+  (:class:`cohortflow.models._estimators.PresenceIndicator`: a missing value is 0 beside a
+  presence of 0, scaled without centring) packs the same arrays, rewritten exactly: its
+  statistics 0, its presence columns as missing indicators with the opposite coefficient
+  (their sum moved into the intercept), its scaler's mean 0;
 - ``gradient_boosting`` (HistGradientBoosting, numeric splits only): every tree's nodes,
   concatenated, with each tree's first node in ``tree_start``, and the baseline;
 - ``random_forest``: every tree's nodes, concatenated likewise, and each leaf's fraction
-  of positives.
+  of positives; a forest fitted on a sparse matrix also ``missing_fill``, the 0 its trees
+  saw for a missing value.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
+from cohortflow.models._estimators import PresenceIndicator, SparseForest
 from cohortflow.package._format import PackageError
 
 SUPPORTED = ("logistic", "gradient_boosting", "random_forest")
@@ -38,6 +44,9 @@ def export(family: str, estimator: Any) -> Arrays:
 families: logistic, gradient_boosting, random_forest; fix: choose a configuration of one \
 of them
     """
+    if family == "logistic" and isinstance(estimator, Pipeline) and isinstance(
+            estimator[0], PresenceIndicator):
+        return _sparse_logistic(estimator)
     if family == "logistic" and isinstance(estimator, Pipeline):
         imputer, scaler, logistic = estimator[0], estimator[1], estimator[-1]
         indicator = (imputer.indicator_.features_ if imputer.indicator_ is not None
@@ -50,11 +59,30 @@ of them
                 "intercept": np.asarray(logistic.intercept_, dtype=np.float64)}
     if family == "gradient_boosting" and isinstance(estimator, HistGradientBoostingClassifier):
         return _boosted_trees(estimator)
+    if family == "random_forest" and isinstance(estimator, SparseForest):
+        return {**_forest(estimator),
+                "missing_fill": np.zeros(estimator.n_features_in_, dtype=np.float64)}
     if family == "random_forest" and isinstance(estimator, RandomForestClassifier):
         return _forest(estimator)
     raise PackageError(
         f"the model family '{family}' cannot be packaged; packaged families: "
         f"{', '.join(SUPPORTED)}; fix: choose a configuration of one of them")
+
+
+def _sparse_logistic(model: Pipeline) -> Arrays:
+    """A logistic regression fitted on a sparse matrix, as the dense logistic's arrays:
+    ``w·x/s + v·present/t + b`` is ``w·x/s - v·missing/t + (b + sum(v/t))``."""
+    presence, scaler, logistic = model[0], model[1], model[-1]
+    n = int(presence.n_features_in_)
+    columns = np.asarray(presence.columns, dtype=np.int64)
+    scale = np.asarray(scaler.scale_, dtype=np.float64)
+    coef = np.asarray(logistic.coef_, dtype=np.float64).copy()
+    shift = float(np.sum(coef[0, n:] / scale[n:]))
+    coef[0, n:] = -coef[0, n:]
+    return {"statistics": np.zeros(n, dtype=np.float64), "indicator_features": columns,
+            "scaler_mean": np.zeros(len(scale), dtype=np.float64), "scaler_scale": scale,
+            "coef": coef,
+            "intercept": np.asarray(logistic.intercept_, dtype=np.float64) + shift}
 
 
 def _boosted_trees(model: HistGradientBoostingClassifier) -> Arrays:
@@ -143,6 +171,8 @@ def predict_proba(family: str, arrays: Arrays, x: np.ndarray) -> np.ndarray:
             raw += _leaf_values(arrays, int(start), x)
         return np.asarray(expit(raw))
     if family == "random_forest":
+        if "missing_fill" in arrays:  # fitted on a sparse matrix: a missing value was 0
+            x = np.where(np.isnan(x), arrays["missing_fill"][None, :], x)
         x32 = x.astype(np.float32)  # a forest's trees split float32 values
         total = np.zeros(len(x), dtype=np.float64)
         for start in arrays["tree_start"]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from cohortflow import __version__, features, manifest, models
 from cohortflow.layout import Layout
@@ -32,6 +33,7 @@ from cohortflow.package._format import (
 from cohortflow.privacy import pool_bins
 from cohortflow.study import Analysis, Study, load_study
 
+DENSE_ROWS = 4096  # test rows of a sparse matrix densified at a time for the packaged arrays
 REFIT_TOLERANCE = 1e-9  # the refit's predictions against the sweep's, as metrics compare
 EXPORT_TOLERANCE = 1e-12  # the packaged arrays' predictions against scikit-learn's
 
@@ -77,15 +79,31 @@ def _pooled(bins: list[dict[str, Any]], min_cell_count: int) -> list[dict[str, A
             for g in groups]
 
 
-def _columns(tensor: Path, selection: dict[str, list[str]]) -> list[str]:
+def _columns(tensor: Path, selection: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+    """The packaged columns' keys and fills (0, or NaN where an empty cell is missing)."""
     ds = features.open_features(tensor)
     keep = models.select_features(ds["code"].values, ds["window"].values,
                                   ds["aggregation"].values, selection)
-    return [str(f) for f in ds["feature"].values[keep]]
+    return ([str(f) for f in ds["feature"].values[keep]],
+            features.fill_values(tensor)[keep])
+
+
+def _packaged(family: str, arrays: dict[str, np.ndarray], x: np.ndarray | sp.csr_matrix,
+              fill: np.ndarray) -> np.ndarray:
+    """The packaged arrays' predictions for the rows of ``x``; a sparse matrix is given to
+    them as the dense cells a package user gives (``fill`` where nothing is stored: NaN
+    for a missing value), :data:`DENSE_ROWS` rows at a time."""
+    if not sp.issparse(x):
+        return predict_proba(family, arrays, x)
+    parts = [predict_proba(family, arrays, features.to_dense(
+        sp.csr_matrix(x[i:i + DENSE_ROWS]), fill, np.float64))
+        for i in range(0, x.shape[0], DENSE_ROWS)]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _check_refit(layout: Layout, config_id: str, family: str, arrays: dict[str, np.ndarray],
-                 fitted: Any, x: np.ndarray, is_test: np.ndarray) -> None:
+                 fitted: Any, x: np.ndarray | sp.csr_matrix, is_test: np.ndarray,
+                 fill: np.ndarray) -> None:
     recorded = pl.read_parquet(layout.config_file(config_id, "predictions"))["prediction"]
     refit = fitted.predict_proba(x)[:, 1]
     gap = np.abs(refit - recorded.to_numpy())
@@ -95,7 +113,7 @@ def _check_refit(layout: Layout, config_id: str, family: str, arrays: dict[str, 
             f"predicts differently from the sweep on {int((gap > REFIT_TOLERANCE).sum())} "
             f"rows (at most {gap.max():.3g} apart; tolerance {REFIT_TOLERANCE}); fix: rerun "
             "the study with this cohortflow and its packages, then package it")
-    packaged = predict_proba(family, arrays, x[is_test])
+    packaged = _packaged(family, arrays, x[is_test], fill)
     worst = float(np.abs(packaged - refit[is_test]).max())
     if not worst <= EXPORT_TOLERANCE:
         raise PackageError(
@@ -169,8 +187,8 @@ def contents(results: Path, study_path: Path | None = None, threads: int = 1,
         study, config, layout.store, layout.model_rows(chosen_id, spec.matching is not None),
         tensor, threads=threads)
     arrays = export(config.family, fitted)
-    _check_refit(layout, config_id, config.family, arrays, fitted, x, is_test)
-    columns = _columns(tensor, config.selection)
+    columns, fill = _columns(tensor, config.selection)
+    _check_refit(layout, config_id, config.family, arrays, fitted, x, is_test, fill)
     where = analysis_dir(chosen_id)
     files: dict[str, bytes] = {
         STUDY: _json(_definitions(study, spec)),

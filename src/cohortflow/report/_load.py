@@ -29,14 +29,17 @@ class Tensor:
     """The feature tensor as Table 1 reads it: values (episode × feature) and each feature's
     code, window and aggregation."""
 
-    values: np.ndarray
+    values: Any
+    """A dense array, or for a sparse store its stored cells as a ``csr_matrix``."""
     code: list[str]
     window: list[str]
     aggregation: list[str]
+    fill: np.ndarray | None = None
+    """A sparse ``values``' fill per column (0, or NaN where an empty cell is missing)."""
 
     def rows(self, rows: np.ndarray) -> Tensor:
         """The tensor's rows ``rows`` (an analysis's kept episodes, by tensor row)."""
-        return Tensor(self.values[rows], self.code, self.window, self.aggregation)
+        return Tensor(self.values[rows], self.code, self.window, self.aggregation, self.fill)
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,16 @@ def descriptions(store: Path) -> dict[str, str]:
 
 
 def tensor(path: Path) -> Tensor:
-    """The feature tensor, read whole (Table 1 counts every column)."""
+    """The feature tensor, read whole (Table 1 counts every column); a sparse store's as
+    its stored cells (never densified)."""
     ds = features.open_features(Path(path))
+    names = ([str(c) for c in ds["code"].values], [str(w) for w in ds["window"].values],
+             [str(a) for a in ds["aggregation"].values])
+    if ds.attrs.get("layout") == "sparse":
+        return Tensor(features.read_matrix(Path(path)).astype(np.float64), *names,
+                      features.fill_values(Path(path)))
     values = np.asarray(ds["values"].data.compute(scheduler="synchronous"), dtype=np.float64)
-    return Tensor(values, [str(c) for c in ds["code"].values],
-                  [str(w) for w in ds["window"].values],
-                  [str(a) for a in ds["aggregation"].values])
+    return Tensor(values, *names)
 
 
 def labels(path: Path, tensor_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -180,7 +180,8 @@ def render_sections(results: SweepResults, disclosure: Disclosure, select_by: st
     images = {n: pngs.get(n, b"") for n in ("roc", "calibration")}
     tensor = results.tensor
     table1 = table_one(tensor.values, tensor.code, tensor.window, tensor.aggregation,
-                       results.label, results.descriptions, subject=results.subject)
+                       results.label, results.descriptions, subject=results.subject,
+                       fill=tensor.fill)
     episodes = ("" if EPISODES not in table1["characteristic"] else
                 " A person may enter the target cohort more than once: the characteristics "
                 "are of episodes (percentages of the episodes), and a person with an episode "

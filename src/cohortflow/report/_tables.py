@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from cohortflow.disclosure import Disclosure
 from cohortflow.privacy import COMPLEMENTARY
@@ -27,7 +28,8 @@ TOP_CODES = 10
 
 def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: list[str],
               label: np.ndarray, descriptions: dict[str, str], top: int = TOP_CODES, *,
-              subject: np.ndarray | None = None) -> pl.DataFrame:
+              subject: np.ndarray | None = None, fill: np.ndarray | None = None
+              ) -> pl.DataFrame:
     """Characteristics of the target cohort and of the persons with and without the outcome:
     persons, age (mean, SD), each demographic category, and the ``top`` most common codes
     of the longest window (any record).  ``kind`` is ``count`` or ``mean``.
@@ -38,6 +40,9 @@ def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: li
     (the characteristics are of episodes), and the persons with an episode with the outcome
     and another without, who are in both columns, are the ``Persons in both columns`` row
     (kind ``overlap``) — as OHDSI's PatientLevelPrediction counts persons and outcomes apart.
+
+    ``x`` may be a sparse store's ``csr_matrix`` of stored cells, ``fill`` its columns'
+    fills: only the columns shown are made dense, one at a time.
 
     >>> x = np.array([[10.0, 1, 2], [12.0, 0, 0], [14.0, 1, 1], [20.0, 0, 3]])
     >>> t = table_one(x, ["MEDS_BIRTH", "GENDER//8532", "CONDITION//1"], ["all", "all", "365d"],
@@ -58,9 +63,10 @@ def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: li
     masks = {"target": np.ones(len(label), bool), "with_outcome": label,
              "without_outcome": ~label}
     rows: list[dict[str, Any]] = _person_rows(label, masks, subject)
+    view: Any = _SparseColumns(sp.csc_matrix(x), fill) if sp.issparse(x) else x
     for j, agg in enumerate(aggregation):
         if agg == "age_years":
-            col = x[:, j]
+            col = view[:, j]
             rows.append({"characteristic": "Age at index, years", "kind": "mean",
                          **{g: float(np.nanmean(col[m])) if m.any() else float("nan")
                             for g, m in masks.items()},
@@ -69,16 +75,18 @@ def table_one(x: np.ndarray, code: list[str], window: list[str], aggregation: li
     for j, (c, w, agg) in enumerate(zip(code, window, aggregation, strict=True)):
         if w == "all" and agg == "present" and c != "MEDS_BIRTH":
             domain = c.split("//")[0].title() if "//" in c else c
-            rows.append(_count_row(f"{domain}: {descriptions.get(c, c)}", x[:, j] > 0, masks))
+            rows.append(_count_row(f"{domain}: {descriptions.get(c, c)}", view[:, j] > 0,
+                                   masks))
     windows = {w for w, agg in zip(window, aggregation, strict=True) if agg == "count"}
     if windows:
         longest = longest_window(windows)
         cols = [j for j, (w, agg) in enumerate(zip(window, aggregation, strict=True))
                 if w == longest and agg == "count"]
-        share = [(-(x[:, j] > 0).sum(), code[j], j) for j in cols]
+        share = ([(-(view[:, j] > 0).sum(), code[j], j) for j in cols]
+                 if not isinstance(view, _SparseColumns) else view.share(cols, code))
         for _, c, j in sorted(share)[:top]:
             name = f"{descriptions.get(c, c)} ({c}), {longest}"
-            rows.append(_count_row(name, x[:, j] > 0, masks))
+            rows.append(_count_row(name, view[:, j] > 0, masks))
     table = pl.DataFrame(rows)
     for g in GROUPS:
         if f"{g}_sd" not in table.columns:
@@ -119,6 +127,27 @@ def longest_window(labels: Iterable[str]) -> str:
         return (math.inf if window.days is None else window.days, window.end_days, label)
 
     return max(labels, key=reach)
+
+
+class _SparseColumns:
+    """Columns of a sparse tensor (CSC) made dense one at a time: ``x[:, j]`` is column
+    ``j`` with its fill where nothing is stored."""
+
+    def __init__(self, x: sp.csc_matrix, fill: np.ndarray | None) -> None:
+        self.x = x
+        self.fill = np.zeros(x.shape[1]) if fill is None else np.asarray(fill, np.float64)
+
+    def __getitem__(self, key: tuple[slice, int]) -> np.ndarray:
+        j = key[1]
+        out = np.full(self.x.shape[0], self.fill[j])
+        a, b = self.x.indptr[j], self.x.indptr[j + 1]
+        out[self.x.indices[a:b]] = self.x.data[a:b]
+        return out
+
+    def share(self, cols: list[int], code: list[str]) -> list[tuple[int, str, int]]:
+        """(-rows with a positive count, code, column) of count columns (fill 0)."""
+        positive = np.asarray((self.x[:, cols] > 0).astype(np.int64).sum(axis=0)).ravel()
+        return [(-int(n), code[j], j) for n, j in zip(positive, cols, strict=True)]
 
 
 def _count_row(name: str, flag: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:

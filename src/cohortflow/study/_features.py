@@ -48,6 +48,10 @@ KEY_SEPARATOR = "|"
 """Joins code, window and aggregation into a feature's key, ``CONDITION//317009|365d|count``."""
 _WINDOW_LABEL = re.compile(r"(?:(\d+)d|all|(all|-\d+d)\.\.(-?\d+d))")
 
+TensorLayout = Literal["auto", "dense", "sparse"]
+"""How the subject × feature ``values`` tensor is stored: a dense Zarr array, per-shard CSR
+arrays, or the one the features step's rule picks (:mod:`cohortflow.features._sparse`)."""
+
 _DEFAULT_DOMAINS: list[str] = ["CONDITION", "DRUG", "PROCEDURE", "MEASUREMENT"]
 _DEFAULT_DEMOGRAPHICS: list[Demographic] = ["age", "sex"]
 _DEFAULT_AGGREGATIONS: list[Aggregation] = ["count", "mean"]
@@ -270,6 +274,22 @@ class Features(SpecModel):
         "index_day = the whole index day counts, any hour (OHDSI); before_index_time = only "
         "events strictly before index_time count.",
     )
+    layout: TensorLayout = Field(
+        "auto",
+        description="How the values tensor is stored: dense = one Zarr array; sparse = per-shard "
+        "CSR arrays (indptr/indices/data), for wide tensors with few cells set (10^4+ "
+        "features, under 1% filled); auto = sparse when the features step finds at least "
+        "2,048 features and at most 5% of the cells set, else dense.  Models read both alike.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_auto_layout(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The default layout is left out of dumps, so studies written before it keep their
+        # features digests (and their tensors stay current).
+        data: dict[str, Any] = handler(self)
+        if data.get("layout") == "auto":
+            del data["layout"]
+        return data
 
     @field_validator("domains")
     @classmethod
