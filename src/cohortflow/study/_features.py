@@ -282,15 +282,6 @@ class Features(SpecModel):
         "2,048 features and at most 5% of the cells set, else dense.  Models read both alike.",
     )
 
-    @model_serializer(mode="wrap")
-    def _omit_auto_layout(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The default layout is left out of dumps, so studies written before it keep their
-        # features digests (and their tensors stay current).
-        data: dict[str, Any] = handler(self)
-        if data.get("layout") == "auto":
-            del data["layout"]
-        return data
-
     @field_validator("domains")
     @classmethod
     def _domain_form(cls, domains: list[str]) -> list[str]:
@@ -321,10 +312,14 @@ class Features(SpecModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _omit_no_genomics(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # left out of dumps when unused, so feature specs written before it keep their
-        # digests (and their tensors stay current)
+    def _omit_defaults_added_later(self, handler: SerializerFunctionWrapHandler
+                                   ) -> dict[str, Any]:
+        # Settings added after studies were written (the default layout, no genomics, no
+        # omics) are left out of dumps, so those studies keep their features digests (and
+        # their tensors stay current).  Pydantic keeps one serializer per model: this is it.
         data: dict[str, Any] = handler(self)
+        if data.get("layout") == "auto":
+            del data["layout"]
         if data.get("genomics") is None:
             data.pop("genomics", None)
         if not data.get("omics"):
