@@ -16,6 +16,14 @@ D".  A person with several open episodes counts once.  Every eligible person is 
 index time D (midnight), so the features look back from D.  A definition's look-ahead
 criteria read the extract as known on D: ``post_observation_days: 30`` means indexed at
 least 30 days before D.
+
+**New entrants** (``entered_within``, ``cohortflow score --entered-within DAYS``): only the
+open episodes whose index date falls in (D - DAYS, D].  A weekly or monthly scoring with
+DAYS = 7 or 31 scores each child once, soon after cohort entry, which is what a model
+trained on entries predicts (the risk in the time at risk after entry).  The index time stays
+D, not the entry date: on D the features known are those up to D, and a scoring must not
+pretend to have run on a past day with what it knows now; the entry lies at most DAYS
+before, so the look-back windows differ from the study's by at most that much.
 """
 
 from __future__ import annotations
@@ -79,10 +87,12 @@ def known_on(ev: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
     return pl.concat(parts).sort("subject_id", "time", "code", nulls_last=False)
 
 
-def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date
-                   ) -> list[tuple[str, pl.LazyFrame]]:
+def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date,
+                   entered_within: int | None = None) -> list[tuple[str, pl.LazyFrame]]:
     """The cohort's steps on one shard's events as known on ``as_of``, then the episodes
-    open on that day, then one row per person (``ELIGIBLE_SCHEMA``, index time D)."""
+    open on that day, then (``entered_within`` days given) those whose index date falls in
+    the last ``entered_within`` days up to D (D - days, D], then one row per person
+    (``ELIGIBLE_SCHEMA``, index time D)."""
     known = known_on(ev, as_of).collect().lazy()
     steps = make_episodes(plan)(known)
     episodes = steps[-1][1]
@@ -90,15 +100,21 @@ def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date
                         & (pl.col("time").dt.date() < as_of)).select("subject_id").unique()
     open_on = (episodes.filter((pl.col("start") <= as_of) & (pl.col("end") >= as_of))
                .join(dead, on="subject_id", how="anti"))
+    chosen = [(f"Episode open on {as_of.isoformat()}", open_on)]
+    if entered_within is not None:
+        open_on = open_on.filter(pl.col("start") > as_of - timedelta(days=entered_within))
+        chosen.append((f"Entered within {entered_within} days", open_on))
     persons = (open_on.select("subject_id").unique().sort("subject_id")
                .with_columns(index_time=pl.lit(as_of_time(as_of), pl.Datetime("us")))
                .cast(ELIGIBLE_SCHEMA))
-    return [*steps, (f"Episode open on {as_of.isoformat()}", open_on),
-            ("One row per person", persons)]
+    return [*steps, *chosen, ("One row per person", persons)]
 
 
-def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date) -> pl.DataFrame:
-    """The persons eligible as of ``as_of`` on one shard (see the module), sorted by id.
+def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date,
+             entered_within: int | None = None) -> pl.DataFrame:
+    """The persons eligible as of ``as_of`` on one shard (see the module), sorted by id;
+    with ``entered_within``, only those whose open episode began in the last that many
+    days (index date in (D - days, D]).
 
     >>> from cohortflow.study import Cohort, ConceptSet
     >>> ev = pl.LazyFrame({"subject_id": [1, 1, 1, 2, 2, 2],
@@ -114,5 +130,9 @@ def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date) -> pl.DataFrame:
     [(1, datetime.datetime(2020, 3, 1, 0, 0))]
     >>> eligible(plan, ev, date(2019, 5, 31)).height  # not yet indexed
     0
+    >>> eligible(plan, ev, date(2020, 3, 1), entered_within=90).height  # entered 2019-06-01
+    0
+    >>> eligible(plan, ev, date(2019, 6, 30), entered_within=30).height
+    1
     """
-    return eligible_steps(plan, ev, as_of)[-1][1].collect()
+    return eligible_steps(plan, ev, as_of, entered_within)[-1][1].collect()
