@@ -18,12 +18,18 @@ criteria read the extract as known on D: ``post_observation_days: 30`` means ind
 least 30 days before D.
 
 **New entrants** (``entered_within``, ``cohortflow score --entered-within DAYS``): only the
-open episodes whose index date falls in (D - DAYS, D].  A weekly or monthly scoring with
-DAYS = 7 or 31 scores each child once, soon after cohort entry, which is what a model
-trained on entries predicts (the risk in the time at risk after entry).  The index time stays
-D, not the entry date: on D the features known are those up to D, and a scoring must not
-pretend to have run on a past day with what it knows now; the entry lies at most DAYS
-before, so the look-back windows differ from the study's by at most that much.
+open episodes whose index date falls in (D - DAYS, D], each person scored at the index time
+of that episode (its entry, as the study indexes it; the latest, if several), not at D.  A
+weekly or monthly scoring with DAYS = 7 or 31 then scores each child once, soon after cohort
+entry, with the features the study's model was trained on: the look-back windows end at the
+entry, so a 30-day count means what it meant in training (scored at D, a child who entered
+20 days earlier would have a 30-day window holding the entry visit a third of the time
+only: a shift of the model's inputs that the scoring itself made, which drift monitoring
+would then flag), and the score is the model's risk for the time at risk after entry, which
+is what it learnt and what the labels of :func:`cohortflow.scoring.outcomes` measure.
+Nothing after D is read (the entry is on or before D, the windows end there), and on the
+study's own extract each score is the study's prediction.  The cost: the first days of the
+time at risk, up to DAYS, have passed when the score is made; keep DAYS short.
 """
 
 from __future__ import annotations
@@ -104,9 +110,13 @@ def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date,
     if entered_within is not None:
         open_on = open_on.filter(pl.col("start") > as_of - timedelta(days=entered_within))
         chosen.append((f"Entered within {entered_within} days", open_on))
-    persons = (open_on.select("subject_id").unique().sort("subject_id")
-               .with_columns(index_time=pl.lit(as_of_time(as_of), pl.Datetime("us")))
-               .cast(ELIGIBLE_SCHEMA))
+    if entered_within is None:
+        persons = (open_on.select("subject_id").unique().sort("subject_id")
+                   .with_columns(index_time=pl.lit(as_of_time(as_of), pl.Datetime("us")))
+                   .cast(ELIGIBLE_SCHEMA))
+    else:  # a new entrant is scored at its entry (the latest one), as the study indexes it
+        persons = (open_on.group_by("subject_id").agg(pl.col("index_time").max())
+                   .sort("subject_id").cast(ELIGIBLE_SCHEMA))
     return [*steps, *chosen, ("One row per person", persons)]
 
 
@@ -114,7 +124,7 @@ def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date,
              entered_within: int | None = None) -> pl.DataFrame:
     """The persons eligible as of ``as_of`` on one shard (see the module), sorted by id;
     with ``entered_within``, only those whose open episode began in the last that many
-    days (index date in (D - days, D]).
+    days (index date in (D - days, D]), at that episode's index time.
 
     >>> from cohortflow.study import Cohort, ConceptSet
     >>> ev = pl.LazyFrame({"subject_id": [1, 1, 1, 2, 2, 2],
@@ -132,7 +142,7 @@ def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date,
     0
     >>> eligible(plan, ev, date(2020, 3, 1), entered_within=90).height  # entered 2019-06-01
     0
-    >>> eligible(plan, ev, date(2019, 6, 30), entered_within=30).height
-    1
+    >>> eligible(plan, ev, date(2019, 6, 30), entered_within=30)["index_time"].to_list()
+    [datetime.datetime(2019, 6, 1, 0, 0), datetime.datetime(2019, 6, 1, 0, 0)]
     """
     return eligible_steps(plan, ev, as_of, entered_within)[-1][1].collect()
