@@ -50,6 +50,7 @@ def _planted(feature: str) -> bool:
 
 def _series(root: Path, drift: str | None) -> dict[str, Any]:
     """Synth, cut, train, package, score every day; what the runs wrote."""
+    root.mkdir(parents=True)
     omop = root / "omop"
     args = ["synth", "--persons", str(PERSONS), "--seed", str(SEED), "--out", str(omop),
             "--no-progress"]
