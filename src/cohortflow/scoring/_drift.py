@@ -72,14 +72,15 @@ class Thresholds:
     """The largest |calibration in the large| (log odds) that raises no flag."""
     slope_low: float = 0.8
     slope_high: float = 1.25
-    evidence: float = 0.001
-    """The largest p-value of a flag: beside its size, a PSI, a calibration intercept or
-    slope raises a flag only when sampling alone would give one that far from training in
-    fewer than this share of runs of the run's size (n·PSI against chi-square with bins - 1
-    degrees of freedom; the calibration statistics' Wald tests at the model's own risks).
-    A run of a few hundred persons has a PSI of about (bins - 1)/n from sampling alone, as
-    large as the usual watch level: size alone would flag noise.  0.001: about one false
-    flag in a thousand comparisons, so a run of a hundred features stays clear."""
+    evidence: float = 0.01
+    """The chance, at most, that a run without any change raises a PSI flag (and, apart,
+    a calibration flag): beside its size, a PSI raises a flag only when sampling alone
+    would give one that far from training with p below ``evidence`` over the number of
+    PSIs the run compares (Bonferroni; n·PSI against chi-square with bins - 1 degrees of
+    freedom), a calibration intercept or slope only when its Wald test gives p below
+    ``evidence`` / 2.  A run of a few hundred persons has a PSI of about (bins - 1)/n from
+    sampling alone, as large as the usual watch level: size alone would flag noise, and a
+    hundred features compared at a fixed p would flag some by chance."""
 
     def as_dict(self) -> dict[str, float]:
         """The thresholds as a JSON-safe mapping (recorded in each result)."""
@@ -254,6 +255,7 @@ def reference_profile(x: np.ndarray, columns: Sequence[str], scores: np.ndarray,
         "format": PROFILE_FORMAT, "bins": bins, "min_cell_count": min_cell_count,
         "features": features, "score": _profile(s, min_cell_count, bins),
         "mean_score": round(float(s.mean()), ROUND) if shown else None,
+        "persons": len(s) if shown else None,
         "codes": sorted(c for c, n in present.items() if n >= max(min_cell_count, 1)),
     })
 
@@ -277,19 +279,25 @@ def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = PSI
     return total
 
 
-def psi_p_value(value: float, persons: int, bins: int) -> float:
+def psi_p_value(value: float, persons: int, bins: int,
+                reference_persons: int | None = None) -> float:
     """The chance of a PSI at least ``value`` from sampling alone, among ``persons`` drawn
     from the training distribution over ``bins`` bins: n·PSI is about chi-square with
-    ``bins - 1`` degrees of freedom (PSI is nearly Pearson's statistic over n).
+    ``bins - 1`` degrees of freedom (PSI is nearly Pearson's statistic over n).  The
+    training shares are themselves a sample of ``reference_persons`` (when the profile
+    records it): the two-sample statistic takes n as 1 / (1/n + 1/N).
 
     >>> round(psi_p_value(0.1, 100, 10), 3), round(psi_p_value(0.1, 1000, 10), 6)
     (0.35, 0.0)
+    >>> round(psi_p_value(0.1, 300, 10), 4), round(psi_p_value(0.1, 300, 10, 1800), 4)
+    (0.0004, 0.0023)
     """
     from scipy.stats import chi2
 
     if bins < 2:
         return 1.0
-    return float(chi2.sf(persons * value, bins - 1))
+    n = persons if not reference_persons else 1 / (1 / persons + 1 / reference_persons)
+    return float(chi2.sf(n * value, bins - 1))
 
 
 def _wald_p(estimate: float, standard_error: float) -> float:
@@ -405,9 +413,12 @@ def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
     enough = {str(c) for c, n in code_persons.items() if int(n) >= max(min_cell_count, 1)}
     codes = {"new": sorted(enough - trained), "vanished": sorted(trained - enough)}
     flags = []
-    for name, found in [*sorted(features.items()), (SCORE, score)]:
-        if "psi" in found and psi_p_value(found["psi"], len(x), found["bins"]) \
-                < thresholds.evidence and (level := _level(
+    compared = [*sorted(features.items()), (SCORE, score)]
+    bar = thresholds.evidence / max(sum("psi" in found for _, found in compared), 1)
+    for name, found in compared:
+        if "psi" in found and psi_p_value(found["psi"], len(x), found["bins"],
+                                          reference.get("persons")) \
+                < bar and (level := _level(
                     found["psi"], thresholds.psi_watch, thresholds.psi_drift)):
             flags.append(_flag(level, name, "psi", found["psi"],
                                getattr(thresholds, f"psi_{level}")))
@@ -472,11 +483,11 @@ def prospective(labels: np.ndarray, scores: np.ndarray, min_cell_count: int,
     p_intercept, p_slope = calibration_p_values(y, p, intercept or 0.0,
                                                 1.0 if slope is None else slope)
     if intercept is not None and abs(intercept) > thresholds.calibration_intercept \
-            and p_intercept < thresholds.evidence:
+            and p_intercept < thresholds.evidence / 2:
         flags.append(_flag("watch", MODEL, "calibration_intercept", intercept,
                            thresholds.calibration_intercept))
     if slope is not None and not thresholds.slope_low <= slope <= thresholds.slope_high \
-            and p_slope < thresholds.evidence:
+            and p_slope < thresholds.evidence / 2:
         flags.append(_flag("watch", MODEL, "calibration_slope", slope,
                            [thresholds.slope_low, thresholds.slope_high]))
     return _record({
