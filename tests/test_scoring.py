@@ -320,9 +320,9 @@ def test_new_entrants_are_scored_at_entry_as_the_study_predicted(made: tuple[Pat
     run = tmp_path / "scores" / package.load(out).digest[:12] / AS_OF
     index = pl.read_parquet(run / "private" / "index.parquet")
     assert index.height > 20
-    day = datetime.fromisoformat(AS_OF)
-    assert ((index["index_time"] > day - timedelta(days=183))
-            & (index["index_time"] <= day)).all()
+    day = date.fromisoformat(AS_OF)
+    entry = index["index_time"].dt.date()
+    assert ((entry > day - timedelta(days=183)) & (entry <= day)).all()
     predictions = pl.read_parquet(layout.model_predictions(DEMO_ANALYSIS))
     both = index.join(predictions, on=["subject_id", "index_time"], how="inner")
     # a new entrant is a study person at the same index (the study's population settings

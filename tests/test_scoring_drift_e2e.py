@@ -148,8 +148,12 @@ def test_with_drift_exactly_the_planted_changes_are_flagged(
         "vanished_code", "new_codes"}
     vanished = {f[3] for f in flags if f[2] == "vanished_code"}
     assert vanished == {f"MEASUREMENT//{vocab.HEART_RATE}"}, vanished
+    # the outcome rate: calibration in the large.  The risk is raised to min(1, 2r), not
+    # shifted on the log-odds scale, so the calibration slope may move too (measured: one
+    # run of three); the model's AUROC is not flagged.
     model = {(f[0], f[2]) for f in flags if f[3] == MODEL}
-    assert {stat for _, stat in model} == {"calibration_intercept"}, model
+    assert "calibration_intercept" in {stat for _, stat in model}, model
+    assert {stat for _, stat in model} <= {"calibration_intercept", "calibration_slope"}, model
     assert all(day > DRIFT_AFTER.isoformat() for day, _ in model)
     intercepts = [r["prospective"][max(r["prospective"])]["calibration_intercept"]
                   for d, r in s["runs"].items() if d > DRIFT_AFTER.isoformat()
