@@ -4,10 +4,12 @@ known.  Without planted drift the prospective AUROC is the generator's oracle AU
 monitor flags nothing; with drift planted after a date (a code's frequency, an assay
 replaced, the outcome rate) it flags exactly those.
 
-Sizes (measured, see the report of the change): 20,000 persons (the demo's), trained on
-events before 2017 (about 2,400 children), scored as of each new year 2018 to 2022 with
-``--entered-within 365`` (about 250 to 320 new entrants each), the runs of 2018 to 2021
-labelled by the extract as of 2022.
+Sizes (measured): 20,000 persons (the demo's), trained on events before 2017, scored as of
+each new year 2018 to 2022 with ``--entered-within 365`` (213 to 345 new entrants a run),
+the runs of 2018 to 2021 labelled by the extract as of 2022: 1,284 labelled persons, pooled
+prospective AUROC 0.746 against the oracle's 0.768 without drift.  Both series take about
+7 minutes on two cores.  Fewer persons leave too few entrants a year for the PSI and the
+calibration tests to find the planted changes.
 """
 
 from __future__ import annotations
