@@ -8,8 +8,8 @@ Sizes (measured): 20,000 persons (the demo's), trained on events before 2017, sc
 each new year 2018 to 2022 with ``--entered-within 365`` (213 to 345 new entrants a run),
 the runs of 2018 to 2021 labelled by the extract as of 2022: 1,284 labelled persons, pooled
 prospective AUROC 0.746 against the oracle's 0.768 without drift.  Both series take about
-7 minutes on two cores.  Fewer persons leave too few entrants a year for the PSI and the
-calibration tests to find the planted changes.
+7 minutes on two cores (shared).  A smaller population was not tried: fewer entrants a
+run would weaken the PSI and calibration tests that must find the planted changes.
 """
 
 from __future__ import annotations
