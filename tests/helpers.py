@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +177,32 @@ def run_study(study: Path, workdir: Path, *extra: str, env: dict[str, str] | Non
     done = cohortflow("run", str(study), "--results", "results", *extra, cwd=workdir, env=env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     return workdir / "results" / name
+
+
+def cut_omop(source: Path, out: Path, before: date) -> Path:
+    """An OMOP Parquet extract as a warehouse would have given it on the day before
+    ``before``: every row of a clinical table dated (its first date column) before
+    ``before``, its end dates cut to the day before; observation periods that began before
+    it, ended there at the latest; deaths before it; person, vocabulary and other tables
+    as they are.  For a training extract cut from a longer one."""
+    last = before - timedelta(days=1)
+    out.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        if path.suffix == ".json":
+            continue
+        if path.is_file():
+            shutil.copy(path, out / path.name)
+            continue
+        frame = pl.read_parquet(path / "*.parquet")
+        dates = [c for c, t in frame.schema.items() if c.endswith(("_date", "_datetime"))
+                 and t in (pl.Date, pl.Datetime("us"), pl.Datetime("ns"), pl.Datetime("ms"))]
+        if path.name != "person" and dates:
+            first = pl.col(dates[0]).cast(pl.Date)
+            frame = frame.filter(first.is_null() | (first < before))
+            frame = frame.with_columns(
+                pl.when(pl.col(c).cast(pl.Date) > last).then(
+                    pl.lit(last).cast(frame.schema[c])).otherwise(pl.col(c)).alias(c)
+                for c in dates[1:])
+        (out / path.name).mkdir()
+        frame.write_parquet(out / path.name / "part-00000.parquet")
+    return out

@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -300,6 +300,40 @@ def test_bad_packages_and_extracts_are_refused_through_the_command(
                         "--out", "scores", cwd=tmp_path,
                         env={privacy.PSEUDONYM_KEY_ENV: ""})
     assert no_key.returncode == 2 and "no pseudonym key" in no_key.stderr
+
+    no_days = cohortflow("score", str(out), "--source", str(layout.store), "--as-of", AS_OF,
+                         "--entered-within", "0", "--out", "scores", cwd=tmp_path)
+    assert no_days.returncode == 2 and "--entered-within 0: not a number of days" in \
+        no_days.stderr.replace("\n", ""), no_days.stderr
+    assert not (tmp_path / "scores").exists()
+
+
+def test_new_entrants_are_scored_at_entry_as_the_study_predicted(made: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    """--entered-within: the persons who entered in the window, each at its entry's index
+    time; on the study's own extract, the study's predictions."""
+    results, out = made
+    layout = Layout(results)
+    done = cohortflow("score", str(out), "--source", str(layout.store), "--as-of", AS_OF,
+                      "--entered-within", "183", "--out", "scores", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "scores" / package.load(out).digest[:12] / AS_OF
+    index = pl.read_parquet(run / "private" / "index.parquet")
+    assert index.height > 20
+    day = date.fromisoformat(AS_OF)
+    entry = index["index_time"].dt.date()
+    assert ((entry > day - timedelta(days=183)) & (entry <= day)).all()
+    predictions = pl.read_parquet(layout.model_predictions(DEMO_ANALYSIS))
+    both = index.join(predictions, on=["subject_id", "index_time"], how="inner")
+    # a new entrant is a study person at the same index (the study's population settings
+    # may leave a few out of its predictions)
+    assert both.height >= 0.9 * index.height, (both.height, index.height)
+    np.testing.assert_allclose(both["score"].to_numpy(), both["prediction"].to_numpy(),
+                               rtol=0, atol=1e-9)
+    attrition = json.loads((run / "private" / "attrition.json").read_text())
+    assert "Entered within 183 days" in [s["step"] for s in attrition]
+    monitor = json.loads((run / "monitor.json").read_text())
+    assert "flags" in monitor and (run.parent / "monitor.html").is_file()
 
 
 def test_an_event_store_without_a_needed_family_is_refused(made: tuple[Path, Path]) -> None:

@@ -302,11 +302,15 @@ def score_command(
     profile: Annotated[str, typer.Option(help="Profile in profiles/.")] = "laptop",
     shards: Annotated[int, typer.Option(min=1, help="Event-store shards of an OMOP "
                                                     "extract's ingest.")] = 4,
+    entered_within: Annotated[int | None, typer.Option(
+        help="Score only episodes that entered the target cohort in the last DAYS days up "
+             "to --as-of (new entrants); default: every open episode.")] = None,
 ) -> None:
     """Score an extract as of a date with a model package (docs/scoring.md)."""
     from cohortflow.scoring import run_scoring
 
-    code, run, log = run_scoring(package, source, as_of, out, profile, shards=shards)
+    code, run, log = run_scoring(package, source, as_of, out, profile, shards=shards,
+                                 entered_within=entered_within)
     if code != 0:
         err.print(f"scoring failed (Snakemake exit {code}); its whole output: {log}")
         raise typer.Exit(code)
@@ -319,14 +323,16 @@ def scores_command(
     folder: Annotated[Path, typer.Argument(help="The --out folder of `cohortflow score`.")
                       ] = Path("scores"),
 ) -> None:
-    """List the scoring history: as-of date, package, persons scored, mean score, state."""
+    """List the scoring history: as-of date, package, persons scored, mean score, state,
+    monitoring flags."""
     from rich.table import Table
 
     from cohortflow.scoring import history
 
-    table = Table("as of", "package", "persons scored", "mean score", "state")
+    table = Table("as of", "package", "persons scored", "mean score", "state", "flags")
     for row in history(folder):
-        table.add_row(row.as_of, row.package, row.persons, row.mean_score, row.state)
+        table.add_row(row.as_of, row.package, row.persons, row.mean_score, row.state,
+                      row.flags)
     out.print(table)
 
 

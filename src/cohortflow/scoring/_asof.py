@@ -16,6 +16,20 @@ D".  A person with several open episodes counts once.  Every eligible person is 
 index time D (midnight), so the features look back from D.  A definition's look-ahead
 criteria read the extract as known on D: ``post_observation_days: 30`` means indexed at
 least 30 days before D.
+
+**New entrants** (``entered_within``, ``cohortflow score --entered-within DAYS``): only the
+open episodes whose index date falls in (D - DAYS, D], each person scored at the index time
+of that episode (its entry, as the study indexes it; the latest, if several), not at D.  A
+weekly or monthly scoring with DAYS = 7 or 31 then scores each child once, soon after cohort
+entry, with the features the study's model was trained on: the look-back windows end at the
+entry, so a 30-day count means what it meant in training (scored at D, a child who entered
+20 days earlier would have a 30-day window holding the entry visit a third of the time
+only: a shift of the model's inputs that the scoring itself made, which drift monitoring
+would then flag), and the score is the model's risk for the time at risk after entry, which
+is what it learnt and what the labels of :func:`cohortflow.scoring.outcomes` measure.
+Nothing after D is read (the entry is on or before D, the windows end there), and on the
+study's own extract each score is the study's prediction.  The cost: the first days of the
+time at risk, up to DAYS, have passed when the score is made; keep DAYS short.
 """
 
 from __future__ import annotations
@@ -79,10 +93,12 @@ def known_on(ev: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
     return pl.concat(parts).sort("subject_id", "time", "code", nulls_last=False)
 
 
-def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date
-                   ) -> list[tuple[str, pl.LazyFrame]]:
+def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date,
+                   entered_within: int | None = None) -> list[tuple[str, pl.LazyFrame]]:
     """The cohort's steps on one shard's events as known on ``as_of``, then the episodes
-    open on that day, then one row per person (``ELIGIBLE_SCHEMA``, index time D)."""
+    open on that day, then (``entered_within`` days given) those whose index date falls in
+    the last ``entered_within`` days up to D (D - days, D], then one row per person
+    (``ELIGIBLE_SCHEMA``, index time D)."""
     known = known_on(ev, as_of).collect().lazy()
     steps = make_episodes(plan)(known)
     episodes = steps[-1][1]
@@ -90,15 +106,25 @@ def eligible_steps(plan: CohortPlan, ev: pl.LazyFrame, as_of: date
                         & (pl.col("time").dt.date() < as_of)).select("subject_id").unique()
     open_on = (episodes.filter((pl.col("start") <= as_of) & (pl.col("end") >= as_of))
                .join(dead, on="subject_id", how="anti"))
-    persons = (open_on.select("subject_id").unique().sort("subject_id")
-               .with_columns(index_time=pl.lit(as_of_time(as_of), pl.Datetime("us")))
-               .cast(ELIGIBLE_SCHEMA))
-    return [*steps, (f"Episode open on {as_of.isoformat()}", open_on),
-            ("One row per person", persons)]
+    chosen = [(f"Episode open on {as_of.isoformat()}", open_on)]
+    if entered_within is not None:
+        open_on = open_on.filter(pl.col("start") > as_of - timedelta(days=entered_within))
+        chosen.append((f"Entered within {entered_within} days", open_on))
+    if entered_within is None:
+        persons = (open_on.select("subject_id").unique().sort("subject_id")
+                   .with_columns(index_time=pl.lit(as_of_time(as_of), pl.Datetime("us")))
+                   .cast(ELIGIBLE_SCHEMA))
+    else:  # a new entrant is scored at its entry (the latest one), as the study indexes it
+        persons = (open_on.group_by("subject_id").agg(pl.col("index_time").max())
+                   .sort("subject_id").cast(ELIGIBLE_SCHEMA))
+    return [*steps, *chosen, ("One row per person", persons)]
 
 
-def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date) -> pl.DataFrame:
-    """The persons eligible as of ``as_of`` on one shard (see the module), sorted by id.
+def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date,
+             entered_within: int | None = None) -> pl.DataFrame:
+    """The persons eligible as of ``as_of`` on one shard (see the module), sorted by id;
+    with ``entered_within``, only those whose open episode began in the last that many
+    days (index date in (D - days, D]), at that episode's index time.
 
     >>> from cohortflow.study import Cohort, ConceptSet
     >>> ev = pl.LazyFrame({"subject_id": [1, 1, 1, 2, 2, 2],
@@ -114,5 +140,9 @@ def eligible(plan: CohortPlan, ev: pl.LazyFrame, as_of: date) -> pl.DataFrame:
     [(1, datetime.datetime(2020, 3, 1, 0, 0))]
     >>> eligible(plan, ev, date(2019, 5, 31)).height  # not yet indexed
     0
+    >>> eligible(plan, ev, date(2020, 3, 1), entered_within=90).height  # entered 2019-06-01
+    0
+    >>> eligible(plan, ev, date(2019, 6, 30), entered_within=30)["index_time"].to_list()
+    [datetime.datetime(2019, 6, 1, 0, 0), datetime.datetime(2019, 6, 1, 0, 0)]
     """
-    return eligible_steps(plan, ev, as_of)[-1][1].collect()
+    return eligible_steps(plan, ev, as_of, entered_within)[-1][1].collect()

@@ -72,6 +72,15 @@ class Thresholds:
     """The largest |calibration in the large| (log odds) that raises no flag."""
     slope_low: float = 0.8
     slope_high: float = 1.25
+    evidence: float = 0.01
+    """The chance, at most, that a run without any change raises a PSI flag (and, apart,
+    a calibration flag): beside its size, a PSI raises a flag only when sampling alone
+    would give one that far from training with p below ``evidence`` over the number of
+    PSIs the run compares (Bonferroni; n·PSI against chi-square with bins - 1 degrees of
+    freedom), a calibration intercept or slope only when its Wald test gives p below
+    ``evidence`` / 2.  A run of a few hundred persons has a PSI of about (bins - 1)/n from
+    sampling alone, as large as the usual watch level: size alone would flag noise, and a
+    hundred features compared at a fixed p would flag some by chance."""
 
     def as_dict(self) -> dict[str, float]:
         """The thresholds as a JSON-safe mapping (recorded in each result)."""
@@ -246,6 +255,7 @@ def reference_profile(x: np.ndarray, columns: Sequence[str], scores: np.ndarray,
         "format": PROFILE_FORMAT, "bins": bins, "min_cell_count": min_cell_count,
         "features": features, "score": _profile(s, min_cell_count, bins),
         "mean_score": round(float(s.mean()), ROUND) if shown else None,
+        "persons": len(s) if shown else None,
         "codes": sorted(c for c, n in present.items() if n >= max(min_cell_count, 1)),
     })
 
@@ -267,6 +277,57 @@ def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = PSI
         e, a = max(e, epsilon), max(a, epsilon)
         total += (a - e) * math.log(a / e)
     return total
+
+
+def psi_p_value(value: float, persons: int, bins: int,
+                reference_persons: int | None = None) -> float:
+    """The chance of a PSI at least ``value`` from sampling alone, among ``persons`` drawn
+    from the training distribution over ``bins`` bins: n·PSI is about chi-square with
+    ``bins - 1`` degrees of freedom (PSI is nearly Pearson's statistic over n).  The
+    training shares are themselves a sample of ``reference_persons`` (when the profile
+    records it): the two-sample statistic takes n as 1 / (1/n + 1/N).
+
+    >>> round(psi_p_value(0.1, 100, 10), 3), round(psi_p_value(0.1, 1000, 10), 6)
+    (0.35, 0.0)
+    >>> round(psi_p_value(0.1, 300, 10), 4), round(psi_p_value(0.1, 300, 10, 1800), 4)
+    (0.0004, 0.0023)
+    """
+    from scipy.stats import chi2
+
+    if bins < 2:
+        return 1.0
+    n = persons if not reference_persons else 1 / (1 / persons + 1 / reference_persons)
+    return float(chi2.sf(n * value, bins - 1))
+
+
+def _wald_p(estimate: float, standard_error: float) -> float:
+    from scipy.stats import norm
+
+    if not (math.isfinite(estimate) and math.isfinite(standard_error)) or standard_error <= 0:
+        return 1.0
+    return float(2 * norm.sf(abs(estimate) / standard_error))
+
+
+def calibration_p_values(labels: np.ndarray, scores: np.ndarray, intercept: float,
+                         slope: float) -> tuple[float, float]:
+    """Wald p-values of calibration in the large (against 0) and of the calibration slope
+    (against 1), with standard errors from the information at the model's own risks (what
+    the calibrated model would give).
+
+    >>> p = np.full(400, 0.2); y = (np.arange(400) < 80).astype(int)
+    >>> round(calibration_p_values(y, p, 0.0, 1.0)[0], 3)
+    1.0
+    """
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-12, 1 - 1e-12)
+    w = p * (1 - p)
+    se_intercept = 1 / math.sqrt(max(float(w.sum()), 1e-300))
+    x = np.c_[np.ones(len(p)), np.log(p / (1 - p))]
+    try:
+        cov = np.linalg.inv(x.T @ (x * w[:, None]))
+        se_slope = math.sqrt(max(float(cov[1, 1]), 0.0))
+    except np.linalg.LinAlgError:
+        se_slope = math.inf
+    return _wald_p(intercept, se_intercept), _wald_p(slope - 1, se_slope)
 
 
 def _level(value: float, watch: float, drift: float) -> str | None:
@@ -352,9 +413,13 @@ def drift(reference: Mapping[str, Any], x: np.ndarray, columns: Sequence[str],
     enough = {str(c) for c, n in code_persons.items() if int(n) >= max(min_cell_count, 1)}
     codes = {"new": sorted(enough - trained), "vanished": sorted(trained - enough)}
     flags = []
-    for name, found in [*sorted(features.items()), (SCORE, score)]:
-        if "psi" in found and (level := _level(found["psi"], thresholds.psi_watch,
-                                               thresholds.psi_drift)):
+    compared = [*sorted(features.items()), (SCORE, score)]
+    bar = thresholds.evidence / max(sum("psi" in found for _, found in compared), 1)
+    for name, found in compared:
+        if "psi" in found and psi_p_value(found["psi"], len(x), found["bins"],
+                                          reference.get("persons")) \
+                < bar and (level := _level(
+                    found["psi"], thresholds.psi_watch, thresholds.psi_drift)):
             flags.append(_flag(level, name, "psi", found["psi"],
                                getattr(thresholds, f"psi_{level}")))
         change = found.get("missing", {}).get("change")
@@ -415,10 +480,14 @@ def prospective(labels: np.ndarray, scores: np.ndarray, min_cell_count: int,
     flags = []
     if training_auroc is not None and high < training_auroc:
         flags.append(_flag("drift", MODEL, "auroc", _finite(auc), training_auroc))
-    if intercept is not None and abs(intercept) > thresholds.calibration_intercept:
+    p_intercept, p_slope = calibration_p_values(y, p, intercept or 0.0,
+                                                1.0 if slope is None else slope)
+    if intercept is not None and abs(intercept) > thresholds.calibration_intercept \
+            and p_intercept < thresholds.evidence / 2:
         flags.append(_flag("watch", MODEL, "calibration_intercept", intercept,
                            thresholds.calibration_intercept))
-    if slope is not None and not thresholds.slope_low <= slope <= thresholds.slope_high:
+    if slope is not None and not thresholds.slope_low <= slope <= thresholds.slope_high \
+            and p_slope < thresholds.evidence / 2:
         flags.append(_flag("watch", MODEL, "calibration_slope", slope,
                            [thresholds.slope_low, thresholds.slope_high]))
     return _record({

@@ -85,6 +85,9 @@ class ScoringRun:
     source_digest: str
     as_of: date
     out: Path
+    entered_within: int | None = None
+    """Score only episodes whose index date falls in the last that many days up to the
+    as-of date (None: every open episode)."""
 
     @property
     def store(self) -> Path:
@@ -95,7 +98,8 @@ class ScoringRun:
 
     @property
     def folder(self) -> Path:
-        """The run folder ``<out>/<package digest[:12]>/<as-of>``."""
+        """The run folder ``<out>/<package digest[:12]>/<as-of>`` (a scoring with another
+    ``entered_within`` as of the same day replaces it: the option is in the rerun key)."""
         return self.out / self.package_digest[:12] / self.as_of.isoformat()
 
     def config(self) -> dict[str, str]:
@@ -103,16 +107,23 @@ class ScoringRun:
         return {"package": str(self.package), "package_digest": self.package_digest,
                 "source": str(self.source), "source_kind": self.source_kind,
                 "source_digest": self.source_digest, "as_of": self.as_of.isoformat(),
-                "out": str(self.out)}
+                "out": str(self.out),
+                "entered_within": "all" if self.entered_within is None
+                else str(self.entered_within)}
 
 
-def prepare(package_path: Path, source: Path, as_of: str, out: Path) -> ScoringRun:
+def prepare(package_path: Path, source: Path, as_of: str, out: Path,
+            entered_within: int | None = None) -> ScoringRun:
     """Check everything before any work: the package (verified, this major version), the
     as-of date, the pseudonym key, the source (an OMOP extract holding every table the
     packaged definitions read, or an event store holding codes of every family they read
     and the target cohort's entry concepts); one clear error otherwise."""
     pkg = package.load(Path(package_path))
     day = parse_as_of(as_of)
+    if entered_within is not None and entered_within < 1:
+        raise ScoringError(f"--entered-within {entered_within}: not a number of days; fix: "
+                           "a whole number of days of 1 or more (--entered-within 31), or "
+                           "leave it out to score every open episode")
     privacy.pseudonym_key()
     source = Path(source).absolute()
     if not source.exists():
@@ -130,7 +141,7 @@ def prepare(package_path: Path, source: Path, as_of: str, out: Path) -> ScoringR
         kind = "omop"
     return ScoringRun(package=Path(package_path).absolute(), package_digest=pkg.digest,
                       source=source, source_kind=kind, source_digest=source_digest(source),
-                      as_of=day, out=Path(out).absolute())
+                      as_of=day, out=Path(out).absolute(), entered_within=entered_within)
 
 
 def ingest_extract(run_config: dict[str, Any], out: Path) -> None:
@@ -155,9 +166,10 @@ def snakemake_command(run: ScoringRun, profile: str, extra: list[str], shards: i
 
 
 def score(package_path: Path, source: Path, as_of: str, out: Path, profile: str = "laptop",
-          extra: list[str] | None = None, shards: int = 4) -> tuple[int, ScoringRun, Path]:
+          extra: list[str] | None = None, shards: int = 4, entered_within: int | None = None
+          ) -> tuple[int, ScoringRun, Path]:
     """Run the scoring workflow; returns Snakemake's exit status, the run and its log."""
-    run = prepare(package_path, source, as_of, out)
+    run = prepare(package_path, source, as_of, out, entered_within)
     private.protect(run.out)  # owner-only from here on
     log = run.out / "logs" / f"{run.package_digest[:12]}-{run.as_of.isoformat()}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -176,12 +188,17 @@ class HistoryRow:
     persons: str
     mean_score: str
     state: str
+    flags: str = "-"
+    """Monitoring flags: the run's drift flags and its latest prospective metrics' ("-"
+    before its monitor step)."""
 
 
 def history(out: Path) -> list[HistoryRow]:
     """Every scoring run under ``out``, by as-of date then package: persons scored
-    (suppressed as in the summary), mean score, and ``done`` (summary written) or
-    ``incomplete``."""
+    (suppressed as in the summary), mean score, ``done`` (summary written) or
+    ``incomplete``, and its monitoring flags."""
+    from cohortflow.scoring._monitor import flag_count
+
     out = Path(out)
     if not out.is_dir():
         raise ScoringError(f"{out}: not a folder; fix: give the --out folder of "
@@ -198,9 +215,11 @@ def history(out: Path) -> list[HistoryRow]:
         if record.is_file():
             summary = json.loads(record.read_text())
             mean = summary["score"]["mean"] if summary.get("score") else None
+            flags = flag_count(folder)
             rows.append(HistoryRow(day.isoformat(), summary["package_digest"][:12],
                                    str(summary["persons_scored"]),
-                                   "-" if mean is None else f"{mean:.4f}", "done"))
+                                   "-" if mean is None else f"{mean:.4f}", "done",
+                                   "-" if flags is None else str(flags)))
         else:
             rows.append(HistoryRow(day.isoformat(), folder.parent.name, "-", "-",
                                    "incomplete"))

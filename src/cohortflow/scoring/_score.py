@@ -78,9 +78,10 @@ def score_index(pkg: ModelPackage, store: Path, index: pl.DataFrame) -> pl.DataF
 # ---- the steps of an as-of scoring run ---------------------------------------------------
 
 def write_eligible(package_path: Path, store: Path, as_of: date, out: Path,
-                   attrition_out: Path) -> None:
+                   attrition_out: Path, entered_within: int | None = None) -> None:
     """The eligible step: the persons eligible as of ``as_of`` under the packaged target
-    cohort (:mod:`cohortflow.scoring._asof`), ``subject_id, index_time`` sorted by id, into
+    cohort (:mod:`cohortflow.scoring._asof`; with ``entered_within``, only those who entered
+    it in the last that many days), ``subject_id, index_time`` sorted by id, into
     ``out``; the count after each step into ``attrition_out`` (private: exact counts)."""
     pkg = package.load(Path(package_path))
     defs = Definitions.of(pkg)
@@ -94,7 +95,7 @@ def write_eligible(package_path: Path, store: Path, as_of: date, out: Path,
     frames, attrition = [], []
     for shard in events.list_shards(store):
         shard_events = events.scan_shard(store, shard).filter(pl.col("code").is_in(wanted))
-        steps = eligible_steps(plan, shard_events, as_of)
+        steps = eligible_steps(plan, shard_events, as_of, entered_within)
         collected = pl.collect_all([frame for _, frame in steps])
         frames.append(collected[-1])
         attrition.append([{"step": name, "subjects": f["subject_id"].n_unique(),
