@@ -38,6 +38,20 @@ def test_packaged_arrays_predict_as_sklearn(family: str, hp: dict[str, object]) 
     np.testing.assert_allclose(got, fitted.predict_proba(x[800:])[:, 1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("family", ["logistic", "gradient_boosting", "random_forest"])
+def test_a_training_column_with_no_value_fits_and_packages(family: str) -> None:
+    """A feature no training person has a value for (all missing: common in wide sparse
+    studies) is fitted by every family -- scikit-learn's boosted trees refuse it on their
+    own -- and its package predicts as the model does, a value there at prediction too."""
+    rng = np.random.default_rng(11)
+    x = rng.poisson(1.0, size=(300, 4)).astype(np.float64)
+    y = ((x[:, 0] + rng.normal(size=len(x))) > 1.5).astype(np.int8)
+    x[:200, 2] = np.nan  # no value in the training rows
+    fitted = models.make_estimator(family, {}, seed=3).fit(x[:200], y[:200])
+    got = package.predict_proba(family, package.export(family, fitted), x[200:])
+    np.testing.assert_allclose(got, fitted.predict_proba(x[200:])[:, 1], rtol=0, atol=1e-12)
+
+
 def test_unknown_family_is_refused() -> None:
     with pytest.raises(package.PackageError, match="cannot be packaged; packaged families"):
         package.export("svm", object())

@@ -52,6 +52,30 @@ class SparseForest(RandomForestClassifier):  # type: ignore[misc]
     is 0 to its trees (a package replaces a NaN by 0 before them)."""
 
 
+class BoostedTrees(HistGradientBoostingClassifier):  # type: ignore[misc]
+    """scikit-learn's HistGradientBoosting, fitted also when a training column holds no
+    value at all (every cell missing: a code no training person had in a value window,
+    common in wide sparse studies), which its binning refuses with "window shape cannot be
+    larger than input array shape".  Such a column is fitted as a constant: no tree can
+    split on it, as none could on a column of nothing but missing values, so predictions
+    on the original input are the same and the exported trees need no change.
+
+    >>> x = np.column_stack([np.arange(40.0), np.full(40, np.nan)])
+    >>> y = np.arange(40) % 2
+    >>> BoostedTrees(max_iter=2).fit(x, y).predict_proba(x).shape
+    (40, 2)
+    """
+
+    def fit(self, X: Any, y: Any, **kwargs: Any) -> BoostedTrees:  # noqa: N803
+        x = np.asarray(X, dtype=np.float64)
+        empty = np.isnan(x).all(axis=0)
+        if empty.any():
+            x = x.copy()
+            x[:, empty] = 0.0
+        super().fit(x, y, **kwargs)
+        return self
+
+
 def describe(family: str, hyperparameters: dict[str, Any]) -> str:
     """A one-line name of a configuration's model.
 
@@ -98,7 +122,7 @@ def make_estimator(family: str, hp: dict[str, Any], seed: int,
     if family in DENSE_ONLY and sparse_missing is not None:
         raise ValueError(f"{family} takes dense input only; fix: give it a dense matrix")
     if family == "gradient_boosting":
-        return HistGradientBoostingClassifier(
+        return BoostedTrees(
             learning_rate=float(hp.get("learning_rate", 0.1)),
             max_iter=int(hp.get("max_iter", 100)),
             max_leaf_nodes=int(hp.get("max_leaf_nodes", 15)),
