@@ -39,3 +39,16 @@ def test_a_command_prints_a_bracketed_path_verbatim_and_exits_2(tmp_path: Path) 
     assert done.returncode == 2, done.stderr
     assert f"error: {study}: " in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_progress_line_prints_a_bracketed_path_verbatim(tmp_path: Path) -> None:
+    """Not only errors: every line the command prints names paths as they are."""
+    from cohortflow.study import demo_study_path
+
+    study = tmp_path / "[bold]study [2024].yaml"
+    study.write_text(demo_study_path().read_text())
+    done = subprocess.run([sys.executable, "-m", "cohortflow", "validate", str(study)],
+                          capture_output=True, text=True, check=False,
+                          env={"COLUMNS": "400", "PATH": "", "PYTHONPATH": ":".join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"{study}: valid study "), done.stderr

@@ -27,8 +27,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
-out = Console()
+# Nothing printed is read as console markup: paths, rule, cohort and code names may hold
+# brackets (``study[2024].yaml``), which rich would take for styles and drop.  Styled words
+# are :class:`Text` with a style.
+err = Console(stderr=True, markup=False, highlight=False)
+out = Console(markup=False, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -235,8 +238,9 @@ def verify_command(
     if (recorded.root / LEDGER).is_dir():  # the results tree the manifest sits in
         leaks = audit(recorded)
         if leaks:
-            out.print("[red]not verified.[/] Shared files that did not come through the "
-                      "disclosure gate (written or changed some other way):")
+            out.print(Text.assemble(("not verified.", "red"), " Shared files that did not come "
+                                    "through the disclosure gate (written or changed some "
+                                    "other way):"))
             for leak in leaks:
                 out.print(f"  - {leak}")
             raise typer.Exit(1)
@@ -247,20 +251,21 @@ def verify_command(
     shown = [f for f in findings if len(findings) <= VERIFY_ROWS or f.verdict != "identical"]
     for finding in shown:
         colour = "green" if finding.verdict == "identical" else "red"
-        table.add_row(finding.output, f"[{colour}]{finding.verdict}[/]")
+        table.add_row(Text(finding.output), Text(finding.verdict, style=colour))
     if len(shown) < len(findings):
-        table.add_row(f"({len(findings) - len(shown)} more outputs)", "[green]identical[/]")
+        table.add_row(Text(f"({len(findings) - len(shown)} more outputs)"),
+                      Text("identical", style="green"))
     out.print(table)
     if rerun is not None:
         out.print(f"rerun manifest: {rerun}")
     if all(f.verdict == "identical" for f in findings):
-        out.print("[green]verified:[/] every output is identical")
+        out.print(Text.assemble(("verified:", "green"), " every output is identical"))
         if causes:  # a package or the lock changed, for example, yet gave the same outputs
             out.print("Though these changed since the recorded run:")
             for cause in causes:
                 out.print(f"  - {cause}")
         return
-    out.print("[red]not verified.[/] What changed since the recorded run:")
+    out.print(Text.assemble(("not verified.", "red"), " What changed since the recorded run:"))
     for cause in causes or ["nothing recorded changed: the difference is not explained by the "
                             "inputs, the study, the code or the packages"]:
         out.print(f"  - {cause}")
@@ -373,7 +378,7 @@ def status_command(
     table = Table("step", "outputs", "state", "why")
     colour = {"done": "green", "pending": "yellow", "out of date": "red"}
     for step in status(study, profile, results):
-        table.add_row(step.rule, str(step.outputs), f"[{colour[step.state]}]{step.state}[/]",
+        table.add_row(step.rule, str(step.outputs), Text(step.state, style=colour[step.state]),
                       step.why)
     out.print(table)
 
