@@ -286,3 +286,23 @@ def test_the_pgx_attrition_is_suppressed_below_k_and_persons_are_pseudonyms(
         raw = {str(s) for s in ours["subject_id"].to_list()}
         link = pl.read_csv(recovery_run / "omop" / "genotypes" / "linkage.csv")
         assert not (set(theirs["person"].to_list()) & (raw | set(link["sample_id"])))
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_manifest_checksums_the_genotype_tables_and_keys_the_genotype_inputs(
+        recovery_run: Path) -> None:
+    """`cohortflow verify` names a genotype table that differs, and a changed VCF or linkage
+    table is a recorded cause: the tables the study read are outputs of the manifest, the
+    genotype files and the linkage inputs (by content)."""
+    from cohortflow.manifest import tree_digest
+
+    record = json.loads(Layout(recovery_run).manifest.read_text())
+    tables = [f"genomics/{t}.parquet" for t in ("linkage", "phenotypes", "variants")]
+    assert set(tables) <= set(record["outputs"])
+    for table in tables:
+        assert record["outputs"][table] == tree_digest(recovery_run / table)
+    study = load_study(recovery_run.parents[2] / "pgx.yaml")
+    assert record["inputs"]["genomics"] == {"sha256": study.genomics_digest(),
+                                            "linkage_sha256": study.linkage_digest()}
+    assert not any(key.startswith("genomics/genotypes") for key in record["outputs"])

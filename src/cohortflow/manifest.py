@@ -315,10 +315,15 @@ def shared_test(metrics: dict[str, Any], disclosure: Disclosure) -> dict[str, An
 def write(study: Study, disclosure: Disclosure, study_path: Path, profile: str,
           workflow_root: Path, outputs: list[Path], benchmarks: list[Path]) -> None:
     """The study's run manifest (``manifest.json``), written through the disclosure gate:
-    inputs, code, packages, seeds, the analyses and cohorts, each analysis's test metrics
+    inputs (the source's tables; the genotype files and linkage of a study with
+    ``genomics:``), code, packages, seeds, the analyses and cohorts, each analysis's test metrics
     (:func:`shared_test`), a checksum of each of ``outputs`` (a file or a folder, as
     given), step timings."""
     layout = disclosure.layout
+    inputs = json.loads(events.source_fingerprint_path(layout.store).read_text())
+    if study.genomics is not None:  # the genotype files and the linkage table, by content
+        inputs["genomics"] = {"sha256": study.genomics_digest(),
+                              "linkage_sha256": study.linkage_digest()}
     seeds = {"study": study.seed}
     if study.source.synth is not None:
         seeds["synth"] = study.source.synth.seed
@@ -326,7 +331,7 @@ def write(study: Study, disclosure: Disclosure, study_path: Path, profile: str,
         disclosure=disclosure, study_path=Path(study_path), study_digest=study.digest(),
         seeds=seeds, profile=profile, workflow_root=workflow_root, results=layout.root,
         outputs=[Path(p) for p in outputs], source=source_record(study),
-        inputs=json.loads(events.source_fingerprint_path(layout.store).read_text()),
+        inputs=inputs,
         metrics={a.id: shared_test(json.loads(layout.model_metrics(a.id).read_text()),
                                    disclosure)
                  for a in study.analysis_list()},

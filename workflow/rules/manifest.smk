@@ -2,11 +2,22 @@ manifest = LazyModule("cohortflow.manifest")
 runner = LazyModule("cohortflow.runner")
 
 # Each checksummed on its own, so `cohortflow verify` names the cohort, tensor or analysis
-# that differs: the store, every cohort, every target's tensor, every analysis's folder
+# that differs: the store, the genotype tables, every cohort, every target's tensor, every analysis's folder
 # (labels, attrition, chosen model, leaderboard), the sweep, the report and its figures, the
 # export.
+def genomic_outputs():
+    """The genotype tables the study reads (person-level, the same bytes on every profile):
+    the phenotypes for pgx criteria or genomic features, the dosages, and the linkage they
+    come through.  Not the converted store, whose bio2zarr metadata names paths."""
+    tables = set(get_genomic_tables(None).values())
+    if any(LIBRARY[c].pgx_criteria() for c in STUDY.cohorts_used()):
+        tables.add(LAYOUT.phenotypes)
+    return sorted(tables | ({LAYOUT.linkage} if tables else set()))
+
+
 MANIFEST_OUTPUTS = (
     [LAYOUT.store]
+    + genomic_outputs()
     + [LAYOUT.cohort(c) for c in STUDY.cohorts_used()]
     + [LAYOUT.tensor(t) for t in STUDY.targets()]
     + [LAYOUT.analysis(a) for a in ANALYSES]
