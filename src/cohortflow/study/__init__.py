@@ -552,15 +552,20 @@ class Study(SpecModel):
 
     def genomics_digest(self) -> str:
         """The conversion's key (or the given store's check): the genotype files' content
-        (a store: its files' paths and contents) and the partitions, so a replaced VCF of
-        the same name reruns it, and editing anything else of the section does not."""
+        (a store: its files' paths and contents; each file hashed once per content, see
+        :mod:`cohortflow.study._digests`), the partitions and the reference's contigs, so a
+        replaced VCF of the same name reruns it, and editing anything else of the section
+        does not."""
         g = self.genomics
         if g is None:
             return content_digest(None)
         store = self.genotype_store()
         files = [*self.genotype_files(), *([store] if store is not None else [])]
-        return content_digest({"partitions": g.partitions,
-                               "files": [_file_digest(f) for f in files]})
+        key: dict[str, Any] = {"partitions": g.partitions,
+                               "files": [_file_digest(f) for f in files]}
+        if g.reference is not None:  # left out when unset: the keys of studies before it
+            key["reference"] = list(g.reference_contigs() or ())
+        return content_digest(key)
 
     def linkage_digest(self) -> str:
         """The linkage step's key: the genotypes' and the linkage table's content."""
