@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from tests.helpers import (  # noqa: F401
 # one key.  Tests of the missing-key message remove it themselves.
 PSEUDONYM_KEY = "cohortflow-test-suite-key"
 os.environ.setdefault("COHORTFLOW_PSEUDONYM_KEY", PSEUDONYM_KEY)
+# The input files' digests the suite computes are cached in its own folder, not the user's.
+os.environ.setdefault("COHORTFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="cohortflow-cache-"))
 
 # Fixtures that run a whole study or ingest a sizeable database: a test using any of them
 # (directly or through another fixture) is marked `slow` and stays out of the fast lane.

@@ -25,7 +25,7 @@ from cohortflow.cohorts._engine import GENOTYPED_STEP
 from cohortflow.errors import StudySpecError
 from cohortflow.features._genomics import gene_phenotypes, genomic_cells, genomic_keys
 from cohortflow.features._index import FeatureIndex, dense_block
-from cohortflow.genomics import GenomicsError
+from cohortflow.genomics import GRCH38_CONTIGS, GenomicsError
 from cohortflow.genomics import _study as steps
 from cohortflow.layout import Layout
 from cohortflow.pgx import PHENOTYPES
@@ -34,10 +34,12 @@ from cohortflow.study import (
     Cohort,
     ConceptSet,
     GenomicFeatures,
+    content_digest,
     load_study,
     parse_study,
     phenotype_slug,
 )
+from cohortflow.study._digests import file_digest
 from cohortflow.synth._genotypes import Bgzf
 from tests.helpers import REPO, cohortflow, run_study
 from tests.test_rerun_keys import _dry_run, _rules
@@ -256,6 +258,18 @@ def test_a_rerun_conversion_replaces_its_own_store_only(tiny: Layout, tmp_path: 
     with pytest.raises(GenomicsError, match="already exists"):
         steps.convert_init([vcf], foreign, 1, tmp_path / "init2.json")
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_given_store_is_checked_against_the_declared_reference(tiny: Layout,
+                                                                tmp_path: Path) -> None:
+    """genomics.zarr with genomics.reference: the store's contigs with records are checked
+    when it is recorded (here chr10 and chr12)."""
+    steps.describe_store(tiny.genotypes, tmp_path / "ok.json", GRCH38_CONTIGS)
+    assert json.loads((tmp_path / "ok.json").read_text())["variants"] == 3
+    with pytest.raises(GenomicsError, match=r"genotypes\.vcz: CHROM: records on contig\(s\) "
+                                            r"chr12, not a contig of the reference \(10\)"):
+        steps.describe_store(tiny.genotypes, tmp_path / "bad.json", ["10"])
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_the_phenotypes_are_the_callers_for_each_linked_person(tiny: Layout) -> None:
@@ -525,3 +539,88 @@ def test_a_given_store_skips_the_conversion(pgx_run: Path, tmp_path: Path) -> No
     assert {"genomics_store", "genomics_linkage", "genomics_phenotypes"} <= rules
     assert not rules & {"genomics_explode_init", "genomics_explode", "genomics_encode_init",
                         "genomics_encode"}
+
+
+# ---- the declared reference, through the workflow -----------------------------------------
+
+UNPLACED = "chrUn_KI270302v1"  # a GRCh38 analysis-set contig, not of the primary assembly
+
+
+def _reference_study(root: Path, extra_record: bool) -> Path:
+    """The pgx seed study on the hand-built VCF (plus a record on an unplaced contig,
+    declared in the header, when ``extra_record``), its reference declared GRCh38."""
+    text = _vcf_text()
+    if extra_record:
+        text = text.replace("##FORMAT", f"##contig=<ID={UNPLACED},length=2274>\n##FORMAT")
+        text += "\t".join([UNPLACED, "10", ".", "A", "G", ".", "PASS", ".", "GT",
+                           "0/1", "0/0", "0/0", "1/1"]) + "\n"
+    vcf = root / "tiny.vcf.gz"
+    root.mkdir(parents=True, exist_ok=True)
+    with vcf.open("wb") as raw, io.BufferedWriter(Bgzf(raw)) as f:
+        f.write(text.encode())
+    (root / "link.csv").write_text("sample_id,person_id\n" + "".join(
+        f"{s},{p}\n" for s, p in LINKAGE.items()))
+    study = root / "pgx.yaml"
+    study.write_text(yaml.safe_dump(_raw(genomics={
+        "vcf": ["tiny.vcf.gz"], "linkage": "link.csv", "partitions": 2,
+        "reference": "GRCh38"}), sort_keys=False))
+    return study
+
+
+def test_the_declared_reference_is_in_the_section_and_the_conversion_key(
+        tmp_path: Path) -> None:
+    study = load_study(_reference_study(tmp_path, extra_record=False))
+    assert study.genomics is not None
+    contigs = study.genomics.reference_contigs()
+    assert contigs is not None and contigs[:2] == ("chr1", "chr2") and len(contigs) == 25
+    assert study.genomics.model_dump()["reference"] == "GRCh38"
+    raw = yaml.safe_load((tmp_path / "pgx.yaml").read_text())
+    raw["genomics"].pop("reference")
+    unset = parse_study(raw, origin="pgx.yaml")
+    assert unset.genomics is not None and "reference" not in unset.genomics.model_dump()
+    unset._folder = study._folder
+    assert unset.genomics_digest() != study.genomics_digest()
+    # the key without a reference is the one studies written before it had
+    assert unset.genomics_digest() == content_digest(
+        {"partitions": 2, "files": [file_digest(f) for f in unset.genotype_files()]})
+
+
+@pytest.mark.parametrize(("reference", "message"), [
+    ("hg19", r"genomics\.reference.*unknown reference 'hg19'; fix: reference: GRCh38"),
+    ([], r"genomics\.reference.*no contig listed"),
+    (["chr1", "chr1"], r"genomics\.reference.*contigs repeat"),
+    (["chr 1"], r"genomics\.reference.*'chr 1' is not a contig name"),
+])
+def test_a_bad_reference_is_refused_at_its_place(reference: Any, message: str) -> None:
+    raw = _raw(genomics={"vcf": ["a.vcf.gz"], "linkage": "l.csv", "reference": reference})
+    with pytest.raises(StudySpecError, match=message):
+        parse_study(raw, origin="pgx.yaml")
+
+
+@pytest.mark.e2e
+def test_a_vcf_off_the_declared_reference_fails_its_conversion(tmp_path: Path) -> None:
+    """Through the workflow: the study's reference reaches the conversion, which refuses
+    the record on an unplaced contig with one message, leaving no store, no staging folder
+    and no step record; the same study without that record converts."""
+    study = _reference_study(tmp_path / "bad", extra_record=True)
+    target = "results/pgx/genomics/genotypes.json"
+    done = cohortflow("run", str(study), "--results", "results", "--", target,
+                      cwd=tmp_path / "bad")
+    console = done.stdout + done.stderr
+    assert done.returncode != 0, console[-3000:]
+    errors = [line for line in console.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: step genomics_explode_init failed: {tmp_path / 'bad' / 'tiny.vcf.gz'}: "
+        f"CHROM: records on contig(s) {UNPLACED}, not a contig of the reference (chr1, "
+        "chr2, chr3, chr4, … 25 in all); fix: rename the contigs to the reference's names "
+        "(`bcftools annotate --rename-chrs`), drop those records (`bcftools view -t "
+        "^CONTIG`), or list the reference's contigs as genomics.reference"], console[-3000:]
+    assert "Traceback" not in console
+    genomics_dir = tmp_path / "bad" / "results" / "pgx" / "genomics"
+    left = sorted(p.relative_to(genomics_dir).as_posix() for p in genomics_dir.rglob("*")
+                  ) if genomics_dir.exists() else []
+    assert left in ([], ["steps"]), left
+    ok = _reference_study(tmp_path / "good", extra_record=False)
+    results = run_study(ok, tmp_path / "good", "--", target, name="pgx")
+    record = json.loads((results / "genomics" / "genotypes.json").read_text())
+    assert (record["samples"], record["variants"]) == (4, 3)

@@ -25,3 +25,9 @@ class SourceError(CohortflowError):
 
 class StoreError(CohortflowError):
     """An event store or feature store is missing, corrupt, or half-written."""
+
+
+class GenomicsError(CohortflowError):
+    """Genotype input (VCF, VCF Zarr store, omics matrix or linkage table) that cannot be
+    used (raised by :mod:`cohortflow.genomics`; defined here so that a workflow step's
+    genomics error is shown as its message alone, like every error of this module)."""

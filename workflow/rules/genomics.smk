@@ -43,7 +43,8 @@ if STUDY.genomics is not None and STUDY.genotype_store() is None:
         run:
             with DISCLOSURE.step_log(log[0]):
                 genomics_steps.convert_init(genotype_inputs()[0], LAYOUT.genotypes,
-                                            STUDY.genomics.partitions, output[0])
+                                            STUDY.genomics.partitions, output[0],
+                                            STUDY.genomics.reference_contigs())
 
     rule genomics_explode:
         input:
@@ -115,7 +116,8 @@ elif STUDY.genomics is not None:
             LAYOUT.benchmark("genomics/store")
         run:
             with DISCLOSURE.step_log(log[0]):
-                genomics_steps.describe_store(STUDY.genotype_store(), output[0])
+                genomics_steps.describe_store(STUDY.genotype_store(), output[0],
+                                              STUDY.genomics.reference_contigs())
 
 
 rule genomics_linkage:

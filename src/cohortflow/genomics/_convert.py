@@ -27,7 +27,7 @@ from bio2zarr import vcf as b2z
 from bio2zarr import vcf_utils
 
 from cohortflow.genomics._errors import GenomicsError as GenomicsError  # re-exported
-from cohortflow.genomics._reference import Site, bare, check_ref, defining_sites
+from cohortflow.genomics._reference import Site, bare, check_contigs, check_ref, defining_sites
 
 INPUT = "input"
 ICF = "icf"
@@ -138,25 +138,7 @@ def _check_contigs(vcf: Path, link: Path, reference: Sequence[str] | None) -> No
                 f"{vcf}: CHROM: records on contig(s) {', '.join(unknown)} that no ##contig "
                 f"header line declares; fix: add ##contig=<ID={unknown[0]},length=...> lines "
                 "(`bcftools reheader`) or drop those records")
-    if reference is not None:
-        known = {bare(c) for c in reference}
-        foreign = [name for name in used if bare(name) not in known]
-        if foreign:
-            raise GenomicsError(
-                f"{vcf}: CHROM: records on contig(s) {', '.join(foreign)}, not a contig of "
-                f"the reference ({_few(reference)}); fix: rename the contigs to the "
-                "reference's names (`bcftools annotate --rename-chrs`) or drop those "
-                "records (`bcftools view -t ^CONTIG`)")
-
-
-def _few(names: Sequence[str], n: int = 4) -> str:
-    """The first few names of a list and how many there are.
-
-    >>> _few(["chr1", "chr2", "chr3", "chr4", "chr5"])
-    'chr1, chr2, chr3, chr4, … 5 in all'
-    """
-    shown = ", ".join(names[:n])
-    return shown if len(names) <= n else f"{shown}, … {len(names)} in all"
+    check_contigs(used, reference, str(vcf))
 
 
 def _check_reference(vcf: Path, link: Path, sites: Sequence[Site]) -> None:

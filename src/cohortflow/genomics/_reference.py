@@ -10,9 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cohortflow.genomics._errors import GenomicsError
-
-GRCH38_CONTIGS = (*(f"chr{i}" for i in range(1, 23)), "chrX", "chrY", "chrM")
-"""The GRCh38 primary assembly's chromosomes, named as the pgx seeds name them."""
+from cohortflow.study._genomics import GRCH38_CONTIGS as GRCH38_CONTIGS  # re-exported
 
 
 @dataclass(frozen=True)
@@ -33,6 +31,38 @@ def bare(contig: str) -> str:
     ('10', '10', 'X')
     """
     return contig[3:] if contig.lower().startswith("chr") else contig
+
+
+def check_contigs(used: Iterable[str], reference: Sequence[str] | None, where: str) -> None:
+    """Raise :class:`GenomicsError` when a contig with records (``used``) is not one of
+    ``reference``'s (None: not checked); ``where`` names the file or store.
+
+    >>> check_contigs(["10", "chrX"], GRCH38_CONTIGS, "a.vcf.gz")
+    >>> check_contigs(["chr10", "chrEBV"], ["chr10"], "a.vcf.gz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cohortflow.errors.GenomicsError: a.vcf.gz: CHROM: records on contig(s) chrEBV, ...
+    """
+    if reference is None:
+        return
+    known = {bare(c) for c in reference}
+    foreign = [name for name in used if bare(name) not in known]
+    if foreign:
+        raise GenomicsError(
+            f"{where}: CHROM: records on contig(s) {', '.join(foreign)}, not a contig of the "
+            f"reference ({_few(reference)}); fix: rename the contigs to the reference's names "
+            "(`bcftools annotate --rename-chrs`), drop those records (`bcftools view -t "
+            "^CONTIG`), or list the reference's contigs as genomics.reference")
+
+
+def _few(names: Sequence[str], n: int = 4) -> str:
+    """The first few names of a list and how many there are.
+
+    >>> _few(["chr1", "chr2", "chr3", "chr4", "chr5"])
+    'chr1, chr2, chr3, chr4, … 5 in all'
+    """
+    shown = ", ".join(names[:n])
+    return shown if len(names) <= n else f"{shown}, … {len(names)} in all"
 
 
 def defining_sites() -> list[Site]:

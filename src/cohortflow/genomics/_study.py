@@ -33,6 +33,7 @@ from cohortflow.genomics._convert import (
     staging_path,
 )
 from cohortflow.genomics._linkage import link_samples, read_linkage
+from cohortflow.genomics._reference import check_contigs
 from cohortflow.genomics._store import open_genotypes
 from cohortflow.study import Study, phenotype_slug
 
@@ -78,8 +79,10 @@ def partition_names(record: Path) -> list[str]:
     return [str(i) for i in range(_partitions(record))]
 
 
-def convert_init(vcfs: Sequence[Path], out: Path, partitions: int, record: Path) -> None:
-    """Stage the VCFs (indexing those without an index) and plan the explode partitions.
+def convert_init(vcfs: Sequence[Path], out: Path, partitions: int, record: Path,
+                 reference_contigs: Sequence[str] | None = None) -> None:
+    """Stage the VCFs (indexing those without an index; their records on contigs of
+    ``reference_contigs`` when given, see :func:`stage`) and plan the explode partitions.
 
     A store left at ``out`` by an earlier conversion (its inputs changed since) is removed
     first: it is this step's own output, rebuilt."""
@@ -87,7 +90,7 @@ def convert_init(vcfs: Sequence[Path], out: Path, partitions: int, record: Path)
     store = any((out / name).is_file() for name in ("zarr.json", ".zgroup"))
     if out.is_dir() and not out.is_symlink() and store:
         shutil.rmtree(out)
-    work = stage([Path(v) for v in vcfs], out)
+    work = stage([Path(v) for v in vcfs], out, reference_contigs)
     _record(record, partitions=explode_init(work, partitions))
 
 
@@ -121,9 +124,14 @@ def convert_finish(out: Path, record: Path) -> None:
     describe_store(out, record)
 
 
-def describe_store(store: Path, record: Path) -> None:
-    """Check the VCF Zarr store ``store`` and record where it is, with its counts."""
+def describe_store(store: Path, record: Path,
+                   reference_contigs: Sequence[str] | None = None) -> None:
+    """Check the VCF Zarr store ``store`` (its records on contigs of ``reference_contigs``
+    when given) and record where it is, with its counts."""
     ds = open_genotypes(Path(store))
+    names = _strings(ds["contig_id"].values)
+    used = np.unique(np.asarray(ds["variant_contig"].values, dtype=np.int64))
+    check_contigs([names[i] for i in used.tolist()], reference_contigs, str(store))
     _record(record, store=str(Path(store).absolute()), samples=int(ds.sizes["samples"]),
             variants=int(ds.sizes["variants"]))
 

@@ -71,6 +71,7 @@ from cohortflow.study._cohort import (
     Washout,
     Window,
 )
+from cohortflow.study._digests import file_digest as _file_digest
 from cohortflow.study._features import (
     AGGREGATION_ORDER,
     ALL_CODES,
@@ -551,15 +552,20 @@ class Study(SpecModel):
 
     def genomics_digest(self) -> str:
         """The conversion's key (or the given store's check): the genotype files' content
-        (a store: its files' paths and contents) and the partitions, so a replaced VCF of
-        the same name reruns it, and editing anything else of the section does not."""
+        (a store: its files' paths and contents; each file hashed once per content, see
+        :mod:`cohortflow.study._digests`), the partitions and the reference's contigs, so a
+        replaced VCF of the same name reruns it, and editing anything else of the section
+        does not."""
         g = self.genomics
         if g is None:
             return content_digest(None)
         store = self.genotype_store()
         files = [*self.genotype_files(), *([store] if store is not None else [])]
-        return content_digest({"partitions": g.partitions,
-                               "files": [_file_digest(f) for f in files]})
+        key: dict[str, Any] = {"partitions": g.partitions,
+                               "files": [_file_digest(f) for f in files]}
+        if g.reference is not None:  # left out when unset: the keys of studies before it
+            key["reference"] = list(g.reference_contigs() or ())
+        return content_digest(key)
 
     def linkage_digest(self) -> str:
         """The linkage step's key: the genotypes' and the linkage table's content."""
@@ -665,32 +671,6 @@ def _a_name(name: str) -> str:
     """A name like ``name`` that fits :data:`NAME` and is not the single form's target."""
     fitted = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", name)).strip("_") or "outcome"
     return f"{fitted}_outcome" if fitted == SINGLE_TARGET else fitted
-
-
-_FILE_DIGESTS: dict[tuple[object, ...], str] = {}
-
-
-def _file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (a folder: of its files' relative paths and bytes, in
-    sorted order); ``missing`` for nothing there (the step that reads it says so).  Kept
-    per (path, inode, size, mtime, ctime) of the file, or of each of the folder's files
-    (a chunk rewritten in place changes no folder time), for the life of the process: a
-    workflow's parse asks for it once per genotype rule."""
-    path = Path(path)
-    if not path.exists():
-        return "missing"
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    key = (str(path.resolve()), *((f.as_posix(), s.st_ino, s.st_size, s.st_mtime_ns,
-                                   s.st_ctime_ns) for f in files for s in [f.stat()]))
-    if key not in _FILE_DIGESTS:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
-            with f.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    h.update(chunk)
-        _FILE_DIGESTS[key] = h.hexdigest()[:16]
-    return _FILE_DIGESTS[key]
 
 
 def content_digest(value: Any) -> str:

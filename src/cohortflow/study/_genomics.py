@@ -7,6 +7,8 @@ axis alike.
 
 >>> Genomics.model_validate({"vcf": ["a.vcf.gz"], "linkage": "link.csv"}).partitions
 4
+>>> Genomics(reference="GRCh38").reference_contigs()[-3:]
+('chrX', 'chrY', 'chrM')
 >>> PgxCriterion(gene="CYP2C19", phenotype=["poor", "intermediate"]).phenotype
 ['poor', 'intermediate']
 """
@@ -16,9 +18,15 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cohortflow.study._base import SpecModel
 
@@ -28,6 +36,12 @@ VARIANT_PREFIX = "VARIANT//"
 """Feature code of a declared variant's dosage: ``VARIANT//rs4244285|all|dosage``."""
 MISSING_CODE = "GENOMICS//missing"
 """Feature code set (``|all|present``) for persons without genotypes (no linked sample)."""
+GRCH38_CONTIGS: tuple[str, ...] = (*(f"chr{i}" for i in range(1, 23)), "chrX", "chrY", "chrM")
+"""The GRCh38 primary assembly's chromosomes, named as the pgx seeds name them (a VCF's
+``10`` is the same contig as ``chr10``: see :func:`cohortflow.genomics._reference.bare`)."""
+REFERENCE_BUILDS: dict[str, tuple[str, ...]] = {"GRCh38": GRCH38_CONTIGS}
+"""The reference builds ``genomics.reference`` may name, with their contigs."""
+_CONTIG = re.compile(r"^[^\s,<>=]+$")
 DOSAGE = "dosage"
 """The aggregation of a variant's dosage: copies of the alternate allele, 0, 1 or 2; NaN
 for a missing call or a person without genotypes."""
@@ -91,12 +105,39 @@ class Genomics(SpecModel):
     linkage: Path | None = Field(
         None, description="CSV or Parquet file with columns sample_id, person_id.")
     partitions: int = Field(
-        4, ge=1, le=4096, description="Conversion partitions: each is one job of the "
-                                      "explode and one of the encode step.")
+        4, ge=1, le=4096, description="Conversion partitions asked of bio2zarr: a target, "
+        "not an exact count; each pass plans its own partitions, one job each.  explode: "
+        "each VCF is cut at its index entries into about partitions / (number of VCFs) "
+        "regions, at least one per contig with records (a region never spans two contigs) "
+        "and fewer when the file has fewer index entries; an uncompressed .vcf is one.  "
+        "encode: min(partitions, number of chunks of 1000 variants).  genomics/steps/"
+        "explode_init.json and encode_init.json record how many were planned.")
+    reference: Literal["GRCh38"] | list[str] | None = Field(
+        None, description="The reference the VCFs are aligned to, whose contigs their "
+        "records must be on (checked when they are converted, or a given store when it is "
+        "recorded): GRCh38 (its primary assembly, chr1-chr22, chrX, chrY, chrM; 10 and chr10 "
+        "are the same contig) or the list of your reference's contig names, e.g. [chr1, "
+        "chr2, chrEBV]; null: not checked.")
     absent: Literal["missing", "reference"] = Field(
         "missing", description="A pharmacogene's defining site absent from the genotypes: "
         "missing (the gene is indeterminate) or reference (homozygous reference, for a "
         "joint-called VCF).")
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in REFERENCE_BUILDS:
+            raise ValueError(f"unknown reference {value!r}; fix: reference: GRCh38, or list "
+                             "your reference's contig names, e.g. reference: [chr1, chr2]")
+        if isinstance(value, list):
+            bad = [c for c in value if not isinstance(c, str) or not _CONTIG.match(c)]
+            if bad or not value:
+                raise ValueError(f"{bad[0]!r} is not a contig name" if bad else
+                                 "no contig listed; fix: reference: GRCh38, or reference: "
+                                 "[chr1, chr2, ...]")
+            if len(set(value)) != len(value):
+                raise ValueError(f"contigs repeat: {value}; fix: list each contig once")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> Genomics:
@@ -110,10 +151,35 @@ class Genomics(SpecModel):
                              "linkage: linkage.csv}")
         return self
 
+    @model_serializer(mode="wrap")
+    def _omit_defaults_added_later(self, handler: SerializerFunctionWrapHandler
+                                   ) -> dict[str, Any]:
+        # reference was added after studies were written: left out of dumps when unset, so
+        # those studies keep their digests.  Pydantic keeps one serializer per model.
+        data: dict[str, Any] = handler(self)
+        if data.get("reference") is None:
+            data.pop("reference", None)
+        return data
+
     @property
     def from_synth(self) -> bool:
         """Whether the genotypes are the synthetic source's (no file given)."""
         return self.linkage is None
+
+    def reference_contigs(self) -> tuple[str, ...] | None:
+        """The contigs of the declared reference (a build's, or the listed ones); None:
+        no reference declared, contigs not checked.
+
+        >>> Genomics(reference=["chr10", "chrEBV"]).reference_contigs()
+        ('chr10', 'chrEBV')
+        >>> Genomics().reference_contigs() is None
+        True
+        """
+        if self.reference is None:
+            return None
+        if isinstance(self.reference, str):
+            return REFERENCE_BUILDS[self.reference]
+        return tuple(self.reference)
 
 
 class PgxCriterion(SpecModel):
