@@ -78,6 +78,7 @@ def test_console_filter_keeps_progress_and_gives_each_error_once() -> None:
     assert console.errors() == ["step features failed: KeyError: 'code'",
                                 "the workflow failed: OSError: [Errno 28] No space left on "
                                 "device"]
+    assert not console.bad_input()  # crashes: Snakemake's own status stands
 
 
 def test_a_step_failing_out_of_sight_is_explained_by_its_log(tmp_path: Path) -> None:
@@ -97,6 +98,36 @@ def test_a_step_failing_out_of_sight_is_explained_by_its_log(tmp_path: Path) -> 
     assert console.errors() == [
         "the workflow failed: WorkflowError: the job failed",
         "step features failed: features.windows: no window; fix: add one"]
+    assert not console.bad_input()  # Snakemake's WorkflowError is no input's fault
+
+
+@pytest.mark.parametrize(("logged", "bad_input"), [
+    ("step failed: features.windows: no window; fix: add one", True),
+    ("step crashed: KeyError: 'code'", False),
+])
+def test_a_run_failing_on_bad_input_alone_is_told_apart(tmp_path: Path, logged: str,
+                                                        bad_input: bool) -> None:
+    """`cohortflow run` exits 2 when every failing step refused its input (a cohortflow
+    error, in the head's output or, out of sight, in the step's log), whatever the profile;
+    a crash keeps Snakemake's status."""
+    log = tmp_path / "features.log"
+    log.write_text(f"2026-12-01 13:00:02 ERROR cohortflow.disclosure: {logged}\n")
+    console = ConsoleFilter()
+    for line in ["Error in rule features:", "    jobid: 4",
+                 f"    log: {log} (check log file(s) for error details)",
+                 "Shutting down, this might take some time."]:
+        console.feed(line)
+    assert console.errors() == [f"step features failed: {logged.split(': ', 1)[1]}"]
+    assert console.bad_input() is bad_input
+    seen = ConsoleFilter()  # the same refusal in a local job's own traceback
+    for line in ["RuleException:", 'StudySpecError in file "/w/features.smk", line 9:',
+                 "features.windows: no window; fix: add one",
+                 '  File "/w/features.smk", line 9, in __rule_features',
+                 "Error in rule features:", "    jobid: 4"]:
+        seen.feed(line)
+    assert seen.errors() == ["step features failed: features.windows: no window; fix: add one"]
+    assert seen.bad_input()
+    assert not ConsoleFilter().bad_input()  # no failure seen: nothing to call bad input
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +206,7 @@ def test_a_failing_step_shows_its_error_once_and_no_stack_frames(synth_omop: Pat
                       "results/bad/cohorts/asthma_exacerbation/attrition.json",
                       cwd=tmp_path)
     console = done.stdout + done.stderr
-    assert done.returncode != 0
+    assert done.returncode == 2, console[-4000:]  # refused input, as every command says it
     assert console.count(f"none of the concepts {UNKNOWN_CONCEPT}") == 1, console[-4000:]
     last = [line for line in console.splitlines() if line.startswith("error: ")]
     assert last == [

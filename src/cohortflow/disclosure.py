@@ -45,6 +45,12 @@ BENCHMARK_COLUMNS = frozenset({"s", "h:m:s", "max_rss", "max_vms", "max_uss", "m
 
 _WRITTEN_BY_SNAKEMAKE = ("benchmarks/**/*.tsv",)
 
+STEP_FAILED = "step failed: "
+"""What a step's log says before the error (a :class:`CohortflowError`: bad input, said
+with its fix) that stopped it."""
+STEP_CRASHED = "step crashed: "
+"""What a step's log says before any other exception that stopped it, with its type."""
+
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     """A :data:`SHARED` glob as a regex over posix paths (``**/`` is any folder depth).
@@ -202,7 +208,10 @@ class Disclosure:
         try:
             yield
         except Exception as exc:  # the step's log says why it failed, stack frames included
-            log.error("step failed: %s", exc, exc_info=True)
+            if isinstance(exc, CohortflowError):  # the input's fault, said for its user
+                log.error("%s%s", STEP_FAILED, exc, exc_info=True)
+            else:
+                log.error("%s%s: %s", STEP_CRASHED, type(exc).__name__, exc, exc_info=True)
             raise
         finally:
             logging.captureWarnings(False)

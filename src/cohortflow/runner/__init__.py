@@ -14,8 +14,9 @@ Every line of Snakemake's log that these read is described once, in
 :mod:`cohortflow.runner._snakemake_log`.
 """
 
+from cohortflow.disclosure import STEP_FAILED
 from cohortflow.runner._command import snakemake_command, workflow_root
-from cohortflow.runner._console import STEP_FAILED, ConsoleFilter, StepView
+from cohortflow.runner._console import ConsoleFilter, StepView
 from cohortflow.runner._lock import process_alive
 from cohortflow.runner._progress import (
     DEBUG_DAG,

@@ -7,7 +7,13 @@ A job that raises prints its exception, message and stack frames; Snakemake then
 that the job failed.  :class:`ConsoleFilter` keeps those blocks off the console and collects
 their messages; :meth:`ConsoleFilter.errors` gives one line per distinct (step, message).
 A job whose output the head never sees (a SLURM job) is explained by the ``step failed:``
-line its own log ends with (see :meth:`cohortflow.disclosure.Disclosure.step_log`).
+(or ``step crashed:``) line its own log ends with (see
+:meth:`cohortflow.disclosure.Disclosure.step_log`).
+
+:meth:`ConsoleFilter.bad_input` tells whether every failing step stopped on a
+:class:`~cohortflow.errors.CohortflowError` (bad input, with its fix): ``cohortflow run``
+then exits with status 2, like every other command refusing its input, whatever the
+profile; any other failure keeps Snakemake's status.
 """
 
 from __future__ import annotations
@@ -24,11 +30,9 @@ from rich.live import Live
 from rich.text import Text
 
 from cohortflow import errors
+from cohortflow.disclosure import STEP_CRASHED, STEP_FAILED
 from cohortflow.runner import _snakemake_log as smk
 from cohortflow.runner._progress import HIDDEN, NEWS, RunProgress, Step
-
-STEP_FAILED = "step failed: "
-"""What a step's log says before the error that stopped it."""
 
 
 def _ends_message(line: str) -> bool:
@@ -62,6 +66,7 @@ class ConsoleFilter:
     _rule: str | None = None
     _message: list[str] = field(default_factory=list)
     _found: list[tuple[str | None, str]] = field(default_factory=list)
+    _bad_input: dict[tuple[str | None, str], bool] = field(default_factory=dict)
     _failed: list[tuple[str, list[str]]] = field(default_factory=list)  # rule, its logs
     _in_failure: bool = False
 
@@ -104,10 +109,12 @@ class ConsoleFilter:
 
     def _close(self) -> None:
         message = " ".join(part for part in self._message if part)
-        if self._kind and not _is_cohortflow_error(self._kind):
+        ours = bool(self._kind) and _is_cohortflow_error(self._kind)
+        if self._kind and not ours:
             message = f"{self._kind}: {message}" if message else self._kind
         if message and (self._rule, message) not in self._found:
             self._found.append((self._rule, message))
+            self._bad_input[self._rule, message] = ours
         self._state, self._kind, self._rule, self._message = "plain", "", None, []
 
     def _note_failure(self, line: str) -> None:
@@ -124,27 +131,43 @@ class ConsoleFilter:
     def errors(self) -> list[str]:
         """One line per distinct failing step and message, in the order they occurred;
         a failed step with no message in the output gets the one its log ends with."""
+        return [f"step {rule} failed: {message}" if rule else f"the workflow failed: {message}"
+                for rule, message, _ in self._failures()]
+
+    def bad_input(self) -> bool:
+        """Whether the run failed on bad input only: at least one failing step, each with
+        a cohortflow error (its message, with the fix, is the user's to act on), and no
+        other error (a crash, a lost job, a failure nothing explains)."""
+        failures = self._failures()
+        explained = {rule for rule, _, _ in failures}
+        return bool(failures) and all(ours for _, _, ours in failures) \
+            and all(rule in explained for rule, _ in self._failed)
+
+    def _failures(self) -> list[tuple[str | None, str, bool]]:
+        """(step, message, bad input) of each distinct failure, in the order they occurred;
+        a failed step with no message in the output gets the one its log ends with."""
         if self._state != "plain":
             self._close()
-        found = list(self._found)
-        explained = {rule for rule, _ in found}
+        found = [(rule, message, self._bad_input[rule, message])
+                 for rule, message in self._found]
+        explained = {rule for rule, _, _ in found}
         for rule, logs in self._failed:
-            message = None if rule in explained else _logged_error(logs)
-            if message is not None and message not in {m for _, m in found}:
-                found.append((rule, message))
-        return [f"step {rule} failed: {message}" if rule else f"the workflow failed: {message}"
-                for rule, message in found]
+            logged = None if rule in explained else _logged_error(logs)
+            if logged is not None and logged[0] not in {m for _, m, _ in found}:
+                found.append((rule, *logged))
+        return found
 
 
-def _logged_error(logs: list[str]) -> str | None:
-    """The error a step's log ends with (the last ``step failed:`` line), if any.
+def _logged_error(logs: list[str]) -> tuple[str, bool] | None:
+    """The error a step's log ends with (the last ``step failed:`` or ``step crashed:``
+    line), and whether it was bad input (``step failed:``); None: none.
 
     >>> import tempfile
     >>> with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as fh:
     ...     _ = fh.write("2026 ERROR cohortflow.disclosure: step failed: bad id; fix: x\\n"
     ...                  "Traceback\\n")
     >>> _logged_error([fh.name]), _logged_error(["/nonexistent.log"])
-    ('bad id; fix: x', None)
+    (('bad id; fix: x', True), None)
     """
     for log in logs:
         try:
@@ -152,8 +175,9 @@ def _logged_error(logs: list[str]) -> str | None:
         except OSError:
             continue
         for line in reversed(lines):
-            if STEP_FAILED in line:
-                return line.split(STEP_FAILED, 1)[1].strip()
+            for marker, ours in ((STEP_FAILED, True), (STEP_CRASHED, False)):
+                if marker in line:
+                    return line.split(marker, 1)[1].strip(), ours
     return None
 
 

@@ -32,6 +32,9 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
     asked for, retried or not, the fix) next to Snakemake's output: see
     :mod:`cohortflow.runner._slurm_faults`.
 
+    A run that failed only because a step refused its input (a cohortflow error, with its
+    fix) exits with status 2, as the other commands do; any other failure keeps Snakemake's.
+
     Snakemake's whole output goes to ``<results>/<study>/logs/snakemake.log`` (rewritten by
     each run); the console shows one line per step, anything out of the ordinary without
     stack frames, each failing step's one-line error at the end, and a summary: what ran,
@@ -68,6 +71,8 @@ def run_workflow(study: Path | None, profile: str, results: Path, extra: list[st
             _relay(head, sink, None, None)  # Snakemake's shutdown: to the log, never a full pipe
             raise
     quality.show(study, results)  # the ingest's data-quality warnings, counts suppressed
+    if code > 0 and console.bad_input():  # refused input: the status of every command's refusal
+        code = 2
     if code >= 0:  # a head killed by a signal keeps its record, so the lock can be released
         forget_head()
     for line in view.progress.summary(time.monotonic() - started, code):
