@@ -52,3 +52,23 @@ def test_a_progress_line_prints_a_bracketed_path_verbatim(tmp_path: Path) -> Non
                           env={"COLUMNS": "400", "PATH": "", "PYTHONPATH": ":".join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith(f"{study}: valid study "), done.stderr
+
+
+def test_every_input_error_class_lives_in_cohortflow_errors() -> None:
+    """`cohortflow run` knows a step's refusal by its error's name in :mod:`cohortflow.errors`
+    (message alone, exit 2); a class defined elsewhere would print as a crash."""
+    import importlib
+    import pkgutil
+
+    import cohortflow
+
+    for module in pkgutil.walk_packages(cohortflow.__path__, "cohortflow."):
+        if module.name != "cohortflow.__main__":
+            importlib.import_module(module.name)
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    found = subclasses(CohortflowError)
+    assert len(found) >= 11
+    assert [c.__qualname__ for c in found if c.__module__ != "cohortflow.errors"] == []

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cohortflow.errors import StudySpecError
+from cohortflow.errors import CirceError
 
 if TYPE_CHECKING:  # the study model reads library entries ``circe: PATH`` through this module
     from cohortflow.study import Study
@@ -31,10 +31,6 @@ DOMAINS = {
     "Observation": "OBSERVATION", "VisitOccurrence": "VISIT", "Death": "DEATH",
 }
 OCCURRENCE_OPS = {0: "exactly", 1: "at_most", 2: "at_least"}
-
-
-class CirceError(StudySpecError):
-    """A Circe cohort definition uses a construct cohortflow does not translate."""
 
 
 def _given(value: Any) -> bool:
@@ -256,7 +252,7 @@ def circe_to_study(raw: dict[str, Any], name: str, origin: str = "<circe>",
     >>> circe_to_study({**raw, "AdditionalCriteria": {"Type": "ALL"}}, "x", "c.json")
     Traceback (most recent call last):
     ...
-    cohortflow.circe.CirceError: c.json: <root>: the Circe construct AdditionalCriteria ...
+    cohortflow.errors.CirceError: c.json: <root>: the Circe construct AdditionalCriteria ...
     """
     cohort, concept_sets = circe_cohort(raw, origin)
     cohort["outcome"] = {"concept_set": outcome or next(iter(concept_sets))}
@@ -271,7 +267,7 @@ def read_circe(path: Path) -> dict[str, Any]:
     >>> read_circe(Path("/nonexistent/nsaids.json"))
     Traceback (most recent call last):
     ...
-    cohortflow.circe.CirceError: /nonexistent/nsaids.json: file not found; fix: give the path ...
+    cohortflow.errors.CirceError: /nonexistent/nsaids.json: file not found; fix: give the path ...
     """
     fix = "fix: give the path of a cohort definition's JSON exported from ATLAS"
     try:

@@ -1,7 +1,9 @@
 """The one error family cohortflow raises for bad input.
 
 Every message names what was received, what was expected and how to fix it, so the
-CLI can print it as-is and exit non-zero instead of showing a traceback.
+CLI can print it as-is and exit non-zero instead of showing a traceback.  Every class lives
+here, each module re-exporting its own: ``cohortflow run`` tells a step that refused its input
+from one that crashed by the error's name, and prints the message alone (exit 2).
 """
 
 from __future__ import annotations
@@ -31,3 +33,35 @@ class GenomicsError(CohortflowError):
     """Genotype input (VCF, VCF Zarr store, omics matrix or linkage table) that cannot be
     used (raised by :mod:`cohortflow.genomics`; defined here so that a workflow step's
     genomics error is shown as its message alone, like every error of this module)."""
+
+
+class PermissionsError(CohortflowError):
+    """A results directory is open to more users than the study allows."""
+
+
+class CirceError(StudySpecError):
+    """A Circe cohort definition uses a construct cohortflow does not translate."""
+
+
+class PackageError(CohortflowError):
+    """A model package cannot be made from a study, or is tampered with or incomplete."""
+
+
+class ScoringError(CohortflowError):
+    """An extract cannot be scored with a package, or a scoring run's input is wrong."""
+
+
+class DriftError(CohortflowError):
+    """A scoring run cannot be compared with its model's reference profile."""
+
+
+class PgxSeedError(CohortflowError):
+    """A pharmacogene seed file is missing, or one of its rows is malformed.
+
+    >>> str(PgxSeedError("alleles.csv:3: field 'function' ..."))
+    "alleles.csv:3: field 'function' ..."
+    """
+
+
+class PgxGenotypeError(CohortflowError):
+    """The genotype dataset lacks a VCF Zarr variable or has an unexpected shape."""

@@ -19,16 +19,12 @@ import os
 import stat
 from pathlib import Path
 
-from cohortflow.errors import CohortflowError
+from cohortflow.errors import PermissionsError
 
 #: Mask of a private run: nothing for the group or others.
 PRIVATE_UMASK = 0o077
 #: Mask of a run shared with a group: the group reads, nobody else.
 GROUP_UMASK = 0o027
-
-
-class PermissionsError(CohortflowError):
-    """A results directory is open to more users than the study allows."""
 
 
 def umask_for(group: str | None) -> int:

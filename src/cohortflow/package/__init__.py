@@ -23,8 +23,9 @@ missing or added file naming it; the returned :class:`ModelPackage` predicts fro
 matrix in the packaged column order.
 """
 
+from cohortflow.errors import PackageError
 from cohortflow.package._estimators import SUPPORTED, export, predict_proba
-from cohortflow.package._format import CHECKSUMS, META, PackageError, package_digest
+from cohortflow.package._format import CHECKSUMS, META, package_digest
 from cohortflow.package._load import ModelPackage, load, verify
 from cohortflow.package._write import chosen_analysis, contents, write
 

@@ -26,8 +26,8 @@ from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
+from cohortflow.errors import PackageError
 from cohortflow.models._estimators import PresenceIndicator, SparseForest
-from cohortflow.package._format import PackageError
 
 SUPPORTED = ("logistic", "gradient_boosting", "random_forest")
 Arrays = dict[str, np.ndarray]
@@ -40,7 +40,7 @@ def export(family: str, estimator: Any) -> Arrays:
     >>> export("svm", LogisticRegression())
     Traceback (most recent call last):
     ...
-    cohortflow.package._format.PackageError: the model family 'svm' cannot be packaged; packaged \
+    cohortflow.errors.PackageError: the model family 'svm' cannot be packaged; packaged \
 families: logistic, gradient_boosting, random_forest; fix: choose a configuration of one \
 of them
     """

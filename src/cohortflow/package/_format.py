@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-from cohortflow.errors import CohortflowError
-
 FORMAT = 2
 """2: one analysis (target, outcome, time at risk) per package, its folder named by its id."""
 META = "package.json"
@@ -19,10 +17,6 @@ monitoring; a package made before it has none."""
 ARRAYS = "model"
 REMAKE = ("fix: copy the package again from where it was made, or make it anew with "
           "`cohortflow package results/<study> --out <new folder>`")
-
-
-class PackageError(CohortflowError):
-    """A model package cannot be made from a study, or is tampered with or incomplete."""
 
 
 def analysis_dir(analysis: str) -> str:

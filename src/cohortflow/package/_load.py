@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cohortflow import __version__
+from cohortflow.errors import PackageError
 from cohortflow.package._estimators import predict_proba
 from cohortflow.package._format import (
     ARRAYS,
@@ -22,7 +23,6 @@ from cohortflow.package._format import (
     REFERENCE,
     REMAKE,
     STUDY,
-    PackageError,
     analysis_dir,
     package_digest,
 )

@@ -14,6 +14,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from cohortflow import __version__, features, manifest, models
+from cohortflow.errors import PackageError
 from cohortflow.layout import Layout
 from cohortflow.package._estimators import export, predict_proba
 from cohortflow.package._format import (
@@ -25,7 +26,6 @@ from cohortflow.package._format import (
     META,
     REFERENCE,
     STUDY,
-    PackageError,
     analysis_dir,
     checksums_text,
     package_digest,

@@ -9,15 +9,15 @@ called (it needs copy-number calling).
 ['CYP2C19', 'CYP2C9', 'SLCO1B1', 'TPMT', 'NUDT15', 'DPYD']
 """
 
+from cohortflow.errors import PgxGenotypeError, PgxSeedError
 from cohortflow.pgx._call import SCHEMA, Call, call_gene, call_phenotypes, diplotype_call
-from cohortflow.pgx._genotypes import REQUIRED, GeneGenotypes, PgxGenotypeError, SiteIndex
+from cohortflow.pgx._genotypes import REQUIRED, GeneGenotypes, SiteIndex
 from cohortflow.pgx._seeds import (
     FUNCTIONS,
     INDETERMINATE,
     PHENOTYPES,
     Allele,
     GeneDefinition,
-    PgxSeedError,
     Variant,
     load_definitions,
     seeds_folder,

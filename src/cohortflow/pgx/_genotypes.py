@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
-from cohortflow.errors import CohortflowError
+from cohortflow.errors import PgxGenotypeError
 from cohortflow.pgx._seeds import GeneDefinition
 
 REQUIRED = ("variant_contig", "contig_id", "variant_position", "variant_allele",
@@ -24,10 +24,6 @@ REQUIRED = ("variant_contig", "contig_id", "variant_position", "variant_allele",
 it every call counts as unphased)."""
 
 Bits = npt.NDArray[np.int64]
-
-
-class PgxGenotypeError(CohortflowError):
-    """The genotype dataset lacks a VCF Zarr variable or has an unexpected shape."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from cohortflow.errors import CohortflowError
+from cohortflow.errors import PgxSeedError
 
 FUNCTIONS = ("Normal function", "Increased function", "Decreased function", "No function",
              "Uncertain function", "Unknown function")
@@ -41,14 +41,6 @@ _COLUMNS = {
 }
 _BASES = re.compile(r"^[ACGTN]+$")
 _CHROM = re.compile(r"^chr([1-9]|1[0-9]|2[0-2]|X|Y)$")
-
-
-class PgxSeedError(CohortflowError):
-    """A pharmacogene seed file is missing, or one of its rows is malformed.
-
-    >>> str(PgxSeedError("alleles.csv:3: field 'function' ..."))
-    "alleles.csv:3: field 'function' ..."
-    """
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ calibration once outcomes have accrued, and :func:`monitor_page`, the offline HT
 series of runs.
 """
 
+from cohortflow.errors import DriftError, ScoringError
 from cohortflow.scoring._asof import as_of_time, eligible, eligible_steps, known_on
-from cohortflow.scoring._definitions import Definitions, ScoringError, check_store, check_tables
+from cohortflow.scoring._definitions import Definitions, check_store, check_tables
 from cohortflow.scoring._drift import (
     DEFAULT_THRESHOLDS,
     PSI_EPSILON,
-    DriftError,
     Thresholds,
     drift,
     persons_with_codes,

@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from cohortflow import events
-from cohortflow.errors import CohortflowError
+from cohortflow.errors import ScoringError
 from cohortflow.features import FeatureIndex
 from cohortflow.features._aggregate import DEMOGRAPHIC_PREFIX, SET_PREFIX
 from cohortflow.package import ModelPackage
@@ -29,10 +29,6 @@ DOMAIN_TABLES = {
     "OBSERVATION": "observation", "DEATH": "death",
 }
 """The OMOP table each event domain comes from (the ingest's ``CLINICAL_TABLES``, death)."""
-
-
-class ScoringError(CohortflowError):
-    """An extract cannot be scored with a package, or a scoring run's input is wrong."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +138,7 @@ def check_tables(defs: Definitions, tables: list[str], location: str) -> None:
     >>> check_tables(defs, ["person", "observation_period"], "cdm/")
     Traceback (most recent call last):
     ...
-    cohortflow.scoring._definitions.ScoringError: cdm/: table measurement missing; the \
+    cohortflow.errors.ScoringError: cdm/: table measurement missing; the \
 model package's feature columns (MEASUREMENT codes) read it; fix: export the OMOP CDM \
 measurement table with the extract (measurement.parquet, measurement.csv or a database \
 table measurement)

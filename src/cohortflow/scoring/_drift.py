@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cohortflow.errors import CohortflowError
+from cohortflow.errors import DriftError
 from cohortflow.privacy import pool_bins, small, split_shown, suppress_value
 
 PROFILE_FORMAT = 1
@@ -88,10 +88,6 @@ class Thresholds:
 
 
 DEFAULT_THRESHOLDS = Thresholds()
-
-
-class DriftError(CohortflowError):
-    """A scoring run cannot be compared with its model's reference profile."""
 
 
 # ---- bins ----------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cohortflow.errors import DriftError
 from cohortflow.html_style import BASE_CSS, document
-from cohortflow.scoring._drift import DriftError
 
 TOP = 20  # rows of the feature drift and missingness tables
 WIDTH, HEIGHT, LEFT, RIGHT, TOP_MARGIN, BOTTOM = 370, 220, 48, 12, 24, 40  # three a row

@@ -15,8 +15,9 @@ from cohortflow.cohorts import (
     observation_periods,
     outcome_rows,
 )
+from cohortflow.errors import ScoringError
 from cohortflow.package import ModelPackage
-from cohortflow.scoring._definitions import Definitions, ScoringError
+from cohortflow.scoring._definitions import Definitions
 from cohortflow.study import Cohort, RiskWindow
 
 LABEL_COLUMNS = ["row", "subject_id", "index_time", "label", "event_time", "censor_time"]

@@ -31,13 +31,9 @@ from typing import Any
 
 from cohortflow import events, manifest, omop, package, privacy, private
 from cohortflow.cohorts import CohortPlan
+from cohortflow.errors import ScoringError
 from cohortflow.runner._command import workflow_root
-from cohortflow.scoring._definitions import (
-    Definitions,
-    ScoringError,
-    check_store,
-    check_tables,
-)
+from cohortflow.scoring._definitions import Definitions, check_store, check_tables
 
 SNAKEFILE = "workflow/score.smk"
 STORES = "stores"
@@ -52,7 +48,7 @@ def parse_as_of(text: str) -> date:
     >>> parse_as_of("1/3/2024")
     Traceback (most recent call last):
     ...
-    cohortflow.scoring._definitions.ScoringError: --as-of '1/3/2024': not a date \
+    cohortflow.errors.ScoringError: --as-of '1/3/2024': not a date \
 YYYY-MM-DD; fix: --as-of 2024-03-01
     """
     try:
