@@ -37,23 +37,50 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.threaded
 import yaml
-from distributed import Client, LocalCluster
-from distributed.security import Security
 
 from cohortflow.errors import CohortflowError
 from cohortflow.privacy import PSEUDONYM_KEY_ENV
 
-# distributed leaves these unannotated; typed names for them let mypy check the calls.
-# (A temporary Security is Any: its fields are __slots__ mypy cannot see.)
-_new_client: Callable[..., Client] = Client
-_new_local_cluster: Callable[..., LocalCluster] = LocalCluster
-_new_security: Callable[..., Security] = Security
-_temporary_security: Callable[[], Any] = Security.temporary
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
+    from distributed.security import Security
+
+
+# distributed is imported where a cluster is made, never by a step on the threaded
+# scheduler (the laptop and slurm profiles): its import is a few tenths of a second of every
+# such step.  It leaves these unannotated; typed wrappers let mypy check the calls.
+def _new_client(*args: Any, **kwargs: Any) -> Client:
+    from distributed import Client
+
+    make: Callable[..., Client] = Client
+    return make(*args, **kwargs)
+
+
+def _new_local_cluster(*args: Any, **kwargs: Any) -> LocalCluster:
+    from distributed import LocalCluster
+
+    make: Callable[..., LocalCluster] = LocalCluster
+    return make(*args, **kwargs)
+
+
+def _new_security(*args: Any, **kwargs: Any) -> Security:
+    from distributed.security import Security
+
+    make: Callable[..., Security] = Security
+    return make(*args, **kwargs)
+
+
+def _temporary_security() -> Any:
+    """A Security with a temporary key (Any: its fields are __slots__ mypy cannot see)."""
+    from distributed.security import Security
+
+    make: Callable[[], Any] = Security.temporary
+    return make()
 
 
 @dataclass(frozen=True)
@@ -343,6 +370,8 @@ def dask_client(max_workers: int | None = None, dask_config: Path | None = None,
     client to its computations: Snakemake may run several steps as threads of one process,
     and a process-wide default would send one step's work to another step's cluster.
     """
+    from distributed import LocalCluster
+
     with backend(dask_config, scheduler_dir).cluster(max_workers) as cluster:
         client = _new_client(cluster, security=getattr(cluster, "security", None),
                              set_as_default=as_default)
