@@ -306,3 +306,32 @@ def test_the_manifest_checksums_the_genotype_tables_and_keys_the_genotype_inputs
     assert record["inputs"]["genomics"] == {"sha256": study.genomics_digest(),
                                             "linkage_sha256": study.linkage_digest()}
     assert not any(key.startswith("genomics/genotypes") for key in record["outputs"])
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_scoring_refuses_a_package_that_needs_genotypes(recovery_run: Path,
+                                                        tmp_path: Path) -> None:
+    """Scoring reads an extract's events only: a model of genotype features, or a target
+    cohort restricted by phenotype, would score every person as one without genotypes, so
+    the command refuses the package up front (exit 2, nothing written)."""
+    from cohortflow import package, scoring
+    from tests.helpers import cohortflow
+
+    for analysis, expected in ((POOR_ANALYSIS, "the target cohort's pharmacogene criteria "
+                                "(CYP2C19)"), (ALL, "the feature columns ")):
+        out = tmp_path / analysis
+        package.write(recovery_run, out, study_path=recovery_run.parents[2] / "pgx.yaml",
+                      analysis=analysis)
+        defs = scoring.Definitions.of(package.load(out))
+        genomic = [c for c in defs.columns.code if c.startswith(("PGX//", "GENOMICS//",
+                                                                 "VARIANT//"))]
+        if analysis == ALL and not genomic:
+            continue  # the chosen configuration is the clinical one: nothing to refuse
+        assert any(expected in b for b in defs.beyond_events()), defs.beyond_events()
+        done = cohortflow("score", str(out), "--source", str(recovery_run / "events"),
+                          "--as-of", "2020-01-01", "--out", "scores", cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        message = " ".join(done.stderr.split())
+        assert expected in message and "fix: package an analysis whose features" in message
+        assert "Traceback" not in done.stderr and not (tmp_path / "scores").exists()

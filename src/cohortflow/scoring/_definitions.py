@@ -22,6 +22,8 @@ from cohortflow.study import (
     RiskWindow,
 )
 from cohortflow.study._features import KEY_SEPARATOR
+from cohortflow.study._genomics import MISSING_CODE, PGX_PREFIX, VARIANT_PREFIX
+from cohortflow.study._omics import OMICS_PREFIX
 
 DOMAIN_TABLES = {
     "VISIT": "visit_occurrence", "CONDITION": "condition_occurrence", "DRUG": "drug_exposure",
@@ -82,6 +84,20 @@ class Definitions:
             if f"{SET_PREFIX}{name}" in codes:
                 found.add(self.concept_sets[name].domain)
         return sorted(found)
+
+    def beyond_events(self) -> list[str]:
+        """What of the packaged definitions an extract's events cannot give (scoring has no
+        genotype or omics source): the genomic and omics columns the model reads, a target
+        cohort's pharmacogene criteria.  Scoring them from events alone would score every
+        person as one with no genotypes, so the package is refused instead."""
+        prefixes = (PGX_PREFIX, VARIANT_PREFIX, MISSING_CODE, OMICS_PREFIX)
+        found = sorted({c for c in self.columns.code if c.startswith(prefixes)})
+        shown = [*found[:3], f"… {len(found)} in all"] if len(found) > 4 else found
+        beyond = [f"the feature columns {', '.join(shown)}"] if found else []
+        if self.cohort.pgx_criteria():
+            genes = sorted({c.gene for c in self.cohort.pgx_criteria()})
+            beyond.append(f"the target cohort's pharmacogene criteria ({', '.join(genes)})")
+        return beyond
 
     def tables(self) -> dict[str, str]:
         """OMOP tables the package needs, each with what reads it."""

@@ -110,10 +110,11 @@ class ScoringRun:
 
 def prepare(package_path: Path, source: Path, as_of: str, out: Path,
             entered_within: int | None = None) -> ScoringRun:
-    """Check everything before any work: the package (verified, this major version), the
-    as-of date, the pseudonym key, the source (an OMOP extract holding every table the
-    packaged definitions read, or an event store holding codes of every family they read
-    and the target cohort's entry concepts); one clear error otherwise."""
+    """Check everything before any work: the package (verified, this major version, nothing
+    in it that only genotypes or omics give), the as-of date, the pseudonym key, the source
+    (an OMOP extract holding every table the packaged definitions read, or an event store
+    holding codes of every family they read and the target cohort's entry concepts); one
+    clear error otherwise."""
     pkg = package.load(Path(package_path))
     day = parse_as_of(as_of)
     if entered_within is not None and entered_within < 1:
@@ -126,6 +127,12 @@ def prepare(package_path: Path, source: Path, as_of: str, out: Path,
         raise ScoringError(f"{source}: not found; fix: give an OMOP extract (DuckDB file, "
                            "Parquet or CSV folder) or an event store with --source")
     defs = Definitions.of(pkg)
+    if beyond := defs.beyond_events():
+        raise ScoringError(
+            f"{package_path}: the packaged model reads {' and '.join(beyond)}, which scoring "
+            "cannot build: it reads an extract's events, not genotypes or omics matrices; "
+            "fix: package an analysis whose features and target cohort use events only "
+            "(e.g. a feature set without features.genomics and features.omics)")
     if is_event_store(source):
         codes = events.read_codes(source)
         check_store(defs, codes, str(source))
