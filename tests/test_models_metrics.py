@@ -95,6 +95,32 @@ def test_e_avg_on_a_grid_matches_the_exact_smoother() -> None:
     assert models.e_avg(y, p, grid=1000) == pytest.approx(exact, abs=1e-12)
 
 
+def test_smoother_memory_is_bounded_and_its_blocks_change_no_value(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """E-avg of a million-person test set must not hold grid × persons floats at once; the
+    block size is invisible in the values, bit for bit."""
+    import tracemalloc
+
+    from cohortflow.models import _metrics
+
+    rng = np.random.default_rng(2)
+    n = 200_000
+    p = np.round(rng.uniform(0.01, 0.9, n), 3)  # ties, as trees predict
+    y = (rng.uniform(size=n) < p).astype(np.int8)
+    tracemalloc.start()
+    value = models.e_avg(y, p, grid=200)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # 200 points × 200,000 persons is 320 MB a float64 array; a bounded block holds 32 MiB
+    assert peak < 8 * _metrics.SMOOTH_BLOCK_CELLS * 8 + 64 * n
+    at = p[:300]
+    blocked = models.smoothed_observed(p[:5000], y[:5000], at)
+    monkeypatch.setattr(_metrics, "SMOOTH_BLOCK_CELLS", 5000 * 7)  # 7 points a block
+    assert np.array_equal(models.smoothed_observed(p[:5000], y[:5000], at), blocked)
+    monkeypatch.setattr(_metrics, "SMOOTH_BLOCK_CELLS", 1)  # one point a block
+    assert models.e_avg(y, p, grid=200) == value
+
+
 def test_calibration_curve_by_hand() -> None:
     assert models.calibration_curve(Y8, P8, min_cell_count=0, bins=2) == [
         {"predicted": 0.2, "observed": 0.25}, {"predicted": 0.6, "observed": 0.75}]
