@@ -16,8 +16,8 @@ from the controller's log and the run's own output (timestamped as it is read):
 * ``in jobs`` -- seconds in which at least one SLURM job was running (union of the jobs'
   start..end), and ``steps``, the Snakemake processes those jobs started (one per job, one
   more per rule run inside it: the ``srun`` steps);
-* ``noticed`` -- seconds from a job's end to the next job-finished line of the run (the
-  executor's status polling), summed over jobs;
+* ``noticed`` -- seconds in which a job had ended and the run had not yet printed the next
+  job-finished line (the executor's status polling; union over jobs, like ``in jobs``);
 * ``outside`` -- wall seconds in which no SLURM job ran (start-up, the DAG, local rules,
   polling).
 
@@ -129,8 +129,8 @@ def slurm_breakdown(lines: list[tuple[float, str]], wall: float, log_dir: Path
     ctld = controller_times(log_dir / "slurmctld.log")
     steps = steps_of(sorted(log_dir.glob("slurmd*.log")))
     finished = [stamp for stamp, line in lines if line.startswith("Finished jobid")]
-    queued = noticed = 0.0
-    spans = []
+    queued = 0.0
+    spans, waits = [], []
     for job in ids:
         times = ctld.get(job, {})
         if not {"submit", "start", "end"} <= times.keys():
@@ -138,10 +138,11 @@ def slurm_breakdown(lines: list[tuple[float, str]], wall: float, log_dir: Path
         queued += times["start"] - times["submit"]
         spans.append((times["start"], times["end"]))
         later = [stamp for stamp in finished if stamp >= times["end"]]
-        noticed += (later[0] - times["end"]) if later else 0.0
+        if later:
+            waits.append((times["end"], later[0]))
     running = union_seconds(spans)
     return {"jobs": len(ids), "steps": len(ids) + sum(steps.get(j, 0) for j in ids),
-            "queued": queued, "in_jobs": running, "noticed": noticed,
+            "queued": queued, "in_jobs": running, "noticed": union_seconds(waits),
             "outside": wall - running}
 
 
