@@ -28,6 +28,7 @@ and tensors are byte-identical and their test metrics equal to 1e-9 (``tests/hel
     python benchmarks/bench_slurm_overhead.py                     # 20000 persons, one pair
     python benchmarks/bench_slurm_overhead.py --repeats 2 --keep /tmp/overhead
     python benchmarks/bench_slurm_overhead.py --slurm-conf /tmp/slurm2/etc/slurm.conf
+    python benchmarks/bench_slurm_overhead.py --slurm-args '--group-components cohort=1'
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -69,11 +71,11 @@ def profile_args(profile: str) -> list[str]:
     return args
 
 
-def run(profile: str, study: Path, workdir: Path, env: dict[str, str]
+def run(profile: str, study: Path, workdir: Path, env: dict[str, str], extra: list[str]
         ) -> tuple[float, list[tuple[float, str]]]:
-    """Run the study under ``profile`` in ``workdir``; its wall seconds and its output lines,
-    each with the epoch second it was read."""
-    command = [sys.executable, "-m", "snakemake", *profile_args(profile),
+    """Run the study under ``profile`` in ``workdir`` (``extra``: more Snakemake options);
+    its wall seconds and its output lines, each with the epoch second it was read."""
+    command = [sys.executable, "-m", "snakemake", *profile_args(profile), *extra,
                "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--config", f"study={study}", "results=results", f"profile={profile}"]
     start = time.time()
@@ -162,6 +164,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="run here and keep the results")
     parser.add_argument("--slurm-conf", type=Path,
                         help="slurm.conf of a test cluster that is up (default: start one)")
+    parser.add_argument("--slurm-args", default="",
+                        help="more Snakemake options for the slurm run, to try a setting "
+                             "(e.g. '--group-components cohort=4'); they beat the profiles")
     args = parser.parse_args()
     os.environ.setdefault("COHORTFLOW_PSEUDONYM_KEY", "cohortflow-benchmark-key")
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_slurm_overhead_"))
@@ -190,7 +195,8 @@ def main() -> None:
             for profile in ("laptop", "slurm"):
                 load = os.getloadavg()[0]
                 workdir = root / f"{profile}-{repeat}"
-                wall, lines = run(profile, study, workdir, env)
+                extra = shlex.split(args.slurm_args) if profile == "slurm" else []
+                wall, lines = run(profile, study, workdir, env, extra)
                 walls[profile], results[profile] = wall, workdir / "results" / "demo"
                 row = f"{repeat:>3} {profile:<7} {load:>5.1f} {wall:>7.1f} "
                 if profile == "slurm":
