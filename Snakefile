@@ -28,6 +28,14 @@ localrules:
     attrition,
 
 
+if TAIL_ON_SUBMIT_HOST:  # a small study (workflow/rules/common.smk)
+
+    localrules:
+        model,
+        export,
+        report,
+
+
 rule all:
     input:
         RESULTS / "report.html",

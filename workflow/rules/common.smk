@@ -25,6 +25,15 @@ STORE = LAYOUT.store
 # read is built once (see the cohort and features rules).
 ANALYSES = {a.id: a for a in STUDY.analysis_list()}
 LIBRARY = STUDY.library()
+# Analyses per figure-drawing process of the report (rule report's threads).
+ANALYSES_PER_DRAWER = 40
+# A study of at most that many analyses chooses its models, exports them and writes its
+# report on the submit host (localrules in the Snakefile): about a second in all per
+# analysis, reading results and writing JSON, Parquet and HTML -- less than what one SLURM
+# job costs before its rule starts (two Snakemake start-ups, then the wait for the
+# executor's next status check).  Bigger studies send them to SLURM: model and export in
+# batches of analyses (group analysis), the report with its drawing processes.
+TAIL_ON_SUBMIT_HOST = len(ANALYSES) <= ANALYSES_PER_DRAWER
 
 wildcard_constraints:
     shard=r"\d+",

@@ -74,9 +74,10 @@ rule model:
     params:
         configs=lambda wildcards: sorted(CONFIGS_OF[wildcards.analysis]),
         digest=STUDY.selection_digest(),
-    # With export (report.smk): one submission per batch of analyses on SLURM.
+    # With export (report.smk): one submission per batch of analyses on SLURM, unless the
+    # study is small enough to run it on the submit host (a local rule is never grouped).
     group:
-        "analysis"
+        None if TAIL_ON_SUBMIT_HOST else "analysis"
     log:
         LAYOUT.log("model/{analysis}"),
     benchmark:

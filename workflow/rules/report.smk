@@ -55,7 +55,7 @@ rule report:
     # seconds of imports, drawing an analysis's figures about 0.3 s), so a small study
     # draws in the step's own process.  Snakemake lowers it to the cores it has (laptop:
     # the machine's, SLURM: the profile's `cores`).
-    threads: max(1, min(8, len(ANALYSES) // 40))
+    threads: max(1, min(8, len(ANALYSES) // ANALYSES_PER_DRAWER))
     log:
         LAYOUT.log("report"),
     benchmark:
@@ -78,9 +78,10 @@ rule export:
         attrition=LAYOUT.export_attrition("{analysis}"),
     params:
         digest=STUDY.display_digest(),
-    # With model (model.smk): one submission per batch of analyses on SLURM.
+    # With model (model.smk): one submission per batch of analyses on SLURM, unless the
+    # study is small enough to run it on the submit host (a local rule is never grouped).
     group:
-        "analysis"
+        None if TAIL_ON_SUBMIT_HOST else "analysis"
     log:
         LAYOUT.log("export/{analysis}"),
     benchmark:
