@@ -56,7 +56,7 @@ class SparseScaler(StandardScaler):  # type: ignore[misc]
 
     >>> x = sp.csr_matrix(([2.0, 4.0, 6.0], [0, 0, 1], [0, 1, 2, 3]), shape=(3, 2))
     >>> SparseScaler().fit(x).transform(x).toarray().round(3).tolist()
-    [[1.061, 0.0], [2.121, 0.0], [0.0, 2.121]]
+    [[1.225, 0.0], [2.449, 0.0], [0.0, 2.121]]
     """
 
     def __init__(self) -> None:
