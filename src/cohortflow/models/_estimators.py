@@ -73,7 +73,7 @@ class SparseScaler(StandardScaler):  # type: ignore[misc]
         return X
 
 
-PRESENCE_CHUNK = 1 << 14
+PRESENCE_CHUNK = 1 << 12
 """Rows :func:`with_presence` handles at a time (its temporaries are this many rows')."""
 SCALE_CHUNK = 1 << 22
 """Cells :class:`SparseScaler` scales at a time."""
@@ -242,7 +242,7 @@ def fit(estimator: Any, x: np.ndarray | sp.csr_matrix, y: np.ndarray,
         return estimator.fit(x[picked], y[picked])
 
 
-PREDICT_CHUNK = 1 << 16
+PREDICT_CHUNK = 1 << 12
 """Rows :func:`predict` scores at a time."""
 
 
