@@ -42,8 +42,8 @@ labels 10 / 20, scan 270 / 370, features 260 / 440, model 320 / 680: 3,400 CPU s
 1 h on two idle cores, 1 h 20 at that load.  Disk: peak 31 GiB during ingest (CDM 12 B +
 LZ4 parts 20 B + the store 6 B per event), 6 GiB after it; the free-disk check asks for
 38.5 B per event (36 GiB).  Peak RSS: synth 1.2 GB, ingest about 2.4 GB, features under
-0.7 GB, scan 0.5 GB, cohorts and labels under 0.4 GB, the model about 5.3 GB (linear in
-the cohort's rows: docs/scaling.md).
+0.7 GB, scan 0.5 GB, cohorts and labels under 0.4 GB, the model about 2.4 GB (linear in
+the cohort's rows, about 2 KB a row: 392 MiB at 10⁷, 575 MiB at 10⁸; docs/scaling.md).
 """
 
 from __future__ import annotations

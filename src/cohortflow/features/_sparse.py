@@ -242,9 +242,12 @@ def read_matrix(path: Path, rows: np.ndarray | Sequence[int] | None = None,
     if not pieces:
         return sp.csr_matrix((len(want), width), dtype=np.float32)
     stacked = cast(sp.csr_matrix, sp.vstack(pieces, format="csr"))
+    del pieces  # memory holds the result and at most one copy of it
     position = np.empty(len(want), dtype=np.int64)
     position[np.concatenate(order)] = np.arange(len(want))
-    out = cast(sp.csr_matrix, stacked[position])
+    in_order = bool((position == np.arange(len(want))).all())
+    out = stacked if in_order else cast(sp.csr_matrix, stacked[position])
+    del stacked
     out.sort_indices()
     return out
 

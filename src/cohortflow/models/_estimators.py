@@ -27,6 +27,9 @@ class PresenceIndicator(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     the cell is stored.  The sparse counterpart of a missing indicator: a value that is
     missing is 0 beside a presence of 0, and nothing is densified or centred.
 
+    The output is a new float64 CSR matrix, written once (:func:`with_presence`), so the
+    pipeline's scaler may scale it in place.
+
     >>> x = sp.csr_matrix(([2.0, 0.0, 5.0], [1, 1, 0], [0, 1, 2, 3]), shape=(3, 2))
     >>> PresenceIndicator(columns=np.array([1])).fit(x).transform(x).toarray().tolist()
     [[0.0, 2.0, 1.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]]
@@ -39,12 +42,93 @@ class PresenceIndicator(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.n_features_in_ = int(x.shape[1])
         return self
 
-    def transform(self, x: Any) -> sp.csr_matrix:
-        x = sp.csr_matrix(x)
+    def transform(self, x: Any, rows: np.ndarray | None = None) -> sp.csr_matrix:
+        """``x`` (its ``rows`` only, in that order, if given) with the presence columns."""
         cols = np.asarray(self.columns if self.columns is not None else [], dtype=np.int64)
-        present = cast(sp.csr_matrix, x[:, cols]).copy()
-        present.data = np.ones_like(present.data)
-        return cast(sp.csr_matrix, sp.hstack([x, present], format="csr"))
+        return with_presence(sp.csr_matrix(x), cols, rows)
+
+
+class SparseScaler(StandardScaler):  # type: ignore[misc]
+    """``StandardScaler(with_mean=False, copy=False)`` whose transform of a float64 CSR
+    matrix (:func:`with_presence`'s, new) scales its cells in place
+    :data:`SCALE_CHUNK` cells at a time: the very products of
+    ``inplace_column_scale(x, 1 / scale_)``, without its one factor per stored cell.
+
+    >>> x = sp.csr_matrix(([2.0, 4.0, 6.0], [0, 0, 1], [0, 1, 2, 3]), shape=(3, 2))
+    >>> SparseScaler().fit(x).transform(x).toarray().round(3).tolist()
+    [[1.225, 0.0], [2.449, 0.0], [0.0, 2.121]]
+    """
+
+    def __init__(self) -> None:
+        super().__init__(with_mean=False, copy=False)
+
+    def transform(self, X: Any, copy: bool | None = None) -> Any:  # noqa: N803
+        if not (sp.issparse(X) and X.format == "csr" and X.dtype == np.float64 and not copy
+                and X.shape[1] == self.n_features_in_):
+            return super().transform(X, copy=copy)
+        factor = 1 / self.scale_
+        step = SCALE_CHUNK
+        for a in range(0, X.nnz, step):
+            X.data[a:a + step] *= factor.take(X.indices[a:a + step], mode="clip")
+        return X
+
+
+PRESENCE_CHUNK = 1 << 12
+"""Rows :func:`with_presence` handles at a time (its temporaries are this many rows')."""
+SCALE_CHUNK = 1 << 22
+"""Cells :class:`SparseScaler` scales at a time."""
+
+
+def with_presence(x: sp.csr_matrix, columns: np.ndarray, rows: np.ndarray | None = None
+                  ) -> sp.csr_matrix:
+    """``hstack([x[rows], presence of x[rows][:, columns]])`` as float64, built straight
+    into its final arrays, :data:`PRESENCE_CHUNK` rows at a time: no row copy, presence
+    block or stacked temporary of the whole matrix.  Each row holds its stored cells in
+    their stored order (explicit zeros too), then a 1 in column ``n + j`` for each of its
+    cells in column ``columns[j]``, in the same order: the very arrays SciPy's column
+    indexing and ``hstack`` give.  ``columns`` must not repeat.
+
+    >>> x = sp.csr_matrix(([2.0, 0.0, 5.0], [1, 1, 0], [0, 1, 2, 3]), shape=(3, 2))
+    >>> with_presence(x, np.array([1]), np.array([2, 0])).toarray().tolist()
+    [[5.0, 0.0, 0.0], [0.0, 2.0, 1.0]]
+    """
+    n_rows, n = x.shape
+    picked = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+    where = np.full(n, -1, dtype=np.int64)
+    where[columns] = np.arange(len(columns))
+
+    def chunk(a: int) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+        block = x[a:a + PRESENCE_CHUNK] if rows is None else x[picked[a:a + PRESENCE_CHUNK]]
+        present = where[block.indices] >= 0
+        seen = np.zeros(len(present) + 1, dtype=np.int64)
+        np.cumsum(present, out=seen[1:])  # value cells before each stored cell
+        return block, present, seen
+
+    counts = np.zeros(len(picked), dtype=np.int64)  # stored + presence cells per row
+    for a in range(0, len(picked), PRESENCE_CHUNK):
+        block, _, seen = chunk(a)
+        counts[a:a + block.shape[0]] = np.diff(block.indptr) + np.diff(seen[block.indptr])
+    total = int(counts.sum())
+    index = np.int32 if max(total, n + len(columns)) <= np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(len(picked) + 1, dtype=index)
+    np.cumsum(counts, out=indptr[1:])
+    del counts
+    data = np.empty(total, dtype=np.float64)
+    indices = np.empty(total, dtype=index)
+    for a in range(0, len(picked), PRESENCE_CHUNK):
+        block, present, seen = chunk(a)
+        k = block.shape[0]
+        length = np.diff(block.indptr)
+        row = np.repeat(np.arange(k), length)
+        start = indptr[a:a + k].astype(np.int64)  # each row's first cell in the output
+        cell = start[row] + (np.arange(len(row)) - block.indptr[row])
+        data[cell] = block.data
+        indices[cell] = block.indices
+        firsts = (start + length)[row[present]]  # each row's first presence cell
+        cell = firsts + (seen[:-1][present] - seen[block.indptr[row[present]]])
+        data[cell] = 1.0
+        indices[cell] = n + where[block.indices[present]]
+    return sp.csr_matrix((data, indices, indptr), shape=(len(picked), n + len(columns)))
 
 
 class SparseForest(RandomForestClassifier):  # type: ignore[misc]
@@ -109,7 +193,7 @@ def make_estimator(family: str, hp: dict[str, Any], seed: int,
         if sparse_missing is not None:
             return make_pipeline(
                 PresenceIndicator(columns=np.asarray(sparse_missing, dtype=np.int64)),
-                StandardScaler(with_mean=False),
+                SparseScaler(),
                 LogisticRegression(C=float(hp.get("C", 1.0)), l1_ratio=ratio, solver=solver,
                                    max_iter=5000, random_state=seed),
             )
@@ -140,11 +224,44 @@ def make_estimator(family: str, hp: dict[str, Any], seed: int,
     raise ValueError(f"unknown model family '{family}'; known: {', '.join(FAMILIES)}")
 
 
-def fit(estimator: Any, x: np.ndarray, y: np.ndarray) -> Any:
-    """Fit, keeping solver convergence chatter out of the logs (the metrics tell)."""
+def fit(estimator: Any, x: np.ndarray | sp.csr_matrix, y: np.ndarray,
+        rows: np.ndarray | None = None) -> Any:
+    """Fit on ``x`` and ``y`` (their ``rows`` only, a mask or positions, if given), keeping
+    solver convergence chatter out of the logs (the metrics tell).  A sparse pipeline
+    (:class:`PresenceIndicator` first) builds its input from the rows of ``x`` at once,
+    with no copy of those rows beside it: the model is the same as fitted on ``x[rows]``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return estimator.fit(x, y)
+        if rows is None:
+            return estimator.fit(x, y)
+        picked = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows
+        if isinstance(estimator, Pipeline) and isinstance(estimator[0], PresenceIndicator):
+            xt = estimator[0].fit(x).transform(x, picked)
+            estimator[1:].fit(xt, y[picked])  # the same steps, fitted in place
+            return estimator
+        return estimator.fit(x[picked], y[picked])
+
+
+PREDICT_CHUNK = 1 << 12
+"""Rows :func:`predict` scores at a time."""
+
+
+def predict(estimator: Any, x: np.ndarray | sp.csr_matrix,
+            rows: np.ndarray | None = None) -> np.ndarray:
+    """The predicted probability of the positive class of ``x`` (its ``rows`` only, a mask
+    or positions, if given), :data:`PREDICT_CHUNK` rows at a time: each row's prediction
+    depends on that row alone (a sparse row's product sums its cells in stored order), so
+    it is the one ``predict_proba`` of all rows gives, and a sparse pipeline's transformed
+    copy is one chunk's, never the whole matrix's.  A dense ``x`` is scored in one call."""
+    if not sp.issparse(x):  # as it always was: one call (BLAS may sum by block)
+        return cast(np.ndarray, estimator.predict_proba(x if rows is None else x[rows])[:, 1])
+    picked = (np.arange(x.shape[0]) if rows is None
+              else np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows)
+    out = np.empty(len(picked), dtype=np.float64)
+    for a in range(0, len(picked), PREDICT_CHUNK):
+        part = picked[a:a + PREDICT_CHUNK]
+        out[a:a + len(part)] = estimator.predict_proba(x[part])[:, 1]
+    return out
 
 
 def importance(estimator: Any, x: np.ndarray, y: np.ndarray, seed: int,

@@ -64,7 +64,7 @@ def _kept(ds: xr.Dataset, features_path: Path, selection: dict[str, list[str]]
 
 
 def load_matrix(features_path: Path, selection: dict[str, list[str]],
-                rows: np.ndarray | None = None
+                rows: np.ndarray | None = None, csr_dtype: Any = np.float64
                 ) -> tuple[np.ndarray | sp.csr_matrix, list[str], np.ndarray]:
     """The selected feature columns, read lazily (xarray over Dask: only what is needed),
     with their names and the tensor's subject ids; ``rows``: only those tensor rows, in
@@ -74,7 +74,10 @@ def load_matrix(features_path: Path, selection: dict[str, list[str]],
     :data:`DENSE_MATRIX_BYTES`, give a dense float64 matrix (NaN where a value is
     missing), the same from either layout; a wider sparse store gives a float64
     ``csr_matrix`` of its stored cells, read one shard at a time (a cell not stored is 0,
-    missing in the columns :func:`missing_columns` names)."""
+    missing in the columns :func:`missing_columns` names); ``csr_dtype`` float32 keeps
+    it as the store holds it (a third smaller; the sparse estimators give the same model
+    from either: :func:`~cohortflow.models._estimators.with_presence` writes float64 and
+    trees split float32)."""
     ds = features.open_features(features_path)
     keep = _kept(ds, features_path, selection)
     every = feature_names(ds)  # once: per kept feature it was quadratic in the width
@@ -86,7 +89,7 @@ def load_matrix(features_path: Path, selection: dict[str, list[str]],
         if len(picked) * len(keep) * 8 <= DENSE_MATRIX_BYTES:
             fill = features.fill_values(features_path)[keep]
             return features.to_dense(matrix, fill, np.float64), names, subjects[picked]
-        return matrix.astype(np.float64), names, subjects[picked]
+        return matrix.astype(csr_dtype, copy=False), names, subjects[picked]
     chosen = ds["values"].isel(feature=keep)
     x = np.asarray(chosen.data.compute(scheduler="synchronous"), dtype=np.float64)
     if rows is not None:
@@ -212,7 +215,8 @@ def train(study: Study, config: Configuration, store: Path, labels: Path,
     episode), each with its target tensor's row as features.  Returns its metrics and its
     predictions for every row."""
     frame = cohort_frame(Path(store), Path(labels), Path(features_path))
-    x, names, _ = load_matrix(Path(features_path), config.selection, frame["row"].to_numpy())
+    x, names, _ = load_matrix(Path(features_path), config.selection, frame["row"].to_numpy(),
+                              csr_dtype=np.float32)
     missing = _sparse_missing(x, config, Path(features_path))
     y = frame["label"].to_numpy().astype(np.int8)
     is_test, folds = assign_split(study, frame)
@@ -227,11 +231,11 @@ def train(study: Study, config: Configuration, store: Path, labels: Path,
             model = _estimators.fit(
                 _estimators.make_estimator(config.family, config.hyperparameters, config.seed,
                                            missing),
-                x[fit_rows], y[fit_rows])
-            out_of_fold[held] = model.predict_proba(x[held])[:, 1]
+                x, y, fit_rows)
+            out_of_fold[held] = _estimators.predict(model, x, held)
             fold_metrics.append(_fold_metrics(y[held], out_of_fold[held]))
         model = _final_fit(config, x, y, is_test, missing)
-        prediction = model.predict_proba(x)[:, 1]
+        prediction = _estimators.predict(model, x)
         weight = _estimators.importance(model, x[~is_test], y[~is_test], config.seed)
     top = np.argsort(-weight, kind="stable")[:TOP_FEATURES]
     metrics = {
@@ -271,7 +275,7 @@ def _final_fit(config: Configuration, x: np.ndarray | sp.csr_matrix, y: np.ndarr
     return _estimators.fit(
         _estimators.make_estimator(config.family, config.hyperparameters, config.seed,
                                    missing),
-        x[~is_test], y[~is_test])
+        x, y, ~is_test)
 
 
 def fit_configuration(study: Study, config: Configuration, store: Path, labels: Path,
