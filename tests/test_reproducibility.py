@@ -151,6 +151,24 @@ def test_dask_worker_killed_mid_features_still_gives_an_identical_store(
             == manifest.tree_digests(tmp_path / "reference.zarr"))
 
 
+def _jobs(lines: list[str]) -> tuple[dict[str, tuple[str, list[str]]], set[str]]:
+    """Snakemake's verbose log: each job's (rule, outputs) by job id, and the finished ids."""
+    jobs: dict[str, tuple[str, list[str]]] = {}
+    finished: set[str] = set()
+    rule, outputs = "", []
+    for line in lines:
+        line = line.rstrip("\n")
+        if found := re.match(r"(?:local)?rule (\w+):$", line):
+            rule, outputs = found[1], []
+        elif line.startswith("    output: "):
+            outputs = [o.strip() for o in line.removeprefix("    output: ").split(",")]
+        elif found := re.match(r"    jobid: (\d+)$", line):
+            jobs[found[1]] = (rule, outputs)
+        elif found := re.match(r"Finished jobid: (\d+)", line):
+            finished.add(found[1])
+    return jobs, finished
+
+
 def test_killed_head_process_resumes_without_redoing_finished_steps(
     synth_omop: Path, omop_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -158,7 +176,7 @@ def test_killed_head_process_resumes_without_redoing_finished_steps(
     workdir = tmp_path / "run"
     workdir.mkdir()
     head = subprocess.Popen(
-        # --verbose: Snakemake's own lines, which say when each job starts
+        # --verbose: Snakemake's own lines, which say when each job starts and finishes
         [sys.executable, "-m", "cohortflow", "run", str(study), "--results", "results", "-v"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -173,14 +191,23 @@ def test_killed_head_process_resumes_without_redoing_finished_steps(
     head.wait()
     assert head.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
     results = workdir / "results" / "demo"
-    finished = {p: p.stat().st_mtime_ns for p in (results / "events",
-                                                 *(results / "cohorts").rglob("*.parquet"))}
+    # The jobs that had finished when the head was killed (the target's cohort shards at
+    # least: the features need them; the outcome cohort's may still have been running).
+    jobs, done = _jobs(seen)
+    kept = sorted({workdir / out for job in done for rule, outs in [jobs[job]]
+                   if rule in ("ingest", "cohort_shard") for out in outs})
+    assert workdir / "results" / "demo" / "events" in kept
+    assert any("cohorts/cohort/shards/" in str(p) for p in kept), kept
+    finished = {p: p.stat().st_mtime_ns for p in kept}
     assert not (results / "features" / "cohort" / "features.zarr").exists()
 
     rerun = cohortflow("run", str(study), "--results", "results", "-v", cwd=workdir)
     log = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log[-5000:]
-    assert not re.search(r"rule (ingest|cohort_shard):", log), "finished steps were redone"
+    again, _ = _jobs(log.splitlines())
+    redone = {workdir / out for rule, outs in again.values()
+              if rule in ("ingest", "cohort_shard") for out in outs}
+    assert not redone & set(kept), "finished steps were redone"
     assert re.search(r"rule features:", log)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     reference = omop_run[1]
