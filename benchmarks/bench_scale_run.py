@@ -242,7 +242,10 @@ def run_size(target: float, per_person: float, args: argparse.Namespace) -> Stag
     persons = max(1_000, round(target / per_person))
     shards = min(4096, max(2, round(target / args.events_per_shard)))
     root = args.work / f"e{target:.0e}".replace("+", "")
-    if root.exists():
+    if root.exists():  # an earlier run of this benchmark (it writes s.yaml first), nothing else
+        if any(root.iterdir()) and not (root / "s.yaml").is_file():
+            sys.exit(f"{root} exists and is not this benchmark's work folder; fix: --work "
+                     "elsewhere, or remove it yourself")
         shutil.rmtree(root)
     root.mkdir(parents=True)
     check_disk(args.work, target)
