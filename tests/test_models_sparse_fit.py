@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MaxAbsScaler
 
 from cohortflow.models import _estimators
 
@@ -29,10 +29,11 @@ class HstackPresence(_estimators.PresenceIndicator):
 
 
 def _matrix(n: int, d: int, density: float, seed: int) -> sp.csr_matrix:
-    """A float32 CSR like the store's: sorted cells, some stored zeros, empty rows."""
+    """A float32 CSR like the store's: sorted cells, some stored zeros, negative values
+    (the max-abs scale is of their absolute value), empty rows."""
     rng = np.random.default_rng(seed)
     x = sp.random(n, d, density=density, format="csr", random_state=seed, dtype=np.float32)
-    x.data = np.round(x.data * 50, 1).astype(np.float32)
+    x.data = np.round((x.data - 0.3) * 50, 1).astype(np.float32)
     x.data[rng.random(len(x.data)) < 0.05] = 0.0
     x.sort_indices()
     return x
@@ -75,7 +76,7 @@ def test_sparse_logistic_is_the_plain_pipelines_model_to_the_bit(
                             x, y, fit_rows)
     reference = _estimators.make_estimator("logistic", hp, 5, columns)
     ratio, solver = reference[-1].l1_ratio, reference[-1].solver
-    reference = make_pipeline(HstackPresence(columns=columns), StandardScaler(with_mean=False),
+    reference = make_pipeline(HstackPresence(columns=columns), MaxAbsScaler(),
                               LogisticRegression(C=0.5, l1_ratio=ratio, solver=solver,
                                                  max_iter=5000, random_state=5))
     x64 = x.astype(np.float64)

@@ -1,12 +1,13 @@
 """The logistic family on wide, mostly rare code features (a warehouse-like tensor).
 
 Four frequent binary codes carry a planted logistic risk; thousands of rare codes (Zipf: most
-seen in one or two persons) carry none.  The logistic pipelines scale every column to unit
-variance before an L2 penalty, which blows a code seen in k of n rows up to about
+seen in one or two persons) carry none.  Scaling every column to unit variance before an L2
+penalty (as the logistic pipelines once did) blows a code seen in k of n rows up to about
 sqrt(n / k): its weight becomes nearly free to the penalty, each training person is
 memorised through its own rare codes (train AUROC near 1) and the test AUROC falls to near
-chance, worse the more rows there are.  A penalised model of these features should instead
-get most of the way to the planted risk's own AUROC.
+chance, worse the more rows there are (the warehouse demo: 0.52 at 10^7 events against an
+oracle of 0.73).  Max-abs scaling keeps a binary code 0/1, and the penalised model gets
+most of the way to the planted risk's own AUROC.
 """
 
 from __future__ import annotations
@@ -40,12 +41,6 @@ def wide(n: int, rare: int = 5_000, seed: int = 0
     return sp.hstack([sp.csr_matrix(signal), noise], format="csr"), y, logit
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect: the logistic pipelines scale every column to unit variance, so rare codes "
-    "are memorised (warehouse demo: test AUROC 0.52 at 10^7 events, oracle 0.73); the fix "
-    "is max-abs scaling (sklearn MaxAbsScaler, as OHDSI's PatientLevelPrediction normalises "
-    "covariates by their maximum) in models/_estimators.py and the package export; remove "
-    "this mark with it"))
 @pytest.mark.parametrize("layout", ["sparse", "dense"])
 def test_logistic_on_wide_rare_codes_learns_the_planted_risk(layout: str) -> None:
     n = 6_000

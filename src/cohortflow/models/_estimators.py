@@ -14,7 +14,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MaxAbsScaler
 
 FAMILIES = ("logistic", "gradient_boosting", "random_forest")
 DENSE_ONLY = ("gradient_boosting",)
@@ -48,28 +48,44 @@ class PresenceIndicator(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return with_presence(sp.csr_matrix(x), cols, rows)
 
 
-class SparseScaler(StandardScaler):  # type: ignore[misc]
-    """``StandardScaler(with_mean=False, copy=False)`` whose transform of a float64 CSR
-    matrix (:func:`with_presence`'s, new) scales its cells in place
-    :data:`SCALE_CHUNK` cells at a time: the very products of
-    ``inplace_column_scale(x, 1 / scale_)``, without its one factor per stored cell.
+class SparseScaler(MaxAbsScaler):  # type: ignore[misc]
+    """``MaxAbsScaler(copy=False)`` that fits and transforms a float64 CSR matrix
+    (:func:`with_presence`'s, new) :data:`SCALE_CHUNK` cells at a time, in place: the fit
+    is the largest absolute stored value of each column (1 for a column of zeros) without
+    scikit-learn's CSC copy of the whole matrix, the transform the very products of
+    ``inplace_column_scale(x, 1 / scale_)`` without its one factor per stored cell.
 
-    >>> x = sp.csr_matrix(([2.0, 4.0, 6.0], [0, 0, 1], [0, 1, 2, 3]), shape=(3, 2))
-    >>> SparseScaler().fit(x).transform(x).toarray().round(3).tolist()
-    [[1.225, 0.0], [2.449, 0.0], [0.0, 2.121]]
+    >>> x = sp.csr_matrix(([2.0, -4.0, 6.0], [0, 0, 1], [0, 1, 2, 3]), shape=(3, 3))
+    >>> SparseScaler().fit(x).transform(x).toarray().tolist()
+    [[0.5, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
     """
 
     def __init__(self) -> None:
-        super().__init__(with_mean=False, copy=False)
+        super().__init__(copy=False)
+
+    def _in_place(self, x: Any) -> bool:
+        return bool(sp.issparse(x) and x.format == "csr" and x.dtype == np.float64)
+
+    def fit(self, X: Any, y: Any = None) -> SparseScaler:  # noqa: N803
+        if not self._in_place(X):
+            return cast(SparseScaler, super().fit(X, y))
+        largest = np.zeros(X.shape[1], dtype=np.float64)
+        for a in range(0, X.nnz, SCALE_CHUNK):
+            np.maximum.at(largest, X.indices[a:a + SCALE_CHUNK],
+                          np.abs(X.data[a:a + SCALE_CHUNK]))
+        self.n_features_in_ = int(X.shape[1])
+        self.n_samples_seen_ = int(X.shape[0])
+        self.max_abs_ = largest
+        # a column of (near) zeros keeps its values, as scikit-learn's own fit decides
+        self.scale_ = np.where(largest < 10 * np.finfo(np.float64).eps, 1.0, largest)
+        return self
 
     def transform(self, X: Any, copy: bool | None = None) -> Any:  # noqa: N803
-        if not (sp.issparse(X) and X.format == "csr" and X.dtype == np.float64 and not copy
-                and X.shape[1] == self.n_features_in_):
+        if not (self._in_place(X) and not copy and X.shape[1] == self.n_features_in_):
             return super().transform(X, copy=copy)
         factor = 1 / self.scale_
-        step = SCALE_CHUNK
-        for a in range(0, X.nnz, step):
-            X.data[a:a + step] *= factor.take(X.indices[a:a + step], mode="clip")
+        for a in range(0, X.nnz, SCALE_CHUNK):
+            X.data[a:a + SCALE_CHUNK] *= factor.take(X.indices[a:a + SCALE_CHUNK], mode="clip")
         return X
 
 
@@ -175,9 +191,16 @@ def make_estimator(family: str, hp: dict[str, Any], seed: int,
     """An unfitted estimator of ``family`` with hyperparameters ``hp``; with
     ``sparse_missing`` (the positions of the NaN-filled features), one that fits a sparse
     matrix whose cells not stored are 0, and missing in those columns: a logistic
-    regression on the features and their presence (:class:`PresenceIndicator`) scaled
-    without centring, or a :class:`SparseForest`.  Gradient boosting takes dense input
-    only.
+    regression on the features and their presence (:class:`PresenceIndicator`), or a
+    :class:`SparseForest`.  Gradient boosting takes dense input only.
+
+    A logistic regression's columns (mean-imputed, with missing indicators, when dense) are
+    divided by their largest absolute value on train, never centred or brought to unit
+    variance: a binary code stays 0/1 whatever its frequency, so the penalty weighs every
+    code alike, as OHDSI's PatientLevelPrediction normalises covariates by their maximum.
+    Unit variance would blow a code seen in k of n persons up to about sqrt(n / k), nearly
+    free of the penalty, and a warehouse's thousands of rare codes would memorise the
+    training persons (test AUROC near chance; ``tests/test_models_wide.py``).
 
     >>> make_estimator("logistic", {"penalty": "l1", "C": 0.5}, seed=1)[-1].l1_ratio
     1.0
@@ -199,7 +222,7 @@ def make_estimator(family: str, hp: dict[str, Any], seed: int,
             )
         return make_pipeline(
             SimpleImputer(strategy="mean", add_indicator=True, keep_empty_features=True),
-            StandardScaler(),
+            MaxAbsScaler(),
             LogisticRegression(C=float(hp.get("C", 1.0)), l1_ratio=ratio, solver=solver,
                                max_iter=5000, random_state=seed),
         )

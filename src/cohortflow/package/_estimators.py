@@ -5,11 +5,12 @@ No pickle: each supported family is written as named NumPy arrays (``.npy``, rea
 scikit-learn's own ``predict_proba``, so the two agree to rounding (tested to 1e-12):
 
 - ``logistic``: the mean imputer's statistics and missing-indicator columns, the scaler's
-  mean and scale, the coefficients and the intercept; a model fitted on a sparse matrix
+  mean (0: the max-abs scaler does not centre) and scale, the coefficients and the
+  intercept; a model fitted on a sparse matrix
   (:class:`cohortflow.models._estimators.PresenceIndicator`: a missing value is 0 beside a
-  presence of 0, scaled without centring) packs the same arrays, rewritten exactly: its
-  statistics 0, its presence columns as missing indicators with the opposite coefficient
-  (their sum moved into the intercept), its scaler's mean 0;
+  presence of 0) packs the same arrays, rewritten exactly: its statistics 0, its presence
+  columns as missing indicators with the opposite coefficient (their sum moved into the
+  intercept);
 - ``gradient_boosting`` (HistGradientBoosting, numeric splits only): every tree's nodes,
   concatenated, with each tree's first node in ``tree_start``, and the baseline;
 - ``random_forest``: every tree's nodes, concatenated likewise, and each leaf's fraction
@@ -53,7 +54,7 @@ of them
                      else np.zeros(0, dtype=np.int64))
         return {"statistics": np.asarray(imputer.statistics_, dtype=np.float64),
                 "indicator_features": np.asarray(indicator, dtype=np.int64),
-                "scaler_mean": np.asarray(scaler.mean_, dtype=np.float64),
+                "scaler_mean": np.zeros(len(scaler.scale_), dtype=np.float64),
                 "scaler_scale": np.asarray(scaler.scale_, dtype=np.float64),
                 "coef": np.asarray(logistic.coef_, dtype=np.float64),
                 "intercept": np.asarray(logistic.intercept_, dtype=np.float64)}

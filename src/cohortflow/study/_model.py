@@ -47,14 +47,14 @@ Ints = list[int] | Range
 
 
 class Logistic(SpecModel):
-    """Penalised logistic regression on standardised features (mean-imputed)."""
+    """Penalised logistic regression on max-abs scaled features (mean-imputed)."""
 
     family: Literal["logistic"] = "logistic"
     penalty: list[Literal["l1", "l2", "elasticnet"]] = Field(
         ["l2"], min_length=1, description="Penalties to try: l1 (lasso), l2 (ridge), "
         "elasticnet (l1_ratio mixes them).")
     C: Floats = Field([1.0], description="Inverse regularisation strength "
-                      "(smaller = stronger shrinkage); 0.01-10 suits standardised features.")
+                      "(smaller = stronger shrinkage); 0.01-10 suits max-abs scaled features.")
     l1_ratio: Floats = Field([0.5], description="Elastic-net mix (0 = l2, 1 = l1); "
                              "used by the elasticnet penalty only.")
 
