@@ -30,6 +30,7 @@ size starts, the free disk is checked against what its stages need (bytes per ev
 measured here; see ``DISK_BYTES_PER_EVENT``).
 
     python benchmarks/bench_scale_run.py --events 1e6 1e7 1e8
+    python benchmarks/bench_scale_run.py --events 1e6 --keep --reuse-cdm   # synth once, rerun the rest
     nice -n 10 python benchmarks/bench_scale_run.py --events 1e9 --events-per-person 282.9 \\
         --work /tmp/cf-scale                                            # the 10⁹ run
 
@@ -204,6 +205,16 @@ def synth_events(cdm: Path) -> int:
     return sum(int(rows.get(t, 0)) for t in EVENT_TABLES)
 
 
+def reusable(cdm: Path, persons: int) -> bool:
+    """Whether ``cdm`` is a complete warehouse CDM of ``persons`` persons and this seed."""
+    try:
+        made = json.loads((cdm / "synth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (made.get("complete") is True and made.get("persons") == persons
+            and made.get("seed") == SEED and made.get("preset") == "warehouse")
+
+
 def probe(persons: int, work: Path) -> float:
     """Mean events per person of the warehouse preset, measured on ``persons`` persons."""
     cached = work / f"probe-{persons}.json"
@@ -242,16 +253,19 @@ def run_size(target: float, per_person: float, args: argparse.Namespace) -> Stag
     persons = max(1_000, round(target / per_person))
     shards = min(4096, max(2, round(target / args.events_per_shard)))
     root = args.work / f"e{target:.0e}".replace("+", "")
+    cdm, store, results, study = root / "omop", root / "events", root / "results", root / "s.yaml"
+    reuse = args.reuse_cdm and reusable(cdm, persons)
     if root.exists():  # an earlier run of this benchmark (it writes s.yaml first), nothing else
         if any(root.iterdir()) and not (root / "s.yaml").is_file():
             sys.exit(f"{root} exists and is not this benchmark's work folder; fix: --work "
                      "elsewhere, or remove it yourself")
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+        for path in list(root.iterdir()) if reuse else [root]:
+            if path != cdm:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    root.mkdir(parents=True, exist_ok=True)
     check_disk(args.work, target)
     print(f"\n== {target:.0e} events: {persons:,} persons ({target:.3g} / {per_person:.1f} "
           f"events per person), {shards} shards, work {root}", flush=True)
-    cdm, store, results, study = root / "omop", root / "events", root / "results", root / "s.yaml"
     write_study(study, persons, shards)
     stages: Stages = {}
     events = target
@@ -272,10 +286,15 @@ def run_size(target: float, per_person: float, args: argparse.Namespace) -> Stag
               f"{disk.peak / 2**20:9.1f} MiB", flush=True)
         return out
 
-    stage("synth", cli("synth", "--persons", persons, "--seed", SEED, "--preset", "warehouse",
-                       "--out", cdm, "--no-progress"), [cdm], [])
+    if reuse:
+        print(f"  synth     not run: the CDM of an earlier --keep run is reused ({cdm})",
+              flush=True)
+    else:
+        stage("synth", cli("synth", "--persons", persons, "--seed", SEED, "--preset",
+                           "warehouse", "--out", cdm, "--no-progress"), [cdm], [])
     events = synth_events(cdm)
-    stages["synth"]["events"] = events
+    if not reuse:
+        stages["synth"]["events"] = events
     stage("ingest", cli("ingest", cdm, "--out", store, "--shards", shards), [store], [cdm])
     store_events = json.loads((store / "metadata" / "dataset.json").read_text())["events"]
     stage("cohorts", python(COHORTS, study, store, results, args.jobs),
@@ -336,6 +355,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep every stage's output (default: clean as you go, deleting "
                              "a stage's inputs once no later stage reads them)")
+    parser.add_argument("--reuse-cdm", action="store_true",
+                        help="reuse the CDM an earlier --keep run of the same size left, if "
+                             "it is complete (the synth stage is then not run or measured)")
     parser.add_argument("--events-per-shard", type=float, default=2.5e6)
     parser.add_argument("--probe-persons", type=int, default=5_000)
     parser.add_argument("--events-per-person", type=float,

@@ -87,6 +87,7 @@ def test_parts_are_compressed_and_read_back_unchanged(tmp_path: Path) -> None:
     frame = _frame(20_000, seed=5, ordered=False)
     writer = store_writer.ShardWriter(tmp_path / "w", 2)
     writer.add(frame)
+    writer.flush()
     parts = sorted((tmp_path / "w" / "parts").rglob("*.arrow"))
     plain = tmp_path / "plain.arrow"
     frame.write_ipc(plain, compression="uncompressed")
@@ -97,3 +98,29 @@ def test_parts_are_compressed_and_read_back_unchanged(tmp_path: Path) -> None:
     expected = frame.sort(store_writer.SORT_KEY, nulls_last=False, maintain_order=True)
     got = pl.concat(shards).sort(store_writer.SORT_KEY, nulls_last=False, maintain_order=True)
     assert got.equals(expected.select(got.columns))
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_the_store_does_not_depend_on_how_many_events_are_gathered_per_part(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool) -> None:
+    """Frames are gathered up to ``SPILL_ROWS`` events before they become parts: the
+    shards, the code counts and the units are the same whether every frame is its own
+    part, a few frames share one or all do."""
+    frames = [_frame(int(rows), seed, ordered=False)
+              for seed, rows in enumerate([700, 1, 2_500, 300, 4_000, 50, 1_200])]
+    stores = {}
+    for spill in (1, 3_000, 10**9):
+        monkeypatch.setattr(store_writer, "SPILL_ROWS", spill)
+        writer = store_writer.ShardWriter(tmp_path / f"w{spill}", 4, background=background)
+        for frame in frames:
+            writer.add(frame)
+        before = writer.parts
+        total = writer.finish(tmp_path / f"s{spill}")
+        assert total == sum(f.height for f in frames)
+        stores[spill] = (writer.code_counts, writer.units, [
+            events.shard_path(tmp_path / f"s{spill}", s).read_bytes()
+            for s in events.shard_names(4)])
+        # every frame its own spill; frames of 3,000 events at a time; one spill at the end
+        assert before == {1: len(frames), 3_000: 2, 10**9: 0}[spill]
+    assert stores[1] == stores[3_000] == stores[10**9]
+    assert not (tmp_path / "w3000" / "parts").exists()
