@@ -30,7 +30,7 @@ size starts, the free disk is checked against what its stages need (bytes per ev
 measured here; see ``DISK_BYTES_PER_EVENT``).
 
     python benchmarks/bench_scale_run.py --events 1e6 1e7 1e8
-    python benchmarks/bench_scale_run.py --events 1e6 --keep --reuse-cdm   # synth once, rerun the rest
+    python benchmarks/bench_scale_run.py --events 1e6 --keep --reuse-cdm  # synth once, then reruns
     nice -n 10 python benchmarks/bench_scale_run.py --events 1e9 --events-per-person 282.9 \\
         --work /tmp/cf-scale                                            # the 10⁹ run
 
