@@ -32,7 +32,8 @@ PARTS_COMPRESSION: Literal["lz4"] = "lz4"
 #: source batch and shard made a 10⁹-event ingest (3,900 batches × 400 shards) write and
 #: read 1.2 million files of about 1,200 events, at about 1 ms of CPU each: a cost that grows
 #: with events × shards, i.e. with the square of the data.  Gathering 2 M events first cuts
-#: the parts to one per 2 M events and shard; the gathered frames cost about 100 MB.
+#: the parts to one per 2 M events and shard (10⁹: ingest CPU 4,080 → 2,381 s); the frames
+#: gathered and the ones being written raise the ingest's peak RSS by about 0.3–0.5 GB.
 SPILL_ROWS = 1 << 21
 
 
