@@ -67,7 +67,8 @@ class ShardWriter:
 
     @property
     def codes(self) -> set[str]:
-        """The distinct codes added (complete after :meth:`flush` or :meth:`finish`)."""
+        """The distinct codes added (complete after :meth:`finish`: a flush in the
+        background counts its codes only once its parts are written)."""
         return set(self.code_counts)
 
     def add(self, frame: pl.DataFrame, code_counts: dict[str, int] | None = None) -> None:
